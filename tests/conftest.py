@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny georeferenced rasters written into tmp_path, offline hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+UTM = CRS.from_epsg(32616)
+
+
+def shared_data(sub: str) -> Path:
+    """Path to a folder of ../shared/data, or skip the test with the reason."""
+    p = SHARED_DATA / sub
+    if not p.exists():
+        pytest.skip(f"real data {p} is absent (it lies beside the project only on CI/dev machines)")
+    return p
+
+
+@pytest.fixture
+def make_raster(tmp_path: Path) -> Callable[..., Path]:
+    """Factory writing a small georeferenced GeoTIFF into tmp_path.
+
+    ``make_raster(array, name="img.tif", crs=UTM, res=0.5, origin=(500000, 3700000),
+    nodata=None, descriptions=None, colorinterp=None)``; ``array`` is (bands, h, w) or (h, w).
+    """
+
+    def _make(
+        array: np.ndarray,
+        name: str = "img.tif",
+        crs: CRS | None = UTM,
+        res: float = 0.5,
+        origin: tuple[float, float] = (500000.0, 3700000.0),
+        nodata: float | None = None,
+        descriptions: list[str] | None = None,
+        colorinterp: list | None = None,
+    ) -> Path:
+        arr = array[None] if array.ndim == 2 else array
+        path = tmp_path / name
+        profile = {
+            "driver": "GTiff",
+            "width": arr.shape[2],
+            "height": arr.shape[1],
+            "count": arr.shape[0],
+            "dtype": str(arr.dtype),
+            "transform": from_origin(origin[0], origin[1], res, res),
+            "nodata": nodata,
+        }
+        if crs is not None:
+            profile["crs"] = crs
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr)
+            for i, d in enumerate(descriptions or [], start=1):
+                dst.set_band_description(i, d)
+            if colorinterp:
+                dst.colorinterp = colorinterp
+        return path
+
+    return _make
