@@ -1,0 +1,73 @@
+"""The ``geounet`` click group: global options, error handling and the command list.
+
+Every :class:`~geounet.errors.GeounetError` becomes one line on stderr and exit code 2;
+Ctrl-C exits with 130 (outputs are written atomically, so nothing half-written is left).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+import warnings
+from typing import Any
+
+import click
+
+from geounet import __version__
+from geounet.errors import GeounetError
+
+__all__ = ["cli", "main"]
+
+
+class _Group(click.Group):
+    """A click group that turns geounet errors and Ctrl-C into short messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GeounetError as exc:
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            click.echo(f"geounet: error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("geounet: interrupted; no partial output was left.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="geounet")
+@click.option("-v", "--verbose", count=True, help="More messages (-vv: debug, tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """geounet: semantic segmentation of georeferenced imagery with U-Nets.
+
+    \b
+    Everyday use:
+      geounet demo                         # train on the bundled sample data, once
+      geounet classify scene.tif           # -> scene_classified.tif beside it
+      geounet classify scene.tif --vector features.gpkg
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(verbose=verbose, quiet=quiet)
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if quiet:
+        warnings.simplefilter("ignore")
+
+
+def _register() -> None:
+    from geounet.cli import classify, demo, evaluate, info, prepare, train, vectorize
+
+    for module in (classify, prepare, train, vectorize, evaluate, info, demo):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point for ``python -m geounet``."""
+    cli(prog_name="geounet")

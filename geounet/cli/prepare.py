@@ -1,0 +1,76 @@
+"""``geounet prepare``: chip images and labels into a training folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geounet.cli.options import overwrite_opt, parse_classes
+
+
+@click.command("prepare")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--labels",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Label raster or vector file, one per image (repeat the option).",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Chip folder.")
+@click.option(
+    "--classes",
+    default=None,
+    help="Label value to class name, e.g. 1=building,2=road or '#3C1098=Building'.",
+)
+@click.option("--label-field", default=None, help="Vector attribute holding the class.")
+@click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
+@click.option(
+    "--stride",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Step between chips (default: the chip size).",
+)
+@click.option("--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all).")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True)
+@click.option(
+    "--allow-no-crs", is_flag=True, help="Accept rasters without a CRS (pixel coordinates)."
+)
+@overwrite_opt
+def command(
+    images: tuple[Path, ...],
+    labels: tuple[Path, ...],
+    out: Path,
+    classes: str | None,
+    label_field: str | None,
+    chip_size: int,
+    stride: int | None,
+    bands: str | None,
+    val_fraction: float,
+    allow_no_crs: bool,
+    overwrite: bool,
+) -> None:
+    """Chip IMAGES and their labels into a georeferenced training folder.
+
+    \b
+    Example:
+      geounet prepare scene.tif --labels buildings.gpkg --classes building --out chips/
+    """
+    from geounet.data import prepare_data
+
+    data = prepare_data(
+        list(images),
+        labels=list(labels),
+        classes=parse_classes(classes),
+        label_field=label_field,
+        chip_size=chip_size,
+        stride=stride,
+        bands=[int(b) for b in bands.split(",")] if bands else None,
+        val_fraction=val_fraction,
+        allow_no_crs=allow_no_crs,
+        out_dir=out,
+        overwrite=overwrite,
+    )
+    click.echo(str(data.summary()))
+    click.echo(f"chips: {data.chip_dir}")

@@ -1,0 +1,78 @@
+"""``geounet train``: train a U-Net and save the model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geounet.cli.options import overwrite_opt, parse_classes
+
+
+@click.command("train")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--labels",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Label raster or vector file per image (not with a chip folder).",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Model folder.")
+@click.option("--classes", default=None, help="e.g. 1=building,2=road (with --labels).")
+@click.option(
+    "--backbone",
+    default="efficientnet-lite0",
+    show_default=True,
+    help="Encoder: efficientnet-lite0 (offline ImageNet weights), resnet34, ...",
+)
+@click.option(
+    "--weights",
+    "encoder_weights",
+    default="imagenet",
+    show_default=True,
+    help="Encoder weights: imagenet, none, or a local weights file.",
+)
+@click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate (default: LR finder).")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True)
+@click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
+@overwrite_opt
+def command(
+    inputs: tuple[Path, ...],
+    labels: tuple[Path, ...],
+    out: Path,
+    classes: str | None,
+    backbone: str,
+    encoder_weights: str,
+    epochs: int,
+    lr: float | None,
+    batch_size: int,
+    chip_size: int,
+    overwrite: bool,
+) -> None:
+    """Train on a chip folder (from `geounet prepare`) or on IMAGES with --labels.
+
+    \b
+    Examples:
+      geounet train chips/ --out models/buildings --epochs 20
+      geounet train scene.tif --labels buildings.gpkg --classes building --out models/b
+    """
+    from geounet.workflows import train_model
+
+    result = train_model(
+        list(inputs),
+        out,
+        labels=list(labels) or None,
+        classes=parse_classes(classes),
+        backbone=backbone,
+        encoder_weights=None if encoder_weights == "none" else encoder_weights,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        chip_size=chip_size,
+        overwrite=overwrite,
+    )
+    for key, value in (result["metrics"] or {}).items():
+        if isinstance(value, int | float):
+            click.echo(f"{key}: {value:.4f}")
+    click.echo(f"model: {result['model']}")

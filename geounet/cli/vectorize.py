@@ -1,0 +1,82 @@
+"""``geounet vectorize``: class raster to building polygons and road centre lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geounet.cli.options import overwrite_opt, parse_classes
+
+
+@click.command("vectorize")
+@click.argument("classified", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Vector file: .gpkg (one layer per class), .geojson, .shp, .fgb, .parquet.",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="Value to class name for rasters without geounet metadata, e.g. 1=building.",
+)
+@click.option(
+    "--min-area",
+    "min_area_m2",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Drop objects smaller than this (m²).",
+)
+@click.option(
+    "--simplify",
+    "simplify_m",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Simplification tolerance (m).",
+)
+@click.option("--no-regularize", is_flag=True, help="Keep traced building outlines as they are.")
+@click.option("--no-centerlines", is_flag=True, help="Roads as polygons, not centre lines.")
+@click.option(
+    "--probabilities",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Probability raster from classify, adds mean_confidence.",
+)
+@overwrite_opt
+def command(
+    classified: Path,
+    out: Path,
+    classes: str | None,
+    min_area_m2: float,
+    simplify_m: float,
+    no_regularize: bool,
+    no_centerlines: bool,
+    probabilities: Path | None,
+    overwrite: bool,
+) -> None:
+    """Turn a CLASSIFIED raster into polygons (buildings regularized) and road centre lines.
+
+    \b
+    Example:
+      geounet vectorize scene_classified.tif --out features.gpkg
+    """
+    from geounet.vectorize import vectorize
+
+    layers = vectorize(
+        classified,
+        out,
+        classes=parse_classes(classes),
+        min_area_m2=min_area_m2,
+        simplify_m=simplify_m,
+        regularize=not no_regularize,
+        road_centerlines=not no_centerlines,
+        probabilities=probabilities,
+        overwrite=overwrite,
+    )
+    for name, gdf in layers.items():
+        click.echo(f"{name}: {len(gdf)} features")
+    click.echo(f"written: {out}")
