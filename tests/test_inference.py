@@ -1,0 +1,437 @@
+"""Tiled, streamed inference: exact to the pixel with pointwise models, seamless otherwise."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+
+from geounet.blending import RowAccumulator, TilePlan
+from geounet.classes import make_classes
+from geounet.engine import run_network
+from geounet.errors import (
+    BandMismatchError,
+    InvalidParameterError,
+    MissingCRSError,
+    OutputExistsError,
+)
+from geounet.inference import classify_raster, classify_rows, predict_array
+from geounet.model import ModelConfig
+from geounet.tilestream import ArraySource
+
+MEAN, STD = 100.0, 50.0
+
+
+class Threshold(torch.nn.Module):
+    """Class 1 where band 1 > 100.5 (raw), with logits far from a tie: a pointwise model."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            self.conv.weight[1, 0] = STD  # logit1 = raw - 100 - 0.5
+            self.conv.bias[1] = -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Smooth(torch.nn.Module):
+    """Two fixed 3x3 convolutions (receptive field 5): not pointwise."""
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, n_classes, 3, padding=1)
+        with torch.no_grad():
+            for conv in (self.a, self.b):
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+                conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+class Counting(torch.nn.Module):
+    """Counts forward calls; raises on call number ``fail_on`` when given."""
+
+    def __init__(self, inner: torch.nn.Module, fail_on: int | None = None) -> None:
+        super().__init__()
+        self.inner, self.calls, self.fail_on = inner, 0, fail_on
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.fail_on is not None and self.calls >= self.fail_on:
+            raise RuntimeError("network failed on purpose")
+        return self.inner(x)
+
+
+def make_model(network=None, n_classes=2, bands=3, gsd=0.5, p98=250.0, dtype="uint8"):
+    names = {i: f"class{i}" for i in range(1, n_classes)}
+    config = ModelConfig(
+        arch="unet",
+        backbone=None,
+        in_channels=bands,
+        classes=make_classes(names),
+        bands=list(range(1, bands + 1)),
+        band_names=[f"b{i}" for i in range(bands)],
+        stats={"mean": [MEAN] * bands, "std": [STD] * bands, "p2": [0.0] * bands,
+               "p98": [p98] * bands},
+        chip_size=256,
+        gsd_m=gsd,
+        source_dtype=dtype,
+    )  # fmt: skip
+    net = network if network is not None else Threshold(bands)
+    return SimpleNamespace(network=net, config=config, device=torch.device("cpu"))
+
+
+def image(h, w, bands=3, seed=0):
+    return np.random.default_rng(seed).integers(1, 255, (bands, h, w)).astype(np.uint8)
+
+
+def expected(arr):
+    return (arr[0].astype(np.int32) > 100).astype(np.uint8)
+
+
+def read(path, band=1):
+    with rasterio.open(path) as src:
+        return src.read(band) if band else src.read()
+
+
+def whole_forward(model, arr, halo):
+    """One forward over the whole (reflect-padded) image, the reference for tiled results."""
+    x = (arr.astype(np.float32) - MEAN) / STD
+    x = np.pad(x, ((0, 0), (halo, halo), (halo, halo)), mode="reflect")
+    with torch.inference_mode():
+        logits = model.network(torch.from_numpy(x[None]))[0].numpy()
+    return logits[:, halo:-halo, halo:-halo].argmax(0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "blend"),
+    [(128, 32, "spline"), (64, 16, "linear"), (128, 0, "none"), (96, 48, "none"),
+     (256, 64, "spline"), (64, 0, "spline")],
+)  # fmt: skip
+def test_pointwise_model_is_exact_to_the_pixel(make_raster, tmp_path, tile, overlap, blend):
+    arr = image(300, 410)
+    src = make_raster(arr)
+    out = classify_raster(
+        make_model(), src, tmp_path / "out.tif", tile_size=tile, overlap=overlap, blend=blend,
+        batch_size=3, progress=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(read(out), expected(arr))
+
+
+@pytest.mark.parametrize(("h", "w"), [(40, 70), (70, 40), (1, 90), (33, 1000), (700, 20)])
+def test_tiny_and_thin_rasters(make_raster, tmp_path, h, w):
+    arr = image(h, w, seed=h + w)
+    out = classify_raster(make_model(), make_raster(arr), tmp_path / "o.tif", progress=False)
+    got = read(out)
+    assert got.shape == (h, w)
+    np.testing.assert_array_equal(got, expected(arr))
+
+
+def test_tiny_raster_gets_a_small_tile_not_zero_padding():
+    plan = TilePlan.build(40, 70, tile_size=512, overlap=64, blend="spline")
+    assert (plan.tile_h, plan.tile_w) == (128, 160)  # padded 104 x 134, rounded up to 32
+    assert plan.n_tiles == 1
+
+
+def test_probabilities_match_a_whole_array_softmax():
+    arr = image(150, 230)
+    classes, probs = predict_array(make_model(), arr, tile_size=64, overlap=16)
+    x = torch.from_numpy((arr.astype(np.float32) - MEAN) / STD)[None]
+    ref = torch.softmax(make_model().network(x), dim=1)[0].detach().numpy()
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+    np.testing.assert_array_equal(classes, expected(arr))
+
+
+def test_non_pointwise_model_tiled_equals_whole_image(make_raster, tmp_path):
+    arr = image(300, 330, seed=3)
+    model = make_model(Smooth(), n_classes=3)
+    out = classify_raster(
+        model, make_raster(arr), tmp_path / "o.tif", tile_size=96, overlap=32, progress=False
+    )
+    plan = TilePlan.build(300, 330, tile_size=96, overlap=32, blend="spline")
+    agree = (read(out) == whole_forward(model, arr, plan.halo)).mean()
+    assert agree >= 0.999
+
+
+@pytest.mark.parametrize("tta", ["flips", "dihedral"])
+def test_tta_with_a_pointwise_model_changes_nothing(make_raster, tmp_path, tta):
+    arr = image(120, 200)
+    model = make_model(Counting(Threshold()))
+    out = classify_raster(
+        model, make_raster(arr), tmp_path / "o.tif", tile_size=64, overlap=16, tta=tta,
+        batch_size=100, progress=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(read(out), expected(arr))
+    assert model.network.calls == (4 if tta == "flips" else 8)
+
+
+def test_run_network_tta_undoes_its_transforms():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 4, 1)  # pointwise: every transform, undone, gives the same map
+    model = SimpleNamespace(network=net, device="cpu")
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    plain = run_network(model, x)
+    assert plain.shape == (2, 4, 64, 96)
+    np.testing.assert_allclose(plain.sum(1), 1.0, atol=1e-5)
+    for tta in ("flips", "dihedral"):
+        np.testing.assert_allclose(run_network(model, x, tta), plain, atol=1e-5)
+
+
+def test_classify_rows_equals_the_same_rows_of_the_whole_run(make_raster, tmp_path):
+    arr = image(400, 250, seed=5)
+    model = make_model(Smooth(), n_classes=3)
+    src = make_raster(arr)
+    kw = {"tile_size": 96, "overlap": 32}
+    whole = read(classify_raster(model, src, tmp_path / "o.tif", progress=False, **kw))
+    parts = [classify_rows(model, src, a, b, **kw)[0] for a, b in [(0, 77), (77, 301), (301, 400)]]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_predict_array_marks_invalid_pixels():
+    arr = image(90, 120)
+    valid = np.ones((90, 120), bool)
+    valid[10:20, 30:50] = False
+    classes, probs = predict_array(make_model(), arr, tile_size=64, overlap=16, valid=valid)
+    assert (classes[~valid] == 255).all()
+    np.testing.assert_array_equal(classes[valid], expected(arr)[valid])
+    assert (probs[:, ~valid] == 0).all()
+
+
+# ----------------------------------------------------------------------------- georeferencing
+
+
+def test_output_keeps_grid_and_has_colours_and_class_names(make_raster, tmp_path):
+    arr = image(260, 300)
+    src = make_raster(arr, res=0.5, origin=(431000.0, 3911000.0))
+    model = make_model(n_classes=3, network=Smooth())
+    out = classify_raster(model, src, tmp_path / "o.tif", tile_size=128, progress=False)
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert (b.crs, b.transform, b.width, b.height) == (a.crs, a.transform, a.width, a.height)
+        assert b.count == 1 and b.dtypes[0] == "uint8" and b.nodata == 255
+        cmap = b.colormap(1)
+        tags = b.tags()
+    assert cmap[1][:3] == (0xE6, 0x19, 0x4B)
+    assert json.loads(tags["CLASSES"]) == {"0": "background", "1": "class1", "2": "class2"}
+    assert [c["name"] for c in json.loads(tags["GEOUNET_CLASSES"])][1] == "class1"
+
+
+def test_cog_output(make_raster, tmp_path):
+    arr = image(600, 700)
+    out = classify_raster(
+        make_model(), make_raster(arr), tmp_path / "o.tif", tile_size=256, output_format="COG",
+        progress=False,
+    )  # fmt: skip
+    with rasterio.open(out) as b:
+        assert b.overviews(1)
+        np.testing.assert_array_equal(b.read(1), expected(arr))
+
+
+def test_probabilities_raster(make_raster, tmp_path):
+    arr = image(130, 170)
+    model = make_model(Smooth(), n_classes=3)
+    src = make_raster(arr)
+    out = classify_raster(
+        model, src, tmp_path / "o.tif", tile_size=64, overlap=16, progress=False,
+        probabilities=tmp_path / "p.tif",
+    )  # fmt: skip
+    _, probs = predict_array(model, arr, tile_size=64, overlap=16)
+    with rasterio.open(tmp_path / "p.tif") as p, rasterio.open(out) as o:
+        assert p.count == 3 and p.dtypes[0] == "uint8"
+        assert p.descriptions == ("background", "class1", "class2")
+        assert (p.crs, p.transform) == (o.crs, o.transform)
+        got = p.read()
+    assert np.abs(got.astype(int) - np.rint(probs * 255)).max() <= 1
+    assert np.abs(got.sum(0).astype(int) - 255).max() <= 2
+
+
+def test_input_without_crs_is_refused_unless_allowed(make_raster, tmp_path):
+    arr = image(50, 60)
+    src = make_raster(arr, crs=None)
+    with pytest.raises(MissingCRSError):
+        classify_raster(make_model(), src, tmp_path / "o.tif", progress=False)
+    out = classify_raster(make_model(), src, tmp_path / "o.tif", progress=False, allow_no_crs=True)
+    np.testing.assert_array_equal(read(out), expected(arr))
+
+
+# ----------------------------------------------------------------------------- nodata
+
+
+def test_nodata_stays_nodata_and_empty_tiles_are_skipped(make_raster, tmp_path):
+    arr = image(256, 1000)
+    arr[:, :, :600] = 0  # left 60 % nodata
+    counting = Counting(Threshold())
+    model = make_model(counting)
+    out = classify_raster(
+        model, make_raster(arr, nodata=0), tmp_path / "o.tif", tile_size=128, overlap=32,
+        batch_size=1, progress=False,
+    )  # fmt: skip
+    got = read(out)
+    assert (got[:, :600] == 255).all()
+    np.testing.assert_array_equal(got[:, 600:], expected(arr)[:, 600:])
+    plan = TilePlan.build(256, 1000, tile_size=128, overlap=32, blend="spline")
+    source = ArraySource(arr, arr[0] != 0)
+    with_data = 0
+    for i in range(len(plan.row_starts)):
+        for j in range(len(plan.col_starts)):
+            r = plan.region(i, j)
+            with_data += source.read(r.row, r.col, plan.tile_h, plan.tile_w)[1].any()
+    assert counting.calls == with_data < plan.n_tiles
+
+
+def test_alpha_band_is_a_mask(make_raster, tmp_path):
+    arr = image(100, 140)
+    alpha = np.full((1, 100, 140), 255, np.uint8)
+    alpha[0, 40:60] = 0
+    interp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    src = make_raster(np.concatenate([arr, alpha]), colorinterp=interp)
+    got = read(classify_raster(make_model(), src, tmp_path / "o.tif", progress=False))
+    assert (got[40:60] == 255).all()
+    np.testing.assert_array_equal(got[:40], expected(arr)[:40])
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def test_band_mismatch_names_both_counts(make_raster, tmp_path):
+    src = make_raster(image(50, 50, bands=2), name="two_bands.tif")
+    with pytest.raises(BandMismatchError, match=r"two_bands\.tif.*2 data band.*reads 3"):
+        classify_raster(make_model(), src, tmp_path / "o.tif", progress=False)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_value_range_far_from_training_warns(make_raster, tmp_path):
+    arr = image(64, 64).astype(np.uint16) * 16  # 12-bit values to an 8-bit model
+    with pytest.warns(UserWarning, match=r"values reach about .* up to about 250"):
+        classify_raster(make_model(), make_raster(arr), tmp_path / "o.tif", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        classify_raster(
+            make_model(), make_raster(image(64, 64), name="ok.tif"), tmp_path / "ok_out.tif",
+            progress=False,
+        )  # fmt: skip
+
+
+def test_other_resolution_warns_and_is_mapped_back_to_the_input_grid(make_raster, tmp_path):
+    arr = image(150, 210)
+    arr[0] = np.repeat(np.repeat(arr[0, ::3, ::3], 3, 0), 3, 1)[:150, :210]  # 3x3 blocks
+    src = make_raster(arr, res=1.5)
+    model = make_model(gsd=0.5)
+    with pytest.warns(UserWarning, match=r"pixel size 1\.5 m .* trained at 0\.5 m"):
+        out = classify_raster(model, src, tmp_path / "o.tif", tile_size=128, progress=False)
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert (b.crs, b.transform, b.width, b.height) == (a.crs, a.transform, a.width, a.height)
+        got = b.read(1)
+    np.testing.assert_array_equal(got, expected(arr))
+    with pytest.warns(UserWarning, match=r"pixel size 1\.5 m .* trained at 0\.5 m"):
+        rows, _ = classify_rows(model, src, 20, 61, tile_size=128)
+    np.testing.assert_array_equal(rows, got[20:61])
+
+
+def test_resampled_run_keeps_nodata_of_the_input(make_raster, tmp_path):
+    arr = image(120, 150)
+    arr[:, 50:70, :] = 0
+    src = make_raster(arr, res=0.3, nodata=0)
+    with pytest.warns(UserWarning, match="pixel size"):
+        out = classify_raster(make_model(gsd=0.5), src, tmp_path / "o.tif", progress=False)
+    got = read(out)
+    assert (got[50:70] == 255).all()
+    assert (got[:45] != 255).all() and (got[75:] != 255).all()
+
+
+def test_geographic_crs_is_measured_in_metres(make_raster, tmp_path):
+    deg = 0.5 / 111_320  # about half a metre at the equator
+    src = make_raster(image(60, 80), crs=CRS.from_epsg(4326), res=deg, origin=(10.0, 0.001))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        classify_raster(make_model(gsd=0.5), src, tmp_path / "o.tif", progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"tile_size": 100}, {"tile_size": 32}, {"overlap": 300}, {"blend": "gauss"},
+     {"tta": "rot"}, {"batch_size": 0}, {"output_format": "PNG"}],
+)  # fmt: skip
+def test_bad_parameters_are_refused_before_any_work(make_raster, tmp_path, kwargs):
+    with pytest.raises(InvalidParameterError):
+        classify_raster(make_model(), make_raster(image(40, 40)), tmp_path / "o.tif", **kwargs)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_existing_output_is_not_overwritten(make_raster, tmp_path):
+    src = make_raster(image(40, 40))
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError):
+        classify_raster(make_model(), src, out, progress=False)
+    assert out.read_bytes() == b"keep me"
+    classify_raster(make_model(), src, out, progress=False, overwrite=True)
+    assert read(out).shape == (40, 40)
+
+
+def test_failure_mid_run_leaves_no_output_nor_temporary_file(make_raster, tmp_path):
+    src = make_raster(image(400, 400))
+    before = set(tmp_path.iterdir())
+    model = make_model(Counting(Threshold(), fail_on=3))
+    with pytest.raises(RuntimeError, match="on purpose"):
+        classify_raster(
+            model, src, tmp_path / "o.tif", tile_size=64, overlap=16, batch_size=2,
+            probabilities=tmp_path / "p.tif", progress=False,
+        )  # fmt: skip
+    assert set(tmp_path.iterdir()) == before
+    assert model.network.calls == 3
+
+
+# ----------------------------------------------------------------------------- accumulator
+
+
+def test_accumulator_band_is_a_tile_high_whatever_the_raster_height():
+    plan = TilePlan.build(100_000, 300, tile_size=256, overlap=64, blend="spline")
+    acc = RowAccumulator(4, plan.width, plan.tile_h)
+    assert acc.sums.shape == (4, 256, 300)
+    finished = [plan.finished_row(i) for i in range(len(plan.row_starts))]
+    assert finished == sorted(finished) and finished[-1] == 100_000
+    for i in range(1, len(plan.row_starts)):  # a tile row always fits in the band
+        assert plan.span(i)[1] - finished[i - 1] <= plan.tile_h
+
+
+def test_every_pixel_is_owned_by_exactly_one_core_with_blend_none():
+    plan = TilePlan.build(333, 517, tile_size=128, overlap=48, blend="none")
+    owners = np.zeros((333, 517), int)
+    for i in range(len(plan.row_starts)):
+        for j in range(len(plan.col_starts)):
+            r = plan.region(i, j)
+            a, b = max(r.row + r.r0, 0), min(r.row + r.r1, 333)
+            c, d = max(r.col + r.c0, 0), min(r.col + r.c1, 517)
+            owners[a:b, c:d] += 1
+    assert (owners == 1).all()
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        classify_raster(make_model(), tmp_path / "nope.tif", tmp_path / "o.tif")
+
+
+def test_returns_the_output_path(make_raster, tmp_path):
+    out = classify_raster(make_model(), make_raster(image(40, 40)), str(tmp_path / "o.tif"),
+                          progress=False)  # fmt: skip
+    assert out == Path(tmp_path / "o.tif")
