@@ -211,13 +211,12 @@ def dice_loss(
         >>> round(float(dice_loss(logits, torch.zeros(1, 2, 2, dtype=torch.int64))), 2)
         0.29
     """
-    n_classes = logits.shape[1]
     valid = target != ignore_index
     if not bool(valid.any()):
         return logits.sum() * 0.0
     probs = torch.softmax(logits.float(), dim=1) * valid.unsqueeze(1)
-    onehot = F.one_hot(torch.where(valid, target, 0), n_classes).permute(0, 3, 1, 2)
-    onehot = onehot * valid.unsqueeze(1)
+    labels = torch.where(valid, target, 0).unsqueeze(1)
+    onehot = torch.zeros_like(probs).scatter_(1, labels, 1.0) * valid.unsqueeze(1)
     dims = (0, 2, 3)
     intersection = (probs * onehot).sum(dims)
     denominator = probs.sum(dims) + onehot.sum(dims)

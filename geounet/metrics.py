@@ -74,20 +74,31 @@ def confusion_matrix(
         raise InvalidParameterError(f"n_classes={n_classes} must be >= 1.")
     pred = pred.ravel()
     truth = truth.ravel()
-    keep = (truth != ignore_index) & (pred != ignore_index)
+    keep = truth != ignore_index
+    keep &= pred != ignore_index
     if not keep.all():
         pred, truth = pred[keep], truth[keep]
-    pred = pred.astype(np.int64, copy=False)
-    truth = truth.astype(np.int64, copy=False)
-    for name, arr in (("truth", truth), ("prediction", pred)):
-        if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-            bad = arr[(arr < 0) | (arr >= n_classes)][0]
-            raise InvalidParameterError(
-                f"{name} holds value {int(bad)}, which is not a class in [0, {n_classes}) "
-                f"nor the ignore value {ignore_index}."
-            )
-    counts = np.bincount(truth * n_classes + pred, minlength=n_classes * n_classes)
+    _check_classes(truth, n_classes, ignore_index, "truth")
+    _check_classes(pred, n_classes, ignore_index, "prediction")
+    index = truth.astype(np.intp)
+    index *= n_classes
+    index += pred if pred.dtype.kind in "biu" else pred.astype(np.intp)
+    counts = np.bincount(index, minlength=n_classes * n_classes)
     return counts.reshape(n_classes, n_classes).astype(np.int64, copy=False)
+
+
+def _check_classes(arr: np.ndarray, n_classes: int, ignore_index: int, name: str) -> None:
+    if arr.size == 0:
+        return
+    if arr.dtype.kind not in "biu" and not np.all(np.mod(arr, 1) == 0):
+        raise InvalidParameterError(f"{name} must hold integer class indices; got {arr.dtype}.")
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise InvalidParameterError(
+            f"{name} holds value {int(bad)}, which is not a class in [0, {n_classes}) "
+            f"nor the ignore value {ignore_index}."
+        )
 
 
 class ConfusionAccumulator:
@@ -391,15 +402,34 @@ def _present(geoms: np.ndarray) -> np.ndarray:
 
 
 def _length_within(lines: np.ndarray, reference: np.ndarray, distance: float) -> float:
-    """Total length of ``lines`` lying within ``distance`` of any ``reference`` geometry."""
+    """Total length of ``lines`` lying within ``distance`` of any ``reference`` geometry.
+
+    A line wholly inside one reference buffer counts in full; any other line loses, one
+    candidate at a time, its part inside the buffer of each nearby reference geometry
+    (vectorised over lines), and the matched length is what was removed.
+    """
     if lines.size == 0 or reference.size == 0:
         return 0.0
-    tree = shapely.STRtree(reference)
-    li, ri = tree.query(lines, predicate="dwithin", distance=distance)
+    li, ri = shapely.STRtree(reference).query(lines, predicate="dwithin", distance=distance)
     if li.size == 0:
         return 0.0
-    total = 0.0
-    for k in np.unique(li):
-        zone = shapely.buffer(shapely.union_all(reference[ri[li == k]]), distance)
-        total += float(shapely.length(shapely.intersection(lines[k], zone)))
-    return total
+    used = np.unique(ri)
+    zones = np.empty(reference.size, dtype=object)
+    zones[used] = shapely.buffer(reference[used], distance)
+    shapely.prepare(zones[used])
+    inside = np.unique(li[shapely.covers(zones[ri], lines[li])])  # wholly within one zone
+    matched = float(shapely.length(lines[inside]).sum())
+    partial = ~np.isin(li, inside)
+    li, ri = li[partial], ri[partial]
+    if li.size == 0:
+        return matched
+    order = np.argsort(li, kind="stable")
+    li, ri = li[order], ri[order]
+    rank = np.arange(li.size) - np.searchsorted(li, li)
+    rest = lines.copy()
+    for r in range(int(rank.max()) + 1):
+        sel = rank == r
+        rest[li[sel]] = shapely.difference(rest[li[sel]], zones[ri[sel]])
+    touched = np.unique(li)
+    removed = shapely.length(lines[touched]).sum() - shapely.length(rest[touched]).sum()
+    return matched + float(removed)

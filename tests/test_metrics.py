@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 from conftest import shared_data
 from shapely import LineString, Polygon, box
 from shapely.affinity import translate
@@ -296,3 +297,19 @@ def test_metrics_module_is_pure():
     source = Path(m.__file__).read_text()
     assert "import torch" not in source and "rasterio" not in source and "open(" not in source
     assert isinstance(per_class_metrics(np.eye(2, dtype=int)), pd.DataFrame)
+
+
+def test_line_metrics_agree_with_a_single_union_buffer():
+    rng = np.random.default_rng(5)
+    starts = rng.uniform(0, 200, (40, 2))
+    ends = starts + rng.normal(0, 30, (40, 2))
+    truth = [LineString([a, b]) for a, b in zip(starts, ends)]
+    pred = [translate(g, *rng.normal(0, 2, 2)) for g in truth[:30]]
+    pred += [LineString([a, a + rng.normal(0, 20, 2)]) for a in rng.uniform(0, 200, (10, 2))]
+    r = line_completeness_correctness(truth, pred, 3.0)
+    zone_t = shapely.union_all(shapely.buffer(truth, 3.0))
+    zone_p = shapely.union_all(shapely.buffer(pred, 3.0))
+    expected_t = sum(g.intersection(zone_p).length for g in truth)
+    expected_p = sum(g.intersection(zone_t).length for g in pred)
+    assert r["matched_truth_length"] == pytest.approx(expected_t, rel=1e-6)
+    assert r["matched_pred_length"] == pytest.approx(expected_p, rel=1e-6)
