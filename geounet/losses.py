@@ -285,6 +285,11 @@ def unet_weight_map(
 
 
 def _weights_tensor(class_weights: ClassWeights) -> torch.Tensor:
+    if isinstance(class_weights, str):
+        raise InvalidParameterError(
+            f"class_weights={class_weights!r}: give one number per class here "
+            "('auto' is resolved by UnetClassifier from the data)."
+        )
     if isinstance(class_weights, Mapping):
         n = max(int(k) for k in class_weights) + 1
         values = [float(class_weights.get(i, 1.0)) for i in range(n)]

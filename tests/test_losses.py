@@ -144,6 +144,10 @@ def test_bad_parameters_are_refused():
         build_loss("ce")(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 3))
     with pytest.raises(InvalidParameterError):
         unet_weight_map(np.zeros((2, 2, 2)))
+    with pytest.raises(InvalidParameterError, match="one number per class"):
+        build_loss("ce", class_weights="auto")
+    with pytest.raises(InvalidParameterError, match=">= 0"):
+        build_loss("ce", class_weights=[1.0, -1.0])
 
 
 # --- the weight map -------------------------------------------------------------------------
