@@ -1,0 +1,154 @@
+"""Benchmark ``prepare_data`` on a generated 10 000 x 10 000 4-band uint16 scene.
+
+The scene (a tiled GeoTIFF written window by window, smooth fields plus noise, a nodata
+corner) and its labels (a GeoPackage of ~10 000 building squares and a road grid as lines,
+``class`` field 1/2) are generated once into the work folder, then chipped with
+``chip_size=256``. Memory must not grow with the scene: the target is a peak RSS under 1 GB.
+
+Usage::
+
+    python benchmarks/prepare_data.py [--size 10000] [--chip-size 256] [--workdir bench_out]
+
+The last line printed is a JSON object with ``seconds`` (prepare_data only), ``peak_rss_mb``
+(the whole process, torch import included), ``baseline_rss_mb`` (RSS before chipping), chip
+counts and the scene size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+CRS_UTM = CRS.from_epsg(32616)
+ORIGIN = (500000.0, 3700000.0)
+RES = 0.5
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+def make_scene(path: Path, size: int, block: int = 1024, seed: int = 0) -> None:
+    """Write a ``size`` x ``size`` 4-band uint16 tiled GeoTIFF one block at a time."""
+    rng = np.random.default_rng(seed)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": CRS_UTM,
+        "transform": from_origin(*ORIGIN, RES, RES),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                yy, xx = np.mgrid[r : r + h, c : c + w].astype(np.float32)
+                arr = np.empty((4, h, w), np.uint16)
+                for b in range(4):
+                    field = np.sin(xx / (300 + 70 * b)) * np.cos(yy / (450 - 50 * b))
+                    noise = rng.integers(0, 64, size=(h, w))
+                    arr[b] = (1500 + 900 * field + noise).astype(np.uint16)
+                corner = (yy + xx) < size * 0.15  # a nodata corner, as on real scene edges
+                arr[:, corner] = 0
+                dst.write(arr, window=Window(c, r, w, h))
+        dst.descriptions = ("blue", "green", "red", "nir")
+
+
+def make_labels(path: Path, size: int, seed: int = 0) -> None:
+    """Write building squares (class 1) and a grid of road centre lines (class 2)."""
+    import geopandas as gpd
+    import shapely
+
+    rng = np.random.default_rng(seed)
+    extent = size * RES
+    n = max(1, (size // 100) ** 2)
+    x = ORIGIN[0] + rng.uniform(0, extent, n)
+    y = ORIGIN[1] - rng.uniform(0, extent, n)
+    half = rng.uniform(4, 15, n)
+    boxes = shapely.box(x - half, y - half, x + half, y + half)
+    ticks = np.arange(150.0, extent, 300.0)
+    lines = [
+        shapely.LineString([(ORIGIN[0], ORIGIN[1] - t), (ORIGIN[0] + extent, ORIGIN[1] - t)])
+        for t in ticks
+    ] + [
+        shapely.LineString([(ORIGIN[0] + t, ORIGIN[1]), (ORIGIN[0] + t, ORIGIN[1] - extent)])
+        for t in ticks
+    ]
+    geoms = [*boxes, *lines]
+    cls = [1] * len(boxes) + [2] * len(lines)
+    gpd.GeoDataFrame({"class": cls}, geometry=geoms, crs=CRS_UTM.to_wkt()).to_file(
+        path, driver="GPKG"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=10_000)
+    ap.add_argument("--chip-size", type=int, default=256)
+    ap.add_argument("--workdir", type=Path, default=Path("bench_out") / "prepare_data")
+    args = ap.parse_args(argv)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    scene = args.workdir / f"scene_{args.size}.tif"
+    labels = args.workdir / f"labels_{args.size}.gpkg"
+    if not scene.exists():
+        t = time.perf_counter()
+        make_scene(scene, args.size)
+        print(f"scene written in {time.perf_counter() - t:.1f} s: {scene}", flush=True)
+    if not labels.exists():
+        make_labels(labels, args.size)
+
+    from geounet.data import prepare_data
+
+    out = args.workdir / "chips"
+    shutil.rmtree(out, ignore_errors=True)
+    baseline = rss_mb()
+    t0 = time.perf_counter()
+    data = prepare_data(
+        scene,
+        labels,
+        classes={1: "building", 2: "road"},
+        label_field="class",
+        chip_size=args.chip_size,
+        out_dir=out,
+    )
+    seconds = time.perf_counter() - t0
+    result = {
+        "benchmark": "prepare_data",
+        "size": args.size,
+        "bands": 4,
+        "dtype": "uint16",
+        "chip_size": args.chip_size,
+        "train_chips": len(data.train_ds),
+        "valid_chips": len(data.valid_ds),
+        "dropped_chips": data.manifest["dropped_chips"],
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(rss_mb(), 1),
+        "baseline_rss_mb": round(baseline, 1),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
