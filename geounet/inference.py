@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from geounet.tilestream import (
 from geounet.types import IGNORE_INDEX, PathLike, check_choice
 
 __all__ = [
+    "GDAL_CACHE_MB",
     "RANGE_RATIO_WARN",
     "RESAMPLE_TOLERANCE",
     "RESOLUTION_WARN",
@@ -61,6 +63,9 @@ __all__ = [
 RESAMPLE_TOLERANCE = 0.05
 #: Warn when the pixel sizes differ by more than this fraction.
 RESOLUTION_WARN = 0.25
+#: GDAL block cache (MiB) used while classifying, unless GDAL_CACHEMAX is set by the user;
+#: GDAL's default (5 % of RAM) would let the cache, not the scene, dominate peak memory.
+GDAL_CACHE_MB = 256
 #: Warn when the input's 98th percentile and the training one differ by more than this factor.
 RANGE_RATIO_WARN = 4.0
 _OUTPUT_FORMATS = ("GTiff", "COG")
@@ -165,6 +170,14 @@ def _open_input(
     return info, bands, _working_grid(info, model.config, resample)
 
 
+def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
+    """A rasterio environment capping GDAL's block cache, unless the user set it."""
+    active = rasterio.env.getenv() if rasterio.env.hasenv() else {}
+    if os.environ.get("GDAL_CACHEMAX") or "GDAL_CACHEMAX" in active:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
 def _class_tags(config: Any) -> dict[str, str]:
     names = {str(i): c.name for i, c in enumerate(config.classes)}
     return {
@@ -256,6 +269,7 @@ def classify_raster(
     geo = (info.crs, info.transform)
     common = {"output_format": output_format, "overwrite": overwrite}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_bounded_gdal_cache())
         writer = stack.enter_context(
             RasterWriter(
                 outs[0], info.width, info.height, 1, "uint8", *geo, nodata=IGNORE_INDEX,
@@ -360,6 +374,7 @@ def classify_rows(
         rowmap, _ = grid.index_maps(info.width, info.height)
         a, b = int(rowmap[row_start]), int(rowmap[row_end - 1]) + 1
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_bounded_gdal_cache())
         sink = _grid_sink(stack, out, info, bands, grid, row_start, row_end)
         run_tiles(model, plan, plan.tile_rows_for(a, b), _opener(info, bands, grid), sink, opts)
         sink.close()
