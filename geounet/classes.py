@@ -61,14 +61,15 @@ class ClassSpec:
 
 
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
-    """``"#3C1098"`` -> ``(60, 16, 152)``."""
-    c = color.lstrip("#")
-    if len(c) != 6:
+    """``"#3C1098"`` -> ``(60, 16, 152)`` (the ``#`` may be left out).
+
+    Raises:
+        InvalidParameterError: If ``color`` is not six hexadecimal digits.
+    """
+    c = color.removeprefix("#") if isinstance(color, str) else ""
+    if len(c) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in c):
         raise InvalidParameterError(f"colour {color!r} is not of the form '#RRGGBB'.")
-    try:
-        return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
-    except ValueError as exc:
-        raise InvalidParameterError(f"colour {color!r} is not of the form '#RRGGBB'.") from exc
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
 def make_classes(
@@ -80,30 +81,59 @@ def make_classes(
     Args:
         mapping: ``{label value: name}`` (values are ints, or ``"#RRGGBB"`` colours for
             colour-coded masks, whose colour then is the class colour), or a list of names
-            (values 1, 2, ...). A value 0 (or a name ``"background"``) names the background.
+            (values 1, 2, ...; a list that starts with ``"background"`` counts from 0).
+            A value 0 (or a name ``"background"``) names the background; without one the
+            background has value 0 (so ``{255: "building"}`` reads 0/255 masks).
         colors: Optional ``{name: "#RRGGBB"}`` overrides.
 
     Returns:
         ``[background, class 1, class 2, ...]`` in the order given.
+
+    Raises:
+        InvalidParameterError: Duplicate names, two backgrounds or a malformed colour.
+
+    Example:
+        >>> [c.value for c in make_classes({255: "building"})]
+        [0, 255]
     """
     if not isinstance(mapping, Mapping):
-        mapping = {i + 1: name for i, name in enumerate(mapping)}
-    colors = dict(colors or {})
-    bg_value: int | str = 0
-    out: list[ClassSpec] = []
-    for value, name in mapping.items():
-        if name == "background" or value == 0:
-            bg_value = value
-            continue
-        out.append((value, str(name)))  # type: ignore[arg-type]
-    specs = [ClassSpec(bg_value, "background", colors.get("background", PALETTE[0]))]
-    for i, (value, name) in enumerate(out, start=1):
-        default = value if isinstance(value, str) and value.startswith("#") else None
-        color = colors.get(name) or default or PALETTE[i % len(PALETTE)]
-        specs.append(ClassSpec(value, name, color.upper()))
+        names = list(mapping)
+        first = 0 if names and names[0] == "background" else 1
+        mapping = {i + first: name for i, name in enumerate(names)}
+    colors = {str(k): _check_color(v) for k, v in (colors or {}).items()}
+    backgrounds = [v for v, name in mapping.items() if name == "background" or _is_zero(v)]
+    if len(backgrounds) > 1:
+        raise InvalidParameterError(
+            f"only one background class is allowed, got values {backgrounds}; "
+            "name one class 'background' (or give it the value 0)."
+        )
+    bg_value: int | str = backgrounds[0] if backgrounds else 0
+    bg_color = colors.get("background") or (_value_color(bg_value) or PALETTE[0])
+    specs = [ClassSpec(bg_value, "background", bg_color)]
+    others = [(v, str(name)) for v, name in mapping.items() if not backgrounds or v != bg_value]
+    for i, (value, name) in enumerate(others, start=1):
+        default = _value_color(value) or PALETTE[1 + (i - 1) % (len(PALETTE) - 1)]
+        specs.append(ClassSpec(value, name, colors.get(name) or default))
     if len({c.name for c in specs}) != len(specs):
         raise InvalidParameterError(f"class names must be unique, got {[c.name for c in specs]}.")
     return specs
+
+
+def _is_zero(value: Any) -> bool:
+    return not isinstance(value, str | bool) and value == 0
+
+
+def _value_color(value: Any) -> str | None:
+    """The colour of a colour-coded label value (``"#RRGGBB"``), else None."""
+    if isinstance(value, str) and value.startswith("#"):
+        return _check_color(value)
+    return None
+
+
+def _check_color(color: str) -> str:
+    """``color`` as ``"#RRGGBB"`` in upper case, or a clear error."""
+    r, g, b = hex_to_rgb(color)
+    return f"#{r:02X}{g:02X}{b:02X}"
 
 
 def colormap(classes: Sequence[ClassSpec]) -> dict[int, tuple[int, int, int, int]]:

@@ -79,6 +79,8 @@ def _check_tile_params(tile: int, overlap: int) -> None:
 def tile_count(length: int, tile: int, overlap: int = 0) -> int:
     """Number of tiles along one axis of ``length`` pixels (see the module formula)."""
     _check_tile_params(tile, overlap)
+    if length < 1:
+        raise InvalidParameterError(f"axis length must be >= 1 pixel, got {length}.")
     if length <= tile:
         return 1
     return math.ceil((length - tile) / (tile - overlap)) + 1
@@ -96,8 +98,6 @@ def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
         Sorted, distinct start offsets. When ``length <= tile`` the single start is 0 and
         the tile runs past the border (the caller pads).
     """
-    if length < 1:
-        raise InvalidParameterError(f"axis length must be >= 1 pixel, got {length}.")
     n = tile_count(length, tile, overlap)
     if n == 1:
         return [0]
@@ -123,8 +123,14 @@ def core_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, in
     the one in whose centre part it lies. For non-overlapping tiles this is the tile itself.
 
     Returns:
-        One ``(begin, end)`` range per start, contiguous and covering ``[0, length)``.
+        One non-empty ``(begin, end)`` range per start of :func:`tile_starts`, contiguous,
+        covering ``[0, length)``, each inside its tile.
+
+    Raises:
+        InvalidParameterError: If ``starts`` is empty.
     """
+    if not starts:
+        raise InvalidParameterError("core_ranges needs at least one tile start.")
     bounds = [0]
     for a, b in itertools.pairwise(starts):
         # the overlap of tile a and tile b is [b, a + tile); cut it in the middle
@@ -152,6 +158,10 @@ def pad_amounts(
 
     Raises:
         InvalidParameterError: If the window does not intersect the raster at all.
+
+    Example:
+        >>> pad_amounts(-2, 5, 10, 10, 100, 12)
+        ((0, 5, 8, 12), (2, 0, 0, 3))
     """
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + height, raster_height), min(col + width, raster_width)
@@ -191,6 +201,10 @@ def blend_weights(tile: int, overlap: int, mode: str = "spline", floor: float = 
         ``float32`` array of shape ``(tile, tile)`` with values in ``[floor**2, 1]``.
     """
     check_choice("blend", mode, BLEND_MODES)
+    if tile < 1 or overlap < 0:
+        raise InvalidParameterError(
+            f"blend weights need tile >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}."
+        )
     if not 0.0 < floor <= 1.0:
         raise InvalidParameterError(f"floor must be in (0, 1], got {floor}.")
     w1 = _ramp_1d(tile, overlap, mode, floor)
