@@ -186,6 +186,14 @@ def _class_tags(config: Any) -> dict[str, str]:
     }
 
 
+def _probability_tags(config: Any) -> dict[str, str]:
+    """Tags of the probabilities raster (no ``CLASSES`` tag: its overviews average)."""
+    return {
+        "GEOUNET_CLASSES": json.dumps(classes_to_json(config.classes)),
+        "GEOUNET_PROBABILITY_SCALE": "255",
+    }
+
+
 def _input_valid(info: RasterInfo, bands: Sequence[int]) -> Callable[[int, int], Any]:
     """Validity of input-grid rows read from the input itself (None when it has no mask)."""
     src = rasterio.open(info.path)
@@ -282,7 +290,7 @@ def classify_raster(
             prob_writer = stack.enter_context(
                 RasterWriter(
                     outs[1], info.width, info.height, config.n_classes, "uint8", *geo,
-                    tags=_class_tags(config), descriptions=config.class_names, **common,
+                    tags=_probability_tags(config), descriptions=config.class_names, **common,
                 )
             )  # fmt: skip
         sink = _grid_sink(stack, WriterSink(writer, prob_writer), info, bands, grid, 0)

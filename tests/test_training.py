@@ -1,0 +1,143 @@
+"""The fit loop: loss falls, early stopping, best checkpoint, time budget, LR finder, seeds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from model_fakes import make_fake_data
+
+from geounet.errors import InvalidParameterError
+from geounet.losses import build_loss
+from geounet.training import (
+    HISTORY_COLUMNS,
+    Trainer,
+    configure_cpu_threads,
+    seed_everything,
+    set_encoder_trainable,
+    unpack_batch,
+)
+from geounet.unet_classic import ClassicUNet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks gain nothing from threads; one thread also avoids OpenMP spin-waiting
+    when other processes share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_trainer(seed: int = 0, **net_kw) -> tuple[Trainer, object]:
+    seed_everything(seed)
+    data = make_fake_data(size=96, chip=32)
+    net = ClassicUNet(3, 2, base_channels=4, depth=2, **net_kw)
+    return Trainer(net, build_loss("ce+dice"), 2, "cpu"), data
+
+
+def test_loss_falls_and_history_columns():
+    trainer, data = tiny_trainer()
+    before, _ = trainer.evaluate(data.train_dl)
+    hist = trainer.fit(data.train_dl, data.valid_dl, 6, 1e-2, progress=False)
+    after, _ = trainer.evaluate(data.train_dl)
+    assert list(hist.columns) == HISTORY_COLUMNS
+    assert list(hist["epoch"]) == list(range(1, len(hist) + 1))
+    assert after < before
+    assert hist["valid_miou"].between(0, 1).all() and (hist["seconds"] > 0).all()
+
+
+def test_best_checkpoint_by_miou_is_restored():
+    trainer, data = tiny_trainer()
+    hist = trainer.fit(data.train_dl, data.valid_dl, 5, 1e-2, early_stopping=None, progress=False)
+    from geounet.metrics import mean_iou
+
+    _, cm = trainer.evaluate(data.valid_dl)
+    assert mean_iou(cm) == pytest.approx(hist["valid_miou"].max())
+    assert (trainer.best_confusion == cm).all()
+
+
+def test_early_stopping_when_validation_loss_stalls():
+    trainer, data = tiny_trainer(batchnorm=False, dropout=0.0)
+    hist = trainer.fit(data.train_dl, data.valid_dl, 20, 1e-12, early_stopping=2, progress=False)
+    assert len(hist) == 3  # epoch 1 sets the best loss; 2 and 3 do not improve
+
+
+def test_time_budget_stops_and_anneals():
+    trainer, data = tiny_trainer()
+    t0 = time.perf_counter()
+    hist = trainer.fit(
+        data.train_dl, data.valid_dl, 10_000, 1e-2, time_budget_s=1.5, progress=False
+    )
+    assert time.perf_counter() - t0 < 30
+    assert 1 <= len(hist) < 10_000
+    assert hist["lr"].iloc[-1] < 1e-2  # the one-cycle schedule followed the clock
+
+
+def test_deterministic_on_cpu_for_a_seed():
+    results = []
+    for _ in range(2):
+        trainer, data = tiny_trainer(seed=3)
+        seed_everything(7)
+        hist = trainer.fit(data.train_dl, data.valid_dl, 2, 5e-3, progress=False)
+        results.append((hist.drop(columns="seconds"), trainer.network.state_dict()))
+    (h1, s1), (h2, s2) = results
+    assert h1.equals(h2)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_lr_find_suggests_and_restores_weights():
+    trainer, data = tiny_trainer()
+    before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    result = trainer.lr_find(data.train_dl, num_iter=20, progress=False)
+    assert isinstance(result.suggestion, float) and 1e-5 <= result.suggestion <= 1e-2
+    assert len(result.lrs) == len(result.losses) > 5
+    assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())
+
+
+def test_freeze_keeps_encoder_weights():
+    trainer, data = tiny_trainer()
+    set_encoder_trainable(trainer.network, False)
+    enc = {k: v.clone() for k, v in trainer.network.down.state_dict().items() if "weight" in k}
+    trainer.fit(data.train_dl, None, 1, 1e-2, progress=False)
+    after = trainer.network.down.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in enc.items())
+    set_encoder_trainable(trainer.network, True)
+    assert all(p.requires_grad for p in trainer.network.parameters())
+
+
+def test_channels_last_on_cpu_and_batch_forms():
+    trainer, _ = tiny_trainer()
+    w = trainer.network.down[0][0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    x, y = torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4)
+    assert unpack_batch({"image": x, "mask": y})[0] is x
+    assert unpack_batch((x, y, "extra"))[1] is y
+    with pytest.raises(InvalidParameterError):
+        unpack_batch(x)
+
+
+def test_bad_fit_arguments():
+    trainer, data = tiny_trainer()
+    with pytest.raises(InvalidParameterError):
+        trainer.fit(data.train_dl, data.valid_dl, 0, 1e-3, progress=False)
+    set_encoder_trainable(trainer.network, False)
+    for p in trainer.network.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(InvalidParameterError, match="frozen"):
+        trainer.fit(data.train_dl, data.valid_dl, 1, 1e-3, progress=False)
+
+
+def test_cpu_threads_respect_the_user(monkeypatch):
+    n = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("GEOUNET_NUM_THREADS", "1")
+        assert configure_cpu_threads() == 1
+        monkeypatch.delenv("GEOUNET_NUM_THREADS")
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(n)
+        assert configure_cpu_threads() == n  # user's OMP setting: hands off
+    finally:
+        torch.set_num_threads(n)
