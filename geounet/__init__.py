@@ -36,14 +36,16 @@ _LAZY = {
     "GeoData": "geounet.data",
     "UnetClassifier": "geounet.classifier",
     "classify_raster": "geounet.inference",
-    "vectorize": "geounet.vectorize",
+    "vectorize": "geounet.vectorizing",
     "evaluate_rasters": "geounet.evaluate",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # resolve once; later lookups skip this hook
+        return value
     raise AttributeError(f"module 'geounet' has no attribute {name!r}")
 
 

@@ -82,7 +82,7 @@ def run_demo(
     from geounet.data import prepare_data
     from geounet.evaluate import evaluate_rasters, write_report
     from geounet.quicklook import save_quicklook
-    from geounet.vectorize import vectorize
+    from geounet.vectorizing import vectorize
 
     t0 = time.perf_counter()
     src, dst = sample_dir(), Path(out)

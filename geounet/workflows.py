@@ -68,7 +68,7 @@ def classify_scene(
         ``{"classified": path[, "vector": path]}``.
     """
     from geounet.classifier import UnetClassifier
-    from geounet.vectorize import vectorize
+    from geounet.vectorizing import vectorize
 
     if not Path(image).exists():
         raise InputNotFoundError(f"{image}: no such file; check the path.")

@@ -64,7 +64,7 @@ def command(
     Example:
       geounet vectorize scene_classified.tif --out features.gpkg
     """
-    from geounet.vectorize import vectorize
+    from geounet.vectorizing import vectorize
 
     layers = vectorize(
         classified,

@@ -1,0 +1,332 @@
+"""Building regularization: dominant orientation, right angles, rectangle fallback.
+
+A traced building outline is a pixel staircase. :func:`regularize_buildings` turns it into
+the outline an analyst would digitize:
+
+1. simplify it (Douglas-Peucker, at least one pixel) and find its *dominant orientation*
+   ``theta``: the angle that best aligns the edges modulo 90°, weighted by length
+   (closed form: ``theta = atan2(sum l sin 4a, sum l cos 4a) / 4``);
+2. *orthogonalize* (:func:`orthogonalize_ring`): rotate by ``-theta``, call each edge
+   horizontal or vertical, merge runs of edges of the same direction into one line at their
+   length-weighted mean position, drop runs shorter than ``min_edge`` (two parallel
+   neighbours merge), rebuild the vertices at the intersections of consecutive lines and
+   rotate back: every corner is a right angle;
+3. keep the result only if it stays close to the traced shape (IoU >= ``min_iou``).
+   Buildings with a cut corner or a slanted wall fail that test; for them the edges more
+   than ``max_snap_deg`` off both axes stay free lines while the others snap (right angles
+   wherever two snapped walls meet), under the same test;
+4. the minimum rotated rectangle replaces the result when it fits about as well (IoU >=
+   ``rect_iou`` and at most ``prefer_rect`` below), and is the fallback when both fail;
+   otherwise the simplified traced outline is kept.
+
+Example:
+    >>> import shapely
+    >>> ell = shapely.Polygon([(0, 0), (10, 0), (10, 4), (4, 4), (4, 10), (0, 10)])
+    >>> out = regularize_buildings(np.array([ell]), pixel_m=0.5)
+    >>> len(out[0].exterior.coords) - 1
+    6
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import shapely
+
+from geounet.polygons import simplify_polygons
+
+__all__ = ["dominant_angle", "orthogonalize_ring", "regularize_buildings", "start_at_corner"]
+
+_H, _V, _D = 0, 1, 2  # run kinds: horizontal, vertical, free (diagonal)
+_AXES = {_H: (1.0, 0.0), _V: (0.0, 1.0)}
+_PARALLEL = 0.2  # |sin| below which two free lines count as one (about 11.5°)
+COARSE_PX = 1.5  # tolerance (pixels) of the outline regularization starts from
+
+
+def dominant_angle(ring: np.ndarray) -> float:
+    """The orientation (radians, in ``[-pi/4, pi/4]``) best aligning the ring's edges mod 90°.
+
+    Example:
+        >>> c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+        >>> r = np.array([[0, 0], [4 * c, 4 * s], [4 * c - s, 4 * s + c], [-s, c], [0, 0]])
+        >>> round(float(np.degrees(dominant_angle(r))), 6)
+        30.0
+    """
+    d = np.diff(ring, axis=0)
+    length = np.hypot(d[:, 0], d[:, 1])
+    a4 = 4 * np.arctan2(d[:, 1], d[:, 0])
+    return float(np.arctan2((length * np.sin(a4)).sum(), (length * np.cos(a4)).sum()) / 4)
+
+
+class _Runs:
+    """Consecutive edges of a (rotated) closed ring as lines.
+
+    Each run is ``[kind, x, y, dx, dy, length]``: a line through ``(x, y)`` with unit
+    direction ``(dx, dy)`` (``(1, 0)`` for horizontal, ``(0, 1)`` for vertical runs). Plain
+    floats: these rings have a handful of edges and numpy's per-call cost would dominate.
+    """
+
+    def __init__(self, p: np.ndarray, max_snap_deg: float, steps: bool = False) -> None:
+        tan_snap = float(np.tan(np.radians(min(max_snap_deg, 45.0))))
+        self.runs: list[list] = []
+        pts = p.tolist()
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+            dx, dy = x1 - x0, y1 - y0
+            ln = math.hypot(dx, dy)
+            if ln <= 1e-9:
+                continue
+            ax, ay = abs(dx), abs(dy)
+            kind = _H if ay <= ax else _V
+            if min(ax, ay) > tan_snap * max(ax, ay) and max_snap_deg < 45:
+                kind = _D
+            if kind == _D and steps:
+                self._add_step(x0, y0, dx, dy)
+            elif kind == _D:
+                self._add([_D, x0 + dx / 2, y0 + dy / 2, dx / ln, dy / ln, ln])
+            else:
+                self._add([kind, x0 + dx / 2, y0 + dy / 2, *_AXES[kind], ln])
+        runs = self.runs
+        if len(runs) > 1 and self._same_line(runs[0], runs[-1]):
+            self._merge(runs[0], runs.pop())
+
+    def _add(self, run: list) -> None:
+        if self.runs and self._same_line(self.runs[-1], run):
+            self._merge(self.runs[-1], run)
+        else:
+            self.runs.append(run)
+
+    def _add_step(self, x0: float, y0: float, dx: float, dy: float) -> None:
+        """A slanted edge as a Z of three axis runs (errors on both sides cancel)."""
+        if abs(dx) >= abs(dy):
+            h = dx / 2
+            self._add([_H, x0 + h / 2, y0, 1.0, 0.0, abs(h)])
+            self._add([_V, x0 + h, y0 + dy / 2, 0.0, 1.0, abs(dy)])
+            self._add([_H, x0 + 1.5 * h, y0 + dy, 1.0, 0.0, abs(h)])
+        else:
+            h = dy / 2
+            self._add([_V, x0, y0 + h / 2, 0.0, 1.0, abs(h)])
+            self._add([_H, x0 + dx / 2, y0 + h, 1.0, 0.0, abs(dx)])
+            self._add([_V, x0 + dx, y0 + 1.5 * h, 0.0, 1.0, abs(h)])
+
+    @staticmethod
+    def _same_line(a: list, b: list) -> bool:
+        """Whether run ``b`` continues the line of run ``a``."""
+        if a[0] != b[0]:
+            return False
+        return a[0] != _D or abs(a[3] * b[4] - a[4] * b[3]) < _PARALLEL
+
+    @staticmethod
+    def _merge(a: list, b: list) -> None:
+        """Merge parallel run ``b`` into ``a``: length-weighted position (and direction)."""
+        la, lb = a[5], b[5]
+        total = la + lb
+        a[1] = (a[1] * la + b[1] * lb) / total
+        a[2] = (a[2] * la + b[2] * lb) / total
+        if a[0] == _D:
+            sign = 1.0 if a[3] * b[3] + a[4] * b[4] >= 0 else -1.0
+            dx, dy = a[3] * la + sign * b[3] * lb, a[4] * la + sign * b[4] * lb
+            norm = math.hypot(dx, dy)
+            a[3], a[4] = dx / norm, dy / norm
+        a[5] = total
+
+    def drop_short(self, min_edge: float) -> None:
+        """Remove runs shorter than ``min_edge``, shortest first, while 4 runs remain."""
+        runs = self.runs
+        while len(runs) > 4:
+            n = len(runs)
+            for k in sorted(range(n), key=lambda i: runs[i][5]):
+                if runs[k][5] >= min_edge:
+                    return
+                a, b = runs[(k - 1) % n], runs[(k + 1) % n]
+                if self._same_line(a, b):  # two parallel walls: merge them
+                    self._merge(a, b)
+                    for i in sorted((k, (k + 1) % n), reverse=True):
+                        del runs[i]
+                    break
+                if abs(a[3] * b[4] - a[4] * b[3]) >= _PARALLEL:  # the neighbours meet
+                    del runs[k]
+                    break
+            else:
+                return
+
+    def vertices(self) -> np.ndarray | None:
+        """Intersections of consecutive lines, or None if two consecutive lines are parallel."""
+        runs = self.runs
+        n = len(runs)
+        if n < 3 or (n < 4 and all(r[0] != _D for r in runs)):
+            return None
+        out = []
+        for i in range(n):
+            _, x1, y1, u1, v1, _ = runs[i]
+            _, x2, y2, u2, v2, _ = runs[(i + 1) % n]
+            det = u2 * v1 - u1 * v2
+            if abs(det) < 1e-6:
+                return None
+            t = (u2 * (y2 - y1) - v2 * (x2 - x1)) / det
+            out.append((x1 + t * u1, y1 + t * v1))
+        return np.array(out)
+
+
+def orthogonalize_ring(
+    ring: np.ndarray,
+    theta: float,
+    min_edge: float,
+    max_snap_deg: float = 45.0,
+    steps: bool = False,
+) -> np.ndarray | None:
+    """Snap a closed ring to right angles in the frame rotated by ``theta``.
+
+    Args:
+        ring: ``(n, 2)`` closed ring (first point repeated last), in metres.
+        theta: Dominant orientation (radians).
+        min_edge: Runs shorter than this are removed (parallel neighbours merge).
+        max_snap_deg: Edges more than this off both axes stay free lines (45: snap all),
+            or become steps.
+        steps: Turn edges more than ``max_snap_deg`` off both axes into a Z of three axis
+            runs (all corners right angles) instead of free lines.
+
+    Returns:
+        The closed regularized ring, or None when no valid ring with 4+ sides results.
+
+    Example:
+        >>> sq = np.array([[0, 0], [4, 0.2], [4, 4], [0.1, 4], [0, 0]], dtype=float)
+        >>> orthogonalize_ring(sq, 0.0, 1.0).round(2).tolist()
+        [[4.0, 0.1], [4.0, 4.0], [0.05, 4.0], [0.05, 0.1], [4.0, 0.1]]
+    """
+    c = ring[:-1].mean(axis=0)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    runs = _Runs((ring - c) @ rot, max_snap_deg, steps)
+    kinds = {r[0] for r in runs.runs}
+    if _D not in kinds and len(kinds) < 2:
+        return None
+    runs.drop_short(min_edge)
+    verts = runs.vertices()
+    if verts is None:
+        return None
+    verts = np.vstack([verts, verts[:1]])
+    return verts @ rot.T + c
+
+
+def _regularize_one(
+    coarse: shapely.Polygon, min_edge: float, max_snap_deg: float, steps: bool
+) -> shapely.Polygon | None:
+    shell = np.asarray(coarse.exterior.coords)
+    theta = dominant_angle(shell)
+    ortho = orthogonalize_ring(shell, theta, min_edge, max_snap_deg, steps)
+    if ortho is None:
+        return None
+    holes = []
+    for ring in coarse.interiors:
+        h = np.asarray(ring.coords)
+        snapped = orthogonalize_ring(h, theta, min_edge, max_snap_deg, steps)
+        holes.append(h if snapped is None else snapped)
+    poly = shapely.polygons(ortho, holes or None)
+    return poly if poly.is_valid else None
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    inter = shapely.area(shapely.intersection(a, b))
+    union = shapely.area(a) + shapely.area(b) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(np.where(union > 0, inter / union, 0.0))
+
+
+def _candidates(
+    coarse: np.ndarray, traced: np.ndarray, todo: np.ndarray, min_edge: float, mode: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regularized outlines of ``coarse[todo]`` (None where impossible) and their IoU."""
+    out = np.full(len(traced), None, dtype=object)
+    out[todo] = [_regularize_one(p, min_edge, *mode) for p in coarse[todo]]
+    out = shapely.simplify(out, 1e-6)  # drop collinear and repeated points
+    return out, _iou(out, traced)
+
+
+def start_at_corner(polys: np.ndarray) -> np.ndarray:
+    """The polygons with each shell starting at its vertex farthest from the centroid.
+
+    Douglas-Peucker always keeps a ring's first point; starting at an extreme vertex (a true
+    corner) makes the simplified outline independent of where tracing began.
+
+    Example:
+        >>> ell = shapely.Polygon([(0, 1), (0, 0), (4, 0), (4, 1), (1, 1), (1, 3), (0, 3)])
+        >>> start_at_corner(np.array([ell]))[0].exterior.coords[0]
+        (4.0, 0.0)
+    """
+    n = len(polys)
+    if n == 0:
+        return polys
+    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(polys), return_index=True)
+    counts = np.bincount(ring, minlength=n)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    open_ = np.ones(len(coords), dtype=bool)
+    open_[first + counts - 1] = False  # drop each closing point
+    coords, ring, counts = coords[open_], ring[open_], counts - 1
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    centre = shapely.get_coordinates(shapely.centroid(polys))
+    dist = ((coords - centre[ring]) ** 2).sum(axis=1)
+    shift = np.lexsort((-dist, ring))[first] - first
+    k = np.arange(len(coords)) - first[ring]
+    rolled = coords[first[ring] + (k + shift[ring]) % counts[ring]]
+    closed = np.insert(rolled, first + counts, rolled[first], axis=0)
+    shells = shapely.linearrings(closed, indices=np.repeat(np.arange(n), counts + 1))
+    out = shapely.polygons(shells)
+    holed = np.flatnonzero(shapely.get_num_interior_rings(polys) > 0)
+    for i in holed:
+        out[i] = shapely.Polygon(out[i].exterior, polys[i].interiors)
+    return out
+
+
+def regularize_buildings(
+    traced: np.ndarray,
+    *,
+    pixel_m: float,
+    simplify_m: float = 0.5,
+    min_edge_m: float | None = None,
+    min_iou: float = 0.85,
+    max_snap_deg: float = 20.0,
+    rect_iou: float = 0.9,
+    prefer_rect: float = 0.02,
+) -> np.ndarray:
+    """Regularize building polygons (metric coordinates); see the module docstring.
+
+    Args:
+        traced: Traced (hole-filled) polygons, in metres.
+        pixel_m: Pixel size in metres.
+        simplify_m: The user's simplification tolerance (of the fallback outline).
+        min_edge_m: Shortest wall kept (default: the larger of 1 m and 2 pixels).
+        min_iou: Smallest IoU with the traced shape of an accepted regularized outline.
+        max_snap_deg: Later tries: walls more than this off the dominant axes become steps,
+            then stay free.
+        rect_iou: Smallest IoU of an accepted minimum rotated rectangle.
+        prefer_rect: Take the rectangle when its IoU is at most this much below the other
+            regularized outline's.
+
+    Returns:
+        The regularized polygons, one per input.
+    """
+    if len(traced) == 0:
+        return traced.copy()
+    tol = max(simplify_m, COARSE_PX * pixel_m)
+    coarse = simplify_polygons(start_at_corner(traced), tol)
+    min_edge = min_edge_m if min_edge_m is not None else max(1.0, 2 * pixel_m)
+    rect = shapely.oriented_envelope(traced)
+    iou_rect = _iou(rect, traced)
+    out = np.full(len(traced), None, dtype=object)
+    iou = np.zeros(len(traced))
+    # rectangles within prefer_rect of a perfect fit win anyway: no need to try more
+    todo = np.flatnonzero(iou_rect < 1 - prefer_rect)
+    # right angles only; then slanted walls as steps; then slanted walls kept
+    for mode in ((45.0, False), (max_snap_deg, True), (max_snap_deg, False)):
+        cand, cand_iou = _candidates(coarse, traced, todo, min_edge, mode)
+        out[todo], iou[todo] = cand[todo], cand_iou[todo]
+        todo = todo[cand_iou[todo] < min_iou]
+        if todo.size == 0:
+            break
+    ok = iou >= min_iou
+    use_rect = (iou_rect >= rect_iou) & (~ok | (iou_rect >= iou - prefer_rect))
+    fallback = np.flatnonzero(~ok & ~use_rect)
+    out[fallback] = simplify_polygons(traced[fallback], simplify_m)
+    out[use_rect] = rect[use_rect]
+    return out
