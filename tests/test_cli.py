@@ -1,0 +1,129 @@
+"""The command line, in-process through click's CliRunner (plus one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geounet.cli.main import cli
+from geounet.cli.options import parse_classes
+from geounet.errors import InvalidParameterError
+from geounet.raster import write_raster
+
+COMMANDS = ["classify", "prepare", "train", "vectorize", "evaluate", "info", "demo"]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_help_lists_every_command(runner):
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_help_shows_an_example(runner, name):
+    result = runner.invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    assert f"geounet {name}" in result.output
+
+
+def test_version(runner):
+    from geounet import __version__
+
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_subprocess_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "geounet", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "classify" in out.stdout
+
+
+def test_info_raster(runner, make_raster):
+    path = make_raster(np.ones((3, 20, 30), np.uint16), descriptions=["red", "green", "blue"])
+    result = runner.invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "30 x 20 pixels" in result.output
+    assert "EPSG:32616" in result.output
+    assert "red, green, blue" in result.output
+
+
+def test_missing_file_is_one_line_and_exit_2(runner, tmp_path):
+    result = runner.invoke(cli, ["info", str(tmp_path / "nope.tif")])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith("geounet: error:")
+    assert "nope.tif" in lines[0]
+
+
+def test_raster_without_crs_is_refused(runner, make_raster):
+    path = make_raster(np.ones((1, 8, 8), np.uint8), crs=None)
+    result = runner.invoke(cli, ["classify", str(path), "--model", str(path.parent)])
+    assert result.exit_code == 2
+    assert "coordinate reference system" in result.output or "geounet.json" in result.output
+
+
+def test_classify_without_any_model_says_how_to_get_one(runner, make_raster, monkeypatch, tmp_path):
+    monkeypatch.delenv("GEOUNET_MODEL", raising=False)
+    monkeypatch.setenv("GEOUNET_HOME", str(tmp_path / "home"))
+    path = make_raster(np.ones((4, 8, 8), np.uint16))
+    result = runner.invoke(cli, ["classify", str(path)])
+    assert result.exit_code == 2
+    assert "geounet demo" in result.output and "--model" in result.output
+
+
+def test_evaluate_writes_json(runner, make_raster, tmp_path):
+    truth = np.zeros((20, 20), np.uint8)
+    truth[5:15, 5:15] = 1
+    pred = truth.copy()
+    pred[5:15, 5:10] = 0  # half the object missed
+    pred[0, 0] = 255  # nodata is ignored
+    t = make_raster(truth, name="truth.tif")
+    with rasterio.open(t) as src:
+        crs, transform = src.crs, src.transform
+    p = write_raster(
+        tmp_path / "pred.tif",
+        pred,
+        crs,
+        transform,
+        nodata=255,
+        class_names={0: "background", 1: "building"},
+    )
+    result = runner.invoke(
+        cli, ["evaluate", str(p), "--truth", str(t), "--json", str(tmp_path / "m.json")]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["per_class"]["iou"]["building"] == pytest.approx(0.5)
+    assert report["per_class"]["recall"]["building"] == pytest.approx(0.5)
+    assert report["pixels"] == 399
+    again = runner.invoke(
+        cli, ["evaluate", str(p), "--truth", str(t), "--json", str(tmp_path / "m.json")]
+    )
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_parse_classes():
+    assert parse_classes("1=building,2=road") == {1: "building", 2: "road"}
+    assert parse_classes("#3C1098=Building") == {"#3C1098": "Building"}
+    assert parse_classes("building") == {1: "building"}
+    assert parse_classes(None) is None
+    with pytest.raises(InvalidParameterError, match="--classes"):
+        parse_classes("x=building")
