@@ -65,7 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The allowed ``split=`` values.
-SPLITS: tuple[str, ...] = (*SPLIT_MODES, *(("rows",) if "rows" not in SPLIT_MODES else ()))
+SPLITS: tuple[str, ...] = SPLIT_MODES
 TRAIN, VALID = "train", "valid"
 
 

@@ -39,8 +39,8 @@ BlendMode = Literal["spline", "linear", "none"]
 BLEND_MODES: tuple[str, ...] = ("spline", "linear", "none")
 TTAMode = Literal["flips", "dihedral"]
 TTA_MODES: tuple[str, ...] = ("flips", "dihedral")
-SplitMode = Literal["spatial", "random"]
-SPLIT_MODES: tuple[str, ...] = ("spatial", "random")
+SplitMode = Literal["spatial", "rows", "random"]
+SPLIT_MODES: tuple[str, ...] = ("spatial", "rows", "random")
 
 T = TypeVar("T")
 
