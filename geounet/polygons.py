@@ -31,7 +31,13 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-__all__ = ["PolygonTracer", "fill_small_holes", "polygons_from_shapes", "simplify_polygons"]
+__all__ = [
+    "PolygonTracer",
+    "fill_small_holes",
+    "largest_polygon",
+    "polygons_from_shapes",
+    "simplify_polygons",
+]
 
 
 def polygons_from_shapes(items: Sequence[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +124,45 @@ class PolygonTracer:
         return np.concatenate(out_g), np.concatenate(out_v)
 
 
+def largest_polygon(geoms: np.ndarray) -> np.ndarray:
+    """Each geometry as one non-empty Polygon: its largest polygon part, or None if it has none.
+
+    Simplification and repair can split a polygon into a MultiPolygon (or a
+    GeometryCollection); a feature must stay one polygon, so the largest part is kept.
+
+    Example:
+        >>> two = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 0, 5, 3)])
+        >>> largest_polygon(np.array([two, shapely.Polygon(), None]))[0].area
+        9.0
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.full(len(geoms), None, dtype=object)
+    if len(geoms) == 0:
+        return out
+    single = (shapely.get_type_id(geoms) == 3) & ~shapely.is_empty(geoms)
+    out[single] = geoms[single]
+    rest = np.flatnonzero(~single & ~shapely.is_missing(geoms))
+    if rest.size:
+        parts, owner = shapely.get_parts(geoms[rest], return_index=True)
+        ok = (shapely.get_type_id(parts) == 3) & ~shapely.is_empty(parts)
+        parts, owner = parts[ok], owner[ok]
+        order = np.lexsort((-shapely.area(parts), owner))
+        first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]] if order.size else order
+        out[rest[owner[first]]] = parts[first]
+    return out
+
+
+def _not_clean(geoms: np.ndarray) -> np.ndarray:
+    """Positions of entries that are not one valid, non-empty Polygon."""
+    poly = shapely.get_type_id(geoms) == 3
+    return np.flatnonzero(~poly | shapely.is_empty(geoms) | ~shapely.is_valid(geoms))
+
+
 def fill_small_holes(geoms: np.ndarray, min_hole_area: float) -> np.ndarray:
-    """Fill the interior rings of polygons whose area is below ``min_hole_area``."""
+    """Fill the interior rings of polygons whose area is below ``min_hole_area``.
+
+    Entries that are not Polygons are returned unchanged.
+    """
     out = geoms.copy()
     with_holes = np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0)
     for i in with_holes:
@@ -130,15 +173,23 @@ def fill_small_holes(geoms: np.ndarray, min_hole_area: float) -> np.ndarray:
 
 
 def simplify_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker simplification that keeps every polygon valid and non-empty.
+    """Douglas-Peucker simplification that keeps every polygon one valid, non-empty Polygon.
 
-    The plain algorithm runs first (several times faster); the few results it leaves
-    invalid or empty are redone with the topology-preserving variant.
+    The plain algorithm runs first (several times faster); the results it leaves invalid,
+    empty or split into several parts are redone with the topology-preserving variant, and
+    the input itself is kept where that fails too.
+
+    Example:
+        >>> stairs = shapely.Polygon([(0, 0), (4, 0), (4, 1), (3, 1), (3, 2), (0, 2)])
+        >>> simplify_polygons(np.array([stairs]), 0.6)[0].geom_type
+        'Polygon'
     """
     if not tolerance or len(geoms) == 0:
         return geoms.copy()
     out = shapely.simplify(geoms, tolerance, preserve_topology=False)
-    bad = np.flatnonzero(~shapely.is_valid(out) | shapely.is_empty(out))
+    bad = _not_clean(out)
     if bad.size:
         out[bad] = shapely.simplify(geoms[bad], tolerance, preserve_topology=True)
+        bad = bad[_not_clean(out[bad])]
+        out[bad] = geoms[bad]
     return out

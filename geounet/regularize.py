@@ -35,7 +35,7 @@ import math
 import numpy as np
 import shapely
 
-from geounet.polygons import simplify_polygons
+from geounet.polygons import largest_polygon, simplify_polygons
 
 __all__ = ["dominant_angle", "orthogonalize_ring", "regularize_buildings", "start_at_corner"]
 
@@ -210,8 +210,17 @@ def orthogonalize_ring(
 
 
 def _regularize_one(
-    coarse: shapely.Polygon, min_edge: float, max_snap_deg: float, steps: bool
+    coarse: shapely.Geometry | None, min_edge: float, max_snap_deg: float, steps: bool
 ) -> shapely.Polygon | None:
+    """The orthogonalized outline of one polygon, or None (not a polygon, or no valid result).
+
+    A multi-part outline (simplification can split a thin neck) is reduced to its largest
+    part.
+    """
+    if coarse is None or coarse.geom_type != "Polygon":
+        coarse = largest_polygon(np.array([coarse], dtype=object))[0]
+    if coarse is None or coarse.is_empty:
+        return None
     shell = np.asarray(coarse.exterior.coords)
     theta = dominant_angle(shell)
     ortho = orthogonalize_ring(shell, theta, min_edge, max_snap_deg, steps)
@@ -222,8 +231,11 @@ def _regularize_one(
         h = np.asarray(ring.coords)
         snapped = orthogonalize_ring(h, theta, min_edge, max_snap_deg, steps)
         holes.append(h if snapped is None else snapped)
-    poly = shapely.polygons(ortho, holes or None)
-    return poly if poly.is_valid else None
+    try:  # holes differ in length: one Polygon, not the vectorized constructor
+        poly = shapely.Polygon(ortho, holes)
+    except (ValueError, shapely.errors.GEOSException):
+        return None
+    return poly if poly.is_valid and not poly.is_empty else None
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -329,4 +341,9 @@ def regularize_buildings(
     fallback = np.flatnonzero(~ok & ~use_rect)
     out[fallback] = simplify_polygons(traced[fallback], simplify_m)
     out[use_rect] = rect[use_rect]
+    # whatever happened above, every building stays one valid polygon
+    bad = np.flatnonzero(
+        (shapely.get_type_id(out) != 3) | shapely.is_empty(out) | ~shapely.is_valid(out)
+    )
+    out[bad] = simplify_polygons(traced[bad], simplify_m)
     return out

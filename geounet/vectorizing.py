@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from geounet.centerlines import network_lines, road_network
 from geounet.errors import InvalidParameterError, InvalidRasterError
 from geounet.metric_frame import MetricFrame
-from geounet.polygons import PolygonTracer, fill_small_holes, simplify_polygons
+from geounet.polygons import PolygonTracer, fill_small_holes, largest_polygon, simplify_polygons
 from geounet.raster import RasterInfo, iter_windows, open_raster
 from geounet.regularize import regularize_buildings
 from geounet.skeleton import SkeletonCollector
@@ -348,8 +348,10 @@ def clean_polygons(
     # canonical rings (no collinear points, fixed start): an object gives the same result
     # whether or not window seams cut it
     canon = shapely.normalize(shapely.simplify(geoms_px, 0, preserve_topology=False))
+    odd = (shapely.get_type_id(canon) != 3) | ~shapely.is_valid(canon)
+    canon[odd] = largest_polygon(shapely.make_valid(shapely.normalize(geoms_px[odd])))
     metric = fill_small_holes(frame.geoms_to_metric(canon), min_area_m2)
-    keep = np.flatnonzero(shapely.area(metric) >= min_area_m2)
+    keep = np.flatnonzero(shapely.area(metric) >= min_area_m2)  # None (no polygon): NaN
     metric = metric[keep]
     reg = np.broadcast_to(np.asarray(regularize, dtype=bool), geoms_px.shape)[keep]
     out = np.empty(len(metric), dtype=object)
