@@ -32,7 +32,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geounet.centerlines import network_lines, road_network
-from geounet.errors import InvalidParameterError, InvalidRasterError
+from geounet.errors import InvalidParameterError, InvalidRasterError, MissingCRSError
 from geounet.metric_frame import MetricFrame
 from geounet.polygons import PolygonTracer, fill_small_holes, largest_polygon, simplify_polygons
 from geounet.raster import RasterInfo, iter_windows, open_raster
@@ -115,7 +115,9 @@ def vectorize(
     Raises:
         InvalidRasterError: Not a single-band integer raster.
         MissingCRSError: The raster has no CRS.
-        InvalidParameterError: A bad parameter, or a probability raster on another grid.
+        InputNotFoundError: ``classified`` (or ``probabilities``) does not exist.
+        InvalidParameterError: A bad parameter, a ``building_class`` / ``road_class`` other
+            than the default that names no class, or a probability raster on another grid.
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
 
     Example:
@@ -124,9 +126,10 @@ def vectorize(
         ['building', 'road']
     """
     _check_parameters(min_area_m2, simplify_m, spur_length_m, window_size)
-    info = open_raster(classified)
+    info = _open_class_raster(classified)
     _check_class_raster(info)
     class_map = _class_map(info, classes, window_size)
+    _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
     by_name = {n: v for v, n in class_map.items()}
@@ -166,6 +169,18 @@ def _check_parameters(
         raise InvalidParameterError(f"window_size={window_size} must be an integer >= 16.")
 
 
+def _open_class_raster(path: PathLike) -> RasterInfo:
+    """Open the class raster; one without a CRS is refused (features need a map frame)."""
+    try:
+        return open_raster(path)
+    except MissingCRSError:
+        raise MissingCRSError(
+            f"{path}: the class raster has no coordinate reference system, so its features "
+            "could not be placed on a map nor measured in metres. Assign the CRS of the "
+            "image it was classified from (gdal_edit.py -a_srs EPSG:XXXX) and run again."
+        ) from None
+
+
 def _check_class_raster(info: RasterInfo) -> None:
     if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise InvalidRasterError(
@@ -197,6 +212,22 @@ def _class_map(info: RasterInfo, classes: Mapping[int, str] | None, window: int)
     if len(set(mapping.values())) != len(mapping):
         raise InvalidParameterError(f"class names must be unique, got {list(mapping.values())}.")
     return mapping
+
+
+def _check_class_names(
+    class_map: dict[int, str], info: RasterInfo, *, building_class: str, road_class: str
+) -> None:
+    """A building or road class named explicitly (not the default) must exist."""
+    names = list(class_map.values())
+    for arg, name, default in (
+        ("building_class", building_class, "building"),
+        ("road_class", road_class, "road"),
+    ):
+        if name != default and name not in names:
+            raise InvalidParameterError(
+                f"{arg}={name!r} is not a class of {info.path}; its classes are {names}. "
+                "Give one of these names, or classes={value: name} for a plain label raster."
+            )
 
 
 def _class_value(key: Any) -> int:

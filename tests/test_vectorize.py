@@ -1,0 +1,451 @@
+"""vectorize: class raster -> polygons and road centre lines, in every output format."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from click.testing import CliRunner
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geounet.cli.main import cli
+from geounet.errors import (
+    DependencyNotFoundError,
+    GeounetError,
+    InputNotFoundError,
+    InvalidParameterError,
+    InvalidRasterError,
+    MissingCRSError,
+    OutputExistsError,
+)
+from geounet.polygons import largest_polygon, simplify_polygons
+from geounet.raster import write_raster
+from geounet.regularize import regularize_buildings
+from geounet.vectorizing import vectorize
+
+UTM = CRS.from_epsg(32616)
+WGS84 = CRS.from_epsg(4326)
+ORIGIN = (500000.0, 3700000.0)
+NAMES = {0: "background", 1: "building", 2: "road"}
+
+
+def classified(
+    path: Path,
+    data: np.ndarray,
+    *,
+    res: float = 0.5,
+    crs: CRS = UTM,
+    origin: tuple[float, float] = ORIGIN,
+    names: dict[int, str] | None = NAMES,
+) -> Path:
+    """A class raster as ``classify`` writes it (uint8, nodata 255, CLASSES tag)."""
+    transform = from_origin(origin[0], origin[1], res, res)
+    return write_raster(path, data, crs, transform, nodata=255, class_names=names)
+
+
+def corner_angles(poly: shapely.Polygon) -> np.ndarray:
+    """Unsigned angle (degrees) at each vertex of the shell."""
+    c = np.asarray(poly.exterior.coords)[:-1]
+    a, b = np.roll(c, 1, axis=0) - c, np.roll(c, -1, axis=0) - c
+    cos = (a * b).sum(axis=1) / np.hypot(*a.T) / np.hypot(*b.T)
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def iou(a: shapely.Geometry, b: shapely.Geometry) -> float:
+    return shapely.area(shapely.intersection(a, b)) / shapely.area(shapely.union(a, b))
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    """Two buildings and a plus-shaped road (1 m pixels)."""
+    a = np.zeros((81, 81), np.uint8)
+    a[37:44, :] = 2
+    a[:, 37:44] = 2
+    a[5:15, 5:20] = 1
+    a[55:70, 50:62] = 1
+    return classified(tmp_path / "scene.tif", a, res=1.0)
+
+
+# --- polygons ------------------------------------------------------------------------
+
+
+def test_square_becomes_one_polygon_at_its_map_coordinates(tmp_path):
+    a = np.zeros((20, 20), np.uint8)
+    a[5:15, 4:14] = 1  # 10 x 10 pixels of 0.5 m
+    layers = vectorize(classified(tmp_path / "c.tif", a))
+    assert list(layers) == ["building", "road"]
+    b, roads = layers["building"], layers["road"]
+    assert len(b) == 1 and len(roads) == 0
+    assert b.crs == UTM
+    x0, y0 = ORIGIN
+    expected = shapely.box(x0 + 2.0, y0 - 7.5, x0 + 7.0, y0 - 2.5)
+    assert shapely.equals_exact(shapely.normalize(b.geometry[0]), shapely.normalize(expected))
+    assert b["class"].tolist() == ["building"]
+    assert b["area_m2"][0] == pytest.approx(25.0)
+    assert b["perimeter_m"][0] == pytest.approx(20.0)
+
+
+def test_rotated_l_shape_regularizes_to_six_right_angles(tmp_path):
+    ell = shapely.Polygon([(0, 0), (40, 0), (40, 16), (16, 16), (16, 40), (0, 40)])
+    ell = shapely.affinity.translate(shapely.affinity.rotate(ell, 20, origin=(20, 20)), 20, 20)
+    a = rasterio.features.rasterize([(ell, 1)], out_shape=(80, 80)).astype(np.uint8)
+    b = vectorize(classified(tmp_path / "c.tif", a))["building"]
+    assert len(b) == 1
+    poly = b.geometry[0]
+    assert len(poly.exterior.coords) - 1 == 6
+    np.testing.assert_allclose(corner_angles(poly), 90.0, atol=0.5)
+    # close to the drawn L (pixel coordinates -> map: x = x0 + 0.5 col, y = y0 - 0.5 row)
+    truth = shapely.affinity.affine_transform(ell, [0.5, 0, 0, -0.5, ORIGIN[0], ORIGIN[1]])
+    assert iou(poly, truth) > 0.95
+    traced = vectorize(tmp_path / "c.tif", regularize=False, simplify_m=0)["building"]
+    assert len(traced.geometry[0].exterior.coords) > 20  # the staircase it came from
+    assert iou(poly, traced.geometry[0]) >= 0.85
+
+
+def test_object_cut_by_window_seams_is_one_polygon(tmp_path):
+    a = np.zeros((48, 48), np.uint8)
+    a[5:40, 5:12] = 1  # a U whose arms join only in the lower windows
+    a[5:40, 30:37] = 1
+    a[33:40, 5:37] = 1
+    a[20:28, 20:26] = 1  # a block inside one window
+    path = classified(tmp_path / "c.tif", a)
+    kw = {"regularize": False, "simplify_m": 0, "min_area_m2": 0}
+    whole = vectorize(path, window_size=64, **kw)["building"]
+    tiled = vectorize(path, window_size=16, **kw)["building"]
+    assert len(whole) == len(tiled) == 2
+    key = np.argsort(tiled["area_m2"].to_numpy())
+    for g_tiled, g_whole in zip(tiled.geometry[key], whole.sort_values("area_m2").geometry):
+        assert shapely.equals_exact(shapely.normalize(g_tiled), shapely.normalize(g_whole))
+    u = tiled.geometry[key[-1]]
+    assert u.area == pytest.approx((35 * 7 * 2 + 7 * 18) * 0.25)
+    # regularized and simplified, the seams still change nothing
+    reg_whole = vectorize(path, window_size=64)["building"].sort_values("area_m2")
+    reg_tiled = vectorize(path, window_size=16)["building"].sort_values("area_m2")
+    assert len(reg_tiled) == 2
+    for g1, g2 in zip(reg_whole.geometry, reg_tiled.geometry):
+        assert shapely.equals_exact(shapely.normalize(g1), shapely.normalize(g2), 1e-6)
+
+
+def test_min_area_drops_small_objects(tmp_path):
+    a = np.zeros((30, 30), np.uint8)
+    a[2:4, 2:4] = 1  # 1 m2
+    a[10:20, 10:20] = 1  # 25 m2
+    path = classified(tmp_path / "c.tif", a)
+    assert vectorize(path, min_area_m2=5)["building"]["area_m2"].tolist() == [25.0]
+    assert sorted(vectorize(path, min_area_m2=0)["building"]["area_m2"]) == [1.0, 25.0]
+
+
+def test_small_holes_are_filled_large_holes_kept(tmp_path):
+    a = np.zeros((30, 30), np.uint8)
+    a[2:28, 2:28] = 1
+    a[5:7, 5:7] = 0  # 1 m2 hole: filled
+    a[12:22, 12:22] = 0  # 25 m2 courtyard: kept
+    path = classified(tmp_path / "c.tif", a, names={0: "background", 1: "water"})
+    water = vectorize(path, min_area_m2=5)["water"]
+    assert len(water) == 1
+    poly = water.geometry[0]
+    assert len(poly.interiors) == 1
+    assert shapely.Polygon(poly.interiors[0]).area == pytest.approx(25.0)
+    assert water["area_m2"][0] == pytest.approx(13 * 13 - 25)
+
+
+def test_mean_confidence_from_probability_raster(tmp_path):
+    a = np.zeros((40, 40), np.uint8)
+    a[2:12, 2:12] = 1
+    a[20:34, 20:30] = 1
+    a[36:39, :] = 2  # a road along the bottom
+    path = classified(tmp_path / "c.tif", a)
+    prob = np.zeros((3, 40, 40), np.uint8)
+    prob[1, 2:12, 2:12] = 204  # 0.8
+    prob[1, 20:34, 20:30] = 102  # 0.4
+    prob[2, 36:39, :] = 255
+    prob[0] = 255 - prob[1] - prob[2]
+    p_path = write_raster(
+        tmp_path / "p.tif",
+        prob,
+        UTM,
+        from_origin(*ORIGIN, 0.5, 0.5),
+        descriptions=["background", "building", "road"],
+    )
+    layers = vectorize(path, probabilities=p_path, min_area_m2=1)
+    b = layers["building"].sort_values("area_m2")
+    np.testing.assert_allclose(b["mean_confidence"], [0.8, 0.4], atol=1e-6)
+    assert "mean_confidence" in layers["road"].columns
+    other = write_raster(tmp_path / "q.tif", prob[:, :20], UTM, from_origin(*ORIGIN, 0.5, 0.5))
+    with pytest.raises(InvalidParameterError, match="grid"):
+        vectorize(path, probabilities=other)
+
+
+def test_geographic_raster_uses_metre_parameters(tmp_path):
+    res = 5e-6  # about 0.46 m east-west, 0.55 m north-south at 33.7 N
+    lon0, lat0 = -84.4, 33.75
+    a = np.zeros((60, 60), np.uint8)
+    a[10:30, 10:30] = 1  # about 100 m2
+    a[40:43, 40:43] = 1  # about 2.3 m2: dropped at min_area_m2=5
+    a[50:57, :] = 2  # a road about 27 m long, 3.9 m wide
+    path = classified(tmp_path / "c.tif", a, res=res, crs=WGS84, origin=(lon0, lat0))
+    layers = vectorize(path, min_area_m2=5.0)
+    b = layers["building"]
+    assert b.crs == WGS84 and len(b) == 1
+    square = shapely.box(lon0 + 10 * res, lat0 - 30 * res, lon0 + 30 * res, lat0 - 10 * res)
+    geod_area = abs(Geod(ellps="WGS84").geometry_area_perimeter(square)[0])
+    assert b["area_m2"][0] == pytest.approx(geod_area, rel=0.01)
+    assert iou(b.geometry[0], square) > 0.98  # written back in degrees, at the right place
+    road = layers["road"]
+    assert road.crs == WGS84 and len(road) == 1
+    assert 18 < road["length_m"][0] < 28
+    assert road.attrs["road_width_m"] == pytest.approx(7 * 0.555, rel=0.15)
+
+
+# --- road centre lines ---------------------------------------------------------------
+
+
+def test_plus_shaped_road_is_four_lines_meeting_at_one_node(scene):
+    road = vectorize(scene)["road"]
+    assert len(road) == 4
+    assert set(road.geom_type) == {"LineString"}
+    ends = [(g.coords[0], g.coords[-1]) for g in road.geometry]
+    shared = set.intersection(*(set(e) for e in ends))
+    assert len(shared) == 1
+    node = shapely.Point(shared.pop())
+    centre = shapely.Point(ORIGIN[0] + 40.5, ORIGIN[1] - 40.5)
+    assert node.distance(centre) < 1.5
+    assert road["length_m"].to_numpy() == pytest.approx(np.full(4, 38.0), abs=2.5)
+    assert road.attrs["road_width_m"] == pytest.approx(7.0, abs=1.0)
+    assert road.attrs["spur_length_m"] == pytest.approx(2 * road.attrs["road_width_m"])
+
+
+def test_short_spur_is_pruned(tmp_path):
+    a = np.zeros((40, 80), np.uint8)
+    a[18:23, :] = 2  # 5 m wide road
+    a[23:27, 40:44] = 2  # a 4 m stub: shorter than twice the width
+    road = vectorize(classified(tmp_path / "c.tif", a, res=1.0))["road"]
+    assert len(road) == 1
+    assert road["length_m"][0] > 70
+    kept = vectorize(tmp_path / "c.tif", spur_length_m=0)["road"]
+    assert len(kept) >= len(road)
+
+
+def test_roads_as_polygons_without_centerlines(scene):
+    road = vectorize(scene, road_centerlines=False)["road"]
+    assert set(road.geom_type) == {"Polygon"}
+    assert len(road) == 1
+
+
+# --- classes -------------------------------------------------------------------------
+
+
+def test_class_names_come_from_the_classes_tag(tmp_path):
+    a = np.zeros((20, 20), np.uint8)
+    a[2:8, 2:8] = 1
+    a[12:18, 12:18] = 3
+    names = {0: "background", 1: "building", 2: "road", 3: "water"}
+    path = classified(tmp_path / "c.tif", a, names=names)
+    with rasterio.open(path) as src:
+        assert json.loads(src.tags()["CLASSES"])["3"] == "water"
+    layers = vectorize(path)
+    assert list(layers) == ["building", "road", "water"]
+    assert layers["water"]["class"].tolist() == ["water"]
+    assert len(layers["building"]) == 1 and len(layers["road"]) == 0
+
+
+def test_classes_argument_names_a_plain_label_raster(tmp_path, make_raster):
+    a = np.zeros((20, 20), np.uint8)
+    a[2:8, 2:8] = 1
+    a[12:18, 12:18] = 3
+    a[12:18, 2:8] = 7  # not listed: ignored
+    path = make_raster(a, name="labels.tif")
+    layers = vectorize(path, classes={1: "building", 3: "field"})
+    assert list(layers) == ["building", "field"]
+    assert len(layers["building"]) == 1 and len(layers["field"]) == 1
+    with pytest.warns(UserWarning, match="no CLASSES tag"):
+        unnamed = vectorize(path)
+    assert list(unnamed) == ["class_1", "class_3", "class_7"]
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def _read(path: Path, layer: str) -> gpd.GeoDataFrame:
+    if path.suffix == ".parquet":
+        return gpd.read_parquet(path)
+    return gpd.read_file(path, layer=layer if path.suffix == ".gpkg" else None)
+
+
+@pytest.mark.parametrize("ext", [".gpkg", ".geojson", ".shp", ".fgb", ".parquet"])
+def test_every_format_round_trips_with_its_crs(scene, tmp_path, ext):
+    out = tmp_path / f"features{ext}"
+    if ext == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        with pytest.raises(DependencyNotFoundError, match="pip install pyarrow"):
+            vectorize(scene, out)
+        assert list(tmp_path.iterdir()) == [scene]  # refused before any work
+        pytest.skip("pyarrow is not installed: GeoParquet round trip not checked")
+    layers = vectorize(scene, out)
+    for name, gdf in layers.items():
+        path = Path(gdf.attrs["path"])
+        assert path.exists()
+        assert path == (out if ext == ".gpkg" else tmp_path / f"features_{name}{ext}")
+        back = _read(path, name)
+        assert back.crs == UTM
+        assert len(back) == len(gdf) > 0
+        assert set(back.geom_type) == set(gdf.geom_type)
+        # FlatGeobuf reorders features (spatial index): compare the sets
+        assert sorted(shapely.normalize(back.geometry).to_wkt()) == sorted(
+            shapely.normalize(gdf.geometry).to_wkt()
+        )
+        assert back["class"].tolist() == gdf["class"].tolist()
+    if ext == ".gpkg":
+        assert sorted(pyogrio.list_layers(out)[:, 0]) == ["building", "road"]
+    if ext == ".shp":
+        assert "perim_m" in _read(tmp_path / "features_building.shp", "").columns
+
+
+def test_existing_output_is_refused_unless_overwrite(scene, tmp_path):
+    out = tmp_path / "f.geojson"
+    vectorize(scene, out)
+    road = tmp_path / "f_road.geojson"
+    before = road.read_bytes()
+    (tmp_path / "f_building.geojson").unlink()  # one of the two targets still exists
+    with pytest.raises(OutputExistsError, match="overwrite") as err:
+        vectorize(scene, out)
+    assert isinstance(err.value, FileExistsError)
+    assert not (tmp_path / "f_building.geojson").exists()  # refused before writing anything
+    assert road.read_bytes() == before
+    vectorize(scene, out, overwrite=True)
+    assert (tmp_path / "f_building.geojson").exists()
+
+
+def test_failed_write_leaves_no_partial_output(scene, tmp_path, monkeypatch):
+    import geounet.vector_io as vio
+
+    real = vio._write_one
+    calls = []
+
+    def failing(gdf, path, layer, driver):
+        calls.append(layer)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(gdf, path, layer, driver)
+
+    monkeypatch.setattr(vio, "_write_one", failing)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for ext in (".geojson", ".shp"):
+        calls.clear()
+        with pytest.raises(OSError, match="disk full"):
+            vectorize(scene, tmp_path / f"f{ext}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_geounet_errors(scene, tmp_path, make_raster):
+    missing = tmp_path / "nope.tif"
+    with pytest.raises(InputNotFoundError, match=r"nope\.tif"):
+        vectorize(missing)
+    with pytest.raises(InvalidParameterError, match="house") as err:
+        vectorize(scene, building_class="house")
+    assert "building" in str(err.value) and "road" in str(err.value)
+    image = make_raster(np.ones((3, 10, 10), np.uint16), name="image.tif")
+    with pytest.raises(InvalidRasterError, match="single-band integer"):
+        vectorize(image)
+    with pytest.raises(InvalidParameterError, match="unknown vector format"):
+        vectorize(scene, tmp_path / "f.kml")
+    with pytest.raises(InvalidParameterError, match="min_area_m2"):
+        vectorize(scene, min_area_m2=-1)
+    with pytest.raises(InvalidParameterError, match="integer raster value"):
+        vectorize(scene, classes={"one": "building"})
+    for exc in (InputNotFoundError, InvalidParameterError, InvalidRasterError):
+        assert issubclass(exc, GeounetError)
+
+
+# --- robustness ----------------------------------------------------------------------
+
+
+def test_simplification_never_leaves_a_multipolygon():
+    # two lobes joined by a one-pixel neck: plain Douglas-Peucker splits it in two
+    shape = shapely.union_all(
+        [shapely.box(0, 0, 6, 6), shapely.box(6, 2.5, 7, 3.5), shapely.box(7, 0, 13, 6)]
+    )
+    out = simplify_polygons(np.array([shape, shapely.box(0, 0, 1, 1)]), 2.0)
+    assert list(shapely.get_type_id(out)) == [3, 3]
+    assert shapely.is_valid(out).all() and not shapely.is_empty(out).any()
+    multi = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 0, 5, 3)])
+    parts = largest_polygon(np.array([multi, shapely.Polygon(), None], dtype=object))
+    assert parts[0].area == 9.0 and parts[1] is None and parts[2] is None
+
+
+def test_regularize_keeps_jagged_buildings_valid_polygons():
+    rng = np.random.default_rng(0)
+    blobs = []
+    for _ in range(40):  # random pixel blobs: necks, diagonal touches, holes
+        m = rng.random((12, 12)) < 0.6
+        shapes = rasterio.features.shapes(m.astype(np.uint8), mask=m, connectivity=4)
+        blobs += [shapely.geometry.shape(g) for g, _ in shapes]
+    traced = np.array([b for b in blobs if b.area >= 4], dtype=object)
+    out = regularize_buildings(traced, pixel_m=0.5, simplify_m=0.5)
+    assert len(out) == len(traced)
+    assert (shapely.get_type_id(out) == 3).all()
+    assert shapely.is_valid(out).all() and not shapely.is_empty(out).any()
+
+
+def test_demo_like_jagged_raster_vectorizes(tmp_path):
+    rng = np.random.default_rng(1)
+    noisy = (rng.random((96, 96)) < 0.55).astype(np.uint8)  # a jagged, noisy prediction
+    noisy[60:90, 10:40] = 2
+    layers = vectorize(classified(tmp_path / "c.tif", noisy), window_size=32)
+    b = layers["building"]
+    assert len(b) > 0 and (b.geom_type == "Polygon").all() and b.is_valid.all()
+    assert not b.is_empty.any() and (b["area_m2"] > 0).all()
+    traced = vectorize(tmp_path / "c.tif", regularize=False, simplify_m=0)["building"]
+    assert len(traced) == len(b) and (traced["area_m2"] >= 5.0).all()  # min_area: traced size
+
+
+# --- CLI -----------------------------------------------------------------------------
+
+
+def test_cli_vectorize(scene, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "features.gpkg"
+    result = runner.invoke(cli, ["vectorize", str(scene), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "building: 2 features" in result.output and "road: 4 features" in result.output
+    assert sorted(pyogrio.list_layers(out)[:, 0]) == ["building", "road"]
+    assert gpd.read_file(out, layer="road").crs == UTM
+    again = runner.invoke(cli, ["vectorize", str(scene), "--out", str(out)])
+    assert again.exit_code == 2 and "overwrite" in again.output
+    bad = runner.invoke(cli, ["vectorize", str(tmp_path / "missing.tif"), "--out", str(out)])
+    assert bad.exit_code == 2
+    assert "missing.tif" in bad.output and "Traceback" not in bad.output
+
+
+def test_raster_without_crs_is_refused(tmp_path):
+    path = tmp_path / "nocrs.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=8,
+            height=8,
+            count=1,
+            dtype="uint8",
+            transform=Affine.identity(),
+        ) as dst:
+            dst.write(np.ones((1, 8, 8), np.uint8))
+    with pytest.raises(MissingCRSError, match="no coordinate reference system") as err:
+        vectorize(path, classes={1: "building"})
+    assert "allow_no_crs" not in str(err.value)  # vectorize has no such option
