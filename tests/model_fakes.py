@@ -67,10 +67,12 @@ class FakeGeoData:
 
     @property
     def classes(self) -> list[str]:
+        """Class names in index order."""
         return [c.name for c in self.class_specs]
 
     @property
     def n_bands(self) -> int:
+        """Number of bands."""
         return len(self.bands)
 
 

