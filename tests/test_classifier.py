@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,11 @@ import torch
 from conftest import REPO
 from model_fakes import make_fake_data, synthetic_scene, write_crafted_pickle
 
+from geounet import __version__
+from geounet.classes import classes_to_json
 from geounet.classifier import UnetClassifier
 from geounet.errors import InvalidParameterError, ModelFileError, OutputExistsError
-from geounet.model import CONFIG_FILE
+from geounet.model import CONFIG_FILE, SCHEMA_VERSION
 
 TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 
@@ -87,13 +91,44 @@ def test_fit_continues_history(data):
     assert list(model.history["epoch"]) == [1, 2]
 
 
-def test_lr_find_returns_positive_float_and_fit_uses_it(data):
+def test_lr_find_returns_finite_suggestion_and_a_plot(data):
     model = UnetClassifier(data, **TINY)
     lr = model.lr_find(num_iter=12, plot=False, progress=False)
-    assert isinstance(lr, float) and lr > 0
-    assert model.lr_find_figure is not None and model.lr_find_result.suggestion == lr
+    assert isinstance(lr, float) and math.isfinite(lr) and 1e-5 <= lr <= 1e-2
+    assert model.lr_find_result.suggestion == lr
+    fig = model.lr_find_figure
+    curve = fig.axes[0].lines[0]
+    assert np.allclose(curve.get_xdata(), model.lr_find_result.lrs)
+    assert np.allclose(curve.get_ydata(), model.lr_find_result.losses)
+    assert fig.axes[0].get_xscale() == "log"
     model.fit(1, progress=False)  # lr=None: the suggestion
     assert model.history["lr"].iloc[0] <= lr
+
+
+def test_fit_without_lr_sweeps_first(data):
+    model = UnetClassifier(data, **TINY)
+    assert model.lr_find_result is None
+    model.fit(1, progress=False)
+    assert model.lr_find_result is not None
+    assert math.isfinite(model.history["train_loss"].iloc[0])
+
+
+def test_progress_bar_shows_loss_and_miou(data, capsys):
+    model = UnetClassifier(data, **TINY)
+    model.fit(1, 1e-3, progress=True)
+    err = capsys.readouterr().err
+    assert "fit" in err and "mIoU=" in err and "valid=" in err
+
+
+def test_deterministic_for_a_seed_on_cpu(data):
+    runs = []
+    for _ in range(2):
+        model = UnetClassifier(data, **TINY)  # TINY seeds the initialisation
+        hist = model.fit(2, 1e-2, progress=False, seed=5)
+        runs.append((hist.drop(columns="seconds"), model.network.state_dict()))
+    (h1, s1), (h2, s2) = runs
+    pd.testing.assert_frame_equal(h1, h2)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
 
 def test_freeze_unfreeze(data):
@@ -108,6 +143,11 @@ def test_freeze_unfreeze(data):
 def test_boundary_weight_and_class_weights_train(data):
     model = UnetClassifier(data, boundary_weight=10.0, class_weights="auto", **TINY)
     assert model.class_weights == pytest.approx(data.class_weights)
+    loss_fn = model._trainer.loss_fn
+    torch.testing.assert_close(
+        loss_fn.class_weights, torch.tensor(data.class_weights, dtype=torch.float32)
+    )
+    assert loss_fn.boundary_weight == 10.0 and loss_fn.sigma == 5.0
     hist = model.fit(2, 1e-2, progress=False)
     assert np.isfinite(hist["train_loss"]).all()
     with pytest.raises(InvalidParameterError):
@@ -133,6 +173,40 @@ def test_save_from_model_bit_identical(tmp_path, data, trained):
         trained.save(folder)
     with pytest.raises(InvalidParameterError, match="no training data"):
         loaded.fit(1, 1e-3)
+
+
+def test_save_writes_complete_metadata(tmp_path, data, trained):
+    meta = json.loads((trained.save(tmp_path / "m") / CONFIG_FILE).read_text())
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["geounet_version"] == __version__
+    assert datetime.fromisoformat(meta["created"]).tzinfo is not None
+    assert meta["arch"] == "unet-classic" and meta["backbone"] is None
+    assert meta["in_channels"] == data.n_bands == len(meta["bands"]) == len(meta["band_names"])
+    assert meta["bands"] == data.bands and meta["band_names"] == data.band_names
+    assert meta["classes"] == classes_to_json(data.class_specs)
+    assert all({"value", "name", "color"} <= set(c) for c in meta["classes"])
+    assert set(meta["stats"]) == set(data.stats)
+    assert all(np.allclose(meta["stats"][k], v) for k, v in data.stats.items())
+    assert meta["chip_size"] == data.chip_size and meta["gsd_m"] == data.gsd_m
+    assert meta["source_dtype"] == data.source_dtype
+    assert set(meta["metrics"]) == {"miou", "accuracy", "per_class"}
+    assert set(meta["metrics"]["per_class"]) == set(data.classes)
+    assert [r["epoch"] for r in meta["history"]] == list(trained.history["epoch"])
+
+
+def test_imagenet_offline_gives_a_clear_error(data):
+    """With the hub offline (conftest sets HF_HUB_OFFLINE=1) smp cannot fetch the weights."""
+    hub = pytest.importorskip("huggingface_hub.constants")
+    if not hub.HF_HUB_OFFLINE:
+        pytest.skip("HF_HUB_OFFLINE was not set before huggingface_hub was imported")
+    try:
+        UnetClassifier(data, backbone="resnet18", encoder_depth=3, decoder_channels=(16, 8, 4))
+    except ModelFileError as err:
+        msg = str(err)
+    else:
+        pytest.skip("the resnet18 ImageNet weights are in the local cache")
+    assert "resnet18" in msg and "Offline?" in msg
+    assert "local" in msg and "encoder_weights=" in msg
+    assert "efficientnet-lite0" in msg and "geounet[weights]" in msg
 
 
 def test_predict_after_reload_is_bit_identical(tmp_path, data, trained):
