@@ -127,3 +127,86 @@ def test_parse_classes():
     assert parse_classes(None) is None
     with pytest.raises(InvalidParameterError, match="--classes"):
         parse_classes("x=building")
+
+
+@pytest.fixture
+def small_scene(tmp_path):
+    """A 192 x 256 crop of the sample training scene with its label raster."""
+    from geounet.demo import sample_dir
+
+    src = sample_dir()
+    out = {}
+    for name in ("train.tif", "train_labels.tif"):
+        with rasterio.open(src / name) as ds:
+            window = ((0, 192), (0, 256))
+            profile = ds.profile
+            profile.update(height=192, width=256, transform=ds.window_transform(window))
+            data = ds.read(window=window)
+            colormap = ds.colormap(1) if name.endswith("labels.tif") else None
+        path = tmp_path / name
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+            if colormap:
+                dst.write_colormap(1, colormap)
+        out[name] = path
+    return out["train.tif"], out["train_labels.tif"]
+
+
+@pytest.mark.slow
+def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_path):
+    image, labels = small_scene
+    chips, model = tmp_path / "chips", tmp_path / "model"
+    r = runner.invoke(
+        cli,
+        ["-q", "prepare", str(image), "--labels", str(labels), "--out", str(chips),
+         "--classes", "1=building,2=road", "--chip-size", "64"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    manifest = json.loads((chips / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["classes"]] == ["background", "building", "road"]
+    assert {c["split"] for c in manifest["chips"]} == {"train", "valid"}
+
+    r = runner.invoke(cli, ["info", str(chips)])
+    assert r.exit_code == 0 and "chip folder" in r.output and "building" in r.output
+
+    r = runner.invoke(
+        cli,
+        ["-q", "train", str(chips), "--out", str(model), "--backbone", "resnet18",
+         "--weights", "none", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert (model / "geounet.json").exists() and (model / "model.safetensors").exists()
+    r = runner.invoke(cli, ["info", str(model)])
+    assert r.exit_code == 0 and "model folder" in r.output and "resnet18" in r.output
+
+    out = tmp_path / "pred.tif"
+    r = runner.invoke(
+        cli, ["-q", "classify", str(image), "--model", str(model), "--out", str(out),
+              "--tile-size", "128", "--overlap", "32"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    with rasterio.open(out) as pred, rasterio.open(image) as img:
+        assert (pred.crs, pred.transform, pred.shape) == (img.crs, img.transform, img.shape)
+        assert pred.dtypes[0] == "uint8" and pred.colormap(1)[1][:3] != (0, 0, 0)
+
+    report = tmp_path / "report.json"
+    r = runner.invoke(cli, ["evaluate", str(out), "--truth", str(labels), "--json", str(report)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert set(json.loads(report.read_text())["classes"]) == {"background", "building", "road"}
+
+
+def test_ctrl_c_exits_130_and_leaves_no_output(runner, small_scene, tmp_path, monkeypatch):
+    import geounet.workflows
+
+    image, _ = small_scene
+    out = tmp_path / "never.tif"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(geounet.workflows, "classify_scene", interrupted)
+    monkeypatch.setenv("GEOUNET_MODEL", str(tmp_path))
+    r = runner.invoke(cli, ["classify", str(image), "--out", str(out)])
+    assert r.exit_code == 130
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
