@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geounet.blending import RowAccumulator, TilePlan
-from geounet.errors import InvalidParameterError
+from geounet.errors import InvalidParameterError, ModelFileError
 from geounet.tilestream import Prefetch, Sink
 from geounet.transforms import normalize
 from geounet.types import TTA_MODES, check_choice
@@ -201,6 +201,12 @@ def run_tiles(
     with bar, Prefetch(batches) as stream:
         for batch in stream:
             probs = runner(model, batch.x, opts.tta) if len(batch.x) else None
+            if probs is not None and probs.shape[1] != acc.sums.shape[0]:
+                raise ModelFileError(
+                    f"the network gives {probs.shape[1]} class scores per pixel but the model "
+                    f"file lists {acc.sums.shape[0]} classes ({model.config.class_names}); "
+                    "the model's weights and its geounet.json do not belong together."
+                )
             k = 0
             for (i, j), valid, has in zip(batch.tiles, batch.valid, batch.has_data):
                 p = None

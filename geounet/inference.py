@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from pyproj import Geod
 from rasterio.enums import MaskFlags
 
 from geounet.blending import TilePlan
@@ -132,14 +134,40 @@ def _check_range(src: Any, info: RasterInfo, bands: Sequence[int], config: Any) 
         )
 
 
+def _pixel_sizes_m(info: RasterInfo) -> tuple[float, float]:
+    """Pixel width and height in metres (measured at the raster centre when geographic).
+
+    A square-degree pixel at 60 degrees latitude is about half as wide as it is high; the
+    mean of the two is :attr:`RasterInfo.gsd_m`.
+    """
+    t = info.transform
+    rx, ry = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if info.crs is not None and info.crs.is_geographic:
+        lon = t.c + t.a * info.width / 2 + t.b * info.height / 2
+        lat = t.f + t.d * info.width / 2 + t.e * info.height / 2
+        geod = Geod(ellps="WGS84")
+        dx = abs(geod.inv(lon, lat, lon + rx, lat)[2])
+        dy = abs(geod.inv(lon, lat, lon, lat + ry)[2])
+        return float(dx), float(dy)
+    mean = info.gsd_m  # map units to metres
+    return mean * 2 * rx / (rx + ry), mean * 2 * ry / (rx + ry)
+
+
+def _describe_size(x_m: float, y_m: float) -> str:
+    if abs(x_m / y_m - 1) <= RESAMPLE_TOLERANCE:
+        return f"{(x_m + y_m) / 2:.3g} m"
+    return f"{x_m:.3g} m x {y_m:.3g} m"
+
+
 def _working_grid(info: RasterInfo, config: Any, resample: bool) -> Grid:
-    """The input grid, or a grid at the model's pixel size over the same extent."""
+    """The input grid, or a grid at the model's pixel size (per axis) over the same extent."""
     same = Grid(info.width, info.height, info.transform)
     model_gsd = getattr(config, "gsd_m", None)
     if info.crs is None or not model_gsd or model_gsd <= 0:
         return same
-    ratio = info.gsd_m / model_gsd
-    if max(ratio, 1 / ratio) > 1 + RESOLUTION_WARN:
+    x_m, y_m = _pixel_sizes_m(info)
+    rx, ry = x_m / model_gsd, y_m / model_gsd
+    if max(rx, 1 / rx, ry, 1 / ry) > 1 + RESOLUTION_WARN:
         what = (
             "resampling it to the model's pixel size on the fly and mapping the result back "
             "onto the input grid"
@@ -147,15 +175,15 @@ def _working_grid(info: RasterInfo, config: Any, resample: bool) -> Grid:
             else "classifying it as is (resample=False); results may be poor"
         )
         warnings.warn(
-            f"{info.path}: pixel size {info.gsd_m:.3g} m but the model was trained at "
-            f"{model_gsd:.3g} m; {what}.",
+            f"{info.path}: pixel size {_describe_size(x_m, y_m)} but the model was trained "
+            f"at {model_gsd:.3g} m; {what}.",
             UserWarning,
             stacklevel=4,
         )
-    if not resample or abs(ratio - 1) <= RESAMPLE_TOLERANCE:
+    if not resample or max(abs(rx - 1), abs(ry - 1)) <= RESAMPLE_TOLERANCE:
         return same
-    width = max(1, round(info.width * ratio))
-    height = max(1, round(info.height * ratio))
+    width = max(1, round(info.width * rx))
+    height = max(1, round(info.height * ry))
     transform = info.transform @ Affine.scale(info.width / width, info.height / height)
     return Grid(width, height, transform, resampled=True)
 

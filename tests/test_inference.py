@@ -21,6 +21,7 @@ from geounet.errors import (
     BandMismatchError,
     InvalidParameterError,
     MissingCRSError,
+    ModelFileError,
     OutputExistsError,
 )
 from geounet.inference import classify_raster, classify_rows, predict_array
@@ -69,9 +70,11 @@ class Counting(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module, fail_on: int | None = None) -> None:
         super().__init__()
         self.inner, self.calls, self.fail_on = inner, 0, fail_on
+        self.shapes: list[tuple[int, ...]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        self.shapes.append(tuple(x.shape))
         if self.fail_on is not None and self.calls >= self.fail_on:
             raise RuntimeError("network failed on purpose")
         return self.inner(x)
@@ -171,16 +174,31 @@ def test_non_pointwise_model_tiled_equals_whole_image(make_raster, tmp_path):
     assert agree >= 0.999
 
 
-@pytest.mark.parametrize("tta", ["flips", "dihedral"])
-def test_tta_with_a_pointwise_model_changes_nothing(make_raster, tmp_path, tta):
+@pytest.mark.parametrize("blend", ["spline", "linear", "none"])
+@pytest.mark.parametrize("tta", [None, "flips", "dihedral"])
+def test_every_blend_and_tta_mode_is_exact_with_a_pointwise_model(
+    make_raster, tmp_path, tta, blend
+):
     arr = image(120, 200)
     model = make_model(Counting(Threshold()))
     out = classify_raster(
-        model, make_raster(arr), tmp_path / "o.tif", tile_size=64, overlap=16, tta=tta,
-        batch_size=100, progress=False,
+        model, make_raster(arr), tmp_path / "o.tif", tile_size=64, overlap=16, blend=blend,
+        tta=tta, batch_size=100, progress=False,
     )  # fmt: skip
     np.testing.assert_array_equal(read(out), expected(arr))
-    assert model.network.calls == (4 if tta == "flips" else 8)
+    n_versions = {None: 1, "flips": 4, "dihedral": 8}[tta]
+    assert model.network.calls == n_versions  # one batch of all tiles per version
+
+
+@pytest.mark.parametrize("tta", ["flips", "dihedral"])
+def test_tta_on_a_non_square_tile(make_raster, tmp_path, tta):
+    arr = image(40, 70, seed=9)
+    model = make_model(Counting(Threshold()))
+    out = classify_raster(model, make_raster(arr), tmp_path / "o.tif", tta=tta, progress=False)
+    np.testing.assert_array_equal(read(out), expected(arr))
+    assert {s[-2:] for s in model.network.shapes} >= {(128, 160)}
+    if tta == "dihedral":  # transposed versions run as 160 x 128
+        assert (160, 128) in {s[-2:] for s in model.network.shapes}
 
 
 def test_run_network_tta_undoes_its_transforms():
@@ -233,15 +251,24 @@ def test_output_keeps_grid_and_has_colours_and_class_names(make_raster, tmp_path
     assert [c["name"] for c in json.loads(tags["GEOUNET_CLASSES"])][1] == "class1"
 
 
-def test_cog_output(make_raster, tmp_path):
+def test_cog_output_is_a_valid_cog_with_overviews(make_raster, tmp_path):
     arr = image(600, 700)
     out = classify_raster(
-        make_model(), make_raster(arr), tmp_path / "o.tif", tile_size=256, output_format="COG",
-        progress=False,
+        make_model(n_classes=2), make_raster(arr), tmp_path / "o.tif", tile_size=256,
+        output_format="COG", progress=False,
     )  # fmt: skip
     with rasterio.open(out) as b:
-        assert b.overviews(1)
+        assert b.driver == "GTiff" and b.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert b.overviews(1) == [2]
+        assert b.block_shapes[0] == (512, 512)
+        assert b.colormap(1)[1][:3] == (0xE6, 0x19, 0x4B)
+        assert json.loads(b.tags()["CLASSES"]) == {"0": "background", "1": "class1"}
         np.testing.assert_array_equal(b.read(1), expected(arr))
+        overview = b.read(1, out_shape=(300, 350))
+    assert set(np.unique(overview)) <= {0, 1}  # mode/nearest: class indices, never averaged
+    head = out.read_bytes()[:1000]  # GDAL's COG "ghost" header, untouched since written
+    assert b"LAYOUT=IFDS_BEFORE_DATA" in head and b"KNOWN_INCOMPATIBLE_EDITION=NO" in head
+    assert [p.name for p in tmp_path.iterdir() if p.name != "img.tif"] == ["o.tif"]
 
 
 def test_probabilities_raster(make_raster, tmp_path):
@@ -329,9 +356,16 @@ def test_value_range_far_from_training_warns(make_raster, tmp_path):
         )  # fmt: skip
 
 
+def test_eight_bit_image_given_to_a_sixteen_bit_model_warns(make_raster, tmp_path):
+    model = make_model(p98=3000.0, dtype="uint16")
+    with pytest.warns(UserWarning, match=r"values reach about 2\d\d .*uint8.*3000.*uint16"):
+        out = classify_raster(model, make_raster(image(64, 64)), tmp_path / "o.tif", progress=False)
+    assert read(out).shape == (64, 64)  # a warning, not an error
+
+
 def test_other_resolution_warns_and_is_mapped_back_to_the_input_grid(make_raster, tmp_path):
-    arr = image(150, 210)
-    arr[0] = np.repeat(np.repeat(arr[0, ::3, ::3], 3, 0), 3, 1)[:150, :210]  # 3x3 blocks
+    arr = image(90, 120)
+    arr[0] = np.repeat(np.repeat(arr[0, ::3, ::3], 3, 0), 3, 1)[:90, :120]  # 3x3 blocks
     src = make_raster(arr, res=1.5)
     model = make_model(gsd=0.5)
     with pytest.warns(UserWarning, match=r"pixel size 1\.5 m .* trained at 0\.5 m"):
@@ -356,12 +390,69 @@ def test_resampled_run_keeps_nodata_of_the_input(make_raster, tmp_path):
     assert (got[:45] != 255).all() and (got[75:] != 255).all()
 
 
+def two_level_image(h, w, seed=0):
+    """Band 1 only 1 or 200: bilinear resampling by 2 keeps every pixel's side of 100.5."""
+    arr = image(h, w, seed=seed)
+    arr[0] = np.where(np.random.default_rng(seed).random((h, w)) < 0.5, 1, 200)
+    return arr
+
+
+def test_input_at_twice_the_model_gsd_is_resampled_and_mapped_back(make_raster, tmp_path):
+    arr = two_level_image(60, 80)
+    src = make_raster(arr, res=1.0)
+    model = make_model(Counting(Threshold()), gsd=0.5)
+    with pytest.warns(UserWarning, match=r"pixel size 1 m but the model was trained at 0\.5 m"):
+        out = classify_raster(model, src, tmp_path / "o.tif", progress=False)
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert (b.crs, b.transform, b.width, b.height) == (a.crs, a.transform, a.width, a.height)
+        got = b.read(1)
+    np.testing.assert_array_equal(got, expected(arr))
+    working = TilePlan.build(120, 160, tile_size=512, overlap=64, blend="spline")
+    assert model.network.shapes == [(1, 3, working.tile_h, working.tile_w)]  # 120 x 160 grid
+
+
+def test_resample_false_runs_on_the_input_grid(make_raster, tmp_path):
+    arr = image(60, 80)
+    model = make_model(Counting(Threshold()), gsd=0.5)
+    with pytest.warns(UserWarning, match=r"as is \(resample=False\)"):
+        out = classify_raster(
+            model, make_raster(arr, res=1.0), tmp_path / "o.tif", resample=False, progress=False
+        )
+    np.testing.assert_array_equal(read(out), expected(arr))
+    assert model.network.shapes == [(1, 3, 128, 160)]  # 60 x 80 + 2 x 32 halo, to 32s
+
+
 def test_geographic_crs_is_measured_in_metres(make_raster, tmp_path):
     deg = 0.5 / 111_320  # about half a metre at the equator
-    src = make_raster(image(60, 80), crs=CRS.from_epsg(4326), res=deg, origin=(10.0, 0.001))
+    arr = image(60, 80)
+    src = make_raster(arr, crs=CRS.from_epsg(4326), res=deg, origin=(10.0, 0.001))
+    model = make_model(Counting(Threshold()), gsd=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        classify_raster(make_model(gsd=0.5), src, tmp_path / "o.tif", progress=False)
+        out = classify_raster(model, src, tmp_path / "o.tif", progress=False)
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert b.crs == CRS.from_epsg(4326)
+        assert (b.transform, b.width, b.height) == (a.transform, a.width, a.height)
+        got = b.read(1)
+    np.testing.assert_array_equal(got, expected(arr))
+    assert model.network.shapes == [(1, 3, 128, 160)]  # not resampled
+
+
+def test_square_degree_pixels_at_60_degrees_are_resampled_per_axis(make_raster, tmp_path):
+    deg = 0.5 / 111_400  # 0.5 m high, about 0.25 m wide at 60 degrees north
+    arr = two_level_image(64, 120, seed=2)
+    arr[0] = np.repeat(arr[0, :, ::2], 2, axis=1)  # pairs of columns: 0.5 m wide blocks
+    src = make_raster(arr, crs=CRS.from_epsg(4326), res=deg, origin=(10.0, 60.0))
+    model = make_model(Counting(Threshold()), gsd=0.5)
+    with pytest.warns(UserWarning, match=r"pixel size 0\.2\d m x 0\.5 m"):
+        out = classify_raster(model, src, tmp_path / "o.tif", progress=False)
+    with rasterio.open(src) as a, rasterio.open(out) as b:
+        assert (b.crs, b.transform, b.width, b.height) == (a.crs, a.transform, a.width, a.height)
+        got = b.read(1)
+    np.testing.assert_array_equal(got, expected(arr))
+    (shape,) = model.network.shapes
+    working = TilePlan.build(64, 60, tile_size=512, overlap=64, blend="spline")
+    assert shape[-2:] == (working.tile_h, working.tile_w)  # half the columns, same rows
 
 
 @pytest.mark.parametrize(
@@ -388,17 +479,78 @@ def test_existing_output_is_not_overwritten(make_raster, tmp_path):
     assert read(out).shape == (40, 40)
 
 
-def test_failure_mid_run_leaves_no_output_nor_temporary_file(make_raster, tmp_path):
+def test_existing_probabilities_output_is_not_overwritten(make_raster, tmp_path):
+    src = make_raster(image(40, 40))
+    (tmp_path / "p.tif").write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match=r"p\.tif"):
+        classify_raster(
+            make_model(), src, tmp_path / "o.tif", probabilities=tmp_path / "p.tif",
+            progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "o.tif").exists()
+    assert (tmp_path / "p.tif").read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("output_format", ["GTiff", "COG"])
+def test_failure_mid_run_leaves_no_output_nor_temporary_file(make_raster, tmp_path, output_format):
     src = make_raster(image(400, 400))
     before = set(tmp_path.iterdir())
     model = make_model(Counting(Threshold(), fail_on=3))
     with pytest.raises(RuntimeError, match="on purpose"):
         classify_raster(
             model, src, tmp_path / "o.tif", tile_size=64, overlap=16, batch_size=2,
-            probabilities=tmp_path / "p.tif", progress=False,
+            probabilities=tmp_path / "p.tif", output_format=output_format, progress=False,
         )  # fmt: skip
     assert set(tmp_path.iterdir()) == before
     assert model.network.calls == 3
+
+
+def test_failure_mid_run_keeps_the_previous_output_when_overwriting(make_raster, tmp_path):
+    src = make_raster(image(200, 200))
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"previous result")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        classify_raster(
+            make_model(Counting(Threshold(), fail_on=2)), src, out, tile_size=64, overlap=16,
+            batch_size=1, overwrite=True, progress=False,
+        )  # fmt: skip
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "o.tif"]
+
+
+def test_network_with_another_class_count_than_the_model_file_is_a_clear_error(
+    make_raster, tmp_path
+):
+    model = make_model(Threshold(), n_classes=3)  # the network gives 2 scores
+    with pytest.raises(ModelFileError, match=r"gives 2 class scores .* lists 3 classes"):
+        classify_raster(model, make_raster(image(40, 40)), tmp_path / "o.tif", progress=False)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_unet_classifier_classify_delegates_to_classify_raster(make_raster, tmp_path, monkeypatch):
+    import geounet.inference
+    from geounet.classifier import UnetClassifier
+
+    arr = image(70, 90)
+    src = make_raster(arr)
+    clf = UnetClassifier.__new__(UnetClassifier)  # a loaded model, without a model file
+    fake = make_model()
+    clf.network, clf.config, clf.device = fake.network, fake.config, fake.device
+    calls = []
+    real = geounet.inference.classify_raster
+
+    def spy(model, in_raster, out_raster, **kwargs):
+        calls.append((model, in_raster, out_raster, kwargs))
+        return real(model, in_raster, out_raster, **kwargs)
+
+    monkeypatch.setattr(geounet.inference, "classify_raster", spy)
+    kwargs = {"tile_size": 64, "overlap": 16, "blend": "linear", "tta": "flips",
+              "probabilities": tmp_path / "p.tif", "progress": False}  # fmt: skip
+    out = clf.classify(src, tmp_path / "o.tif", **kwargs)
+    assert calls == [(clf, src, tmp_path / "o.tif", kwargs)]
+    assert out == tmp_path / "o.tif"
+    np.testing.assert_array_equal(read(out), expected(arr))
+    assert read(tmp_path / "p.tif", band=None).shape == (2, 70, 90)
 
 
 # ----------------------------------------------------------------------------- accumulator
