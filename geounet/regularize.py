@@ -324,7 +324,9 @@ def regularize_buildings(
     coarse = simplify_polygons(start_at_corner(traced), tol)
     min_edge = min_edge_m if min_edge_m is not None else max(1.0, 2 * pixel_m)
     rect = shapely.oriented_envelope(traced)
-    iou_rect = _iou(rect, traced)
+    # the rectangle encloses the shape: IoU = area ratio, no overlay needed
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou_rect = np.nan_to_num(shapely.area(traced) / shapely.area(rect))
     out = np.full(len(traced), None, dtype=object)
     iou = np.zeros(len(traced))
     # rectangles within prefer_rect of a perfect fit win anyway: no need to try more

@@ -1,0 +1,331 @@
+"""Vectorizing quality and speed: buildings, road centre lines, and time against bare GDAL.
+
+Three parts, each printed as readable lines; the last line is one JSON object with all
+figures (a part whose data is absent is reported as skipped, with the reason):
+
+- **buildings**: ``../shared/data/spacenet_atlanta_pan/buildings.geojson`` rasterized onto
+  the grid of its ``image.tif`` (0.5 m), vectorized with :func:`geounet.vectorize`, matched
+  against the truth polygons at IoU >= 0.5 (:func:`geounet.metrics.match_polygons`).
+  Targets: object F1 >= 0.95; with ``regularize=True`` median vertices per building <= 8,
+  >= 80 % of corners within 10 degrees of a right angle, and >= 85 % of buildings with
+  IoU >= 0.85 against their traced (unregularized, unsimplified) outline.
+- **roads**: ``../shared/data/spacenet_vegas_roads_rgb/roads_mask_4m.tif`` (EPSG:4326)
+  turned into centre lines and compared with ``roads.geojson`` in the local UTM zone
+  (:func:`geounet.metrics.line_completeness_correctness`, 3 m): completeness and
+  correctness >= 0.90; no dangling spur (an edge from a free end to a junction) shorter
+  than the pruning threshold.
+- **speed**: a generated ``--size`` x ``--size`` building mask (default 10 000, 0.5 m
+  pixels, rectangles and L-shapes, some rotated) vectorized with the defaults, against bare
+  ``rasterio.features.shapes`` over the same mask, in the same run: ratio <= 2.0.
+
+Usage::
+
+    flock /tmp/geounet-bench.lock python benchmarks/vectorize_quality.py
+    python benchmarks/vectorize_quality.py --size 2000          # quick smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geounet.metrics import line_completeness_correctness, match_polygons
+from geounet.raster import write_raster
+from geounet.vectorizing import vectorize
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TARGETS = {
+    "building_f1": 0.95,
+    "median_vertices": 8,
+    "right_angle_share": 0.80,
+    "iou_traced_share": 0.85,
+    "road_completeness": 0.90,
+    "road_correctness": 0.90,
+    "short_spurs": 0,
+    "speed_ratio": 2.0,
+}
+
+
+def corner_angles(polys: np.ndarray) -> np.ndarray:
+    """Unsigned angle (degrees, 0-180) at every shell vertex of every polygon."""
+    out = []
+    for p in polys:
+        c = np.asarray(p.exterior.coords)[:-1]
+        a, b = np.roll(c, 1, axis=0) - c, np.roll(c, -1, axis=0) - c
+        cos = (a * b).sum(axis=1) / np.hypot(*a.T) / np.hypot(*b.T)
+        out.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def best_iou(polys: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """For each polygon, its largest IoU with any reference polygon."""
+    tree = shapely.STRtree(reference)
+    i, j = tree.query(polys, predicate="intersects")
+    inter = shapely.area(shapely.intersection(polys[i], reference[j]))
+    iou = inter / (shapely.area(polys[i]) + shapely.area(reference[j]) - inter)
+    best = np.zeros(len(polys))
+    np.maximum.at(best, i, iou)
+    return best
+
+
+def buildings(work: Path) -> dict:
+    """Rasterize the Atlanta truth, vectorize it, score the polygons."""
+    folder = DATA / "spacenet_atlanta_pan"
+    if not (folder / "buildings.geojson").exists() or not (folder / "image.tif").exists():
+        return {"skipped": f"{folder} is absent"}
+    with rasterio.open(folder / "image.tif") as src:
+        crs, transform, shape = src.crs, src.transform, src.shape
+    truth = gpd.read_file(folder / "buildings.geojson").to_crs(crs)
+    mask = rasterio.features.rasterize(
+        [(g, 1) for g in truth.geometry], out_shape=shape, transform=transform, dtype="uint8"
+    )
+    path = write_raster(
+        work / "atlanta_buildings.tif",
+        mask,
+        crs,
+        transform,
+        nodata=255,
+        class_names={0: "background", 1: "building"},
+    )
+    t0 = time.perf_counter()
+    reg = vectorize(path, regularize=True)["building"]
+    seconds = time.perf_counter() - t0
+    plain = vectorize(path, regularize=False)["building"]
+    traced = vectorize(path, regularize=False, simplify_m=0)["building"]
+    m_reg = match_polygons(truth.geometry, reg.geometry)
+    m_plain = match_polygons(truth.geometry, plain.geometry)
+    polys = reg.geometry.to_numpy()
+    vertices = shapely.get_num_coordinates(shapely.get_exterior_ring(polys)) - 1
+    angles = corner_angles(polys)
+    iou_traced = best_iou(polys, traced.geometry.to_numpy())
+    out = {
+        "truth": len(truth),
+        "predicted": len(reg),
+        "f1": m_reg["f1"],
+        "precision": m_reg["precision"],
+        "recall": m_reg["recall"],
+        "f1_unregularized": m_plain["f1"],
+        "median_vertices": float(np.median(vertices)),
+        "median_vertices_unregularized": float(
+            np.median(shapely.get_num_coordinates(shapely.get_exterior_ring(plain.geometry)) - 1)
+        ),
+        "right_angle_share": float(np.mean(np.abs(angles - 90) <= 10)),
+        "iou_traced_share": float(np.mean(iou_traced >= 0.85)),
+        "iou_traced_min": float(iou_traced.min()) if len(iou_traced) else float("nan"),
+        "seconds": seconds,
+    }
+    print(
+        f"buildings: {out['predicted']} polygons for {out['truth']} true; object F1 "
+        f"{out['f1']:.3f} (target >= {TARGETS['building_f1']}), unregularized "
+        f"{out['f1_unregularized']:.3f}"
+    )
+    print(
+        f"  regularized: median {out['median_vertices']:.0f} vertices (unregularized "
+        f"{out['median_vertices_unregularized']:.0f}; target <= {TARGETS['median_vertices']}), "
+        f"{100 * out['right_angle_share']:.1f} % of corners within 10 deg of 90 (target >= 80 %)"
+    )
+    print(
+        f"  {100 * out['iou_traced_share']:.1f} % of buildings with IoU >= 0.85 against the "
+        f"traced outline (min {out['iou_traced_min']:.3f}); {seconds:.2f} s"
+    )
+    return out
+
+
+def short_spurs(lines: gpd.GeoDataFrame, threshold_m: float) -> int:
+    """Edges from a free end to a junction (3+ edges) shorter than ``threshold_m``."""
+    ends = [
+        (tuple(np.round(g.coords[0], 3)), tuple(np.round(g.coords[-1], 3))) for g in lines.geometry
+    ]
+    degree = Counter(p for pair in ends for p in pair)
+    count = 0
+    for (a, b), length in zip(ends, lines.length):
+        da, db = sorted((degree[a], degree[b]))
+        if da == 1 and db >= 3 and length < threshold_m:
+            count += 1
+    return count
+
+
+def roads() -> dict:
+    """Centre lines of the Las Vegas road mask against the true centre lines."""
+    folder = DATA / "spacenet_vegas_roads_rgb"
+    if not (folder / "roads_mask_4m.tif").exists() or not (folder / "roads.geojson").exists():
+        return {"skipped": f"{folder} is absent"}
+    with rasterio.open(folder / "roads_mask_4m.tif") as src:
+        road_value = int(src.read(1).max())  # the mask holds 0 / 1 (or 0 / 255)
+    t0 = time.perf_counter()
+    lines = vectorize(folder / "roads_mask_4m.tif", classes={road_value: "road"})["road"]
+    seconds = time.perf_counter() - t0
+    truth = gpd.read_file(folder / "roads.geojson")
+    utm = truth.estimate_utm_crs()
+    pred_m, truth_m = lines.to_crs(utm), truth.to_crs(utm)
+    scores = line_completeness_correctness(truth_m.geometry, pred_m.geometry, 3.0)
+    spur_m = float(lines.attrs["spur_length_m"])
+    out = {
+        "lines": len(lines),
+        "truth_length_m": scores["truth_length"],
+        "pred_length_m": scores["pred_length"],
+        "completeness": scores["completeness"],
+        "correctness": scores["correctness"],
+        "road_width_m": float(lines.attrs["road_width_m"]),
+        "spur_threshold_m": spur_m,
+        "short_spurs": short_spurs(pred_m, spur_m),
+        "components": _components(pred_m),
+        "seconds": seconds,
+    }
+    print(
+        f"roads: {out['lines']} lines, {out['pred_length_m']:.0f} m for "
+        f"{out['truth_length_m']:.0f} m of truth; completeness {out['completeness']:.3f}, "
+        f"correctness {out['correctness']:.3f} within 3 m (targets >= 0.90)"
+    )
+    print(
+        f"  road width {out['road_width_m']:.2f} m, spur threshold {spur_m:.2f} m: "
+        f"{out['short_spurs']} dangling spurs shorter (target 0); {out['components']} "
+        f"connected parts; {seconds:.2f} s"
+    )
+    return out
+
+
+def _components(lines: gpd.GeoDataFrame) -> int:
+    """Connected parts of the line network (lines joined where their ends meet)."""
+    g = nx.Graph()
+    for line in lines.geometry:
+        g.add_edge(tuple(np.round(line.coords[0], 3)), tuple(np.round(line.coords[-1], 3)))
+    return nx.number_connected_components(g)
+
+
+def building_mask(size: int, seed: int = 0) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 mask of buildings (1) on 80-pixel plots, some rotated."""
+    rng = np.random.default_rng(seed)
+    cell = 80
+    n = size // cell
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    cx = (jj.ravel() + 0.5) * cell + rng.uniform(-8, 8, n * n)
+    cy = (ii.ravel() + 0.5) * cell + rng.uniform(-8, 8, n * n)
+    w, h = rng.uniform(14, 50, n * n), rng.uniform(14, 50, n * n)
+    angle = np.where(rng.random(n * n) < 0.3, rng.uniform(0, 90, n * n), 0.0)
+    ell = rng.random(n * n) < 0.3
+    polys = []
+    for k in range(n * n):
+        p = shapely.box(-w[k] / 2, -h[k] / 2, w[k] / 2, h[k] / 2)
+        if ell[k]:  # cut a corner quarter: an L
+            p = p.difference(shapely.box(0, 0, w[k], h[k]))
+        p = shapely.affinity.rotate(p, angle[k], origin=(0, 0))
+        polys.append(shapely.affinity.translate(p, cx[k], cy[k]))
+    return rasterio.features.rasterize(
+        [(p, 1) for p in polys], out_shape=(size, size), dtype="uint8"
+    )
+
+
+def bare_shapes(path: Path) -> tuple[int, float]:
+    """Polygons and seconds of plain ``rasterio.features.shapes`` over the building mask."""
+    t0 = time.perf_counter()
+    with rasterio.open(path) as src:
+        data = src.read(1)
+        transform = src.transform
+    n = 0
+    for _ in rasterio.features.shapes(data, mask=data == 1, transform=transform):
+        n += 1
+    return n, time.perf_counter() - t0
+
+
+def speed(work: Path, size: int) -> dict:
+    """Time vectorize against bare shapes on a generated building mask."""
+    t0 = time.perf_counter()
+    mask = building_mask(size)
+    path = write_raster(
+        work / f"buildings_{size}.tif",
+        mask,
+        CRS.from_epsg(32616),
+        from_origin(500000, 3800000, 0.5, 0.5),
+        nodata=255,
+        class_names={0: "background", 1: "building"},
+    )
+    del mask
+    print(f"speed: generated a {size} x {size} building mask in {time.perf_counter() - t0:.1f} s")
+    n_bare, bare = bare_shapes(path)
+    t0 = time.perf_counter()
+    layers = vectorize(path)
+    ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    unregularized = len(vectorize(path, regularize=False)["building"])
+    plain = time.perf_counter() - t0
+    out = {
+        "size": size,
+        "bare_polygons": n_bare,
+        "polygons": len(layers["building"]),
+        "polygons_unregularized": unregularized,
+        "bare_seconds": bare,
+        "vectorize_seconds": ours,
+        "vectorize_unregularized_seconds": plain,
+        "ratio": ours / bare,
+        "ratio_unregularized": plain / bare,
+    }
+    print(
+        f"  rasterio.features.shapes: {n_bare} polygons in {bare:.2f} s; vectorize: "
+        f"{out['polygons']} regularized buildings in {ours:.2f} s -> ratio {out['ratio']:.2f} "
+        f"(target <= {TARGETS['speed_ratio']}); unregularized {plain:.2f} s "
+        f"(ratio {out['ratio_unregularized']:.2f})"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the parts asked for and print the JSON line last."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=10000, help="speed mask side (pixels)")
+    parser.add_argument(
+        "--parts", default="buildings,roads,speed", help="comma-separated parts to run"
+    )
+    args = parser.parse_args(argv)
+    parts = {p.strip() for p in args.parts.split(",")}
+    result: dict = {"targets": TARGETS}
+    with tempfile.TemporaryDirectory(prefix="geounet_vq_") as tmp:
+        work = Path(tmp)
+        if "buildings" in parts:
+            result["buildings"] = buildings(work)
+        if "roads" in parts:
+            result["roads"] = roads()
+        if "speed" in parts:
+            result["speed"] = speed(work, args.size)
+    for name in ("buildings", "roads"):
+        if "skipped" in result.get(name, {}):
+            print(f"{name}: SKIPPED ({result[name]['skipped']})")
+    result["met"] = _targets_met(result)
+    print(f"targets met: {result['met']}")
+    print(json.dumps(result, default=float))
+    return 0
+
+
+def _targets_met(r: dict) -> dict:
+    met = {}
+    b, rd, s = r.get("buildings", {}), r.get("roads", {}), r.get("speed", {})
+    if "f1" in b:
+        met["building_f1"] = b["f1"] >= TARGETS["building_f1"]
+        met["median_vertices"] = b["median_vertices"] <= TARGETS["median_vertices"]
+        met["right_angle_share"] = b["right_angle_share"] >= TARGETS["right_angle_share"]
+        met["iou_traced_share"] = b["iou_traced_share"] >= TARGETS["iou_traced_share"]
+    if "completeness" in rd:
+        met["road_completeness"] = rd["completeness"] >= TARGETS["road_completeness"]
+        met["road_correctness"] = rd["correctness"] >= TARGETS["road_correctness"]
+        met["short_spurs"] = rd["short_spurs"] == TARGETS["short_spurs"]
+    if "ratio" in s:
+        met["speed_ratio"] = s["ratio"] <= TARGETS["speed_ratio"]
+    return met
+
+
+if __name__ == "__main__":
+    sys.exit(main())
