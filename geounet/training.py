@@ -334,6 +334,8 @@ class Trainer:
         try:
             for i in range(epochs):
                 result = loop.epoch(train_dl, valid_dl, bar)
+                if result is None:  # the budget ran out before this epoch trained a batch
+                    break
                 rows.append({"epoch": start_epoch + i, **_row(result)})
                 bar.update(1)
                 bar.set_postfix(
@@ -440,15 +442,17 @@ class _Loop:
             return True
         return time.perf_counter() - self.start + self.valid_seconds < self.budget
 
-    def epoch(self, train_dl: Any, valid_dl: Any | None, bar: Any) -> EpochResult:
+    def epoch(self, train_dl: Any, valid_dl: Any | None, bar: Any) -> EpochResult | None:
+        """Train one pass (or until the budget ends) and validate; None if nothing trained."""
         t0 = time.perf_counter()
         self.t.network.train()
         lr = self.opt.param_groups[0]["lr"]
-        total, count = 0.0, 0
+        total, count, steps = 0.0, 0, 0
         for batch in train_dl:
             if not self._time_left():
                 self.out_of_time = True
                 break
+            steps += 1
             loss = self.t.train_step(batch, self.opt)
             if math.isfinite(loss):
                 total, count = total + loss, count + 1
@@ -456,6 +460,8 @@ class _Loop:
             if self.schedule.last_epoch < self.total:
                 self._tick()
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+        if steps == 0 and self.out_of_time:
+            return None
         train_loss = total / count if count else float("nan")
         v0 = time.perf_counter()
         if valid_dl is not None:

@@ -74,6 +74,7 @@ def test_time_budget_stops_and_anneals():
     assert time.perf_counter() - t0 < 30
     assert 1 <= len(hist) < 10_000
     assert hist["lr"].iloc[-1] < 1e-2  # the one-cycle schedule followed the clock
+    assert hist["train_loss"].notna().all()  # no validation-only epoch after the budget
 
 
 def test_deterministic_on_cpu_for_a_seed():
