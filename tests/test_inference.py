@@ -251,21 +251,31 @@ def test_output_keeps_grid_and_has_colours_and_class_names(make_raster, tmp_path
     assert [c["name"] for c in json.loads(tags["GEOUNET_CLASSES"])][1] == "class1"
 
 
-def test_cog_output_is_a_valid_cog_with_overviews(make_raster, tmp_path):
+def test_cog_output_is_a_valid_cog_with_mode_overviews(make_raster, tmp_path):
     arr = image(600, 700)
+    net = torch.nn.Conv2d(3, 5, 1)  # pointwise: class 4 where band 1 > 100.5, else class 0
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.copy_(torch.tensor([0.0, -50.0, -50.0, -50.0, -0.5]))
+        net.weight[4, 0] = STD
     out = classify_raster(
-        make_model(n_classes=2), make_raster(arr), tmp_path / "o.tif", tile_size=256,
+        make_model(net, n_classes=5), make_raster(arr), tmp_path / "o.tif", tile_size=256,
         output_format="COG", progress=False,
     )  # fmt: skip
     with rasterio.open(out) as b:
         assert b.driver == "GTiff" and b.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert b.overviews(1) == [2]
         assert b.block_shapes[0] == (512, 512)
-        assert b.colormap(1)[1][:3] == (0xE6, 0x19, 0x4B)
-        assert json.loads(b.tags()["CLASSES"]) == {"0": "background", "1": "class1"}
-        np.testing.assert_array_equal(b.read(1), expected(arr))
-        overview = b.read(1, out_shape=(300, 350))
-    assert set(np.unique(overview)) <= {0, 1}  # mode/nearest: class indices, never averaged
+        assert b.colormap(1)[4][:3] == (67, 99, 216)  # the palette's fifth colour
+        assert json.loads(b.tags()["CLASSES"])["4"] == "class4"
+        full = b.read(1)
+    with rasterio.open(out, overview_level=0) as o:
+        overview = o.read(1)
+    np.testing.assert_array_equal(full, 4 * expected(arr))
+    votes = full.reshape(300, 2, 350, 2).astype(int).sum((1, 3)) // 4  # count of class 4
+    assert set(np.unique(overview)) <= {0, 4}  # averaging would give 1, 2 or 3 here
+    np.testing.assert_array_equal(overview[votes >= 3], 4)  # the mode of each 2 x 2 block
+    np.testing.assert_array_equal(overview[votes <= 1], 0)
     head = out.read_bytes()[:1000]  # GDAL's COG "ghost" header, untouched since written
     assert b"LAYOUT=IFDS_BEFORE_DATA" in head and b"KNOWN_INCOMPATIBLE_EDITION=NO" in head
     assert [p.name for p in tmp_path.iterdir() if p.name != "img.tif"] == ["o.tif"]
