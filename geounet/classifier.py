@@ -40,6 +40,7 @@ from geounet.training import (
     Trainer,
     configure_cpu_threads,
     default_device,
+    reseed_loader,
     seed_everything,
     set_encoder_trainable,
     unpack_batch,
@@ -202,11 +203,13 @@ class UnetClassifier:
             checkpoint: Restore the weights of the epoch with the best validation mIoU.
             time_budget_s: Stop after this many seconds (the schedule follows the clock).
             progress: Show a progress bar with live loss and mIoU.
-            seed: Seed Python, NumPy and torch first (shuffling and augmentation).
+            seed: Seed Python, NumPy and torch first, and restart the training loader's
+                shuffling generator (see :func:`~geounet.training.reseed_loader`).
         """
         data = self._require_data()
         if seed is not None:
             seed_everything(seed)
+            reseed_loader(data.train_dl, seed)
         if lr is None:
             if self.lr_find_result is None:
                 self.lr_find(num_iter=60, plot=False, progress=progress)

@@ -40,6 +40,7 @@ __all__ = [
     "configure_cpu_threads",
     "default_device",
     "encoder_parameters",
+    "reseed_loader",
     "seed_everything",
     "set_encoder_trainable",
     "unpack_batch",
@@ -113,6 +114,22 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def reseed_loader(loader: Any, seed: int) -> None:
+    """Restart a loader's random streams from ``seed`` (shuffling, and augmentation if known).
+
+    The loader's own ``generator`` (a seeded ``torch.Generator``, as ``prepare_data`` gives
+    the training loader) is re-seeded; a dataset with a ``reseed(seed)`` method gets it called.
+    Loaders without a generator shuffle with torch's global generator, which
+    :func:`seed_everything` seeds.
+    """
+    gen = getattr(loader, "generator", None)
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(seed)
+    reseed = getattr(getattr(loader, "dataset", None), "reseed", None)
+    if callable(reseed):
+        reseed(seed)
 
 
 def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

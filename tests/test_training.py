@@ -14,6 +14,7 @@ from geounet.training import (
     HISTORY_COLUMNS,
     Trainer,
     configure_cpu_threads,
+    reseed_loader,
     seed_everything,
     set_encoder_trainable,
     unpack_batch,
@@ -112,6 +113,21 @@ def test_adamw_one_cycle_and_gradient_clipping(monkeypatch):
     assert max(lrs) == pytest.approx(1e-2) and lrs[0] < 1e-3 and lrs[-1] < 1e-3
     assert 0 < peak < len(lrs) - 1  # warm up, then anneal
     assert norms and max(norms) <= 1.0 + 1e-4  # grad_clip=1.0
+
+
+def test_reseed_loader_restarts_the_shuffle():
+    ds = torch.utils.data.TensorDataset(torch.arange(20))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
+
+    def order():
+        return torch.cat([b[0] for b in loader]).tolist()
+
+    first = order()
+    assert order() != first  # the generator moved on
+    reseed_loader(loader, 1)
+    assert order() == first
 
 
 def test_lr_find_suggests_and_restores_weights():
