@@ -55,7 +55,8 @@ def polygons_from_shapes(items: Sequence[tuple[dict, float]]) -> tuple[np.ndarra
         rings.extend(coords)
         ring_poly.extend([i] * len(coords))
     lengths = np.fromiter(map(len, rings), dtype=np.int64, count=len(rings))
-    xy = np.array(list(itertools.chain.from_iterable(rings)), dtype=np.float64)
+    flat = itertools.chain.from_iterable(itertools.chain.from_iterable(rings))
+    xy = np.fromiter(flat, dtype=np.float64, count=2 * int(lengths.sum())).reshape(-1, 2)
     lr = shapely.linearrings(xy, indices=np.repeat(np.arange(len(rings)), lengths))
     polys = shapely.polygons(lr, indices=np.asarray(ring_poly))
     values = np.fromiter((v for _, v in items), dtype=np.float64, count=len(items))
@@ -78,6 +79,9 @@ class PolygonTracer:
         self._seam: list[tuple[np.ndarray, np.ndarray]] = []
 
     def _mask(self, data: np.ndarray) -> np.ndarray:
+        values = np.flatnonzero(self.lut)
+        if values.size == 1:  # one class: a comparison is ten times faster than the lookup
+            return data == values[0]
         if data.dtype == np.uint8 or (data.min() >= 0 and data.max() < self.lut.size):
             return self.lut[data]
         return np.isin(data, np.flatnonzero(self.lut))

@@ -29,8 +29,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import shapely
@@ -68,10 +70,10 @@ class _Runs:
     floats: these rings have a handful of edges and numpy's per-call cost would dominate.
     """
 
-    def __init__(self, p: np.ndarray, max_snap_deg: float, steps: bool = False) -> None:
+    def __init__(self, p: np.ndarray | list, max_snap_deg: float, steps: bool = False) -> None:
         tan_snap = float(np.tan(np.radians(min(max_snap_deg, 45.0))))
         self.runs: list[list] = []
-        pts = p.tolist()
+        pts = p.tolist() if isinstance(p, np.ndarray) else p
         for (x0, y0), (x1, y1) in itertools.pairwise(pts):
             dx, dy = x1 - x0, y1 - y0
             ln = math.hypot(dx, dy)
@@ -136,8 +138,10 @@ class _Runs:
         runs = self.runs
         while len(runs) > 4:
             n = len(runs)
-            for k in sorted(range(n), key=lambda i: runs[i][5]):
-                if runs[k][5] >= min_edge:
+            # pixel outlines give many runs of equal length: rounding makes the order
+            # (ties by position) immune to floating-point noise
+            for k in sorted(range(n), key=lambda i: (round(runs[i][5], 9), i)):
+                if runs[k][5] >= min_edge - 1e-9:  # a wall of exactly min_edge stays
                     return
                 a, b = runs[(k - 1) % n], runs[(k + 1) % n]
                 if self._same_line(a, b):  # two parallel walls: merge them
@@ -169,6 +173,53 @@ class _Runs:
         return np.array(out)
 
 
+class _Ortho(NamedTuple):
+    """An orthogonalized ring in the rotated frame: ``world = local @ rot.T + centre``."""
+
+    local: np.ndarray  # (n + 1, 2) closed ring in the rotated frame
+    centre: np.ndarray
+    rot: np.ndarray
+    rectilinear: bool  # every side parallel to an axis of the rotated frame
+
+    def world(self) -> np.ndarray:
+        return self.local @ self.rot.T + self.centre
+
+
+def _orthogonalize(
+    ring: np.ndarray, theta: float, min_edge: float, max_snap_deg: float, steps: bool
+) -> _Ortho | None:
+    c = ring[:-1].mean(axis=0)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return _orthogonalize_local((ring - c) @ rot, c, rot, min_edge, max_snap_deg, steps)
+
+
+def _orthogonalize_local(
+    local: np.ndarray | list,
+    centre: np.ndarray,
+    rot: np.ndarray,
+    min_edge: float,
+    max_snap_deg: float,
+    steps: bool,
+) -> _Ortho | None:
+    """:func:`orthogonalize_ring` of a ring already in the rotated frame."""
+    runs = _Runs(local, max_snap_deg, steps)
+    kinds = {r[0] for r in runs.runs}
+    if _D not in kinds and len(kinds) < 2:
+        return None
+    runs.drop_short(min_edge)
+    verts = runs.vertices()
+    if verts is None:
+        return None
+    rectilinear = all(r[0] != _D for r in runs.runs)
+    if rectilinear:  # exact corners: x of the vertical line, y of the horizontal one
+        rr = runs.runs
+        for i in range(len(rr)):
+            a, b = rr[i], rr[(i + 1) % len(rr)]
+            h, v = (a, b) if a[0] == _H else (b, a)
+            verts[i] = (v[1], h[2])
+    return _Ortho(np.vstack([verts, verts[:1]]), centre, rot, rectilinear)
+
+
 def orthogonalize_ring(
     ring: np.ndarray,
     theta: float,
@@ -195,64 +246,206 @@ def orthogonalize_ring(
         >>> orthogonalize_ring(sq, 0.0, 1.0).round(2).tolist()
         [[4.0, 0.1], [4.0, 4.0], [0.05, 4.0], [0.05, 0.1], [4.0, 0.1]]
     """
-    c = ring[:-1].mean(axis=0)
-    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    runs = _Runs((ring - c) @ rot, max_snap_deg, steps)
-    kinds = {r[0] for r in runs.runs}
-    if _D not in kinds and len(kinds) < 2:
-        return None
-    runs.drop_short(min_edge)
-    verts = runs.vertices()
-    if verts is None:
-        return None
-    verts = np.vstack([verts, verts[:1]])
-    return verts @ rot.T + c
+    ortho = _orthogonalize(ring, theta, min_edge, max_snap_deg, steps)
+    return None if ortho is None else ortho.world()
+
+
+def _slab_rects(local: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Rectangles ``(x0, y0, x1, y1)`` exactly tiling a simple rectilinear closed ring."""
+    if len(local) == 5:  # a rectangle
+        (x0, y0), (x1, y1) = local.min(axis=0), local.max(axis=0)
+        return [(x0, y0, x1, y1)]
+    pts = local[:-1].tolist()
+    n = len(pts)
+    ys = sorted({y for _, y in pts})
+    verticals = [
+        (pts[i][0], min(pts[i][1], pts[(i + 1) % n][1]), max(pts[i][1], pts[(i + 1) % n][1]))
+        for i in range(n)
+        if pts[i][0] == pts[(i + 1) % n][0]
+    ]
+    rects = []
+    for y0, y1 in itertools.pairwise(ys):
+        mid = (y0 + y1) / 2
+        xs = sorted(x for x, lo, hi in verticals if lo < mid < hi)
+        rects.extend((xs[k], y0, xs[k + 1], y1) for k in range(0, len(xs) - 1, 2))
+    return rects
+
+
+class _Coarse(NamedTuple):
+    """The coarse outlines regularization starts from, unpacked once for all modes."""
+
+    local: list  # closed exterior rings in each one's rotated frame, as lists (None: none)
+    centre: np.ndarray  # (n, 2) centre of each rotated frame
+    rot: np.ndarray  # (n, 2, 2): world = local @ rot.T + centre
+    holes: dict[int, list[np.ndarray]]  # interior rings (world) of the polygons with some
+    theta: np.ndarray  # dominant orientation of each shell
+
+    @classmethod
+    def of(cls, traced: np.ndarray, todo: np.ndarray, tolerance: float) -> _Coarse:
+        """Simplify ``traced[todo]`` with ``tolerance`` (the others stay None)."""
+        n = len(traced)
+        polys = np.full(n, None, dtype=object)
+        coarse = simplify_polygons(start_at_corner(traced[todo]), tolerance)
+        polys[todo] = largest_polygon(coarse)  # a split outline: its largest part
+        pos = np.flatnonzero(~shapely.is_missing(polys))
+        local: list = [None] * n
+        theta, centre, rot = np.zeros(n), np.zeros((n, 2)), np.zeros((n, 2, 2))
+        if pos.size:
+            coords, idx = shapely.get_coordinates(
+                shapely.get_exterior_ring(polys[pos]), return_index=True
+            )
+            theta[pos] = _dominant_angles(coords, idx, pos.size)
+            last = np.r_[idx[1:] != idx[:-1], True]  # the closing point of each ring
+            counts = np.bincount(idx[~last], minlength=pos.size)
+            sums = np.column_stack(
+                [
+                    np.bincount(idx[~last], weights=coords[~last, j], minlength=pos.size)
+                    for j in (0, 1)
+                ]
+            )
+            centre[pos] = sums / counts[:, None]
+            cos, sin = np.cos(theta[pos]), np.sin(theta[pos])
+            rot[pos] = np.stack([np.column_stack([cos, -sin]), np.column_stack([sin, cos])], 1)
+            xy = np.einsum("ni,nij->nj", coords - centre[pos][idx], rot[pos][idx])
+            cuts = (np.flatnonzero(np.diff(idx)) + 1).tolist()
+            for k, ring in zip(pos.tolist(), np.split(xy, cuts)):
+                local[k] = ring.tolist()
+        holed = np.flatnonzero(shapely.get_num_interior_rings(polys) > 0)
+        holes = {int(k): [np.asarray(r.coords) for r in polys[k].interiors] for k in holed}
+        return cls(local, centre, rot, holes, theta)
+
+
+def _dominant_angles(coords: np.ndarray, ring: np.ndarray, n: int) -> np.ndarray:
+    """:func:`dominant_angle` of many closed rings at once (``ring``: owner of each point)."""
+    d = np.diff(coords, axis=0)
+    same = ring[1:] == ring[:-1]
+    d, owner = d[same], ring[1:][same]
+    length = np.hypot(d[:, 0], d[:, 1])
+    a4 = 4 * np.arctan2(d[:, 1], d[:, 0])
+    sin = np.bincount(owner, weights=length * np.sin(a4), minlength=n)
+    cos = np.bincount(owner, weights=length * np.cos(a4), minlength=n)
+    return np.arctan2(sin, cos) / 4
+
+
+class _Candidate(NamedTuple):
+    ortho: _Ortho
+    holes: list[np.ndarray]
 
 
 def _regularize_one(
-    coarse: shapely.Geometry | None, min_edge: float, max_snap_deg: float, steps: bool
-) -> shapely.Polygon | None:
-    """The orthogonalized outline of one polygon, or None (not a polygon, or no valid result).
-
-    A multi-part outline (simplification can split a thin neck) is reduced to its largest
-    part.
-    """
-    if coarse is None or coarse.geom_type != "Polygon":
-        coarse = largest_polygon(np.array([coarse], dtype=object))[0]
-    if coarse is None or coarse.is_empty:
+    coarse: _Coarse, k: int, min_edge: float, max_snap_deg: float, steps: bool
+) -> _Candidate | None:
+    """The orthogonalized rings of coarse outline ``k``, or None (no polygon, no valid shell)."""
+    if coarse.local[k] is None:
         return None
-    shell = np.asarray(coarse.exterior.coords)
-    theta = dominant_angle(shell)
-    ortho = orthogonalize_ring(shell, theta, min_edge, max_snap_deg, steps)
+    mode = (min_edge, max_snap_deg, steps)
+    ortho = _orthogonalize_local(coarse.local[k], coarse.centre[k], coarse.rot[k], *mode)
     if ortho is None:
         return None
-    holes = []
-    for ring in coarse.interiors:
-        h = np.asarray(ring.coords)
-        snapped = orthogonalize_ring(h, theta, min_edge, max_snap_deg, steps)
-        holes.append(h if snapped is None else snapped)
-    try:  # holes differ in length: one Polygon, not the vectorized constructor
-        poly = shapely.Polygon(ortho, holes)
-    except (ValueError, shapely.errors.GEOSException):
-        return None
-    return poly if poly.is_valid and not poly.is_empty else None
+    snapped = []
+    for h in coarse.holes.get(k, []):
+        hole = orthogonalize_ring(h, coarse.theta[k], *mode)
+        snapped.append(h if hole is None else hole)
+    return _Candidate(ortho, snapped)
+
+
+def _build(cands: list[_Candidate | None]) -> np.ndarray:
+    """The candidates as polygons, in bulk; None where missing or invalid."""
+    out = np.full(len(cands), None, dtype=object)
+    simple = [k for k, c in enumerate(cands) if c is not None and not c.holes]
+    if simple:
+        rings = [cands[k].ortho for k in simple]
+        counts = np.fromiter((len(r.local) for r in rings), dtype=np.int64, count=len(rings))
+        idx = np.repeat(np.arange(len(rings)), counts)
+        centre, rot = np.array([r.centre for r in rings]), np.array([r.rot for r in rings])
+        local = np.concatenate([r.local for r in rings])
+        world = np.einsum("nj,nij->ni", local, rot[idx]) + centre[idx]
+        out[simple] = shapely.polygons(shapely.linearrings(world, indices=idx))
+    for k, c in enumerate(cands):
+        if c is not None and c.holes:
+            # holes differ in length: one Polygon, not the vectorized constructor
+            with contextlib.suppress(ValueError, shapely.errors.GEOSException):
+                out[k] = shapely.Polygon(c.ortho.world(), c.holes)
+    bad = shapely.is_missing(out) | shapely.is_empty(out) | ~shapely.is_valid(out)
+    out[bad] = None
+    return out
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = shapely.area(shapely.intersection(a, b))
+    return _ratio(a, b, inter)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray, inter: np.ndarray) -> np.ndarray:
     union = shapely.area(a) + shapely.area(b) - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nan_to_num(np.where(union > 0, inter / union, 0.0))
 
 
+def _rect_intersections(
+    traced: np.ndarray, cands: list[_Candidate]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Area of ``traced[k] & cands[k].poly`` for rectilinear candidates, without overlay.
+
+    Each traced shape is rotated into its candidate's frame, where the candidate is a union
+    of axis-aligned rectangles; GEOS clips by rectangle far faster than it overlays.
+
+    Returns:
+        ``(positions in cands handled, their intersection areas)``.
+    """
+    pos, owner, boxes = [], [], []
+    for k, cand in enumerate(cands):
+        if cand is None or cand.holes or not cand.ortho.rectilinear:
+            continue
+        rects = _slab_rects(cand.ortho.local)
+        if not rects:
+            continue
+        pos.append(k)
+        owner.extend([len(pos) - 1] * len(rects))
+        boxes.extend(rects)
+    if not pos:
+        return np.empty(0, np.int64), np.empty(0)
+    sel = [cands[k] for k in pos]
+    centre = np.array([c.ortho.centre for c in sel])
+    rots = np.array([c.ortho.rot for c in sel])
+    geoms = traced[np.asarray(pos)]
+    _, idx = shapely.get_coordinates(geoms, return_index=True)
+
+    def to_local(xy: np.ndarray) -> np.ndarray:
+        return np.einsum("ni,nij->nj", xy - centre[idx], rots[idx])
+
+    local = shapely.transform(geoms, to_local)
+    owner_arr, b = np.asarray(owner), np.asarray(boxes)
+    ok = np.ones(len(pos), dtype=bool)
+    try:
+        clipped = shapely.lib.clip_by_rect(local[owner_arr], b[:, 0], b[:, 1], b[:, 2], b[:, 3])
+        part = shapely.area(clipped)
+    except shapely.errors.GEOSException:  # GEOS refuses some degenerate clips: one by one
+        part = np.zeros(len(b))
+        for j, (k, box) in enumerate(zip(owner_arr.tolist(), b.tolist())):
+            try:
+                part[j] = shapely.area(shapely.clip_by_rect(local[k], *box))
+            except shapely.errors.GEOSException:
+                ok[k] = False
+    areas = np.bincount(owner_arr, weights=part, minlength=len(pos))
+    return np.asarray(pos)[ok], areas[ok]
+
+
 def _candidates(
-    coarse: np.ndarray, traced: np.ndarray, todo: np.ndarray, min_edge: float, mode: tuple
+    coarse: _Coarse, traced: np.ndarray, todo: np.ndarray, min_edge: float, mode: tuple
 ) -> tuple[np.ndarray, np.ndarray]:
     """Regularized outlines of ``coarse[todo]`` (None where impossible) and their IoU."""
     out = np.full(len(traced), None, dtype=object)
-    out[todo] = [_regularize_one(p, min_edge, *mode) for p in coarse[todo]]
-    out = shapely.simplify(out, 1e-6)  # drop collinear and repeated points
-    return out, _iou(out, traced)
+    iou = np.zeros(len(traced))
+    cands = [_regularize_one(coarse, k, min_edge, *mode) for k in todo.tolist()]
+    out[todo] = polys = _build(cands)
+    cands = [c if p is not None else None for c, p in zip(cands, polys)]
+    fast, inter = _rect_intersections(traced[todo], cands)
+    iou[todo[fast]] = _ratio(out[todo[fast]], traced[todo[fast]], inter)
+    slow = np.setdiff1d(todo, todo[fast])
+    out[slow] = shapely.simplify(out[slow], 1e-6)  # drop collinear and repeated points
+    iou[slow] = _iou(out[slow], traced[slow])
+    return out, iou
 
 
 def start_at_corner(polys: np.ndarray) -> np.ndarray:
@@ -321,7 +514,6 @@ def regularize_buildings(
     if len(traced) == 0:
         return traced.copy()
     tol = max(simplify_m, COARSE_PX * pixel_m)
-    coarse = simplify_polygons(start_at_corner(traced), tol)
     min_edge = min_edge_m if min_edge_m is not None else max(1.0, 2 * pixel_m)
     rect = shapely.oriented_envelope(traced)
     # the rectangle encloses the shape: IoU = area ratio, no overlay needed
@@ -331,6 +523,7 @@ def regularize_buildings(
     iou = np.zeros(len(traced))
     # rectangles within prefer_rect of a perfect fit win anyway: no need to try more
     todo = np.flatnonzero(iou_rect < 1 - prefer_rect)
+    coarse = _Coarse.of(traced, todo, tol)
     # right angles only; then slanted walls as steps; then slanted walls kept
     for mode in ((45.0, False), (max_snap_deg, True), (max_snap_deg, False)):
         cand, cand_iou = _candidates(coarse, traced, todo, min_edge, mode)
@@ -344,8 +537,8 @@ def regularize_buildings(
     out[fallback] = simplify_polygons(traced[fallback], simplify_m)
     out[use_rect] = rect[use_rect]
     # whatever happened above, every building stays one valid polygon
-    bad = np.flatnonzero(
-        (shapely.get_type_id(out) != 3) | shapely.is_empty(out) | ~shapely.is_valid(out)
-    )
+    # (candidates and simplified outlines were validated; a rectangle of a shape with an
+    # area is valid)
+    bad = np.flatnonzero((shapely.get_type_id(out) != 3) | shapely.is_empty(out))
     out[bad] = simplify_polygons(traced[bad], simplify_m)
     return out

@@ -379,7 +379,8 @@ def clean_polygons(
     # canonical rings (no collinear points, fixed start): an object gives the same result
     # whether or not window seams cut it
     canon = shapely.normalize(shapely.simplify(geoms_px, 0, preserve_topology=False))
-    odd = (shapely.get_type_id(canon) != 3) | ~shapely.is_valid(canon)
+    # dropping collinear points keeps the shape (and validity); only the type may change
+    odd = shapely.get_type_id(canon) != 3
     canon[odd] = largest_polygon(shapely.make_valid(shapely.normalize(geoms_px[odd])))
     metric = fill_small_holes(frame.geoms_to_metric(canon), min_area_m2)
     keep = np.flatnonzero(shapely.area(metric) >= min_area_m2)  # None (no polygon): NaN
