@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import numpy as np
 import rasterio.features
 import shapely
-from affine import Affine
 
 __all__ = [
     "PolygonTracer",
@@ -40,11 +39,14 @@ __all__ = [
 ]
 
 
-def polygons_from_shapes(items: Sequence[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
+def polygons_from_shapes(
+    items: Sequence[tuple[dict, float]], offset: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Turn ``rasterio.features.shapes`` output into shapely polygons and values, in bulk.
 
     Builds all rings from one coordinate array (five times faster than one
-    ``shapely.geometry.shape`` call per feature).
+    ``shapely.geometry.shape`` call per feature). ``offset`` (x, y) is added to every
+    coordinate (cheaper than a transform in ``shapes``; integers stay exact).
     """
     if not items:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
@@ -57,6 +59,8 @@ def polygons_from_shapes(items: Sequence[tuple[dict, float]]) -> tuple[np.ndarra
     lengths = np.fromiter(map(len, rings), dtype=np.int64, count=len(rings))
     flat = itertools.chain.from_iterable(itertools.chain.from_iterable(rings))
     xy = np.fromiter(flat, dtype=np.float64, count=2 * int(lengths.sum())).reshape(-1, 2)
+    if offset != (0.0, 0.0):
+        xy += offset
     lr = shapely.linearrings(xy, indices=np.repeat(np.arange(len(rings)), lengths))
     polys = shapely.polygons(lr, indices=np.asarray(ring_poly))
     values = np.fromiter((v for _, v in items), dtype=np.float64, count=len(items))
@@ -95,12 +99,8 @@ class PolygonTracer:
         if not mask.any():
             return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
         h, w = data.shape
-        items = list(
-            rasterio.features.shapes(
-                data, mask=mask, connectivity=4, transform=Affine.translation(col, row)
-            )
-        )
-        geoms, values = polygons_from_shapes(items)
+        items = list(rasterio.features.shapes(data, mask=mask, connectivity=4))
+        geoms, values = polygons_from_shapes(items, offset=(float(col), float(row)))
         b = shapely.bounds(geoms)
         on_seam = (
             ((b[:, 0] == col) & (col > 0))
@@ -123,7 +123,9 @@ class PolygonTracer:
         for value in np.unique(values):
             union = shapely.union_all(geoms[values == value])
             parts = shapely.get_parts(union)  # pieces meeting at a corner stay apart
-            out_g.append(parts[shapely.get_type_id(parts) == 3])
+            parts = parts[shapely.get_type_id(parts) == 3]
+            # the union keeps a vertex where each seam crossed an edge; GDAL traces none
+            out_g.append(shapely.simplify(parts, 0, preserve_topology=False))
             out_v.append(np.full(len(out_g[-1]), value, dtype=np.int64))
         return np.concatenate(out_g), np.concatenate(out_v)
 

@@ -367,7 +367,8 @@ def clean_polygons(
     """Fill small holes, drop small objects, simplify or regularize, in metres.
 
     Args:
-        geoms_px: Traced polygons in pixel coordinates.
+        geoms_px: Traced polygons in pixel coordinates, as :class:`PolygonTracer` gives them
+            (without collinear vertices).
         frame: The raster's metric frame.
         min_area_m2: Objects smaller than this are dropped; holes smaller than this filled.
         simplify_m: Douglas-Peucker tolerance; 0 keeps the pixel outline.
@@ -376,11 +377,10 @@ def clean_polygons(
     Returns:
         ``(polygons in the metric frame, indices of the kept inputs)``.
     """
-    # canonical rings (no collinear points, fixed start): an object gives the same result
-    # whether or not window seams cut it
-    canon = shapely.normalize(shapely.simplify(geoms_px, 0, preserve_topology=False))
-    # dropping collinear points keeps the shape (and validity); only the type may change
-    odd = shapely.get_type_id(canon) != 3
+    # canonical rings (fixed start; traced and seam-merged outlines have no collinear
+    # points): an object gives the same result whether or not window seams cut it
+    canon = shapely.normalize(geoms_px)
+    odd = (shapely.get_type_id(canon) != 3) | shapely.is_empty(canon)
     canon[odd] = largest_polygon(shapely.make_valid(shapely.normalize(geoms_px[odd])))
     metric = fill_small_holes(frame.geoms_to_metric(canon), min_area_m2)
     keep = np.flatnonzero(shapely.area(metric) >= min_area_m2)  # None (no polygon): NaN
