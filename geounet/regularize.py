@@ -388,7 +388,8 @@ def _rect_intersections(
     """Area of ``traced[k] & cands[k].poly`` for rectilinear candidates, without overlay.
 
     Each traced shape is rotated into its candidate's frame, where the candidate is a union
-    of axis-aligned rectangles; GEOS clips by rectangle far faster than it overlays.
+    of axis-aligned rectangles (:func:`_slab_rects`); the rings are clipped by each
+    rectangle (:func:`_clipped_area`), all at once.
 
     Returns:
         ``(positions in cands handled, their intersection areas)``.
@@ -409,26 +410,79 @@ def _rect_intersections(
     centre = np.array([c.ortho.centre for c in sel])
     rots = np.array([c.ortho.rot for c in sel])
     geoms = traced[np.asarray(pos)]
-    _, idx = shapely.get_coordinates(geoms, return_index=True)
+    n_rings = shapely.get_num_interior_rings(geoms) + 1
+    xy, ring = shapely.get_coordinates(shapely.get_rings(geoms), return_index=True)
+    closing = np.r_[ring[1:] != ring[:-1], True]
+    xy, ring = xy[~closing], ring[~closing]  # open rings
+    k = np.repeat(np.arange(len(pos)), n_rings)[ring]
+    xy = np.einsum("ni,nij->nj", xy - centre[k], rots[k])
+    part = _clipped_area(xy, ring, n_rings, np.asarray(owner), np.asarray(boxes))
+    return np.asarray(pos), np.bincount(owner, weights=part, minlength=len(pos))
 
-    def to_local(xy: np.ndarray) -> np.ndarray:
-        return np.einsum("ni,nij->nj", xy - centre[idx], rots[idx])
 
-    local = shapely.transform(geoms, to_local)
-    owner_arr, b = np.asarray(owner), np.asarray(boxes)
-    ok = np.ones(len(pos), dtype=bool)
-    try:
-        clipped = shapely.lib.clip_by_rect(local[owner_arr], b[:, 0], b[:, 1], b[:, 2], b[:, 3])
-        part = shapely.area(clipped)
-    except shapely.errors.GEOSException:  # GEOS refuses some degenerate clips: one by one
-        part = np.zeros(len(b))
-        for j, (k, box) in enumerate(zip(owner_arr.tolist(), b.tolist())):
-            try:
-                part[j] = shapely.area(shapely.clip_by_rect(local[k], *box))
-            except shapely.errors.GEOSException:
-                ok[k] = False
-    areas = np.bincount(owner_arr, weights=part, minlength=len(pos))
-    return np.asarray(pos)[ok], areas[ok]
+def _clipped_area(
+    xy: np.ndarray, ring: np.ndarray, n_rings: np.ndarray, owner: np.ndarray, boxes: np.ndarray
+) -> np.ndarray:
+    """Area of polygon ``owner[j]`` inside ``boxes[j]`` (x0, y0, x1, y1), for every box ``j``.
+
+    Sutherland-Hodgman clipping of every ring by every box of its polygon, vectorized; the
+    clipped rings may carry degenerate edges along the box, which add no area, so the
+    shoelace sums are exact. Holes run opposite to their shell (as traced and normalized).
+
+    Args:
+        xy: Points of open rings (no closing point), grouped by ring.
+        ring: Ring of each point (sorted); the rings of polygon ``k`` follow those of ``k-1``.
+        n_rings: Number of rings of each polygon.
+        owner: Polygon of each box.
+        boxes: ``(m, 4)`` boxes.
+    """
+    # one copy of the polygon's rings per box
+    counts = np.bincount(ring, minlength=int(n_rings.sum()))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    first_ring = np.concatenate([[0], np.cumsum(n_rings)[:-1]])
+    per_box = n_rings[owner]
+    copies = np.repeat(first_ring[owner], per_box) + _ranges(per_box)  # ring of each copy
+    box_of = np.repeat(np.arange(len(owner)), per_box)
+    n_pts = counts[copies]
+    pt = np.repeat(starts[copies], n_pts) + _ranges(n_pts)
+    p, rid = xy[pt], np.repeat(np.arange(len(copies)), n_pts)
+    for axis, col, sign in ((0, 0, 1.0), (0, 2, -1.0), (1, 1, 1.0), (1, 3, -1.0)):
+        if not len(p):
+            break
+        bound = boxes[box_of[rid], col]
+        nxt = _next_in_ring(rid)
+        inside = sign * (p[:, axis] - bound) >= 0
+        cross = inside != inside[nxt]
+        q = p[nxt]
+        with np.errstate(invalid="ignore", divide="ignore"):  # used only where crossing
+            t = (bound - p[:, axis]) / (q[:, axis] - p[:, axis])
+            hit = p + t[:, None] * (q - p)
+        hit[:, axis] = bound  # exactly on the boundary
+        keep = np.column_stack([inside, cross]).ravel()
+        p = np.stack([p, hit], axis=1).reshape(-1, 2)[keep]
+        rid = np.repeat(rid, 2)[keep]
+    if not len(p):
+        return np.zeros(len(owner))
+    q = p[_next_in_ring(rid)]
+    cross = p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1]
+    signed = np.bincount(box_of[rid], weights=cross, minlength=len(owner)) / 2
+    return np.abs(signed)
+
+
+def _ranges(n: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(k) for k in n])``."""
+    ends = np.cumsum(n)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - n, n)
+
+
+def _next_in_ring(rid: np.ndarray) -> np.ndarray:
+    """Index of the next point of the same (open, cyclic) ring; ``rid`` is grouped."""
+    idx = np.arange(len(rid))
+    nxt = idx + 1
+    last = np.r_[rid[1:] != rid[:-1], True]
+    first = np.r_[True, rid[1:] != rid[:-1]]
+    nxt[last] = idx[first]
+    return nxt
 
 
 def _candidates(
@@ -483,6 +537,17 @@ def start_at_corner(polys: np.ndarray) -> np.ndarray:
     return out
 
 
+def _enclosing_rectangles(polys: np.ndarray) -> np.ndarray:
+    """Minimum rotated rectangles; a polygon that is an upright rectangle is its own."""
+    b = shapely.bounds(polys)
+    upright = (shapely.get_num_coordinates(polys) == 5) & np.isclose(
+        shapely.area(polys), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), rtol=1e-12, atol=0
+    )
+    out = polys.copy()
+    out[~upright] = shapely.oriented_envelope(polys[~upright])
+    return out
+
+
 def regularize_buildings(
     traced: np.ndarray,
     *,
@@ -515,7 +580,7 @@ def regularize_buildings(
         return traced.copy()
     tol = max(simplify_m, COARSE_PX * pixel_m)
     min_edge = min_edge_m if min_edge_m is not None else max(1.0, 2 * pixel_m)
-    rect = shapely.oriented_envelope(traced)
+    rect = _enclosing_rectangles(traced)
     # the rectangle encloses the shape: IoU = area ratio, no overlay needed
     with np.errstate(invalid="ignore", divide="ignore"):
         iou_rect = np.nan_to_num(shapely.area(traced) / shapely.area(rect))

@@ -449,3 +449,16 @@ def test_raster_without_crs_is_refused(tmp_path):
     with pytest.raises(MissingCRSError, match="no coordinate reference system") as err:
         vectorize(path, classes={1: "building"})
     assert "allow_no_crs" not in str(err.value)  # vectorize has no such option
+
+
+def test_rectangle_clipping_area_matches_overlay():
+    from geounet.regularize import _clipped_area
+
+    shell = [(0, 0), (6, 0), (6, 2), (2, 2), (2, 5), (7, 5), (7, 8), (0, 8)]  # concave
+    poly = shapely.normalize(shapely.Polygon(shell, [[(0.5, 6), (1.5, 6), (1.5, 7), (0.5, 7)]]))
+    boxes = np.array([[1, 1, 5, 7], [-1, -1, 9, 9], [3, 3, 4, 4], [10, 10, 11, 11]], float)
+    xy, ring = shapely.get_coordinates(shapely.get_rings(poly), return_index=True)
+    closing = np.r_[ring[1:] != ring[:-1], True]
+    got = _clipped_area(xy[~closing], ring[~closing], np.array([2]), np.zeros(4, int), boxes)
+    want = [shapely.intersection(poly, shapely.box(*b)).area for b in boxes]
+    np.testing.assert_allclose(got, want, atol=1e-12)
