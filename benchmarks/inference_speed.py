@@ -10,10 +10,16 @@ so that a change of machine load during the run weighs on both; CPU time of the 
 (all threads) is reported too, as it is less sensitive to other processes on a shared
 machine. The last line is a JSON object.
 
+The network is an untrained efficientnet-lite0 U-Net (``--network lite0``, the default; the
+weights do not change the speed) or ``resnet18``. The figure needs four passes of it over the
+scene (bare forward before and after, end to end, ``run_network``); on a 2-core CPU one pass
+over 8192 x 8192 (361 tiles of 512) takes about 8 minutes, so use ``--size 4096`` (100 tiles,
+about 10 minutes in all) there.
+
 Usage::
 
     python benchmarks/inference_speed.py                       # 8192 x 8192, lite0 U-Net
-    python benchmarks/inference_speed.py --size 2048           # quicker
+    python benchmarks/inference_speed.py --size 4096           # a 2-core CPU
 """
 
 from __future__ import annotations

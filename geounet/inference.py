@@ -277,7 +277,10 @@ def classify_raster(
         output_format: ``"GTiff"`` or ``"COG"`` (with overviews).
         overwrite: Replace existing outputs.
         progress: Show a progress bar over tiles.
-        resample: Run at the model's pixel size when the input's differs (then map back).
+        resample: Run at the model's pixel size when the input's differs by more than 5 %
+            (along either axis; geographic CRSs are measured in metres at the raster centre),
+            then map the result back onto the input grid (nearest). A difference of more
+            than 25 % warns, naming both pixel sizes.
         allow_no_crs: Accept an input without a CRS (the output has none either).
 
     Returns:
