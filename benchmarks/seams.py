@@ -60,8 +60,17 @@ def get_model(args: argparse.Namespace, data_dir: Path, work: Path):
     model = UnetClassifier(data, backbone=args.backbone, device=args.device, seed=0)
     t0 = time.perf_counter()
     model.fit(args.epochs, lr=args.lr, time_budget_s=args.time_budget, progress=False, seed=0)
-    print(f"trained {args.backbone} for {time.perf_counter() - t0:.0f} s", flush=True)
+    seconds = time.perf_counter() - t0
     model.save(work / "model", overwrite=True)
+    hist = model.history
+    last = hist.iloc[-1].to_dict() if len(hist) else {}
+    keep = ("valid_loss", "valid_miou", "accuracy")
+    model.training_summary = {
+        "train_seconds": round(seconds),
+        "epochs": len(hist),
+        **{k: round(float(v), 4) for k, v in last.items() if k in keep},
+    }
+    print(f"trained {args.backbone}: {model.training_summary}", flush=True)
     return model
 
 
@@ -171,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "seams",
         "model": args.model or f"{args.backbone} trained on {data_dir / 'train.tif'}",
         "image": str(test),
+        "training": getattr(model, "training_summary", None),
         "target_agreement": 0.995,
         **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
     }
