@@ -114,7 +114,12 @@ def save_quicklook(
                     **style,
                 )
         axes[2].set_title("vectors")
-    for ax in axes:
+    for ax in axes:  # geopandas relabels and rescales its axes: keep all panels alike
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
         ax.set_xticks([])
         ax.set_yticks([])
     with atomic_output(out_png, overwrite=overwrite) as tmp:
