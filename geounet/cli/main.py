@@ -54,6 +54,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj.update(verbose=verbose, quiet=quiet)
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if verbose < 2:  # third-party chatter ("Created 157 records") only when debugging
+        for name in ("pyogrio", "rasterio", "fiona", "matplotlib", "PIL"):
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
     if quiet:
         warnings.simplefilter("ignore")
 
