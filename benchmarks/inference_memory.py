@@ -75,7 +75,7 @@ def generate(path: Path, size: int, block: int = 1024) -> None:
     tmp.rename(path)
 
 
-def make_model(network: str):
+def make_model(network: str) -> SimpleNamespace:
     """An untrained model object (network, config, device) for 4 uint16 bands, 2 classes."""
     import torch
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -40,7 +41,7 @@ from geounet.raster import open_raster, read_window
 EDGE_PX = 8
 
 
-def get_model(args: argparse.Namespace, data_dir: Path, work: Path):
+def get_model(args: argparse.Namespace, data_dir: Path, work: Path) -> Any:
     """Load ``--model``, or train a small model briefly on the sample training scene."""
     from geounet.classifier import UnetClassifier
 
@@ -81,7 +82,7 @@ def read_image(path: Path, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
         return read_window(src, 0, 0, info.height, info.width, bands, alpha_band=info.alpha_band)
 
 
-def whole_image(model, arr: np.ndarray, valid: np.ndarray, halo: int) -> np.ndarray:
+def whole_image(model: Any, arr: np.ndarray, valid: np.ndarray, halo: int) -> np.ndarray:
     """One forward pass over the whole image, mirror-padded by ``halo`` like the tiled run."""
     side = MULTIPLE * math.ceil((max(arr.shape[1:]) + 2 * halo) / MULTIPLE)
     classes, _ = predict_array(
@@ -110,7 +111,9 @@ def edge_mask(plan: TilePlan) -> np.ndarray:
     return near
 
 
-def compare(tiled: np.ndarray, ref: np.ndarray, valid: np.ndarray, plan: TilePlan) -> dict:
+def compare(
+    tiled: np.ndarray, ref: np.ndarray, valid: np.ndarray, plan: TilePlan
+) -> dict[str, Any]:
     """Agreement overall, near tile edges and elsewhere (valid pixels only)."""
     same = tiled == ref
     near = edge_mask(plan)
@@ -122,7 +125,16 @@ def compare(tiled: np.ndarray, ref: np.ndarray, valid: np.ndarray, plan: TilePla
     }
 
 
-def run_setting(model, test: Path, arr, valid, work: Path, tile: int, overlap: int, blend: str):
+def run_setting(
+    model: Any,
+    test: Path,
+    arr: np.ndarray,
+    valid: np.ndarray,
+    work: Path,
+    tile: int,
+    overlap: int,
+    blend: str,
+) -> dict[str, Any]:
     """Tiled classification of the test scene against the whole-image pass."""
     out = work / f"tiled_{tile}_{overlap}_{blend}.tif"
     t0 = time.perf_counter()
