@@ -462,3 +462,29 @@ def test_rectangle_clipping_area_matches_overlay():
     got = _clipped_area(xy[~closing], ring[~closing], np.array([2]), np.zeros(4, int), boxes)
     want = [shapely.intersection(poly, shapely.box(*b)).area for b in boxes]
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_cli_vectorize_class_names_and_spur_options(tmp_path):
+    a = np.zeros((81, 81), np.uint8)
+    a[37:44, :] = 2
+    a[:, 37:44] = 2
+    a[5:15, 5:20] = 1
+    path = tmp_path / "labels.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=81, height=81, count=1, dtype="uint8", crs=UTM,
+        transform=Affine(1.0, 0, ORIGIN[0], 0, -1.0, ORIGIN[1]),
+    ) as dst:  # fmt: skip
+        dst.write(a[None])
+    out = tmp_path / "f.gpkg"
+    result = CliRunner().invoke(
+        cli,
+        ["vectorize", str(path), "--classes", "1=house,2=street", "--building-class", "house",
+         "--road-class", "street", "--spur-length", "3", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "house: 1 features" in result.output and "street: 4 features" in result.output
+    bad = CliRunner().invoke(
+        cli, ["vectorize", str(path), "--classes", "1=house", "--building-class", "hut",
+              "--out", str(tmp_path / "g.gpkg")],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "hut" in bad.output

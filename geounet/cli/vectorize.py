@@ -38,6 +38,25 @@ from geounet.cli.options import overwrite_opt, parse_classes
     show_default=True,
     help="Simplification tolerance (m).",
 )
+@click.option(
+    "--building-class",
+    default="building",
+    show_default=True,
+    help="Class whose polygons are regularized.",
+)
+@click.option(
+    "--road-class",
+    default="road",
+    show_default=True,
+    help="Class turned into centre lines.",
+)
+@click.option(
+    "--spur-length",
+    "spur_length_m",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Prune road spurs shorter than this (m); default about twice the road width.",
+)
 @click.option("--no-regularize", is_flag=True, help="Keep traced building outlines as they are.")
 @click.option("--no-centerlines", is_flag=True, help="Roads as polygons, not centre lines.")
 @click.option(
@@ -53,6 +72,9 @@ def command(
     classes: str | None,
     min_area_m2: float,
     simplify_m: float,
+    building_class: str,
+    road_class: str,
+    spur_length_m: float | None,
     no_regularize: bool,
     no_centerlines: bool,
     probabilities: Path | None,
@@ -63,6 +85,8 @@ def command(
     \b
     Example:
       geounet vectorize scene_classified.tif --out features.gpkg
+      geounet vectorize labels.tif --classes 1=house,2=street --building-class house \\
+          --road-class street --spur-length 10 --out features.fgb
     """
     from geounet.vectorizing import vectorize
 
@@ -72,6 +96,9 @@ def command(
         classes=parse_classes(classes),
         min_area_m2=min_area_m2,
         simplify_m=simplify_m,
+        building_class=building_class,
+        road_class=road_class,
+        spur_length_m=spur_length_m,
         regularize=not no_regularize,
         road_centerlines=not no_centerlines,
         probabilities=probabilities,
