@@ -68,3 +68,15 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _make
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: tiny networks gain nothing from threads, and one thread avoids
+    OpenMP spin-waiting when other processes share the cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -38,14 +38,7 @@ from geounet.unet_classic import ClassicUNet
 TINY_SMP = {"encoder_depth": 3, "decoder_channels": (16, 8, 4)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads; one thread also avoids OpenMP spin-waiting
-    when other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**kw) -> ModelConfig:

@@ -21,15 +21,7 @@ from geounet.training import (
 )
 from geounet.unet_classic import ClassicUNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads; one thread also avoids OpenMP spin-waiting
-    when other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_trainer(seed: int = 0, **net_kw) -> tuple[Trainer, object]:
