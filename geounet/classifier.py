@@ -321,15 +321,49 @@ class UnetClassifier:
 
         return predict_array(self, np.asarray(array), **kwargs)
 
-    def classify(self, in_raster: PathLike, out_raster: PathLike, **kwargs: Any) -> Path:
+    def classify(
+        self,
+        in_raster: PathLike,
+        out_raster: PathLike,
+        *,
+        tile_size: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        blend: str = "spline",
+        tta: str | None = None,
+        probabilities: PathLike | None = None,
+        output_format: str = "GTiff",
+        overwrite: bool = False,
+        progress: bool = True,
+        resample: bool = True,
+        allow_no_crs: bool = False,
+    ) -> Path:
         """Classify a raster of any size into a georeferenced class raster.
 
-        See :func:`geounet.inference.classify_raster` for the keywords (``tile_size``,
-        ``overlap``, ``blend``, ``tta``, ``probabilities``, ``output_format``, ``overwrite``).
+        Streamed window by window in overlapping, mirror-padded, blended tiles; the same as
+        :func:`geounet.inference.classify_raster`, where every keyword is documented.
+
+        Example:
+            >>> model.classify("scene.tif", "scene_classified.tif", tta="flips")  # doctest: +SKIP
         """
         from geounet.inference import classify_raster
 
-        return classify_raster(self, in_raster, out_raster, **kwargs)
+        return classify_raster(
+            self,
+            in_raster,
+            out_raster,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            blend=blend,
+            tta=tta,
+            probabilities=probabilities,
+            output_format=output_format,
+            overwrite=overwrite,
+            progress=progress,
+            resample=resample,
+            allow_no_crs=allow_no_crs,
+        )
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically."""

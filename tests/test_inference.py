@@ -557,7 +557,9 @@ def test_unet_classifier_classify_delegates_to_classify_raster(make_raster, tmp_
     kwargs = {"tile_size": 64, "overlap": 16, "blend": "linear", "tta": "flips",
               "probabilities": tmp_path / "p.tif", "progress": False}  # fmt: skip
     out = clf.classify(src, tmp_path / "o.tif", **kwargs)
-    assert calls == [(clf, src, tmp_path / "o.tif", kwargs)]
+    assert len(calls) == 1 and calls[0][:3] == (clf, src, tmp_path / "o.tif")
+    assert {k: calls[0][3][k] for k in kwargs} == kwargs  # every keyword passed through
+    assert calls[0][3]["batch_size"] == 4 and calls[0][3]["resample"] is True  # defaults
     assert out == tmp_path / "o.tif"
     np.testing.assert_array_equal(read(out), expected(arr))
     assert read(tmp_path / "p.tif", band=None).shape == (2, 70, 90)
