@@ -12,7 +12,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geounet.cli.main import cli
-from geounet.cli.options import parse_classes
+from geounet.cli.options import parse_classes, parse_value_map
 from geounet.errors import InvalidParameterError
 from geounet.raster import write_raster
 
@@ -118,6 +118,32 @@ def test_evaluate_writes_json(runner, make_raster, tmp_path):
         cli, ["evaluate", str(p), "--truth", str(t), "--json", str(tmp_path / "m.json")]
     )
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_evaluate_truth_values_map_a_0_255_mask(runner, make_raster, tmp_path):
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 255
+    t = make_raster(mask, name="mask.tif")
+    with rasterio.open(t) as src:
+        crs, transform = src.crs, src.transform
+    pred = (mask == 255).astype(np.uint8)
+    p = write_raster(
+        tmp_path / "pred.tif", pred, crs, transform, nodata=255,
+        class_names={0: "background", 1: "building"},
+    )  # fmt: skip
+    ok = runner.invoke(cli, ["evaluate", str(p), "--truth", str(t), "--truth-values", "0=0,255=1"])
+    assert ok.exit_code == 0, ok.output
+    assert "mIoU 1.0000" in ok.output
+    bad = runner.invoke(cli, ["evaluate", str(p), "--truth", str(t), "--truth-values", "255=road"])
+    assert bad.exit_code == 2
+    assert "--truth-values" in bad.output and "255=road" in bad.output
+
+
+def test_parse_value_map():
+    assert parse_value_map("0=0, 255=1", "--x") == {0: 0, 255: 1}
+    assert parse_value_map(None, "--x") is None
+    with pytest.raises(InvalidParameterError, match="--x item '1'"):
+        parse_value_map("1", "--x")
 
 
 def test_parse_classes():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import overwrite_opt, parse_classes
+from geounet.cli.options import overwrite_opt, parse_classes, parse_value_map
 
 
 @click.command("evaluate")
@@ -51,12 +51,11 @@ def command(
     """
     from geounet.evaluate import evaluate_rasters, write_report
 
-    tv = parse_classes(truth_values)
     report = evaluate_rasters(
         pred,
         truth,
         classes=parse_classes(classes),
-        truth_values={int(k): int(v) for k, v in tv.items()} if tv else None,
+        truth_values=parse_value_map(truth_values, "--truth-values"),
     )
     click.echo(f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'iou':>10}")
     pc = report["per_class"]

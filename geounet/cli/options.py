@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -17,11 +16,10 @@ __all__ = [
     "overlap_opt",
     "overwrite_opt",
     "parse_classes",
+    "parse_value_map",
     "tile_size_opt",
     "tta_opt",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 overwrite_opt = click.option(
     "--overwrite", is_flag=True, help="Replace outputs that already exist (refused otherwise)."
@@ -90,4 +88,21 @@ def parse_classes(text: str | None) -> dict[Any, str] | None:
                 f"--classes item {item!r}: the value must be an integer or a '#RRGGBB' colour, "
                 "e.g. --classes 1=building,2=road or --classes '#3C1098=Building'."
             ) from exc
+    return out
+
+
+def parse_value_map(text: str | None, option: str) -> dict[int, int] | None:
+    """Parse ``"0=0,255=1"`` (integer value to integer class index) for ``option``."""
+    if not text:
+        return None
+    out: dict[int, int] = {}
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        try:
+            key, value = (int(s) for s in item.split("=", 1))
+        except ValueError as exc:
+            raise InvalidParameterError(
+                f"{option} item {item!r}: expected VALUE=INDEX with two integers, "
+                f"e.g. {option} 0=0,255=1."
+            ) from exc
+        out[key] = value
     return out
