@@ -33,9 +33,9 @@ import numpy as np
 import rasterio
 import torch
 
-from geounet.classifier import UnetClassifier
-from geounet.data import prepare_data
-from geounet.metrics import confusion_matrix, per_class_metrics
+from geounet.app.classifier import UnetClassifier
+from geounet.data.prepare import prepare_data
+from geounet.evaluation.metrics import confusion_matrix, per_class_metrics
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "inria_austin"

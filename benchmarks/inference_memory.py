@@ -2,8 +2,8 @@
 
 Generates an N x N 4-band uint16 tiled GeoTIFF window by window (in a child process, so its
 memory does not count), builds an untrained network of the right shape with
-:func:`geounet.model.build_network`, classifies the scene with
-:func:`geounet.inference.classify_raster` and prints ``peak_rss_mb`` (the process's maximum
+:func:`geounet.model.files.build_network`, classifies the scene with
+:func:`geounet.inference.classify.classify_raster` and prints ``peak_rss_mb`` (the process's maximum
 resident set size) next to the RSS just before classifying. The last line is a JSON object.
 
 ``--network tiny`` (the default) is the paper U-Net with 4 base channels, so that the network
@@ -79,8 +79,8 @@ def make_model(network: str) -> SimpleNamespace:
     """An untrained model object (network, config, device) for 4 uint16 bands, 2 classes."""
     import torch
 
-    from geounet.classes import make_classes
-    from geounet.model import ModelConfig, build_network
+    from geounet.core.classes import make_classes
+    from geounet.model.files import ModelConfig, build_network
 
     spec = NETWORKS[network]
     config = ModelConfig(
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"generating {scene} failed")
         print(f"generated {scene} in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    from geounet.inference import classify_raster
+    from geounet.inference.classify import classify_raster
 
     model = make_model(args.network)
     before = rss_mb()

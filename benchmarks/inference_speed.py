@@ -1,8 +1,8 @@
 """Speed of streamed classification against the bare network forward over the same tiles.
 
 Generates an N x N 4-band uint16 GeoTIFF (default 8192), classifies it end to end with
-:func:`geounet.inference.classify_raster`, and in the same run times the bare network forward
-(``network(x)`` under inference mode, channels-last) over the very tiles the classification
+:func:`geounet.inference.classify.classify_raster`, and in the same run times the bare network
+forward (``network(x)`` under inference mode, channels-last) over the very tiles the classification
 runs: the same tile plan is read, mirror-padded and normalised again (not timed) and only the
 forward of each batch is timed. The overhead (reading, mirror padding, normalising, softmax,
 blending, writing, minus what the reader thread hides) is ``end_to_end / network - 1``; the
@@ -10,7 +10,7 @@ target on a CPU is <= 15 %. The bare forward is timed before and after the end-t
 averaged, so that a change of machine load during the run weighs on both; CPU time of the
 process (all threads) is reported too, as it is less sensitive to other processes on a shared
 machine. On a shared machine whose load changes between passes, the time spent in
-:func:`geounet.engine.run_network` inside the end-to-end run (same window, same load; it
+:func:`geounet.inference.engine.run_network` inside the end-to-end run (same window, same load; it
 includes the softmax and any slowdown from the reader thread) gives a steadier second figure,
 ``overhead_vs_in_run_fraction``. The last line is a JSON object.
 
@@ -41,13 +41,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_memory import NETWORKS, generate, make_model
 
-import geounet.engine
-from geounet.blending import TilePlan
-from geounet.engine import prepare_network
-from geounet.inference import classify_raster
-from geounet.raster import open_raster
-from geounet.tilestream import RasterSource
-from geounet.transforms import normalize
+import geounet.inference.engine
+from geounet.data.normalize import normalize
+from geounet.inference.blending import TilePlan
+from geounet.inference.classify import classify_raster
+from geounet.inference.engine import prepare_network
+from geounet.inference.streams import RasterSource
+from geounet.io.raster import open_raster
 
 
 def tile_batches(model: Any, scene: Path, tile: int, overlap: int, batch: int) -> Iterator[Any]:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     time_network(model, iter([next(batches())]))  # warm-up
     net_before, cpu_before, tiles = time_network(model, batches())
     in_run: list[float] = []
-    real_runner = geounet.engine.run_network
+    real_runner = geounet.inference.engine.run_network
 
     def timed_runner(model: Any, batch: np.ndarray, tta: str | None = None) -> np.ndarray:
         t = time.perf_counter()
@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         in_run.append(time.perf_counter() - t)
         return out
 
-    geounet.engine.run_network = timed_runner  # run_tiles looks it up at call time
+    geounet.inference.engine.run_network = timed_runner  # run_tiles looks it up at call time
     t0, c0 = time.perf_counter(), time.process_time()
     out = classify_raster(
         model, scene, work / f"speed_{args.size}.tif", tile_size=args.tile,
         overlap=args.overlap, batch_size=args.batch, overwrite=True, progress=False,
     )  # fmt: skip
     e2e, e2e_cpu = time.perf_counter() - t0, time.process_time() - c0
-    geounet.engine.run_network = real_runner
+    geounet.inference.engine.run_network = real_runner
     net_in_run = sum(in_run)
     net_after, cpu_after, _ = time_network(model, batches())
     out.unlink()

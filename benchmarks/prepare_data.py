@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not labels.exists():
         make_labels(labels, args.size)
 
-    from geounet.data import prepare_data
+    from geounet.data.prepare import prepare_data
 
     out = args.workdir / "chips"
     shutil.rmtree(out, ignore_errors=True)

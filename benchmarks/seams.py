@@ -3,7 +3,7 @@
 Trains a model briefly on ``sample_data/train.tif`` (or loads one with ``--model``), then
 classifies ``sample_data/test.tif`` twice per setting:
 
-- tiled, through :func:`geounet.inference.classify_raster` (written to a GeoTIFF and read
+- tiled, through :func:`geounet.inference.classify.classify_raster` (written to a GeoTIFF and read
   back), with tile 256 / overlap 64 / spline blending, and with tile 256 / overlap 0 /
   ``blend="none"``;
 - as a single tile covering the whole image (one forward pass over the image with the same
@@ -34,20 +34,20 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from geounet.blending import MULTIPLE, TilePlan
-from geounet.inference import classify_raster, predict_array
-from geounet.raster import open_raster, read_window
+from geounet.inference.blending import MULTIPLE, TilePlan
+from geounet.inference.classify import classify_raster, predict_array
+from geounet.io.raster import open_raster, read_window
 
 EDGE_PX = 8
 
 
 def get_model(args: argparse.Namespace, data_dir: Path, work: Path) -> Any:
     """Load ``--model``, or train a small model briefly on the sample training scene."""
-    from geounet.classifier import UnetClassifier
+    from geounet.app.classifier import UnetClassifier
 
     if args.model:
         return UnetClassifier.from_model(args.model, device=args.device)
-    from geounet.data import prepare_data
+    from geounet.data.prepare import prepare_data
 
     data = prepare_data(
         [data_dir / "train.tif"],
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(args.data)
     if not (data_dir / "test.tif").exists():
-        from geounet.sample import ensure_sample_data
+        from geounet.app.sample import ensure_sample_data
 
         data_dir = ensure_sample_data(data_dir)
     with tempfile.TemporaryDirectory() as tmp:

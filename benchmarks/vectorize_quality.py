@@ -5,13 +5,13 @@ figures (a part whose data is absent is reported as skipped, with the reason):
 
 - **buildings**: ``../shared/data/spacenet_atlanta_pan/buildings.geojson`` rasterized onto
   the grid of its ``image.tif`` (0.5 m), vectorized with :func:`geounet.vectorize`, matched
-  against the truth polygons at IoU >= 0.5 (:func:`geounet.metrics.match_polygons`).
+  against the truth polygons at IoU >= 0.5 (:func:`geounet.evaluation.metrics.match_polygons`).
   Targets: object F1 >= 0.95; with ``regularize=True`` median vertices per building <= 8,
   >= 80 % of corners within 10 degrees of a right angle, and >= 85 % of buildings with
   IoU >= 0.85 against their traced (unregularized, unsimplified) outline.
 - **roads**: ``../shared/data/spacenet_vegas_roads_rgb/roads_mask_4m.tif`` (EPSG:4326)
   turned into centre lines and compared with ``roads.geojson`` in the local UTM zone
-  (:func:`geounet.metrics.line_completeness_correctness`, 3 m): completeness and
+  (:func:`geounet.evaluation.metrics.line_completeness_correctness`, 3 m): completeness and
   correctness >= 0.90; no dangling spur (an edge from a free end to a junction) shorter
   than the pruning threshold.
 - **speed**: a generated ``--size`` x ``--size`` building mask (default 10 000, 0.5 m
@@ -43,9 +43,9 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from geounet.metrics import line_completeness_correctness, match_polygons
-from geounet.raster import write_raster
-from geounet.vectorizing import vectorize
+from geounet.evaluation.metrics import line_completeness_correctness, match_polygons
+from geounet.io.raster import write_raster
+from geounet.vectorizing.pipeline import vectorize
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = {

@@ -11,13 +11,9 @@ Example:
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("geounet")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.1.0"
+from geounet.core.version import __version__
 
 __all__ = [
     "GeoData",
@@ -32,12 +28,12 @@ __all__ = [
 # Heavy modules (torch, geopandas) load on first use, so `import geounet` and the CLI's
 # --help stay fast.
 _LAZY = {
-    "prepare_data": "geounet.data",
-    "GeoData": "geounet.data",
-    "UnetClassifier": "geounet.classifier",
-    "classify_raster": "geounet.inference",
-    "vectorize": "geounet.vectorizing",
-    "evaluate_rasters": "geounet.evaluate",
+    "prepare_data": "geounet.data.prepare",
+    "GeoData": "geounet.data.prepare",
+    "UnetClassifier": "geounet.app.classifier",
+    "classify_raster": "geounet.inference.classify",
+    "vectorize": "geounet.vectorizing.pipeline",
+    "evaluate_rasters": "geounet.evaluation.scores",
 }
 
 

@@ -1,8 +1,8 @@
 """Test helpers for the model stage: a tiny synthetic scene and a GeoData-like object.
 
-``FakeGeoData`` has the attributes :class:`geounet.classifier.UnetClassifier` reads from a
-:class:`geounet.data.GeoData` (loaders of normalised chips, classes, bands, statistics...), built
-from in-memory tensors so the model tests do not depend on chipping.
+``FakeGeoData`` has the attributes :class:`geounet.app.classifier.UnetClassifier` reads from a
+:class:`geounet.data.prepare.GeoData` (loaders of normalised chips, classes, bands, statistics...),
+built from in-memory tensors so the model tests do not depend on chipping.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from geounet.classes import ClassSpec, make_classes
+from geounet.core.classes import ClassSpec, make_classes
 
 
 def synthetic_scene(

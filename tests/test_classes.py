@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from geounet.classes import (
+from geounet.core.classes import (
     PALETTE,
     ClassSpec,
     classes_from_json,
@@ -15,7 +15,7 @@ from geounet.classes import (
     hex_to_rgb,
     make_classes,
 )
-from geounet.errors import InvalidParameterError
+from geounet.core.errors import InvalidParameterError
 
 
 def _names(classes):

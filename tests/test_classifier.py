@@ -17,10 +17,10 @@ from conftest import REPO
 from model_fakes import make_fake_data, synthetic_scene, write_crafted_pickle
 
 from geounet import __version__
-from geounet.classes import classes_to_json
-from geounet.classifier import UnetClassifier
-from geounet.errors import InvalidParameterError, ModelFileError, OutputExistsError
-from geounet.model import CONFIG_FILE, SCHEMA_VERSION
+from geounet.app.classifier import UnetClassifier
+from geounet.core.classes import classes_to_json
+from geounet.core.errors import InvalidParameterError, ModelFileError, OutputExistsError
+from geounet.model.files import CONFIG_FILE, SCHEMA_VERSION
 
 TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 
@@ -215,7 +215,7 @@ def test_imagenet_offline_gives_a_clear_error(data):
 
 
 def test_predict_after_reload_is_bit_identical(tmp_path, data, trained):
-    pytest.importorskip("geounet.inference")
+    pytest.importorskip("geounet.inference.classify")
     loaded = UnetClassifier.from_model(trained.save(tmp_path / "m"))
     scene = sample_scene(64)
     raw = scene[0] if scene is not None else synthetic_scene(64)[0]
@@ -283,8 +283,8 @@ def test_classic_backbone_ignores_default_imagenet_and_bad_names(data):
 
 def test_prepare_data_to_classified_raster(tmp_path, make_raster):
     """The real chain: prepare_data -> UnetClassifier -> fit -> save -> from_model -> classify."""
-    data_mod = pytest.importorskip("geounet.data")
-    pytest.importorskip("geounet.inference")
+    data_mod = pytest.importorskip("geounet.data.prepare")
+    pytest.importorskip("geounet.inference.classify")
     image, labels = synthetic_scene(128)
     img = make_raster(image, "scene.tif")
     lab = make_raster(labels, "labels.tif")

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from geounet.cli.main import cli
 from geounet.cli.options import parse_classes, parse_value_map
-from geounet.errors import InvalidParameterError
-from geounet.raster import write_raster
+from geounet.core.errors import InvalidParameterError
+from geounet.io.raster import write_raster
 
 COMMANDS = ["classify", "prepare", "train", "vectorize", "evaluate", "info", "demo"]
 
@@ -158,7 +158,7 @@ def test_parse_classes():
 @pytest.fixture
 def small_scene(tmp_path):
     """A 192 x 256 crop of the sample training scene with its label raster."""
-    from geounet.demo import sample_dir
+    from geounet.app.demo import sample_dir
 
     src = sample_dir()
     out = {}
@@ -222,7 +222,7 @@ def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_pat
 
 
 def test_ctrl_c_exits_130_and_leaves_no_output(runner, small_scene, tmp_path, monkeypatch):
-    import geounet.workflows
+    import geounet.app.workflows
 
     image, _ = small_scene
     out = tmp_path / "never.tif"
@@ -230,7 +230,7 @@ def test_ctrl_c_exits_130_and_leaves_no_output(runner, small_scene, tmp_path, mo
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(geounet.workflows, "classify_scene", interrupted)
+    monkeypatch.setattr(geounet.app.workflows, "classify_scene", interrupted)
     monkeypatch.setenv("GEOUNET_MODEL", str(tmp_path))
     r = runner.invoke(cli, ["classify", str(image), "--out", str(out)])
     assert r.exit_code == 130

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from geounet import errors
-from geounet.errors import (
+from geounet.core import errors
+from geounet.core.errors import (
     BandMismatchError,
     CRSMismatchError,
     DependencyNotFoundError,
@@ -19,7 +19,7 @@ from geounet.errors import (
     NoChipsError,
     OutputExistsError,
 )
-from geounet.types import (
+from geounet.core.types import (
     BLEND_MODES,
     IGNORE_INDEX,
     SPLIT_MODES,

@@ -14,19 +14,19 @@ import torch
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
-from geounet.blending import RowAccumulator, TilePlan
-from geounet.classes import make_classes
-from geounet.engine import run_network
-from geounet.errors import (
+from geounet.core.classes import make_classes
+from geounet.core.errors import (
     BandMismatchError,
     InvalidParameterError,
     MissingCRSError,
     ModelFileError,
     OutputExistsError,
 )
-from geounet.inference import classify_raster, classify_rows, predict_array
-from geounet.model import ModelConfig
-from geounet.tilestream import ArraySource
+from geounet.inference.blending import RowAccumulator, TilePlan
+from geounet.inference.classify import classify_raster, classify_rows, predict_array
+from geounet.inference.engine import run_network
+from geounet.inference.streams import ArraySource
+from geounet.model.files import ModelConfig
 
 MEAN, STD = 100.0, 50.0
 
@@ -538,8 +538,8 @@ def test_network_with_another_class_count_than_the_model_file_is_a_clear_error(
 
 
 def test_unet_classifier_classify_delegates_to_classify_raster(make_raster, tmp_path, monkeypatch):
-    import geounet.inference
-    from geounet.classifier import UnetClassifier
+    import geounet.inference.classify
+    from geounet.app.classifier import UnetClassifier
 
     arr = image(70, 90)
     src = make_raster(arr)
@@ -547,13 +547,13 @@ def test_unet_classifier_classify_delegates_to_classify_raster(make_raster, tmp_
     fake = make_model()
     clf.network, clf.config, clf.device = fake.network, fake.config, fake.device
     calls = []
-    real = geounet.inference.classify_raster
+    real = geounet.inference.classify.classify_raster
 
     def spy(model, in_raster, out_raster, **kwargs):
         calls.append((model, in_raster, out_raster, kwargs))
         return real(model, in_raster, out_raster, **kwargs)
 
-    monkeypatch.setattr(geounet.inference, "classify_raster", spy)
+    monkeypatch.setattr(geounet.inference.classify, "classify_raster", spy)
     kwargs = {"tile_size": 64, "overlap": 16, "blend": "linear", "tta": "flips",
               "probabilities": tmp_path / "p.tif", "progress": False}  # fmt: skip
     out = clf.classify(src, tmp_path / "o.tif", **kwargs)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
-from geounet.errors import InvalidParameterError
-from geounet.losses import LOSS_NAMES, build_loss, dice_loss, unet_weight_map
+from geounet.core.errors import InvalidParameterError
+from geounet.model.losses import LOSS_NAMES, build_loss, dice_loss, unet_weight_map
 
 IGNORE = 255
 

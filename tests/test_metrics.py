@@ -14,8 +14,8 @@ from conftest import shared_data
 from shapely import LineString, Polygon, box
 from shapely.affinity import translate
 
-from geounet.errors import CRSMismatchError, InvalidParameterError
-from geounet.metrics import (
+from geounet.core.errors import CRSMismatchError, InvalidParameterError
+from geounet.evaluation.metrics import (
     ConfusionAccumulator,
     confusion_matrix,
     line_completeness_correctness,
@@ -292,7 +292,7 @@ def test_line_metrics_edge_cases():
 
 
 def test_metrics_module_is_pure():
-    import geounet.metrics as m
+    import geounet.evaluation.metrics as m
 
     source = Path(m.__file__).read_text()
     assert "import torch" not in source and "rasterio" not in source and "open(" not in source

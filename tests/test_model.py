@@ -12,8 +12,10 @@ import torch
 from model_fakes import write_crafted_pickle
 from safetensors.torch import save_file
 
-from geounet import backbones
-from geounet.backbones import (
+from geounet.core.classes import make_classes
+from geounet.core.errors import InvalidParameterError, ModelFileError, OutputExistsError
+from geounet.model import backbones
+from geounet.model.backbones import (
     LITE0,
     adapt_first_conv,
     build_unet,
@@ -21,9 +23,7 @@ from geounet.backbones import (
     read_state_dict,
     resolve_backbone,
 )
-from geounet.classes import make_classes
-from geounet.errors import InvalidParameterError, ModelFileError, OutputExistsError
-from geounet.model import (
+from geounet.model.files import (
     CONFIG_FILE,
     SCHEMA_VERSION,
     WEIGHTS_FILE,
@@ -33,7 +33,7 @@ from geounet.model import (
     reset_head,
     save_model,
 )
-from geounet.unet_classic import ClassicUNet
+from geounet.model.unet_classic import ClassicUNet
 
 TINY_SMP = {"encoder_depth": 3, "decoder_channels": (16, 8, 4)}
 

@@ -17,16 +17,7 @@ from rasterio import features
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
-from geounet.augment import dihedral, random_dihedral
-from geounet.chipping import (
-    Chip,
-    assign_splits,
-    check_chip_size,
-    chip_grid,
-    median_frequency_weights,
-)
-from geounet.data import GeoData, prepare_data
-from geounet.errors import (
+from geounet.core.errors import (
     BandMismatchError,
     CRSMismatchError,
     InputNotFoundError,
@@ -36,6 +27,15 @@ from geounet.errors import (
     NoChipsError,
     OutputExistsError,
 )
+from geounet.data.augment import dihedral, random_dihedral
+from geounet.data.chipping import (
+    Chip,
+    assign_splits,
+    check_chip_size,
+    chip_grid,
+    median_frequency_weights,
+)
+from geounet.data.prepare import GeoData, prepare_data
 from tests.conftest import UTM, shared_data
 
 DUBAI_CLASSES = {

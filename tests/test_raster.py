@@ -14,10 +14,8 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
-from geounet import raster_write
-from geounet import stats as stats_module
-from geounet.classes import colormap, make_classes
-from geounet.errors import (
+from geounet.core.classes import colormap, make_classes
+from geounet.core.errors import (
     BandMismatchError,
     InputNotFoundError,
     InvalidParameterError,
@@ -25,7 +23,9 @@ from geounet.errors import (
     MissingCRSError,
     OutputExistsError,
 )
-from geounet.raster import (
+from geounet.io import stats as stats_module
+from geounet.io import write as raster_write
+from geounet.io.raster import (
     BandStats,
     RasterInfo,
     RasterWriter,
@@ -39,7 +39,7 @@ from geounet.raster import (
     valid_mask,
     write_raster,
 )
-from geounet.raster_write import BIGTIFF_THRESHOLD, _profile, needs_bigtiff
+from geounet.io.write import BIGTIFF_THRESHOLD, _profile, needs_bigtiff
 
 UTM = CRS.from_epsg(32616)
 WGS84 = CRS.from_epsg(4326)

@@ -13,9 +13,8 @@ import rasterio
 import shapely
 from rasterio.features import rasterize
 
-from geounet import sample
-from geounet.errors import OutputExistsError
-from geounet.sample import (
+from geounet.app import sample
+from geounet.app.sample import (
     BANDS,
     EPSG,
     NODATA_STRIP,
@@ -23,6 +22,7 @@ from geounet.sample import (
     ensure_sample_data,
     generate_sample_data,
 )
+from geounet.core.errors import OutputExistsError
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "sample_data"

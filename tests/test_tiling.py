@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geounet.errors import InvalidParameterError
-from geounet.tiling import (
+from geounet.core.errors import InvalidParameterError
+from geounet.inference.blending import blend_weights
+from geounet.io.windows import (
     Tile,
-    blend_weights,
     core_ranges,
     pad_amounts,
     tile_count,

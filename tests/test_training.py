@@ -8,9 +8,9 @@ import pytest
 import torch
 from model_fakes import make_fake_data
 
-from geounet.errors import InvalidParameterError
-from geounet.losses import build_loss
-from geounet.training import (
+from geounet.core.errors import InvalidParameterError
+from geounet.model.losses import build_loss
+from geounet.model.training import (
     HISTORY_COLUMNS,
     Trainer,
     configure_cpu_threads,
@@ -19,7 +19,7 @@ from geounet.training import (
     set_encoder_trainable,
     unpack_batch,
 )
-from geounet.unet_classic import ClassicUNet
+from geounet.model.unet_classic import ClassicUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +45,7 @@ def test_loss_falls_and_history_columns():
 def test_best_checkpoint_by_miou_is_restored():
     trainer, data = tiny_trainer()
     hist = trainer.fit(data.train_dl, data.valid_dl, 5, 1e-2, early_stopping=None, progress=False)
-    from geounet.metrics import mean_iou
+    from geounet.evaluation.metrics import mean_iou
 
     _, cm = trainer.evaluate(data.valid_dl)
     assert mean_iou(cm) == pytest.approx(hist["valid_miou"].max())

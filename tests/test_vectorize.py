@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from geounet.cli.main import cli
-from geounet.errors import (
+from geounet.core.errors import (
     DependencyNotFoundError,
     GeounetError,
     InputNotFoundError,
@@ -30,10 +30,10 @@ from geounet.errors import (
     MissingCRSError,
     OutputExistsError,
 )
-from geounet.polygons import largest_polygon, simplify_polygons
-from geounet.raster import write_raster
-from geounet.regularize import regularize_buildings
-from geounet.vectorizing import vectorize
+from geounet.io.raster import write_raster
+from geounet.vectorizing.pipeline import vectorize
+from geounet.vectorizing.polygons import largest_polygon, simplify_polygons
+from geounet.vectorizing.regularize import regularize_buildings
 
 UTM = CRS.from_epsg(32616)
 WGS84 = CRS.from_epsg(4326)
@@ -328,7 +328,7 @@ def test_existing_output_is_refused_unless_overwrite(scene, tmp_path):
 
 
 def test_failed_write_leaves_no_partial_output(scene, tmp_path, monkeypatch):
-    import geounet.vector_io as vio
+    import geounet.io.vectors as vio
 
     real = vio._write_one
     calls = []
@@ -452,7 +452,7 @@ def test_raster_without_crs_is_refused(tmp_path):
 
 
 def test_rectangle_clipping_area_matches_overlay():
-    from geounet.regularize import _clipped_area
+    from geounet.vectorizing.regularize import _clipped_area
 
     shell = [(0, 0), (6, 0), (6, 2), (2, 2), (2, 5), (7, 5), (7, 8), (0, 8)]  # concave
     poly = shapely.normalize(shapely.Polygon(shell, [[(0.5, 6), (1.5, 6), (1.5, 7), (0.5, 7)]]))

@@ -74,7 +74,7 @@ def command(
     Example:
       geounet classify scene.tif --model models/buildings --vector buildings.gpkg
     """
-    from geounet.workflows import classify_scene
+    from geounet.app.workflows import classify_scene
 
     result = classify_scene(
         image,

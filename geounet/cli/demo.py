@@ -42,7 +42,7 @@ def command(
     Example:
       geounet demo --out demo/
     """
-    from geounet.demo import run_demo
+    from geounet.app.demo import run_demo
 
     summary = run_demo(
         out,

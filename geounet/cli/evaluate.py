@@ -49,7 +49,7 @@ def command(
     Example:
       geounet evaluate scene_classified.tif --truth scene_labels.tif --json metrics.json
     """
-    from geounet.evaluate import evaluate_rasters, write_report
+    from geounet.evaluation.scores import evaluate_rasters, write_report
 
     report = evaluate_rasters(
         pred,

@@ -16,7 +16,7 @@ def command(path: Path) -> None:
     Example:
       geounet info sample_data/train.tif
     """
-    from geounet.workflows import describe
+    from geounet.app.workflows import describe
 
     rows = describe(path)
     width = max(len(k) for k, _ in rows)

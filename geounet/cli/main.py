@@ -1,6 +1,6 @@
 """The ``geounet`` click group: global options, error handling and the command list.
 
-Every :class:`~geounet.errors.GeounetError` becomes one line on stderr and exit code 2;
+Every :class:`~geounet.core.errors.GeounetError` becomes one line on stderr and exit code 2;
 Ctrl-C exits with 130 (outputs are written atomically, so nothing half-written is left).
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from geounet import __version__
-from geounet.errors import GeounetError
+from geounet.core.errors import GeounetError
+from geounet.core.version import __version__
 
 __all__ = ["cli", "main"]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from geounet.errors import InvalidParameterError
-from geounet.types import BLEND_MODES, TTA_MODES
+from geounet.core.errors import InvalidParameterError
+from geounet.core.types import BLEND_MODES, TTA_MODES
 
 __all__ = [
     "batch_size_opt",

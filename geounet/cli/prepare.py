@@ -57,7 +57,7 @@ def command(
     Example:
       geounet prepare scene.tif --labels buildings.gpkg --classes building --out chips/
     """
-    from geounet.data import prepare_data
+    from geounet.data.prepare import prepare_data
 
     data = prepare_data(
         list(images),

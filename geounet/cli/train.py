@@ -57,7 +57,7 @@ def command(
       geounet train chips/ --out models/buildings --epochs 20
       geounet train scene.tif --labels buildings.gpkg --classes building --out models/b
     """
-    from geounet.workflows import train_model
+    from geounet.app.workflows import train_model
 
     result = train_model(
         list(inputs),

@@ -88,7 +88,7 @@ def command(
       geounet vectorize labels.tif --classes 1=house,2=street --building-class house \\
           --road-class street --spur-length 10 --out features.fgb
     """
-    from geounet.vectorizing import vectorize
+    from geounet.vectorizing.pipeline import vectorize
 
     layers = vectorize(
         classified,

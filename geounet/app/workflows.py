@@ -1,0 +1,193 @@
+"""End-to-end jobs that the command line calls: one function per command.
+
+These functions only compose the library (``prepare_data``, ``UnetClassifier``,
+``classify_raster``, ``vectorize``, ``evaluate_rasters``); they hold no algorithm of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from geounet.core.errors import InputNotFoundError, ModelFileError
+from geounet.core.paths import default_model_dir
+from geounet.core.types import PathLike
+
+__all__ = ["classify_scene", "default_output", "describe", "resolve_model", "train_model"]
+
+
+def resolve_model(model: PathLike | None) -> Path:
+    """The model folder to use: ``model``, else ``$GEOUNET_MODEL``, else the demo's model.
+
+    Raises:
+        ModelFileError: No model given and none found, with how to get one.
+    """
+    if model is not None:
+        return Path(model)
+    found = default_model_dir()
+    if found is None:
+        raise ModelFileError(
+            "no model given and no default model found; pass --model DIR (a folder written by "
+            "`geounet train` or UnetClassifier.save), set GEOUNET_MODEL, or run `geounet demo` "
+            "once to train the demo model."
+        )
+    return found
+
+
+def default_output(image: PathLike, suffix: str = "_classified.tif") -> Path:
+    """``<image stem>_classified.tif`` beside the image."""
+    p = Path(image)
+    return p.with_name(p.stem + suffix)
+
+
+def classify_scene(
+    image: PathLike,
+    *,
+    model: PathLike | None = None,
+    out: PathLike | None = None,
+    vector: PathLike | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[str, Path]:
+    """Classify one scene with a saved model, and optionally vectorize the result.
+
+    Args:
+        image: Input raster.
+        model: Model folder (default: see :func:`resolve_model`).
+        out: Output class raster (default: ``<image stem>_classified.tif`` beside the image).
+        vector: Also write polygons / centre lines to this vector file.
+        device: ``"cpu"``, ``"cuda"``... (default: CUDA when present).
+        overwrite: Replace existing outputs.
+        **options: Passed to :func:`geounet.inference.classify.classify_raster` (tile_size, overlap,
+            batch_size, blend, tta, probabilities, output_format, progress...).
+
+    Returns:
+        ``{"classified": path[, "vector": path]}``.
+    """
+    from geounet.app.classifier import UnetClassifier
+    from geounet.vectorizing.pipeline import vectorize
+
+    if not Path(image).exists():
+        raise InputNotFoundError(f"{image}: no such file; check the path.")
+    clf = UnetClassifier.from_model(resolve_model(model), device=device)
+    out_path = Path(out) if out else default_output(image)
+    result = {"classified": clf.classify(image, out_path, overwrite=overwrite, **options)}
+    if vector:
+        vectorize(out_path, vector, probabilities=options.get("probabilities"), overwrite=overwrite)
+        result["vector"] = Path(vector)
+    return result
+
+
+def train_model(
+    inputs: Sequence[PathLike],
+    out: PathLike,
+    *,
+    labels: Sequence[PathLike] | None = None,
+    classes: Mapping[Any, str] | None = None,
+    backbone: str = "efficientnet-lite0",
+    encoder_weights: str | None = "imagenet",
+    epochs: int = 10,
+    lr: float | None = None,
+    batch_size: int = 8,
+    chip_size: int = 256,
+    overwrite: bool = False,
+    **prepare_options: Any,
+) -> dict[str, Any]:
+    """Train a U-Net from a chip folder or from images + labels and save the model folder.
+
+    Args:
+        inputs: One chip folder, or image paths (then ``labels`` is required).
+        out: Model folder to write.
+        labels: Label rasters or vector files, one per image.
+        classes: Class mapping passed to ``prepare_data``.
+        backbone: Encoder name (``efficientnet-lite0`` works offline).
+        encoder_weights: ``"imagenet"``, None or a local weights file.
+        epochs: Maximum epochs (early stopping may end sooner).
+        lr: Learning rate (default: found with the LR finder).
+        batch_size: Training batch size.
+        chip_size: Chip size when chipping images.
+        overwrite: Replace an existing model folder.
+        **prepare_options: More ``prepare_data`` keywords.
+
+    Returns:
+        ``{"model": path, "metrics": {...}}``.
+    """
+    from geounet.app.classifier import UnetClassifier
+    from geounet.data.prepare import prepare_data
+
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        data = prepare_data(inputs[0], batch_size=batch_size)
+    else:
+        data = prepare_data(
+            list(inputs),
+            labels=list(labels) if labels else None,
+            classes=classes,
+            chip_size=chip_size,
+            batch_size=batch_size,
+            **prepare_options,
+        )
+    clf = UnetClassifier(data, backbone=backbone, encoder_weights=encoder_weights)
+    clf.fit(epochs, lr=lr)
+    clf.save(out, overwrite=overwrite)
+    return {"model": Path(out), "metrics": clf.config.metrics}
+
+
+def describe(path: PathLike) -> list[tuple[str, str]]:
+    """Rows ``(field, value)`` describing a raster, a model folder or a chip folder."""
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"{p}: no such file or folder; check the path.")
+    if p.is_dir() and (p / "geounet.json").exists():
+        return _describe_json(p / "geounet.json", "model folder")
+    if p.is_dir() and (p / "manifest.json").exists():
+        return _describe_json(p / "manifest.json", "chip folder")
+    return _describe_raster(p)
+
+
+def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:
+    meta = json.loads(path.read_text())
+    rows = [("kind", kind), ("path", str(path.parent))]
+    for key in ("arch", "backbone", "in_channels", "chip_size", "gsd_m", "source_dtype"):
+        if key in meta:
+            rows.append((key, str(meta[key])))
+    if "classes" in meta:
+        rows.append(("classes", ", ".join(f"{c['name']} ({c['color']})" for c in meta["classes"])))
+    if "band_names" in meta:
+        rows.append(("bands", ", ".join(meta["band_names"])))
+    if "chips" in meta:
+        splits: dict[str, int] = {}
+        for chip in meta["chips"]:
+            splits[chip["split"]] = splits.get(chip["split"], 0) + 1
+        rows.append(("chips", ", ".join(f"{k}: {v}" for k, v in sorted(splits.items()))))
+    for key, value in (meta.get("metrics") or {}).items():
+        if isinstance(value, int | float):
+            rows.append((f"metric {key}", f"{value:.4g}"))
+    return rows
+
+
+def _describe_raster(path: Path) -> list[tuple[str, str]]:
+    from geounet.evaluation.scores import class_names_of
+    from geounet.io.raster import open_raster
+
+    info = open_raster(path, allow_no_crs=True)
+    crs = info.crs.to_string() if info.crs else "none (pixel coordinates)"
+    rows = [
+        ("kind", "raster"),
+        ("path", str(info.path)),
+        ("size", f"{info.width} x {info.height} pixels"),
+        ("bands", f"{info.count} ({', '.join(info.band_names)})"),
+        ("dtype", info.dtype),
+        ("crs", crs),
+        ("pixel size", f"{info.gsd_m:.3f} m" if info.crs else f"{info.gsd_m:.3f} px"),
+        ("bounds", ", ".join(f"{v:.3f}" for v in info.bounds)),
+        ("nodata", str(info.nodata)),
+    ]
+    if info.alpha_band:
+        rows.append(("alpha band", str(info.alpha_band)))
+    names = class_names_of(info)
+    if names:
+        rows.append(("classes", ", ".join(f"{k}={v}" for k, v in sorted(names.items()))))
+    return rows

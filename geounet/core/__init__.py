@@ -1,0 +1,1 @@
+"""Foundations every layer uses: errors, choice types, classes, paths and the version."""

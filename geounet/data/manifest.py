@@ -1,0 +1,135 @@
+"""The manifest of a chip folder: build, write, read and check it.
+
+A chip folder is ``images/*.tif`` + ``labels/*.tif`` (georeferenced GeoTIFF chips of the same
+names) + ``manifest.json``. Chip paths in the manifest are relative, so the folder can be moved.
+
+Example:
+    >>> manifest = load_manifest("chips/")            # doctest: +SKIP
+    >>> manifest["chip_size"], len(manifest["chips"])  # doctest: +SKIP
+    (256, 120)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geounet.core.classes import ClassSpec, classes_to_json
+from geounet.core.errors import InputNotFoundError, InvalidParameterError
+from geounet.core.types import PathLike
+from geounet.data.chipping import Chip, median_frequency_weights
+from geounet.io.raster import RasterInfo
+
+__all__ = ["FORMAT", "MANIFEST", "build_manifest", "json_nodata", "load_manifest", "write_manifest"]
+
+#: Name of the manifest file of a chip folder.
+MANIFEST = "manifest.json"
+#: Value of the manifest's ``format`` field.
+FORMAT = "geounet-chips"
+
+
+def _counts(chips: Sequence[Chip], split: str | None, n: int) -> list[int]:
+    total = np.zeros(n, np.int64)
+    for c in chips:
+        if split is None or c.split == split:
+            total += c.counts
+    return [int(v) for v in total]
+
+
+def build_manifest(
+    infos: Sequence[RasterInfo],
+    labels: Sequence[Path],
+    specs: list[ClassSpec],
+    chips: list[Chip],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of a chip folder (see :func:`geounet.data.prepare.prepare_data` for the fields).
+
+    Args:
+        infos: The source images.
+        labels: Their label files.
+        specs: The classes.
+        chips: All chips (those split as ``"gap"`` are left out).
+        extra: Settings to record (bands, stats, chip size, split, dropped counts...).
+    """
+    from geounet.core.version import __version__
+
+    n = len(specs)
+    kept = [c for c in chips if c.split != "gap"]
+    info = infos[0]
+    by_split = {s: _counts(kept, s, n) for s in ("train", "valid")}
+    chip = extra["chip_size"]
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "geounet_version": __version__,
+        "classes": classes_to_json(specs),
+        **extra,
+        "crs": info.crs.to_wkt() if info.crs else None,
+        "gsd_m": info.gsd_m if info.crs else None,
+        "source_dtype": info.dtype,
+        "class_pixel_counts": _counts(kept, None, n),
+        "class_pixel_counts_by_split": by_split,
+        "class_weights": median_frequency_weights(by_split["train"]),
+        "chip_counts": {s: sum(c.split == s for c in kept) for s in ("train", "valid")},
+        "sources": [
+            {"image": str(i.path.resolve()), "label": str(p.resolve())}
+            for i, p in zip(infos, labels)
+        ],
+        "chips": [
+            {
+                "image": f"images/{c.name}",
+                "label": f"labels/{c.name}",
+                "split": c.split,
+                "source": str(infos[c.image].path.resolve()),
+                "bounds": list(c.bounds),
+                "window": [c.row, c.col, chip, chip],
+            }
+            for c in kept
+        ],
+    }
+
+
+def json_nodata(nd: float | None) -> float | None:
+    """A nodata value JSON can hold (NaN becomes None)."""
+    return None if nd is None or (isinstance(nd, float) and math.isnan(nd)) else nd
+
+
+def write_manifest(folder: PathLike, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` into ``folder``; return its path."""
+    path = Path(folder) / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def load_manifest(chip_dir: PathLike) -> dict[str, Any]:
+    """Read and check the manifest of a chip folder.
+
+    Raises:
+        InputNotFoundError: No such folder or no manifest in it.
+        InvalidParameterError: The manifest is not a geounet chip manifest.
+    """
+    folder = Path(chip_dir)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"{folder}: not a chip folder (no {MANIFEST}); give images and labels, or a folder "
+            "written by prepare_data(..., out_dir=...)."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidParameterError(f"{path}: unreadable manifest ({exc}).") from exc
+    needed = ("classes", "bands", "stats", "chip_size", "chips")
+    missing = [k for k in needed if k not in manifest]
+    if missing:
+        raise InvalidParameterError(
+            f"{path}: not a geounet chip manifest (missing {', '.join(missing)}); re-create the "
+            "folder with prepare_data."
+        )
+    return manifest

@@ -1,0 +1,442 @@
+"""``prepare_data`` and :class:`GeoData`: from GeoTIFFs and GIS labels to training batches.
+
+Example:
+    >>> data = prepare_data(["scene.tif"], labels=["buildings.gpkg"], classes="building",
+    ...                     chip_size=256)                                  # doctest: +SKIP
+    >>> data.summary()                                                      # doctest: +SKIP
+    >>> x, y = next(iter(data.train_dl))  # float32 [B,C,H,W], int64 [B,H,W]  # doctest: +SKIP
+    >>> data = prepare_data("chips/")     # re-open a chip folder           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+
+from geounet.core.errors import (
+    BandMismatchError,
+    InvalidParameterError,
+    LabelError,
+    NoChipsError,
+    OutputExistsError,
+)
+from geounet.core.types import PathLike, check_choice
+from geounet.data.chipping import (
+    SPLITS,
+    Chip,
+    assign_splits,
+    check_chip_size,
+    check_stride,
+    remove_chips,
+    write_chips,
+)
+from geounet.data.geodata import ChipDataset, GeoData, check_loader_args
+from geounet.data.labels import class_mapping, is_color_mapping, open_labels, resolve_classes
+from geounet.data.manifest import (
+    MANIFEST,
+    build_manifest,
+    json_nodata,
+    load_manifest,
+    write_manifest,
+)
+from geounet.io.raster import RasterInfo, atomic_output, band_stats, open_raster
+
+__all__ = ["MANIFEST", "ChipDataset", "GeoData", "load_manifest", "prepare_data"]
+
+log = logging.getLogger(__name__)
+
+_GDAL_CACHE_MB = 256  # keeps GDAL's block cache (and so the RSS) bounded on big scenes
+
+
+def _as_paths(items: PathLike | Sequence[PathLike] | None) -> list[Path]:
+    if items is None:
+        return []
+    if isinstance(items, str | Path) or not isinstance(items, Sequence):
+        return [Path(items)]  # type: ignore[arg-type]
+    return [Path(p) for p in items]
+
+
+def _check_params(kw: dict[str, Any]) -> None:
+    check_chip_size(kw["chip_size"])
+    kw["stride"] = check_stride(kw["stride"], kw["chip_size"])
+    check_choice("split", kw["split"], SPLITS)
+    for name, lo, hi, hi_ok in (("val_fraction", 0, 1, False), ("min_valid_fraction", 0, 1, True)):
+        v = kw[name]
+        if not isinstance(v, int | float) or not (lo <= v < hi or (hi_ok and v == hi)):
+            interval = f"[{lo}, {hi}]" if hi_ok else f"[{lo}, {hi})"
+            raise InvalidParameterError(f"{name}={v!r} must be a number in {interval}.")
+    if not (isinstance(kw["line_width_m"], int | float) and kw["line_width_m"] > 0):
+        raise InvalidParameterError(f"line_width_m={kw['line_width_m']!r} must be > 0 metres.")
+    check_loader_args(kw["batch_size"], kw["num_workers"])
+
+
+def _select_bands(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> list[list[int]]:
+    dtypes = {i.dtype for i in infos}
+    if len(dtypes) > 1:
+        detail = "; ".join(f"{i.path.name}: {i.dtype}" for i in infos)
+        raise BandMismatchError(
+            f"the images have different data types ({detail}); give images of one type "
+            "(convert with gdal_translate -ot) so one normalisation fits all."
+        )
+    if bands is None:
+        per = [i.data_bands for i in infos]
+        if len({len(b) for b in per}) > 1:
+            detail = "; ".join(f"{i.path}: {len(b)} bands" for i, b in zip(infos, per))
+            raise BandMismatchError(
+                f"the images have different numbers of bands ({detail}); give images with the "
+                "same bands, or choose common ones with bands=[...]."
+            )
+        return per
+    use = [int(b) for b in bands]
+    for info in infos:
+        bad = [b for b in use if not 1 <= b <= info.count]
+        if bad or not use:
+            raise BandMismatchError(
+                f"{info.path}: bands={use} are not all in 1..{info.count} (the image has "
+                f"{info.count} bands); give 1-based band indices that exist in every image."
+            )
+    return [use for _ in infos]
+
+
+def _band_names(info: RasterInfo, bands: Sequence[int]) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(info.path) as src:
+            interp = [ci.name for ci in src.colorinterp]
+    names = []
+    for b in bands:
+        desc = info.descriptions[b - 1] if b - 1 < len(info.descriptions) else None
+        ci = interp[b - 1] if b - 1 < len(interp) else ""
+        names.append(desc or (ci if ci in ("red", "green", "blue") else f"band_{b}"))
+    return names
+
+
+def _match_labels(images: list[Path], labels: list[Path]) -> list[Path]:
+    if not labels:
+        raise LabelError(
+            "labels are required: give one label raster or vector file per image "
+            "(labels=[...]), or a single one covering all images."
+        )
+    if len(labels) == len(images):
+        return labels
+    if len(labels) == 1:
+        return labels * len(images)
+    raise InvalidParameterError(
+        f"{len(images)} images but {len(labels)} label files; give one label file per image "
+        "(in the same order) or one covering all of them."
+    )
+
+
+def _out_dir_overwrite(target: Path, overwrite: bool) -> bool:
+    """Decide whether ``atomic_output`` may replace ``target``; refuse what is not ours."""
+    if not target.exists():
+        return False
+    if not target.is_dir():
+        raise OutputExistsError(f"{target}: exists and is not a folder; choose another out_dir.")
+    if not any(target.iterdir()):
+        return True
+    if not overwrite:
+        raise OutputExistsError(
+            f"{target}: the folder exists and is not empty; pass overwrite=True (--overwrite) "
+            "to replace it, or choose another out_dir."
+        )
+    if not (target / MANIFEST).is_file():
+        raise OutputExistsError(
+            f"{target}: the folder is not a geounet chip folder (no {MANIFEST}); refusing to "
+            "delete it even with overwrite=True. Choose another out_dir."
+        )
+    return True
+
+
+def _build_folder(out_dir: PathLike | None, overwrite: bool, build: Callable[[Path], Any]) -> Path:
+    """Run ``build(folder)`` in a temporary folder; move it to ``out_dir`` only on success."""
+    if out_dir is None:
+        folder = Path(tempfile.mkdtemp(prefix="geounet-chips-"))
+        try:
+            build(folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+    target = Path(out_dir)
+    with atomic_output(target, overwrite=_out_dir_overwrite(target, overwrite)) as tmp:
+        tmp.mkdir(parents=True)
+        build(tmp)
+    return target
+
+
+def _no_chips(infos: Sequence[RasterInfo], n_dropped: int, kw: Mapping[str, Any]) -> NoChipsError:
+    sizes = ", ".join(f"{i.path.name} {i.width}x{i.height}" for i in infos)
+    return NoChipsError(
+        f"no chip was produced: {n_dropped} candidate chips of {kw['chip_size']} px were all "
+        f"dropped (less than min_valid_fraction={kw['min_valid_fraction']} of valid, labelled "
+        f"pixels) from {sizes}. Check the nodata value and that the labels cover the images, "
+        "or lower chip_size or min_valid_fraction."
+    )
+
+
+def _open_sources(labels: list[Path], infos: list[RasterInfo], kw: Mapping[str, Any]) -> list:
+    colors = is_color_mapping(class_mapping(kw["classes"]))
+    sources: list = []
+    try:
+        for path, info in zip(labels, infos):
+            src = open_labels(
+                path,
+                info,
+                label_field=kw["label_field"],
+                line_width_m=kw["line_width_m"],
+                colors=colors,
+            )
+            sources.append(src)
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    return sources
+
+
+def _split(chips: list[Chip], folder: Path, kw: Mapping[str, Any]) -> int:
+    """Assign splits, delete the gap chips, check something is left to train on."""
+    n_gap = assign_splits(
+        chips,
+        split=kw["split"],
+        val_fraction=kw["val_fraction"],
+        chip_size=kw["chip_size"],
+        stride=kw["stride"],
+        seed=kw["seed"],
+    )
+    remove_chips(folder, [c for c in chips if c.split == "gap"])
+    n_train = sum(c.split == "train" for c in chips)
+    if n_train == 0:
+        raise NoChipsError(
+            f"no training chip is left after the {kw['split']!r} split ({len(chips)} chips); "
+            "lower val_fraction, use more or larger images, or a smaller chip_size."
+        )
+    if kw["val_fraction"] > 0 and n_train == len(chips) - n_gap:
+        warnings.warn(
+            "no validation chip could be set aside (too few chips); validation is empty.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return n_gap
+
+
+def _settings(kw: Mapping[str, Any], info: RasterInfo, bands: list[int]) -> dict[str, Any]:
+    nodata = kw["nodata"] if kw["nodata"] is not None else info.nodata
+    keys = (
+        "chip_size",
+        "stride",
+        "split",
+        "val_fraction",
+        "min_valid_fraction",
+        "seed",
+        "label_field",
+        "line_width_m",
+    )
+    return {
+        "bands": bands,
+        "band_names": _band_names(info, bands),
+        "nodata": json_nodata(nodata),
+        **{k: kw[k] for k in keys},
+    }
+
+
+def _prepare(
+    image_paths: list[Path], label_paths: list[Path], folder: Path, kw: dict[str, Any]
+) -> dict[str, Any]:
+    infos = [open_raster(p, allow_no_crs=kw["allow_no_crs"]) for p in image_paths]
+    if len({(i.crs.to_wkt() if i.crs else None) for i in infos}) > 1:
+        warnings.warn(
+            "the images have different CRSs; the manifest records the first one's.",
+            UserWarning,
+            stacklevel=3,
+        )
+    per_bands = _select_bands(infos, kw["bands"])
+    labels = _match_labels(image_paths, label_paths)
+    settings = _settings(kw, infos[0], per_bands[0])
+    sources = _open_sources(labels, infos, kw)
+    try:
+        specs = resolve_classes(kw["classes"], sources)
+        for src in sources:
+            src.bind(specs)
+        stats = band_stats(infos, kw["bands"], nodata=kw["nodata"], seed=kw["seed"])
+        log.info("statistics done; chipping %d image(s)", len(infos))
+        chips, n_low = write_chips(
+            folder,
+            infos,
+            sources,
+            specs,
+            chip_size=kw["chip_size"],
+            stride=kw["stride"],
+            bands=per_bands,
+            band_names=settings["band_names"],
+            nodata=kw["nodata"],
+            split=kw["split"],
+            val_fraction=kw["val_fraction"],
+            min_valid_fraction=kw["min_valid_fraction"],
+        )
+    finally:
+        for src in sources:
+            src.close()
+    if not chips:
+        raise _no_chips(infos, n_low, kw)
+    n_gap = _split(chips, folder, kw)
+    settings.update(
+        stats=stats.to_dict(), dropped_chips={"low_valid_fraction": n_low, "split_gap": n_gap}
+    )
+    manifest = build_manifest(infos, labels, specs, chips, settings)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def prepare_data(
+    images: PathLike | Sequence[PathLike],
+    labels: PathLike | Sequence[PathLike] | None = None,
+    *,
+    classes: Mapping[Any, str] | Sequence[str] | str | None = None,
+    label_field: str | None = None,
+    chip_size: int = 256,
+    stride: int | None = None,
+    bands: Sequence[int] | None = None,
+    nodata: float | None = None,
+    val_fraction: float = 0.2,
+    split: str = "spatial",
+    min_valid_fraction: float = 0.5,
+    line_width_m: float = 4.0,
+    batch_size: int = 8,
+    augment: bool = True,
+    out_dir: PathLike | None = None,
+    allow_no_crs: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    num_workers: int = 0,
+) -> GeoData:
+    """Chip images and their labels into a leak-free, georeferenced training set.
+
+    Or, given one folder written earlier, re-open it: ``prepare_data("chips/")``.
+
+    Labels, one per image (or one file covering all images), are label rasters or vector files
+    (GeoPackage, Shapefile, GeoJSON, FlatGeobuf: first layer):
+
+    - vectors are reprojected to the image CRS, repaired (``make_valid``) and rasterized onto
+      the image grid; polygons are filled, lines and points are buffered by ``line_width_m / 2``
+      metres (measured in the local UTM zone when the image CRS is geographic);
+    - label rasters on another grid or CRS are resampled (nearest) onto the image grid; pixels
+      outside the label raster and label nodata are "no label" (255, ignored by the loss);
+    - colour-coded masks (RGB, or a palette PNG) take ``classes={"#3C1098": "Building", ...}``;
+      black ``#000000`` is padding (255) unless declared, any other undeclared colour is an
+      error.
+
+    Image nodata (file, ``nodata=`` or alpha band) also becomes 255 in the masks. Statistics
+    per band over the valid pixels of all images normalise the chips (8-, 16-bit and float
+    imagery alike). Everything streams by windows: memory does not grow with the scene.
+
+    Args:
+        images: One image path or a list (GeoTIFF or any GDAL raster), or one chip folder.
+        labels: Label files, one per image in the same order, or one for all images.
+        classes: ``{label value: name}`` (``{255: "building"}``), ``{"#RRGGBB": name}`` for
+            colour masks, a single name (``"building"``: every vector feature, or value 1), or
+            a list of names (values 1, 2, ...). With vectors, values are ``label_field``
+            values (matched by value or by class name). Index 0 is always ``background``.
+            None infers classes: one per value found (value ``v`` named ``class_v``; a 0/255
+            mask gives ``{255: "class_255"}``), one per colour found (named by the colour),
+            or for a vector file without ``label_field`` one class named after the file.
+        label_field: Vector attribute holding each feature's class.
+        chip_size: Chip size in pixels, a multiple of 32.
+        stride: Step between chips (default ``chip_size``; smaller gives overlapping chips).
+        bands: 1-based bands to use (default all but alpha; an alpha band marks validity).
+        nodata: Image nodata value overriding the files'.
+        val_fraction: Share of chips set aside for validation, in [0, 1).
+        split: ``"spatial"`` (default: whole blocks of each scene go to validation; training
+            chips overlapping a validation chip are dropped, leaving a gap), ``"rows"`` (top
+            ``1 - val_fraction`` of each image trains, the bottom part validates: "train on
+            the top 70 %, validate on the bottom 30 %" is ``split="rows", val_fraction=0.3``)
+            or ``"random"`` (leaky when chips overlap: validation shares pixels with training).
+            All deterministic for a ``seed``.
+        min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped
+            (and counted in the manifest's ``dropped_chips``).
+        line_width_m: Width in metres given to line (and point) features.
+        batch_size: Batch size of the loaders.
+        augment: Random flips and 90° rotations (same on image and mask) of training chips.
+        out_dir: Chip folder to write (built beside it and renamed when complete); None
+            writes a temporary folder removed with the returned object.
+        allow_no_crs: Accept images without a CRS (pixel coordinates).
+        seed: Seed of the split, the shuffling and the augmentation.
+        overwrite: Replace an existing chip folder ``out_dir``.
+        num_workers: DataLoader worker processes.
+
+    Returns:
+        A :class:`GeoData`. Its folder holds ``images/*.tif``, ``labels/*.tif`` and
+        ``manifest.json`` with ``classes`` ({value, name, color}), ``bands``,
+        ``band_names``, ``stats`` ({mean, std, p2, p98}), ``chip_size``, ``stride``, ``crs``
+        (WKT), ``gsd_m``, ``source_dtype``, ``nodata``, ``class_pixel_counts`` (and
+        ``_by_split``), ``class_weights`` (median frequency), ``chip_counts``,
+        ``dropped_chips``, ``sources`` and ``chips`` ([{image, label, split, source, bounds,
+        window}]).
+
+    Raises:
+        InputNotFoundError: An image or label file (or chip folder) does not exist.
+        MissingCRSError: An image has no CRS and ``allow_no_crs`` is False.
+        CRSMismatchError: Labels do not overlap their image.
+        LabelError: Missing ``label_field`` (the message lists the fields), label values
+            outside ``classes`` (the message lists the values found), no labels.
+        BandMismatchError: Images with different band counts or types, or bad ``bands``.
+        InvalidParameterError: A bad parameter (e.g. a chip size not a multiple of 32: the
+            message suggests the nearest valid sizes).
+        NoChipsError: No usable chip was produced.
+        OutputExistsError: ``out_dir`` exists and is not empty (and ``overwrite`` is False).
+    """
+    loader = {
+        "batch_size": batch_size,
+        "augment": augment,
+        "seed": seed,
+        "num_workers": num_workers,
+    }
+    paths = _as_paths(images)
+    if not paths:
+        raise InvalidParameterError("no image given; pass one or more image paths.")
+    if len(paths) == 1 and paths[0].is_dir():
+        if labels is not None:
+            raise InvalidParameterError(
+                f"{paths[0]} is a folder: re-opening a chip folder takes no labels; give image "
+                "files to chip new labels."
+            )
+        return GeoData.from_folder(paths[0], **loader)
+    kw = {
+        "classes": classes,
+        "label_field": label_field,
+        "chip_size": chip_size,
+        "stride": stride,
+        "bands": bands,
+        "nodata": nodata,
+        "val_fraction": val_fraction,
+        "split": split,
+        "min_valid_fraction": min_valid_fraction,
+        "line_width_m": line_width_m,
+        "allow_no_crs": allow_no_crs,
+        "seed": seed,
+        **loader,
+    }
+    _check_params(kw)
+    label_paths = _as_paths(labels)
+    box: dict[str, Any] = {}
+
+    def build(folder: Path) -> None:
+        box["manifest"] = _prepare(paths, label_paths, folder, kw)
+
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), warnings.catch_warnings():
+        if allow_no_crs:  # asked for pixel coordinates: GDAL's reminders are noise
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        folder = _build_folder(out_dir, overwrite, build)
+    data = GeoData(folder, box["manifest"], **loader)
+    if out_dir is None:
+        data._own_folder()
+    return data

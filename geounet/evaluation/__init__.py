@@ -1,0 +1,1 @@
+"""Accuracy: pixel metrics, building objects and reports."""

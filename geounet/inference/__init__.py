@@ -1,0 +1,1 @@
+"""Whole-scene classification: tile plans, the engine that runs the network, blending."""

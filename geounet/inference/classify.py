@@ -1,0 +1,470 @@
+"""Streamed tiled classification of a raster of any size: no seams, no memory wall.
+
+The raster is read window by window. It is virtually padded by a halo of mirrored pixels
+(reflect padding, never zeros) and cut into overlapping tiles, which are normalised with the
+statistics stored in the model and run through the network in batches. Overlapping class
+probabilities are blended with a smooth weight window computed once
+(:class:`geounet.inference.blending.TilePlan`); only a band of accumulators a tile high is kept
+(:class:`geounet.inference.blending.RowAccumulator`), and rows are written as soon as no later tile
+can touch them. A reader thread reads and normalises the next batch while the network runs.
+
+``model`` is any object with ``network`` (a torch module: normalised float ``[B, C, H, W]`` to
+logits ``[B, K, H, W]``), ``config`` (:class:`geounet.model.files.ModelConfig`) and ``device``.
+
+Example:
+    >>> from geounet.inference.classify import classify_raster
+    >>> classify_raster(model, "scene.tif", "classified.tif")   # doctest: +SKIP
+    PosixPath('classified.tif')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import Geod
+from rasterio.enums import MaskFlags
+
+from geounet.core.classes import classes_to_json, colormap
+from geounet.core.errors import BandMismatchError, InvalidParameterError, OutputExistsError
+from geounet.core.types import IGNORE_INDEX, PathLike, check_choice
+from geounet.inference.blending import TilePlan
+from geounet.inference.engine import Options, make_options, prepare_network, run_network, run_tiles
+from geounet.inference.streams import (
+    ArraySink,
+    ArraySource,
+    Grid,
+    RasterSource,
+    RemapSink,
+    Sink,
+    WriterSink,
+)
+from geounet.io.raster import RasterInfo, RasterWriter, open_raster, read_window, valid_mask
+
+__all__ = [
+    "GDAL_CACHE_MB",
+    "RANGE_RATIO_WARN",
+    "RESAMPLE_TOLERANCE",
+    "RESOLUTION_WARN",
+    "classify_raster",
+    "classify_rows",
+    "predict_array",
+    "run_network",
+]
+
+#: Resample to the model's pixel size when the input's differs by more than this fraction.
+RESAMPLE_TOLERANCE = 0.05
+#: Warn when the pixel sizes differ by more than this fraction.
+RESOLUTION_WARN = 0.25
+#: GDAL block cache (MiB) used while classifying, unless GDAL_CACHEMAX is set by the user;
+#: GDAL's default (5 % of RAM) would let the cache, not the scene, dominate peak memory.
+GDAL_CACHE_MB = 256
+#: Warn when the input's 98th percentile and the training one differ by more than this factor.
+RANGE_RATIO_WARN = 4.0
+_OUTPUT_FORMATS = ("GTiff", "COG")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _model_bands(info: RasterInfo, config: Any) -> list[int]:
+    """The file's band indices the model reads, or a BandMismatchError naming both counts."""
+    have = info.data_bands
+    want = list(config.bands or range(1, config.in_channels + 1))
+    full = want == list(range(1, len(want) + 1))
+    if (full and len(have) != len(want)) or max(want) > len(have):
+        raise BandMismatchError(
+            f"{info.path}: the raster has {len(have)} data band(s) but the model reads "
+            f"{len(want)} (bands {want}, trained on {', '.join(config.band_names or [])}). "
+            "Give an image with the model's bands in the same order (e.g. gdalbuildvrt "
+            "-b 1 -b 2 ...), or train a model on this kind of image."
+        )
+    return [have[b - 1] for b in want]
+
+
+def _sample_p98(src: Any, info: RasterInfo, bands: Sequence[int]) -> float | None:
+    """The largest per-band 98th percentile over up to 9 windows spread over the raster."""
+    size = 256
+    values = []
+    for fr in (0.1, 0.5, 0.9):
+        for fc in (0.1, 0.5, 0.9):
+            r = max(0, min(int(fr * info.height) - size // 2, info.height - size))
+            c = max(0, min(int(fc * info.width) - size // 2, info.width - size))
+            h, w = min(size, info.height), min(size, info.width)
+            data, valid = read_window(
+                src, r, c, h, w, bands, nodata=info.nodata, alpha_band=info.alpha_band
+            )
+            values.append(data[:, valid].astype(np.float64))
+    allv = np.concatenate(values, axis=1)
+    if allv.shape[1] == 0:
+        return None
+    return float(np.max(np.percentile(allv, 98, axis=1)))
+
+
+def _check_range(src: Any, info: RasterInfo, bands: Sequence[int], config: Any) -> None:
+    """Warn when the input's values are orders of magnitude off the training statistics."""
+    stats = config.stats or {}
+    if "p98" in stats:
+        trained = float(np.max(stats["p98"]))
+    elif "mean" in stats and "std" in stats:
+        trained = float(np.max(np.add(stats["mean"], np.multiply(stats["std"], 2))))
+    else:
+        return
+    seen = _sample_p98(src, info, bands)
+    if seen is None:
+        return
+    ratio = max(abs(seen), 1e-6) / max(abs(trained), 1e-6)
+    if max(ratio, 1 / ratio) > RANGE_RATIO_WARN:
+        warnings.warn(
+            f"{info.path}: its values reach about {seen:.4g} (98th percentile, {info.dtype}) "
+            f"but the model was trained on values up to about {trained:.4g} "
+            f"({config.source_dtype or 'unknown type'}); results may be poor. Give imagery "
+            "of the kind the model was trained on (e.g. the same bit depth).",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _pixel_sizes_m(info: RasterInfo) -> tuple[float, float]:
+    """Pixel width and height in metres (measured at the raster centre when geographic).
+
+    A square-degree pixel at 60 degrees latitude is about half as wide as it is high; the
+    mean of the two is :attr:`RasterInfo.gsd_m`.
+    """
+    t = info.transform
+    rx, ry = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if info.crs is not None and info.crs.is_geographic:
+        lon = t.c + t.a * info.width / 2 + t.b * info.height / 2
+        lat = t.f + t.d * info.width / 2 + t.e * info.height / 2
+        geod = Geod(ellps="WGS84")
+        dx = abs(geod.inv(lon, lat, lon + rx, lat)[2])
+        dy = abs(geod.inv(lon, lat, lon, lat + ry)[2])
+        return float(dx), float(dy)
+    mean = info.gsd_m  # map units to metres
+    return mean * 2 * rx / (rx + ry), mean * 2 * ry / (rx + ry)
+
+
+def _describe_size(x_m: float, y_m: float) -> str:
+    if abs(x_m / y_m - 1) <= RESAMPLE_TOLERANCE:
+        return f"{(x_m + y_m) / 2:.3g} m"
+    return f"{x_m:.3g} m x {y_m:.3g} m"
+
+
+def _working_grid(info: RasterInfo, config: Any, resample: bool) -> Grid:
+    """The input grid, or a grid at the model's pixel size (per axis) over the same extent."""
+    same = Grid(info.width, info.height, info.transform)
+    model_gsd = getattr(config, "gsd_m", None)
+    if info.crs is None or not model_gsd or model_gsd <= 0:
+        return same
+    x_m, y_m = _pixel_sizes_m(info)
+    rx, ry = x_m / model_gsd, y_m / model_gsd
+    if max(rx, 1 / rx, ry, 1 / ry) > 1 + RESOLUTION_WARN:
+        what = (
+            "resampling it to the model's pixel size on the fly and mapping the result back "
+            "onto the input grid"
+            if resample
+            else "classifying it as is (resample=False); results may be poor"
+        )
+        warnings.warn(
+            f"{info.path}: pixel size {_describe_size(x_m, y_m)} but the model was trained "
+            f"at {model_gsd:.3g} m; {what}.",
+            UserWarning,
+            stacklevel=4,
+        )
+    if not resample or max(abs(rx - 1), abs(ry - 1)) <= RESAMPLE_TOLERANCE:
+        return same
+    width = max(1, round(info.width * rx))
+    height = max(1, round(info.height * ry))
+    transform = info.transform @ Affine.scale(info.width / width, info.height / height)
+    return Grid(width, height, transform, resampled=True)
+
+
+def _open_input(
+    model: Any, in_raster: PathLike, allow_no_crs: bool, resample: bool
+) -> tuple[RasterInfo, list[int], Grid]:
+    info = open_raster(in_raster, allow_no_crs=allow_no_crs)
+    bands = _model_bands(info, model.config)
+    with rasterio.open(info.path) as src:
+        _check_range(src, info, bands, model.config)
+    return info, bands, _working_grid(info, model.config, resample)
+
+
+def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
+    """A rasterio environment capping GDAL's block cache, unless the user set it."""
+    active = rasterio.env.getenv() if rasterio.env.hasenv() else {}
+    if os.environ.get("GDAL_CACHEMAX") or "GDAL_CACHEMAX" in active:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
+def _class_tags(config: Any) -> dict[str, str]:
+    names = {str(i): c.name for i, c in enumerate(config.classes)}
+    return {
+        "CLASSES": json.dumps(names),
+        "GEOUNET_CLASSES": json.dumps(classes_to_json(config.classes)),
+    }
+
+
+def _probability_tags(config: Any) -> dict[str, str]:
+    """Tags of the probabilities raster (no ``CLASSES`` tag: its overviews average)."""
+    return {
+        "GEOUNET_CLASSES": json.dumps(classes_to_json(config.classes)),
+        "GEOUNET_PROBABILITY_SCALE": "255",
+    }
+
+
+def _input_valid(info: RasterInfo, bands: Sequence[int]) -> Callable[[int, int], Any]:
+    """Validity of input-grid rows read from the input itself (None when it has no mask)."""
+    src = rasterio.open(info.path)
+    flags = src.mask_flag_enums[0] if src.count else ()
+    masked = MaskFlags.per_dataset in flags or MaskFlags.nodata in flags
+    if info.nodata is None and info.alpha_band is None and not masked:
+        src.close()
+        return lambda row, n: None
+
+    def valid(row: int, n: int) -> np.ndarray:
+        return read_window(
+            src, row, 0, n, info.width, bands, nodata=info.nodata, alpha_band=info.alpha_band
+        )[1]
+
+    valid.close = src.close  # type: ignore[attr-defined]
+    return valid
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def classify_raster(
+    model: Any,
+    in_raster: PathLike,
+    out_raster: PathLike,
+    *,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    blend: str = "spline",
+    tta: str | None = None,
+    probabilities: PathLike | None = None,
+    output_format: str = "GTiff",
+    overwrite: bool = False,
+    progress: bool = True,
+    resample: bool = True,
+    allow_no_crs: bool = False,
+) -> Path:
+    """Classify a raster of any size into a georeferenced class raster, streamed.
+
+    Args:
+        model: Object with ``network``, ``config`` (:class:`~geounet.model.files.ModelConfig`) and
+            ``device``, e.g. a :class:`~geounet.app.classifier.UnetClassifier`.
+        in_raster: Input image with the model's bands.
+        out_raster: Output GeoTIFF: uint8 class indices, 255 = nodata, the class colours as
+            a colour table, the class names in the ``CLASSES`` tag.
+        tile_size: Tile side in pixels (multiple of 32).
+        overlap: Overlap between neighbouring tiles in pixels (at most half a tile).
+        batch_size: Tiles per network call.
+        blend: ``"spline"`` (smooth weight window), ``"linear"`` or ``"none"`` (centre crop).
+        tta: None, ``"flips"`` (4 versions) or ``"dihedral"`` (8 versions).
+        probabilities: Optional path of a uint8 (0-255) raster with one band per class.
+        output_format: ``"GTiff"`` or ``"COG"`` (with overviews).
+        overwrite: Replace existing outputs.
+        progress: Show a progress bar over tiles.
+        resample: Run at the model's pixel size when the input's differs by more than 5 %
+            (along either axis; geographic CRSs are measured in metres at the raster centre),
+            then map the result back onto the input grid (nearest). A difference of more
+            than 25 % warns, naming both pixel sizes.
+        allow_no_crs: Accept an input without a CRS (the output has none either).
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputExistsError: An output exists and ``overwrite`` is False.
+        BandMismatchError: The input does not have the model's bands.
+        InvalidParameterError: A parameter is out of range.
+    """
+    opts = make_options(tile_size, overlap, batch_size, blend, tta, progress)
+    check_choice("output_format", output_format, _OUTPUT_FORMATS)
+    outs = [Path(out_raster)] + ([Path(probabilities)] if probabilities else [])
+    for out in outs:
+        if out.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{out}: output already exists; pass overwrite=True (--overwrite) to replace "
+                "it or choose another name."
+            )
+    if len(outs) == 2 and outs[0].resolve() == outs[1].resolve():
+        raise InvalidParameterError("probabilities must be another file than out_raster.")
+    info, bands, grid = _open_input(model, in_raster, allow_no_crs, resample)
+    prepare_network(model)
+    config = model.config
+    geo = (info.crs, info.transform)
+    common = {"output_format": output_format, "overwrite": overwrite}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_bounded_gdal_cache())
+        writer = stack.enter_context(
+            RasterWriter(
+                outs[0], info.width, info.height, 1, "uint8", *geo, nodata=IGNORE_INDEX,
+                colormap=colormap(config.classes), tags=_class_tags(config),
+                descriptions=["class"], **common,
+            )
+        )  # fmt: skip
+        prob_writer = None
+        if probabilities:
+            prob_writer = stack.enter_context(
+                RasterWriter(
+                    outs[1], info.width, info.height, config.n_classes, "uint8", *geo,
+                    tags=_probability_tags(config), descriptions=config.class_names, **common,
+                )
+            )  # fmt: skip
+        sink = _grid_sink(stack, WriterSink(writer, prob_writer), info, bands, grid, 0)
+        plan = _plan(grid, opts)
+        run_tiles(model, plan, range(len(plan.row_starts)), _opener(info, bands, grid), sink, opts)
+        sink.close()
+    return outs[0]
+
+
+def _plan(grid: Grid, opts: Options) -> TilePlan:
+    return TilePlan.build(
+        grid.height, grid.width, tile_size=opts.tile_size, overlap=opts.overlap, blend=opts.blend
+    )
+
+
+def _opener(info: RasterInfo, bands: Sequence[int], grid: Grid) -> Callable[[], RasterSource]:
+    return lambda: RasterSource(info, bands, grid)
+
+
+def _grid_sink(
+    stack: contextlib.ExitStack,
+    inner: Sink,
+    info: RasterInfo,
+    bands: Sequence[int],
+    grid: Grid,
+    y0: int,
+    y1: int | None = None,
+) -> Sink:
+    """``inner``, behind a :class:`RemapSink` when the network runs on a resampled grid."""
+    if not grid.resampled:
+        return inner
+    rowmap, colmap = grid.index_maps(info.width, info.height)
+    input_valid = _input_valid(info, bands)
+    if hasattr(input_valid, "close"):
+        stack.callback(input_valid.close)
+    return RemapSink(inner, rowmap, colmap, y0, info.height if y1 is None else y1, input_valid)
+
+
+def classify_rows(
+    model: Any,
+    in_raster: PathLike,
+    row_start: int,
+    row_end: int,
+    *,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    blend: str = "spline",
+    tta: str | None = None,
+    resample: bool = True,
+    allow_no_crs: bool = False,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Classify the rows ``[row_start, row_end)`` of a raster: a plain function for scale-out.
+
+    The tiles are those of the whole-raster grid that touch the band, so the context above
+    and below (the halo) is read from the raster, and mirror-padded at its borders: the
+    result is identical to the same rows of :func:`classify_raster`. A Dask worker can call
+    it for one row band of a huge scene.
+
+    Args:
+        model: Object with ``network``, ``config`` and ``device``.
+        in_raster: Input image.
+        row_start: First row (of the input grid).
+        row_end: One past the last row.
+        tile_size: See :func:`classify_raster`.
+        overlap: See :func:`classify_raster`.
+        batch_size: See :func:`classify_raster`.
+        blend: See :func:`classify_raster`.
+        tta: See :func:`classify_raster`.
+        resample: See :func:`classify_raster`.
+        allow_no_crs: See :func:`classify_raster`.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(classes, probabilities)``: ``uint8 (n, W)`` (255 = nodata) and ``float32 (K, n, W)``.
+    """
+    opts = make_options(tile_size, overlap, batch_size, blend, tta, progress)
+    info, bands, grid = _open_input(model, in_raster, allow_no_crs, resample)
+    if not 0 <= row_start < row_end <= info.height:
+        raise InvalidParameterError(
+            f"rows [{row_start}, {row_end}) are not within the raster's 0..{info.height} rows."
+        )
+    prepare_network(model)
+    out = ArraySink(row_start, row_end, info.width, model.config.n_classes)
+    plan = _plan(grid, opts)
+    a, b = row_start, row_end
+    if grid.resampled:
+        rowmap, _ = grid.index_maps(info.width, info.height)
+        a, b = int(rowmap[row_start]), int(rowmap[row_end - 1]) + 1
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_bounded_gdal_cache())
+        sink = _grid_sink(stack, out, info, bands, grid, row_start, row_end)
+        run_tiles(model, plan, plan.tile_rows_for(a, b), _opener(info, bands, grid), sink, opts)
+        sink.close()
+    return out.classes, out.probs
+
+
+def predict_array(
+    model: Any,
+    array: np.ndarray,
+    *,
+    tile_size: int = 512,
+    overlap: int = 64,
+    blend: str = "spline",
+    tta: str | None = None,
+    valid: np.ndarray | None = None,
+    batch_size: int = 4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Classify an in-memory image with the same tiling, padding and blending.
+
+    Args:
+        model: Object with ``network``, ``config`` and ``device``.
+        array: ``(C, H, W)`` raw values (the model's bands, in the source data type).
+        tile_size: See :func:`classify_raster`.
+        overlap: See :func:`classify_raster`.
+        blend: See :func:`classify_raster`.
+        tta: See :func:`classify_raster`.
+        valid: Optional ``(H, W)`` boolean mask of valid pixels (NaN/inf are invalid anyway).
+        batch_size: Tiles per network call.
+
+    Returns:
+        ``(classes, probabilities)``: ``uint8 (H, W)`` (255 where invalid) and
+        ``float32 (K, H, W)``.
+    """
+    opts = make_options(tile_size, overlap, batch_size, blend, tta, progress=False)
+    if array.ndim != 3:
+        raise InvalidParameterError(f"array must be (bands, height, width), got {array.shape}.")
+    if array.shape[0] != model.config.in_channels:
+        raise BandMismatchError(
+            f"the array has {array.shape[0]} band(s) but the model reads "
+            f"{model.config.in_channels}; give the model's bands in order."
+        )
+    mask = valid_mask(array, None)
+    if valid is not None:
+        mask &= np.asarray(valid, bool)
+    prepare_network(model)
+    _, h, w = array.shape
+    grid = Grid(w, h, Affine.identity())
+    plan = _plan(grid, opts)
+    out = ArraySink(0, h, w, model.config.n_classes)
+    source = ArraySource(array, mask)
+    run_tiles(
+        model, plan, range(len(plan.row_starts)), lambda: contextlib.nullcontext(source), out, opts
+    )
+    return out.classes, out.probs

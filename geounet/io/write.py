@@ -1,0 +1,406 @@
+"""Atomic outputs and the GeoTIFF / COG writer.
+
+Everything geounet writes goes through :func:`atomic_output`: the data is written to a
+temporary name beside the target and renamed at the very end, so an interrupted run never leaves
+a half-written file under the final name, and an existing output is only replaced when asked.
+:class:`RasterWriter` streams windows into a tiled, compressed, georeferenced GeoTIFF (or a
+Cloud-Optimised GeoTIFF with overviews) on top of it. The public names are re-exported by
+:mod:`geounet.io.raster`.
+
+Example:
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> tr = Affine.identity()
+    >>> with RasterWriter("o.tif", 64, 64, 1, "uint8", None, tr) as w:  # doctest: +SKIP
+    ...     w.write(np.zeros((64, 64), np.uint8), row=0, col=0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from geounet.core.errors import InvalidParameterError, OutputExistsError
+from geounet.core.types import PathLike, check_choice
+
+__all__ = ["OUTPUT_FORMATS", "RasterWriter", "atomic_output", "write_raster"]
+
+#: Raster output formats: a tiled GeoTIFF, or a Cloud-Optimised GeoTIFF with overviews.
+OUTPUT_FORMATS: tuple[str, ...] = ("GTiff", "COG")
+#: Uncompressed size (bytes, overviews included) above which a GeoTIFF is written as BigTIFF.
+#: Classic TIFF offsets stop at 4 GiB; deflate never grows data by more than a fraction of a
+#: percent, so below this size a classic TIFF is always safe.
+BIGTIFF_THRESHOLD = 3_500_000_000
+#: Sidecar files GDAL may write beside a raster (persistent metadata, overviews, masks).
+_SIDECARS = (".aux.xml", ".ovr", ".msk", ".aux")
+_BLOCK = 512
+
+
+class _AtomicTarget:
+    """A temporary path beside ``target`` that is renamed onto it by :meth:`commit`."""
+
+    def __init__(self, target: PathLike, overwrite: bool) -> None:
+        self.target, self.overwrite = Path(target), overwrite
+        self._refuse_existing()
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:8]
+        self.tmp = self.target.with_name(f".{self.target.stem}.tmp-{tag}{self.target.suffix}")
+
+    def _refuse_existing(self) -> None:
+        if (self.target.exists() or self.target.is_symlink()) and not self.overwrite:
+            raise OutputExistsError(
+                f"{self.target}: output already exists; pass overwrite=True (--overwrite) to "
+                "replace it or choose another name."
+            )
+
+    def commit(self) -> None:
+        """Move the temporary output (and its GDAL sidecars) onto the target."""
+        if not (self.tmp.exists() or self.tmp.is_symlink()):
+            raise FileNotFoundError(f"{self.target}: nothing was written to {self.tmp.name}.")
+        self._refuse_existing()  # it may have appeared while we were writing
+        if self.target.is_dir() and not self.target.is_symlink():
+            shutil.rmtree(self.target)
+        elif self.tmp.is_dir() and (self.target.exists() or self.target.is_symlink()):
+            self.target.unlink()
+        os.replace(self.tmp, self.target)
+        if self.target.is_dir():
+            return
+        for ext in _SIDECARS:  # sidecars follow the file; stale ones of the old file go
+            side, old = _sidecar(self.tmp, ext), _sidecar(self.target, ext)
+            if side.exists():
+                os.replace(side, old)
+            elif old.exists():
+                old.unlink()
+
+    def discard(self) -> None:
+        """Remove the temporary output and every sidecar GDAL wrote beside it."""
+        _remove_path(self.tmp)
+        prefix = self.tmp.name + "."
+        with contextlib.suppress(OSError):
+            for side in self.tmp.parent.iterdir():  # no glob: names may hold [ or *
+                if side.name.startswith(prefix):
+                    _remove_path(side)
+
+
+def _sidecar(path: Path, ext: str) -> Path:
+    return path.with_name(path.name + ext)
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file, link or folder if it exists (no error when it does not)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
+
+    The temporary name keeps the suffix (drivers pick formats from it) and may be used as a
+    file or a folder. On success GDAL sidecars written beside it (``.aux.xml``, ``.ovr``,
+    ``.msk``) are renamed with it and stale sidecars of a replaced file are removed. On any
+    exception (also ``KeyboardInterrupt``) the temporary file or folder and its sidecars are
+    removed and ``path`` is untouched.
+
+    Args:
+        path: The final output file or folder.
+        overwrite: Replace an existing ``path``.
+
+    Yields:
+        The temporary path to write to.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+
+    Example:
+        >>> with atomic_output("report.json") as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("{}")
+    """
+    out = _AtomicTarget(path, overwrite)
+    try:
+        yield out.tmp
+        out.commit()
+    finally:
+        out.discard()
+
+
+def needs_bigtiff(
+    width: int, height: int, count: int, dtype: str, *, overviews: bool = False
+) -> bool:
+    """Whether a raster must be written as BigTIFF (uncompressed size over the threshold).
+
+    Args:
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: Numpy dtype name.
+        overviews: Count the overviews too (about a third more).
+
+    Returns:
+        True when the uncompressed data (and overviews) exceed :data:`BIGTIFF_THRESHOLD`.
+    """
+    size = width * height * count * np.dtype(dtype).itemsize
+    if overviews:
+        size = size * 4 // 3
+    return size > BIGTIFF_THRESHOLD
+
+
+def _block_size(n: int) -> int:
+    """A TIFF tile side (a multiple of 16) no larger than needed for ``n`` pixels, at most 512."""
+    return min(_BLOCK, max(16, -(-n // 16) * 16))
+
+
+def _profile(
+    width: int,
+    height: int,
+    count: int,
+    dtype: str,
+    crs: CRS | None,
+    transform: Affine,
+    nodata: float | None,
+    *,
+    overviews: bool = False,
+) -> dict[str, Any]:
+    """The GTiff creation profile: tiled, deflate with predictor, BigTIFF when needed.
+
+    Tiles are 512 x 512; a raster smaller than 512 pixels along an axis gets the smallest
+    multiple of 16 that holds it, so small rasters are tiled too without wasted space.
+    """
+    kind = np.dtype(dtype).kind
+    big = needs_bigtiff(width, height, count, dtype, overviews=overviews)
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": _block_size(width),
+        "blockysize": _block_size(height),
+        "compress": "deflate",
+        "predictor": 3 if kind == "f" else 2,
+        "BIGTIFF": "YES" if big else "NO",
+    }
+    if kind not in "uif":
+        profile.pop("predictor")
+    if count > 1:
+        profile["interleave"] = "pixel"
+    return profile
+
+
+class RasterWriter:
+    """Stream windows into a new GeoTIFF (or COG) that appears under its name only when complete.
+
+    Use it as a context manager; an exception inside the block leaves no file under ``path``
+    and no temporary file beside it. With ``output_format="COG"`` the windows go to a staging
+    GeoTIFF that is converted to a Cloud-Optimised GeoTIFF with overviews at the end
+    (overviews use ``MODE`` resampling for class rasters, i.e. with a colour table or a
+    ``CLASSES`` tag, else ``AVERAGE``).
+
+    Example:
+        >>> with RasterWriter("o.tif", 100, 100, 1, "uint8", crs, tr) as w:  # doctest: +SKIP
+        ...     w.write(block, row=0, col=0)
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        width: int,
+        height: int,
+        count: int,
+        dtype: str,
+        crs: CRS | None,
+        transform: Affine,
+        *,
+        nodata: float | None = None,
+        colormap: Mapping[int, Sequence[int]] | None = None,
+        tags: Mapping[str, str] | None = None,
+        descriptions: Sequence[str | None] | None = None,
+        output_format: str = "GTiff",
+        overwrite: bool = False,
+    ) -> None:
+        check_choice("output_format", output_format, OUTPUT_FORMATS)
+        if width < 1 or height < 1 or count < 1:
+            raise InvalidParameterError(
+                f"{path}: a raster needs at least 1 column, row and band, got "
+                f"{width} x {height} x {count}."
+            )
+        self.path = Path(path)
+        cog = output_format == "COG"
+        self.profile = _profile(width, height, count, dtype, crs, transform, nodata, overviews=cog)
+        self.colormap, self.tags, self.descriptions = colormap, dict(tags or {}), descriptions
+        self.output_format, self.overwrite = output_format, overwrite
+        self._out: _AtomicTarget | None = None
+        self._stage: Path | None = None
+        self._dst: Any = None
+
+    def __enter__(self) -> RasterWriter:
+        self._out = _AtomicTarget(self.path, self.overwrite)
+        tmp = self._out.tmp
+        self._stage = tmp.with_name(tmp.stem + ".stage.tif") if self._cog else tmp
+        try:
+            self._dst = rasterio.open(self._stage, "w", **self.profile)
+            if self.colormap:
+                self._dst.write_colormap(1, {int(k): tuple(v) for k, v in self.colormap.items()})
+            if self.tags:
+                self._dst.update_tags(**{str(k): str(v) for k, v in self.tags.items()})
+            for i, d in enumerate(self.descriptions or (), start=1):
+                if d is not None:
+                    self._dst.set_band_description(i, d)
+        except BaseException:
+            self._cleanup(committed=False)
+            raise
+        return self
+
+    @property
+    def _cog(self) -> bool:
+        return self.output_format == "COG"
+
+    def write(self, data: np.ndarray, row: int, col: int) -> None:
+        """Write ``data`` (``(bands, h, w)`` or ``(h, w)``) with its top-left at ``(row, col)``.
+
+        Raises:
+            RuntimeError: When called outside the ``with`` block.
+        """
+        if self._dst is None:
+            raise RuntimeError("RasterWriter.write() was called outside its with-block.")
+        arr = data[None] if data.ndim == 2 else data
+        win = Window(col, row, arr.shape[-1], arr.shape[-2])
+        self._dst.write(arr.astype(self.profile["dtype"], copy=False), window=win)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        committed = False
+        try:
+            dst, self._dst = self._dst, None
+            if dst is not None:
+                dst.close()
+            if exc_type is None and self._out is not None and self._stage is not None:
+                if self._cog:
+                    _to_cog(self._stage, self._out.tmp, self.profile, self._categorical)
+                    _discard_path(self._stage)
+                self._out.commit()
+                committed = True
+        finally:
+            self._cleanup(committed)
+
+    @property
+    def _categorical(self) -> bool:
+        return bool(self.colormap) or "CLASSES" in self.tags
+
+    def _cleanup(self, committed: bool) -> None:
+        if self._dst is not None:
+            with contextlib.suppress(Exception):
+                self._dst.close()
+            self._dst = None
+        if self._stage is not None and self._out is not None and self._stage != self._out.tmp:
+            _discard_path(self._stage)
+        if self._out is not None:
+            self._out.discard()  # after a commit only leftovers (none) are removed
+
+
+def _discard_path(path: Path) -> None:
+    """Remove ``path`` and the GDAL sidecars beside it."""
+    _remove_path(path)
+    for ext in _SIDECARS:
+        _remove_path(_sidecar(path, ext))
+
+
+def _to_cog(src_path: Path, dst_path: Path, profile: Mapping[str, Any], categorical: bool) -> None:
+    """Convert the staging GeoTIFF to a COG (512 blocks, deflate, overviews)."""
+    resampling = "MODE" if categorical else "AVERAGE"
+    kind = np.dtype(profile["dtype"]).kind
+    predictor = "NO" if categorical or kind not in "uif" else "YES"
+    with rasterio.open(src_path) as src:
+        rasterio.shutil.copy(
+            src,
+            dst_path,
+            driver="COG",
+            compress="DEFLATE",
+            predictor=predictor,
+            blocksize=_BLOCK,
+            overview_resampling=resampling,
+            bigtiff=profile["BIGTIFF"],
+        )
+
+
+def write_raster(
+    path: PathLike,
+    array: np.ndarray,
+    crs: CRS | None,
+    transform: Affine,
+    *,
+    nodata: float | None = None,
+    colormap: Mapping[int, Sequence[int]] | None = None,
+    class_names: Mapping[int, str] | None = None,
+    descriptions: Sequence[str | None] | None = None,
+    tags: Mapping[str, str] | None = None,
+    output_format: str = "GTiff",
+    overwrite: bool = False,
+) -> Path:
+    """Write a whole array as a tiled, compressed, georeferenced GeoTIFF (atomically).
+
+    Args:
+        path: Output file.
+        array: ``(bands, h, w)`` or ``(h, w)``.
+        crs: CRS to record.
+        transform: Affine transform to record.
+        nodata: Nodata value.
+        colormap: ``{value: (r, g, b[, a])}`` colour table for single-band uint8 class rasters.
+        class_names: ``{value: name}``, stored as the ``CLASSES`` JSON tag.
+        descriptions: Band descriptions.
+        tags: Extra dataset tags.
+        output_format: ``"GTiff"`` or ``"COG"`` (with overviews).
+        overwrite: Replace an existing file.
+
+    Returns:
+        The written path.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        InvalidParameterError: Bad ``output_format`` or an array that is not 2D or 3D.
+    """
+    if array.ndim not in (2, 3):
+        raise InvalidParameterError(
+            f"{path}: the array must be (bands, rows, cols) or (rows, cols), got shape "
+            f"{array.shape}."
+        )
+    arr = array[None] if array.ndim == 2 else array
+    all_tags = dict(tags or {})
+    if class_names:
+        all_tags["CLASSES"] = json.dumps({str(k): v for k, v in class_names.items()})
+    with RasterWriter(
+        path,
+        arr.shape[2],
+        arr.shape[1],
+        arr.shape[0],
+        str(arr.dtype),
+        crs,
+        transform,
+        nodata=nodata,
+        colormap=colormap,
+        tags=all_tags,
+        descriptions=descriptions,
+        output_format=output_format,
+        overwrite=overwrite,
+    ) as w:
+        w.write(arr, 0, 0)
+    return Path(path)

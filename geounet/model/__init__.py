@@ -1,0 +1,1 @@
+"""Networks, model files, losses and the training loop."""

@@ -1,0 +1,1 @@
+"""From class rasters to GIS vectors: polygons, regularization, road centre lines."""

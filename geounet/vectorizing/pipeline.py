@@ -1,0 +1,494 @@
+"""Class raster -> GIS features: clean polygons per class and connected road centre lines.
+
+:func:`vectorize` streams a class raster (as written by ``classify``, or any label raster
+with ``classes`` given) window by window: every area class becomes polygons
+(:mod:`geounet.vectorizing.polygons`; buildings are regularized,
+:mod:`geounet.vectorizing.regularize`), the road class becomes centre lines
+(:mod:`geounet.vectorizing.skeleton`, :mod:`geounet.vectorizing.centerlines`). All distances
+and areas are in metres, also for rasters in
+EPSG:4326 (measured in the local UTM zone). The layers are written to ``out`` in the format its
+extension names (:mod:`geounet.io.vectors`), each in the raster's CRS.
+
+Example:
+    >>> layers = vectorize("classified.tif", "features.gpkg")      # doctest: +SKIP
+    >>> layers["building"].columns.tolist()                         # doctest: +SKIP
+    ['class', 'area_m2', 'perimeter_m', 'geometry']
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from geounet.core.errors import InvalidParameterError, InvalidRasterError, MissingCRSError
+from geounet.core.types import PathLike
+from geounet.io.geo import MetricFrame
+from geounet.io.raster import RasterInfo, iter_windows, open_raster
+from geounet.io.vectors import check_outputs, layer_paths, write_layers
+from geounet.vectorizing.centerlines import network_lines, road_network
+from geounet.vectorizing.polygons import (
+    PolygonTracer,
+    fill_small_holes,
+    largest_polygon,
+    simplify_polygons,
+)
+from geounet.vectorizing.regularize import regularize_buildings
+from geounet.vectorizing.skeleton import SkeletonCollector
+
+__all__ = ["ROAD_HALO_PX", "ROAD_HOLE_M2", "vectorize"]
+
+#: Halo (pixels) read around each window for road skeletons; the skeleton is the one of a
+#: single pass for roads narrower than about twice this.
+ROAD_HALO_PX = 128
+#: Holes in the road mask smaller than this (m², or ``min_area_m2`` if larger) are filled
+#: before thinning, so that specks inside a road do not become small loops.
+ROAD_HOLE_M2 = 30.0
+_SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")
+
+
+@dataclass
+class _Options:
+    min_area_m2: float
+    simplify_m: float
+    building: int | None  # value regularized as buildings
+    prob_bands: dict[int, int] | None = None  # value -> band of the probability raster
+    geoms: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    traced: list[np.ndarray] = field(default_factory=list)
+
+
+def vectorize(
+    classified: PathLike,
+    out: PathLike | None = None,
+    *,
+    classes: Mapping[int, str] | None = None,
+    building_class: str = "building",
+    road_class: str = "road",
+    min_area_m2: float = 5.0,
+    simplify_m: float = 0.5,
+    regularize: bool = True,
+    road_centerlines: bool = True,
+    spur_length_m: float | None = None,
+    probabilities: PathLike | None = None,
+    overwrite: bool = False,
+    window_size: int = 2048,
+) -> dict[str, gpd.GeoDataFrame]:
+    """Turn a class raster into one vector layer per class.
+
+    Background (index 0 of a geounet class raster, or a class named ``"background"``) and
+    nodata are never vectorized. Every other class becomes polygons with ``class``,
+    ``area_m2`` and ``perimeter_m``; the building class is regularized (right angles,
+    dominant orientation); the road class becomes centre lines with ``length_m`` (or
+    polygons with ``road_centerlines=False``). With a probability raster each feature also
+    gets ``mean_confidence`` (0-1).
+
+    Args:
+        classified: Single-band integer class raster. Class names come from its ``CLASSES``
+            tag (written by ``classify``) unless ``classes`` is given.
+        out: Vector file to write (``.gpkg`` default, ``.geojson``, ``.shp``, ``.fgb``,
+            ``.parquet``); None returns the layers only.
+        classes: ``{raster value: class name}`` for label rasters without geounet metadata.
+        building_class: Name of the class regularized as buildings.
+        road_class: Name of the class turned into centre lines.
+        min_area_m2: Objects smaller than this are dropped; holes smaller are filled.
+        simplify_m: Simplification tolerance in metres (0: exact pixel outlines).
+        regularize: Regularize buildings.
+        road_centerlines: Roads as centre lines (else polygons).
+        spur_length_m: Dead-end branches shorter than this are pruned from the road network
+            (default: twice the typical road width measured on the mask).
+        probabilities: Probability raster written by ``classify`` (uint8 0-255, one band
+            per class, same grid).
+        overwrite: Replace existing outputs.
+        window_size: Block size in pixels streamed at a time; memory follows it, not the
+            raster size.
+
+    Returns:
+        ``{class name: GeoDataFrame}`` in the raster's CRS; when written, each frame's
+        ``attrs["path"]`` names its file.
+
+    Raises:
+        InvalidRasterError: Not a single-band integer raster.
+        MissingCRSError: The raster has no CRS.
+        InputNotFoundError: ``classified`` (or ``probabilities``) does not exist.
+        InvalidParameterError: A bad parameter, a ``building_class`` / ``road_class`` other
+            than the default that names no class, or a probability raster on another grid.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+
+    Example:
+        >>> layers = vectorize("classified.tif", "features.gpkg")      # doctest: +SKIP
+        >>> sorted(layers)                                              # doctest: +SKIP
+        ['building', 'road']
+    """
+    _check_parameters(min_area_m2, simplify_m, spur_length_m, window_size)
+    info = _open_class_raster(classified)
+    _check_class_raster(info)
+    class_map = _class_map(info, classes, window_size)
+    _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
+    if out is not None:
+        check_outputs(out, list(class_map.values()), overwrite=overwrite)
+    by_name = {n: v for v, n in class_map.items()}
+    road = by_name.get(road_class) if road_centerlines else None
+    frame = MetricFrame.from_grid(info.crs, info.transform, info.height, info.width)
+    opts = _Options(min_area_m2, simplify_m, by_name.get(building_class) if regularize else None)
+    with ExitStack() as stack:
+        src = stack.enter_context(rasterio.open(info.path))
+        prob = None
+        if probabilities is not None:
+            prob = stack.enter_context(rasterio.open(_check_prob_grid(probabilities, info)))
+            opts.prob_bands = _prob_bands(prob, class_map)
+        tracer = PolygonTracer([v for v in class_map if v != road], info.height, info.width)
+        skel = _skeleton_collector(road, info, frame, min_area_m2)
+        _stream(src, prob, window_size, tracer, skel, frame, opts)
+        layers = _polygon_layers(class_map, road, frame, opts, prob, window_size)
+        if skel is not None:
+            name = class_map[skel.value]
+            layers[name] = _road_layer(skel, name, frame, opts, prob, spur_length_m)
+    layers = {n: layers[n] for n in class_map.values()}
+    if out is not None:
+        write_layers(layers, out, overwrite=overwrite)
+        for gdf, path in zip(layers.values(), layer_paths(out, list(layers))):
+            gdf.attrs["path"] = str(path)
+    return layers
+
+
+def _check_parameters(
+    min_area_m2: float, simplify_m: float, spur_length_m: float | None, window_size: int
+) -> None:
+    for name, value in (("min_area_m2", min_area_m2), ("simplify_m", simplify_m)):
+        if not value >= 0:
+            raise InvalidParameterError(f"{name}={value} must be >= 0 (metres).")
+    if spur_length_m is not None and not spur_length_m >= 0:
+        raise InvalidParameterError(f"spur_length_m={spur_length_m} must be >= 0 or None.")
+    if int(window_size) != window_size or window_size < 16:
+        raise InvalidParameterError(f"window_size={window_size} must be an integer >= 16.")
+
+
+def _open_class_raster(path: PathLike) -> RasterInfo:
+    """Open the class raster; one without a CRS is refused (features need a map frame)."""
+    try:
+        return open_raster(path)
+    except MissingCRSError:
+        raise MissingCRSError(
+            f"{path}: the class raster has no coordinate reference system, so its features "
+            "could not be placed on a map nor measured in metres. Assign the CRS of the "
+            "image it was classified from (gdal_edit.py -a_srs EPSG:XXXX) and run again."
+        ) from None
+
+
+def _check_class_raster(info: RasterInfo) -> None:
+    if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
+        raise InvalidRasterError(
+            f"{info.path}: vectorize needs a single-band integer class raster (as written by "
+            f"classify); this one has {info.count} band(s) of {info.dtype}. Give the class "
+            "raster, not the image or the probabilities."
+        )
+
+
+def _class_map(info: RasterInfo, classes: Mapping[int, str] | None, window: int) -> dict:
+    """``{raster value: class name}`` of the classes to vectorize (no background, no nodata)."""
+    if classes is not None:
+        if not isinstance(classes, Mapping):
+            raise InvalidParameterError(
+                f"classes={classes!r} must map raster values to names, e.g. {{1: 'building'}}."
+            )
+        mapping = {_class_value(k): str(n) for k, n in classes.items()}
+        if info.nodata is not None and info.nodata in mapping:
+            raise InvalidParameterError(
+                f"classes maps {int(info.nodata)}, the nodata value of {info.path}; nodata "
+                "pixels are never vectorized. Remove it, or unset the raster's nodata."
+            )
+    else:
+        with rasterio.open(info.path) as src:
+            tag = src.tags().get("CLASSES")
+            mapping = _parse_classes_tag(tag, info) if tag else _scan_values(src, info, window)
+        mapping.pop(0, None)
+    mapping = {v: n for v, n in mapping.items() if n != "background" and v != info.nodata}
+    if len(set(mapping.values())) != len(mapping):
+        raise InvalidParameterError(f"class names must be unique, got {list(mapping.values())}.")
+    return mapping
+
+
+def _check_class_names(
+    class_map: dict[int, str], info: RasterInfo, *, building_class: str, road_class: str
+) -> None:
+    """A building or road class named explicitly (not the default) must exist."""
+    names = list(class_map.values())
+    for arg, name, default in (
+        ("building_class", building_class, "building"),
+        ("road_class", road_class, "road"),
+    ):
+        if name != default and name not in names:
+            raise InvalidParameterError(
+                f"{arg}={name!r} is not a class of {info.path}; its classes are {names}. "
+                "Give one of these names, or classes={value: name} for a plain label raster."
+            )
+
+
+def _class_value(key: Any) -> int:
+    try:
+        if isinstance(key, bool) or float(key) != int(key):
+            raise ValueError
+        return int(key)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"classes key {key!r}: give the integer raster value of each class, e.g. "
+            "classes={1: 'building', 2: 'road'}."
+        ) from None
+
+
+def _parse_classes_tag(tag: str, info: RasterInfo) -> dict[int, str]:
+    try:
+        data = json.loads(tag)
+        if isinstance(data, list):  # [{"value", "name"}, ...] in index order
+            return {i: str(d["name"]) for i, d in enumerate(data)}
+        return {int(k): str(n) for k, n in data.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidRasterError(
+            f"{info.path}: the CLASSES tag {tag[:80]!r} is not valid class metadata ({exc}); "
+            "pass classes={value: name} explicitly."
+        ) from exc
+
+
+def _scan_values(src: rasterio.io.DatasetReader, info: RasterInfo, window: int) -> dict:
+    found: set[int] = set()
+    for win in iter_windows(info.height, info.width, window):
+        found.update(np.unique(src.read(1, window=win)).tolist())
+    found.discard(0)
+    mapping = {v: f"class_{v}" for v in sorted(found) if v != info.nodata}
+    warnings.warn(
+        f"{info.path} has no CLASSES tag and no classes= was given: vectorizing every value "
+        f"but 0 and nodata as {list(mapping.values())}. Pass classes={{value: name}} to name "
+        "them.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return mapping
+
+
+def _check_prob_grid(path: PathLike, info: RasterInfo) -> PathLike:
+    p = open_raster(path)
+    same = (p.width, p.height) == (info.width, info.height) and p.crs == info.crs
+    if not same or not p.transform.almost_equals(info.transform):
+        raise InvalidParameterError(
+            f"{path}: the probability raster is not on the grid of {info.path} "
+            f"({p.width}x{p.height} {p.crs} vs {info.width}x{info.height} {info.crs}); give "
+            "the probabilities written by the same classify run."
+        )
+    return p.path
+
+
+def _prob_bands(prob: rasterio.io.DatasetReader, class_map: dict[int, str]) -> dict[int, int]:
+    """Probability band of each class: by band description (class name), else value + 1."""
+    names = list(prob.descriptions)
+    if all(n in names for n in class_map.values()):
+        return {v: names.index(n) + 1 for v, n in class_map.items()}
+    if all(0 <= v < prob.count for v in class_map):
+        return {v: v + 1 for v in class_map}
+    raise InvalidParameterError(
+        f"{prob.name}: cannot tell which of its {prob.count} bands holds each class "
+        f"{class_map}; give the probability raster written by classify with this class raster."
+    )
+
+
+def _skeleton_collector(
+    road: int | None, info: RasterInfo, frame: MetricFrame, min_area_m2: float
+) -> SkeletonCollector | None:
+    if road is None:
+        return None
+    px_area = frame.pixel_m[0] * frame.pixel_m[1]
+    return SkeletonCollector(
+        road,
+        info.height,
+        info.width,
+        frame.pixel_m,
+        min_object_px=int(np.ceil(min_area_m2 / px_area)),
+        max_hole_px=int(np.ceil(max(min_area_m2, ROAD_HOLE_M2) / px_area)),
+    )
+
+
+def _shapes_input(data: np.ndarray) -> np.ndarray:
+    """Data in a type ``rasterio.features.shapes`` accepts."""
+    if data.dtype.name in _SHAPES_DTYPES:
+        return data
+    return data.astype(np.int16 if data.dtype == np.int8 else np.int32)
+
+
+def _stream(
+    src: rasterio.io.DatasetReader,
+    prob: rasterio.io.DatasetReader | None,
+    window: int,
+    tracer: PolygonTracer,
+    skel: SkeletonCollector | None,
+    frame: MetricFrame,
+    opts: _Options,
+) -> None:
+    """One pass over the raster: polygons traced per window, road skeleton with a halo."""
+    h, w = src.height, src.width
+    halo = ROAD_HALO_PX if skel is not None and max(h, w) > window else 0
+    for win in iter_windows(h, w, window):
+        r0, c0, r1, c1 = win.row_off, win.col_off, win.row_off + win.height, win.col_off + win.width
+        e0, f0 = max(r0 - halo, 0), max(c0 - halo, 0)
+        ext = src.read(1, window=Window(f0, e0, min(c1 + halo, w) - f0, min(r1 + halo, h) - e0))
+        core = _shapes_input(ext[r0 - e0 : r1 - e0, c0 - f0 : c1 - f0])
+        _finish(*tracer.trace(core, r0, c0), frame, opts)
+        if skel is not None:
+            conf = None
+            if prob is not None and opts.prob_bands:
+                conf = prob.read(opts.prob_bands[skel.value], window=win) / 255.0
+            skel.add(ext, e0, f0, (r0, c0, r1, c1), conf)
+    _finish(*tracer.merged(), frame, opts)
+
+
+def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options) -> None:
+    """Clean traced polygons (pixel coordinates) and keep them, in metres."""
+    if len(geoms) == 0:
+        return
+    regularize = values == opts.building if opts.building is not None else False
+    cleaned, keep = clean_polygons(geoms, frame, opts.min_area_m2, opts.simplify_m, regularize)
+    opts.geoms.append(cleaned)
+    opts.values.append(values[keep])
+    if opts.prob_bands is not None:
+        opts.traced.append(geoms[keep])
+
+
+def clean_polygons(
+    geoms_px: np.ndarray,
+    frame: MetricFrame,
+    min_area_m2: float,
+    simplify_m: float,
+    regularize: np.ndarray | bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill small holes, drop small objects, simplify or regularize, in metres.
+
+    Args:
+        geoms_px: Traced polygons in pixel coordinates, as :class:`PolygonTracer` gives them
+            (without collinear vertices).
+        frame: The raster's metric frame.
+        min_area_m2: Objects smaller than this are dropped; holes smaller than this filled.
+        simplify_m: Douglas-Peucker tolerance; 0 keeps the pixel outline.
+        regularize: Per polygon (or for all): regularize it as a building.
+
+    Returns:
+        ``(polygons in the metric frame, indices of the kept inputs)``.
+    """
+    # canonical rings (fixed start; traced and seam-merged outlines have no collinear
+    # points): an object gives the same result whether or not window seams cut it
+    canon = shapely.normalize(geoms_px)
+    odd = (shapely.get_type_id(canon) != 3) | shapely.is_empty(canon)
+    canon[odd] = largest_polygon(shapely.make_valid(shapely.normalize(geoms_px[odd])))
+    metric = fill_small_holes(frame.geoms_to_metric(canon), min_area_m2)
+    keep = np.flatnonzero(shapely.area(metric) >= min_area_m2)  # None (no polygon): NaN
+    metric = metric[keep]
+    reg = np.broadcast_to(np.asarray(regularize, dtype=bool), geoms_px.shape)[keep]
+    out = np.empty(len(metric), dtype=object)
+    out[~reg] = simplify_polygons(metric[~reg], simplify_m)
+    if reg.any():
+        out[reg] = regularize_buildings(
+            metric[reg], pixel_m=frame.pixel_size, simplify_m=simplify_m
+        )
+    return out, keep
+
+
+def _polygon_layers(
+    class_map: dict[int, str],
+    road: int | None,
+    frame: MetricFrame,
+    opts: _Options,
+    prob: rasterio.io.DatasetReader | None,
+    window: int,
+) -> dict[str, gpd.GeoDataFrame]:
+    empty = np.empty(0, dtype=object)
+    geoms = np.concatenate(opts.geoms) if opts.geoms else empty
+    values = np.concatenate(opts.values) if opts.values else np.empty(0, np.int64)
+    conf = None
+    if prob is not None and opts.prob_bands is not None:
+        traced = np.concatenate(opts.traced) if opts.traced else empty
+        conf = _zonal_confidence(prob, opts.prob_bands, traced, values, window)
+    layers = {}
+    for value, name in class_map.items():
+        if value == road:
+            continue
+        sel = values == value
+        g = geoms[sel]
+        data = {"class": [name] * len(g), "area_m2": shapely.area(g)}
+        data["perimeter_m"] = shapely.length(g)
+        if conf is not None:
+            data["mean_confidence"] = conf[sel]
+        layers[name] = _frame(data, frame.geoms_to_map(g), frame, "Polygon")
+    return layers
+
+
+def _frame(data: dict, geoms: np.ndarray, frame: MetricFrame, kind: str) -> gpd.GeoDataFrame:
+    gdf = gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=frame.crs), crs=frame.crs)
+    gdf.attrs["geometry_type"] = kind
+    return gdf
+
+
+def _zonal_confidence(
+    prob: rasterio.io.DatasetReader,
+    bands: dict[int, int],
+    traced: np.ndarray,
+    values: np.ndarray,
+    window: int,
+) -> np.ndarray:
+    """Mean probability (0-1) of each traced polygon's class over its pixels, streamed."""
+    n = len(traced)
+    sums, counts = np.zeros(n), np.zeros(n)
+    if n == 0:
+        return sums
+    tree = shapely.STRtree(traced)
+    for win in iter_windows(prob.height, prob.width, window):
+        r0, c0 = win.row_off, win.col_off
+        ids = tree.query(shapely.box(c0, r0, c0 + win.width, r0 + win.height), "intersects")
+        if ids.size == 0:
+            continue
+        labels = rasterio.features.rasterize(
+            zip(traced[ids], (ids + 1).tolist()),
+            out_shape=(win.height, win.width),
+            transform=Affine.translation(c0, r0),
+            fill=0,
+            dtype="int32",
+        )
+        hit = labels > 0
+        lab = labels[hit] - 1
+        p = np.zeros(lab.size)
+        for value in np.unique(values[ids]).tolist():
+            sel = values[lab] == value
+            p[sel] = prob.read(bands[value], window=win)[hit][sel]
+        sums += np.bincount(lab, weights=p, minlength=n)
+        counts += np.bincount(lab, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts / 255.0
+
+
+def _road_layer(
+    skel: SkeletonCollector,
+    name: str,
+    frame: MetricFrame,
+    opts: _Options,
+    prob: rasterio.io.DatasetReader | None,
+    spur_length_m: float | None,
+) -> gpd.GeoDataFrame:
+    idx, half, conf = skel.result()
+    g = road_network(
+        idx, half, frame, width=skel.width, spur_length_m=spur_length_m, confidence=conf
+    )
+    lines, mean_conf = network_lines(g, opts.simplify_m)
+    data: dict[str, Any] = {"class": [name] * len(lines), "length_m": shapely.length(lines)}
+    if prob is not None:
+        data["mean_confidence"] = mean_conf
+    gdf = _frame(data, frame.geoms_to_map(lines), frame, "LineString")
+    gdf.attrs.update(spur_length_m=g.graph["spur_length_m"], road_width_m=g.graph["road_width_m"])
+    return gdf

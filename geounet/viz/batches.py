@@ -1,0 +1,110 @@
+"""The human views of chipped data: the summary table and ``show_batch``.
+
+Example:
+    >>> fig = data.show_batch(rows=2)      # doctest: +SKIP
+    >>> fig.savefig("batch.png")           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geounet.core.classes import hex_to_rgb
+from geounet.core.types import IGNORE_INDEX, check_choice
+
+if TYPE_CHECKING:
+    from geounet.data.prepare import GeoData
+
+__all__ = ["mask_overlay", "rgb_bands", "show_batch", "stretch", "summary_frame"]
+
+
+def summary_frame(data: GeoData) -> Any:
+    """The table of :meth:`GeoData.summary` (a pandas DataFrame)."""
+    import pandas as pd
+
+    m = data.manifest
+    n_train, n_valid = len(data.train_ds), len(data.valid_ds)
+    dropped = m.get("dropped_chips", {})
+    rows: dict[str, list[Any]] = {
+        "chips": [n_train, n_valid, n_train + n_valid, ""],
+        "dropped: low valid fraction": ["", "", dropped.get("low_valid_fraction", 0), ""],
+        "dropped: split gap": [dropped.get("split_gap", 0), "", dropped.get("split_gap", 0), ""],
+    }
+    by_split = m.get("class_pixel_counts_by_split") or {}
+    cols = [
+        np.asarray(by_split.get("train") or [0] * data.n_classes, np.float64),
+        np.asarray(by_split.get("valid") or [0] * data.n_classes, np.float64),
+        np.asarray(data.class_pixel_counts, np.float64),
+    ]
+    shares = [100 * c / c.sum() if c.sum() else np.zeros_like(c) for c in cols]
+    for i, name in enumerate(data.classes):
+        weight = round(float(data.class_weights[i]), 3)
+        rows[f"% {name}"] = [round(float(s[i]), 2) for s in shares] + [weight]
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=["train", "valid", "total", "class_weight"], dtype=object
+    )
+
+
+def rgb_bands(band_names: Sequence[str]) -> list[int]:
+    """0-based bands to draw: red/green/blue by name, else the first three, else one (grey)."""
+    names = [n.lower() for n in band_names]
+    if all(c in names for c in ("red", "green", "blue")):
+        return [names.index(c) for c in ("red", "green", "blue")]
+    return [0, 1, 2] if len(names) >= 3 else [0]
+
+
+def stretch(
+    image: np.ndarray, bands: Sequence[int], stats: dict[str, Sequence[float]]
+) -> np.ndarray:
+    """``(H, W, 3)`` float image in [0, 1]: each band stretched between its p2 and p98."""
+    lo = np.asarray(stats.get("p2") or stats["mean"], np.float64)
+    hi = np.asarray(stats.get("p98") or stats["mean"], np.float64)
+    chans = []
+    for b in bands:
+        span = hi[b] - lo[b] if hi[b] > lo[b] else 1.0
+        chans.append(np.clip((image[b].astype(np.float64) - lo[b]) / span, 0, 1))
+    out = np.stack(chans, axis=-1)
+    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
+
+
+def mask_overlay(mask: np.ndarray, colors: Sequence[str], alpha: float = 0.45) -> np.ndarray:
+    """``(H, W, 4)`` RGBA overlay: class colours, background and no-label transparent."""
+    lut = np.zeros((256, 4), np.float64)
+    for i, c in enumerate(colors[:255]):
+        if i > 0:
+            lut[i, :3] = np.asarray(hex_to_rgb(c)) / 255.0
+            lut[i, 3] = alpha
+    lut[IGNORE_INDEX] = 0.0
+    return lut[mask.astype(np.intp)]
+
+
+def show_batch(
+    data: GeoData, rows: int = 3, *, cols: int = 3, split: str = "train", alpha: float = 0.45
+) -> Any:
+    """Draw chips with their masks overlaid (see :meth:`GeoData.show_batch`)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    check_choice("split", split, ("train", "valid"))
+    ds = data.train_ds if split == "train" else data.valid_ds
+    if len(ds) == 0:
+        ds = data.valid_ds if split == "train" else data.train_ds
+    n = min(rows * cols, len(ds))
+    rng = np.random.default_rng(data.seed)
+    picks = sorted(rng.choice(len(ds), size=n, replace=False).tolist()) if n else []
+    fig = Figure(figsize=(3.2 * cols, 3.2 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    bands = rgb_bands(data.band_names)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, picks):
+        image, mask = ds.read(i)
+        ax.imshow(stretch(image, bands, data.stats), interpolation="nearest")
+        ax.imshow(mask_overlay(mask, data.colors, alpha), interpolation="nearest")
+        ax.set_title(ds.chips[i]["image"].split("/")[-1], fontsize=8)
+    handles = [Patch(color=c, label=name) for name, c in zip(data.classes, data.colors)]
+    fig.legend(handles=handles[1:], loc="outside lower center", ncols=min(6, len(handles)))
+    return fig
