@@ -275,6 +275,48 @@ def test_folder_of_pickles_and_disguised_weights_are_refused(tmp_path):
     assert not marker.exists()
 
 
+def _header_length(blob: bytes) -> int:
+    return int.from_bytes(blob[:8], "little")
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
+    """The 8-byte little-endian header length of a safetensors file can begin 0x80, 0x00..0x05
+    (the bytes of a pickle's PROTO opcode); such a file is valid and must load."""
+    from safetensors.torch import save as st_save
+
+    cfg = tiny_config()
+    net = build_network(cfg).eval()
+    folder = save_model(tmp_path / "m", net, cfg)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    target = 0x10080  # bytes 0x80 0x00 0x01: a pickle PROTO opcode to a two-byte check
+    pad = ""
+    for _ in range(20):  # the header is padded to 8 bytes: step the metadata until it fits
+        blob = st_save(state, metadata={"format": "pt", "pad": pad})
+        n = _header_length(blob)
+        if n == target:
+            break
+        pad = "x" * max(len(pad) + target - n, 0)
+    assert blob[0] == 0x80 and blob[1] <= 5 and _header_length(blob) == target
+    (folder / WEIGHTS_FILE).write_bytes(blob)
+    net2, _ = load_model(folder)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, net2.state_dict()[k])
+
+
+@pytest.mark.parametrize("torch_format", [False, True])
+def test_pickle_named_like_safetensors_is_refused_unread(tmp_path, torch_format):
+    marker = tmp_path / "pwned"
+    path = write_crafted_pickle(tmp_path / "weights.safetensors", marker, torch_format=torch_format)
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model(path)
+    cfg = tiny_config()
+    folder = save_model(tmp_path / "m", build_network(cfg), cfg)
+    (folder / WEIGHTS_FILE).write_bytes(path.read_bytes())
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model(folder)
+    assert not marker.exists()
+
+
 def test_reset_head_changes_class_count():
     for cfg in (tiny_config(), tiny_config(arch="unet", backbone="resnet18", unet_kwargs=TINY_SMP)):
         net = build_network(cfg).eval()

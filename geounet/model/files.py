@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from geounet.core.classes import ClassSpec, classes_from_json, classes_to_json
 from geounet.core.errors import ModelFileError
@@ -56,6 +56,8 @@ REQUIRED_KEYS = (
     "chip_size",
 )
 PICKLE_SUFFIXES = (".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin")
+#: Largest safetensors header accepted (the limit the safetensors library enforces).
+MAX_HEADER_BYTES = 100_000_000
 _CONVERT = (
     "Convert it once, in a session where you trust the file: "
     "net.load_state_dict(torch.load(path, weights_only=True)), then "
@@ -229,12 +231,40 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def _has_safetensors_header(f: BinaryIO, size: int) -> bool:
+    """True if ``f`` starts with a safetensors header.
+
+    That is an 8-byte little-endian length ``n`` (at most the rest of the file and
+    :data:`MAX_HEADER_BYTES`), then ``n`` bytes of a JSON object. Reads at most ``8 + n`` bytes
+    from the start of ``f``, and only 9 unless the ninth is ``{``; nothing is unpickled.
+    """
+    f.seek(0)
+    head = f.read(9)
+    if len(head) < 9 or head[8:] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    if not 2 <= n <= min(size - 8, MAX_HEADER_BYTES):
+        return False
+    try:
+        header = json.loads((b"{" + f.read(n - 1)).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(header, dict)
+
+
 def _is_pickle(path: Path) -> bool:
-    """True for pickle-like files: known suffixes, pickle magic or a torch zip archive."""
+    """True for pickle-like files: known suffixes, pickle magic or a torch zip archive.
+
+    A file with a valid safetensors header is never taken for a pickle: the first bytes of its
+    header length may be ``0x80, 0x00..0x05``, which is also how a pickle starts.
+    """
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return True
     try:
         with path.open("rb") as f:
+            if _has_safetensors_header(f, path.stat().st_size):
+                return False
+            f.seek(0)
             head = f.read(4)
     except OSError:
         return False
