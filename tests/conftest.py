@@ -20,8 +20,37 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 UTM = CRS.from_epsg(32616)
 
 
+#: The test being set up or run (set by ``pytest_runtest_setup``), so that :func:`shared_data`
+#: can check its markers, also when a module-scoped fixture calls it.
+_CURRENT: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Remember the test item before its fixtures are set up."""
+    _CURRENT[:] = [item]
+
+
 def shared_data(sub: str) -> Path:
-    """Path to a folder of ../shared/data, or skip the test with the reason."""
+    """Path to a folder of ../shared/data, or skip the test with the reason.
+
+    A test that reads the real data must carry ``@pytest.mark.realdata`` (so that
+    ``-m "not realdata"`` deselects it); one without the marker fails here, on every machine,
+    whether or not the data is present.
+    """
+    if not _CURRENT:
+        pytest.fail(
+            "shared_data() runs outside a test, or from a second copy of conftest: import it "
+            "with `from conftest import shared_data` (not `tests.conftest`).",
+            pytrace=False,
+        )
+    item = _CURRENT[0]
+    if item.get_closest_marker("realdata") is None:
+        pytest.fail(
+            f"{item.nodeid} reads ../shared/data/{sub} but has no @pytest.mark.realdata marker; "
+            "add the marker to the test (or to the module's pytestmark).",
+            pytrace=False,
+        )
     p = SHARED_DATA / sub
     if not p.exists():
         pytest.skip(f"real data {p} is absent (it lies beside the project only on CI/dev machines)")
