@@ -32,7 +32,7 @@ from geounet.core.errors import (
 )
 from geounet.io.raster import write_raster
 from geounet.vectorizing.pipeline import vectorize
-from geounet.vectorizing.polygons import largest_polygon, simplify_polygons
+from geounet.vectorizing.polygons import PolygonTracer, largest_polygon, simplify_polygons
 from geounet.vectorizing.regularize import regularize_buildings
 
 UTM = CRS.from_epsg(32616)
@@ -273,6 +273,25 @@ def test_classes_argument_names_a_plain_label_raster(tmp_path, make_raster):
     with pytest.warns(UserWarning, match="no CLASSES tag"):
         unnamed = vectorize(path)
     assert list(unnamed) == ["class_1", "class_3", "class_7"]
+
+
+def test_class_values_outside_0_to_254_are_refused(tmp_path, make_raster):
+    """A negative value used to index the tracer's lookup table from the end: -1 traced the
+    nodata pixels (255). Values 255 (nodata) and above are no classes either."""
+    for bad in ([-1], [1, -1], [255], [1, 300]):
+        with pytest.raises(InvalidParameterError, match=r"0\.\.254") as err:
+            PolygonTracer(bad, height=4, width=4)
+        assert str(max(bad) if max(bad) > 254 else min(bad)) in str(err.value)
+    a = np.full((10, 10), 255, np.uint8)
+    a[2:6, 2:6] = 254
+    tracer = PolygonTracer([254], height=10, width=10)
+    geoms, values = tracer.trace(a, row=0, col=0)
+    assert values.tolist() == [254] and geoms[0].area == 16.0
+    b = np.full((12, 12), 255, np.int16)  # nodata fill with one block of class 1
+    b[2:6, 2:6] = 1
+    path = make_raster(b, name="labels.tif", nodata=255)
+    with pytest.raises(InvalidParameterError, match=r"-1"):
+        vectorize(path, classes={-1: "minus one", 1: "building"})
 
 
 # --- output --------------------------------------------------------------------------

@@ -30,6 +30,9 @@ import numpy as np
 import rasterio.features
 import shapely
 
+from geounet.core.errors import InvalidParameterError
+from geounet.core.types import IGNORE_INDEX
+
 __all__ = [
     "PolygonTracer",
     "fill_small_holes",
@@ -71,14 +74,26 @@ class PolygonTracer:
     """Trace polygons of some class values window by window and merge them across seams.
 
     Args:
-        values: Raster values to trace (one polygon layer each); others are ignored.
+        values: Raster values to trace (one polygon layer each), each in ``0..254``; others
+            are ignored.
         height: Raster height.
         width: Raster width.
+
+    Raises:
+        InvalidParameterError: A value is outside ``0..254`` (255 is nodata; a negative value
+            would index the lookup table from its end).
     """
 
     def __init__(self, values: Sequence[int], height: int, width: int) -> None:
         self.height, self.width = height, width
-        self.lut = np.zeros(256 if not values else max(256, max(values) + 1), dtype=bool)
+        bad = sorted({int(v) for v in values if not 0 <= v < IGNORE_INDEX})
+        if bad:
+            raise InvalidParameterError(
+                f"class values {bad} cannot be traced: class values are 0..254 (255 is nodata, "
+                "negative values are no classes). Give classes={value: name} with values in "
+                "0..254, or recode the class raster to 0..254 with 255 as nodata."
+            )
+        self.lut = np.zeros(IGNORE_INDEX + 1, dtype=bool)
         self.lut[list(values)] = True
         self._seam: list[tuple[np.ndarray, np.ndarray]] = []
 
