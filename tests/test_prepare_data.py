@@ -13,6 +13,7 @@ import pytest
 import rasterio
 import shapely
 import torch
+from conftest import UTM, shared_data
 from rasterio import features
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
@@ -36,7 +37,6 @@ from geounet.data.chipping import (
     median_frequency_weights,
 )
 from geounet.data.prepare import GeoData, prepare_data
-from tests.conftest import UTM, shared_data
 
 DUBAI_CLASSES = {
     "#3C1098": "Building",
@@ -106,6 +106,7 @@ def inria() -> GeoData:
     )
 
 
+@pytest.mark.realdata
 def test_inria_rgb_uint8(inria: GeoData) -> None:
     data = inria
     assert data.classes == ["background", "building"]
@@ -122,7 +123,16 @@ def test_inria_rgb_uint8(inria: GeoData) -> None:
     x, y = next(iter(data.train_dl))
     assert x.dtype == torch.float32 and x.shape == (8, 3, 128, 128)
     assert y.dtype == torch.int64 and y.shape == (8, 128, 128)
-    assert set(torch.unique(y).tolist()) <= {0, 1}
+    values: set[int] = set()
+    for _, yv in data.valid_dl:
+        values |= set(torch.unique(yv).tolist())
+    assert values == {0, 1}  # both classes, and no "no label" in a fully labelled scene
+    with rasterio.open(shared_data("inria_austin") / "buildings_mask.tif") as src:
+        truth = src.read(1) == 255
+    got = stitch(data, truth.shape)
+    covered = got != 255
+    assert covered.mean() > 0.9
+    assert np.array_equal(got[covered] == 1, truth[covered])  # the mask, chip by chip
     assert abs(float(x.mean())) < 0.5  # normalised with the scene statistics
     # chips are georeferenced GeoTIFFs at the place the manifest says
     rec = data.manifest["chips"][5]
@@ -133,6 +143,7 @@ def test_inria_rgb_uint8(inria: GeoData) -> None:
         assert src.nodata == 255 and src.colormap(1)[1][:3] == (0xE6, 0x19, 0x4B)
 
 
+@pytest.mark.realdata
 def test_show_batch_returns_figure(inria: GeoData) -> None:
     from matplotlib.figure import Figure
 
@@ -141,6 +152,7 @@ def test_show_batch_returns_figure(inria: GeoData) -> None:
     assert len([a for a in fig.axes if a.images]) == 6
 
 
+@pytest.mark.realdata
 def test_summary_table(inria: GeoData) -> None:
     df = inria.summary()
     assert df.loc["chips", "total"] == 64
@@ -156,6 +168,7 @@ def atlanta() -> GeoData:
     )
 
 
+@pytest.mark.realdata
 def test_atlanta_uint16_vector_footprints(atlanta: GeoData) -> None:
     d = shared_data("spacenet_atlanta_pan")
     assert atlanta.source_dtype == "uint16" and atlanta.n_bands == 1
@@ -167,16 +180,17 @@ def test_atlanta_uint16_vector_footprints(atlanta: GeoData) -> None:
     got = stitch(atlanta, shape)
     covered = got != 255
     score = iou(got[covered] == 1, truth[covered])
-    print(f"atlanta stitched footprints IoU = {score:.4f}")
-    assert score >= 0.95
+    assert score >= 0.95, f"atlanta stitched footprints IoU = {score:.4f}"
 
 
+@pytest.mark.realdata
 def test_atlanta_leakage_with_overlapping_chips(atlanta: GeoData) -> None:
     assert atlanta.manifest["stride"] == 96
     assert_no_leak(atlanta)
     assert atlanta.manifest["dropped_chips"]["split_gap"] > 0  # the gap between the sets
 
 
+@pytest.mark.realdata
 def test_vegas_roads_geographic_crs_metre_buffer() -> None:
     d = shared_data("spacenet_vegas_roads_pan")
     data = prepare_data(
@@ -189,8 +203,7 @@ def test_vegas_roads_geographic_crs_metre_buffer() -> None:
     got = stitch(data, truth.shape)
     covered = got != 255
     score = iou(got[covered] == 1, truth[covered])
-    print(f"vegas stitched road mask IoU = {score:.4f}")
-    assert score >= 0.90
+    assert score >= 0.90, f"vegas stitched road mask IoU = {score:.4f}"
 
 
 def dubai_pairs(n_rgb: int = 2, n_palette: int = 1) -> tuple[list[str], list[str]]:
@@ -200,6 +213,7 @@ def dubai_pairs(n_rgb: int = 2, n_palette: int = 1) -> tuple[list[str], list[str
     return ims, [p.replace("images", "masks").replace(".jpg", ".png") for p in ims]
 
 
+@pytest.mark.realdata
 def test_dubai_without_crs_refused_then_accepted() -> None:
     ims, masks = dubai_pairs()
     with pytest.raises(MissingCRSError, match="allow_no_crs=True"):
@@ -214,12 +228,14 @@ def test_dubai_without_crs_refused_then_accepted() -> None:
     assert x.shape == (3, 128, 128) and int(y.max()) <= 6
 
 
+@pytest.mark.realdata
 def test_dubai_classes_inferred_from_colours() -> None:
     ims, masks = dubai_pairs(n_rgb=1, n_palette=0)
     data = prepare_data(ims, masks, chip_size=128, allow_no_crs=True)
     assert sorted(data.classes[1:]) == sorted(DUBAI_CLASSES)  # named by their colour
 
 
+@pytest.mark.realdata
 def test_missing_label_field_lists_fields() -> None:
     d = shared_data("spacenet_atlanta_pan")
     with pytest.raises(LabelError, match="building") as err:
@@ -227,6 +243,7 @@ def test_missing_label_field_lists_fields() -> None:
     assert "label_field='kind'" in str(err.value)
 
 
+@pytest.mark.realdata
 def test_label_values_outside_classes_are_listed() -> None:
     d = shared_data("inria_austin")
     with pytest.raises(LabelError, match=r"255") as err:
