@@ -2,7 +2,7 @@
 
 A label raster on the image's grid (same CRS, size and transform to 1/100 pixel) is read
 directly; any other is resampled (nearest) onto the image grid through a ``WarpedVRT``, one
-window at a time. Pixels outside the label raster and label ``nodata`` become 255 (no label);
+window at a time. Pixels outside the label raster, label ``nodata`` and NaN become 255 (no label);
 so does black ``#000000`` in colour masks unless it is declared as a class.
 
 Example:
@@ -68,6 +68,16 @@ class RasterLabels(LabelSource):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._src = rasterio.open(self.path)
+        try:
+            self._setup(colors)
+        except BaseException:
+            self._src.close()  # a refused label file is not left open
+            raise
+        self._found: list[Any] | None = None
+        self._lut: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _setup(self, colors: bool | None) -> None:
+        """Check the file can be used as labels and open it on the image grid."""
         self._palette = self._read_palette()
         bands = self.info.data_bands
         self.colors = len(bands) >= 3 if colors is None else colors
@@ -84,8 +94,6 @@ class RasterLabels(LabelSource):
             )
         self._bands = bands[:3] if self.colors and len(bands) >= 3 else bands[:1]
         self._reader = self._open_on_grid()
-        self._found: list[Any] | None = None
-        self._lut: tuple[np.ndarray, np.ndarray] | None = None
 
     def _read_palette(self) -> np.ndarray | None:
         if self._src.count != 1 or self._src.colorinterp[0] != ColorInterp.palette:
@@ -155,8 +163,11 @@ class RasterLabels(LabelSource):
         if self.info.alpha_band and src is self._src:
             ok &= src.read(self.info.alpha_band, window=win) > 0
         keys = self._encode(data)
-        if self.info.nodata is not None and not self.colors:
-            ok &= data[0] != self.info.nodata
+        if not self.colors:
+            if self.info.nodata is not None:
+                ok &= data[0] != self.info.nodata
+            if np.issubdtype(data.dtype, np.floating):
+                ok &= np.isfinite(data[0])  # NaN is "no label", declared as nodata or not
         out = np.zeros((height, width), np.int64)
         valid = np.zeros((height, width), bool)
         out[top : top + keys.shape[0], left : left + keys.shape[1]] = keys
