@@ -161,12 +161,17 @@ class VectorLabels(LabelSource):
         self._gdf = None  # the prepared geometries are all that is needed from now on
 
     def _prepare(self, geoms: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Repair, explode, and turn lines and points into polygons of the line width."""
+        """Repair, explode, and turn lines and points into polygons of the line width.
+
+        Whether a feature is polygonal is decided before the repair: ``make_valid`` can turn
+        a self-intersecting polygon into a collection with line slivers, which are dropped
+        rather than buffered to the line width.
+        """
+        polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))
         bad = ~shapely.is_valid(geoms)
         if bad.any():
             geoms = geoms.copy()
             geoms[bad] = shapely.make_valid(geoms[bad])
-        polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))
         feat = np.arange(len(geoms))
         while len(geoms) and np.isin(shapely.get_type_id(geoms), (4, 5, 6, 7)).any():
             geoms, j = shapely.get_parts(geoms, return_index=True)
