@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geounet.core.errors import InvalidParameterError
-from geounet.inference.blending import blend_weights
+from geounet.inference.blending import RowAccumulator, TileRegion, blend_weights
 from geounet.io.windows import (
     Tile,
     core_ranges,
@@ -196,3 +196,39 @@ def test_core_ranges_examples():
     ]
     with pytest.raises(InvalidParameterError):
         core_ranges([], 64, 40)
+
+
+def _tile(row: int, rows: int, width: int = 8) -> tuple[TileRegion, np.ndarray, np.ndarray]:
+    """A tile of ``rows`` x ``width`` at raster row ``row``: region, probabilities, weights."""
+    probs = np.zeros((2, rows, width), np.float32)
+    probs[1] = 1.0
+    return TileRegion(row, 0, 0, rows, 0, width), probs, np.ones((rows, width), np.float32)
+
+
+def test_accumulator_refuses_rows_outside_its_band():
+    """Rows beyond the band's capacity (or above its first row) used to vanish silently."""
+    acc = RowAccumulator(2, width=8, capacity=4, row0=2)
+    region, probs, w = _tile(2, 6)  # raster rows 2..8 into a band of rows 2..6
+    with pytest.raises(InvalidParameterError, match=r"rows 2\.\.8.*capacity 4.*rows 2\.\.6"):
+        acc.add(region, probs, np.ones((6, 8), bool), w, height=20)
+    region, probs, w = _tile(0, 4)  # raster rows 0..4: rows 0 and 1 were already popped
+    with pytest.raises(InvalidParameterError, match=r"rows 0\.\.4"):
+        acc.add(region, probs, np.ones((4, 8), bool), w, height=20)
+    with pytest.raises(InvalidParameterError, match=r"rows 2\.\.7.*capacity 4"):
+        acc.pop(7)
+    assert not acc.valid.any() and not acc.wsum.any()  # nothing half-added
+
+
+def test_accumulator_takes_tiles_inside_its_band_and_clips_the_raster_edges():
+    acc = RowAccumulator(2, width=8, capacity=4, row0=6)
+    region, probs, w = _tile(6, 4)
+    acc.add(region, probs, np.ones((4, 8), bool), w, height=20)
+    start, classes, p, valid = acc.pop(10)
+    assert start == 6 and classes.shape == (4, 8) and (classes == 1).all() and valid.all()
+    np.testing.assert_allclose(p[1], 1.0)
+    region, probs, w = _tile(8, 4)  # rows 8..12 of a 10-row raster: 10 and 11 are padding
+    acc = RowAccumulator(2, width=8, capacity=4, row0=8)
+    acc.add(region, probs, np.ones((4, 8), bool), w, height=10)
+    start, classes, _, valid = acc.pop(10)
+    assert start == 8 and classes.shape == (2, 8) and valid.all()
+    assert acc.pop(10) is None

@@ -10,7 +10,7 @@ depends on the tile size and the raster width, never on its height.
 Example:
     >>> plan = TilePlan.build(1000, 700, tile_size=256, overlap=64, blend="spline")
     >>> len(plan.row_starts), len(plan.col_starts), plan.halo
-    (5, 4, 32)
+    (6, 4, 32)
     >>> plan.finished_row(0)
     160
 """
@@ -247,14 +247,19 @@ class RowAccumulator:
             valid: ``(tile_h, tile_w)`` validity of the tile's pixels.
             weights: The plan's weight window.
             height: Raster height (rows past it are mirror padding and are dropped).
+
+        Raises:
+            InvalidParameterError: The tile's raster rows do not all lie in the band
+                (rows beyond its capacity, or rows already popped).
         """
-        cap, width = self.wsum.shape
-        r0 = max(region.r0, -region.row, self.row0 - region.row)
-        r1 = min(region.r1, height - region.row, self.row0 + cap - region.row)
+        width = self.wsum.shape[1]
+        r0 = max(region.r0, -region.row)
+        r1 = min(region.r1, height - region.row)
         c0 = max(region.c0, -region.col)
         c1 = min(region.c1, width - region.col)
         if r1 <= r0 or c1 <= c0:
             return
+        self._check_rows(region.row + r0, region.row + r1, "add")
         a, b = region.row + r0 - self.row0, region.row + r1 - self.row0
         c, d = region.col + c0, region.col + c1
         self.valid[a:b, c:d] |= valid[r0:r1, c0:c1]
@@ -271,10 +276,14 @@ class RowAccumulator:
             ``(row0, classes, probabilities, valid)`` with classes ``uint8 (n, W)`` (255 where
             invalid), probabilities ``float32 (K, n, W)`` (0 where invalid) and the validity
             ``(n, W)``; or None when there is nothing to pop.
+
+        Raises:
+            InvalidParameterError: ``upto`` lies beyond the band's capacity.
         """
-        n = min(upto - self.row0, self.wsum.shape[0])
+        n = upto - self.row0
         if n <= 0:
             return None
+        self._check_rows(self.row0, upto, "pop")
         w = self.wsum[:n]
         valid = self.valid[:n] & (w > 0)
         probs = self.sums[:, :n] / np.where(w > 0, w, 1.0)
@@ -284,6 +293,17 @@ class RowAccumulator:
         start = self.row0
         self._shift(n)
         return start, classes, probs, valid
+
+    def _check_rows(self, start: int, stop: int, what: str) -> None:
+        """Raise unless raster rows ``[start, stop)`` all lie in the band."""
+        cap = self.wsum.shape[0]
+        if start < self.row0 or stop > self.row0 + cap:
+            raise InvalidParameterError(
+                f"RowAccumulator.{what}: raster rows {start}..{stop} do not fit the band of "
+                f"capacity {cap} that holds rows {self.row0}..{self.row0 + cap}; rows would be "
+                "lost. Make the band at least one tile high (capacity = TilePlan.tile_h) and pop "
+                "finished rows (TilePlan.finished_row) after each row of tiles."
+            )
 
     def _shift(self, n: int) -> None:
         """Move rows ``n..`` up to the top, chunk by chunk (no full-size temporary)."""
