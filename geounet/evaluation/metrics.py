@@ -31,6 +31,7 @@ from geounet.core.types import IGNORE_INDEX
 
 __all__ = [
     "ConfusionAccumulator",
+    "cohen_kappa",
     "confusion_matrix",
     "line_completeness_correctness",
     "match_polygons",
@@ -222,6 +223,26 @@ def pixel_accuracy(cm: np.ndarray) -> float:
     """
     m = _check_square(cm)
     return float(_ratio(np.trace(m), m.sum()))
+
+
+def cohen_kappa(cm: np.ndarray) -> float:
+    """Cohen's kappa: agreement beyond chance, ``(p_o - p_e) / (1 - p_e)``.
+
+    ``p_o`` is the overall accuracy and ``p_e`` the agreement expected from the row and
+    column totals alone. NaN for an empty matrix or when chance agreement is already total
+    (``p_e == 1``, e.g. truth and prediction both hold one single class).
+
+    Example:
+        >>> round(cohen_kappa(np.array([[3, 1], [0, 2]])), 4)
+        0.6667
+    """
+    m = _check_square(cm)
+    total = m.sum()
+    if total <= 0:
+        return float("nan")
+    p_o = np.trace(m) / total
+    p_e = float((m.sum(axis=0) * m.sum(axis=1)).sum()) / total**2
+    return float((p_o - p_e) / (1.0 - p_e)) if p_e < 1.0 else float("nan")
 
 
 def _geometry_array(geoms: Any, name: str) -> np.ndarray:
