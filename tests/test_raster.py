@@ -638,6 +638,32 @@ def test_atomic_output_folders(tmp_path):
     assert _files(tmp_path) == ["model"]
 
 
+@pytest.mark.parametrize("exc", [OSError, KeyboardInterrupt])
+def test_atomic_output_keeps_the_old_folder_when_the_new_cannot_move_in(tmp_path, monkeypatch, exc):
+    """Overwriting a folder used to delete the old one first: a failure (or Ctrl-C) while the
+    new one was moved in lost both. The old folder must survive, whole, under its name."""
+    target = tmp_path / "model"
+    with atomic_output(target) as tmp:
+        tmp.mkdir()
+        (tmp / "geounet.json").write_text("old")
+        (tmp / "model.safetensors").write_text("old weights")
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(src).name.startswith(".model.tmp-"):  # the move of the new folder onto model
+            raise exc("interrupted while moving the new folder in")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(raster_write.os, "replace", replace)
+    with pytest.raises(exc, match="interrupted"), atomic_output(target, overwrite=True) as tmp:
+        tmp.mkdir()
+        (tmp / "geounet.json").write_text("new")
+    monkeypatch.undo()
+    assert (target / "geounet.json").read_text() == "old"
+    assert (target / "model.safetensors").read_text() == "old weights"
+    assert _files(tmp_path) == ["model"]  # no temporary or set-aside folder left behind
+
+
 def test_atomic_output_sidecars_follow_or_go(tmp_path):
     target = tmp_path / "a[1]*.tif"  # glob characters in the name
     stale = tmp_path / "a[1]*.tif.ovr"

@@ -71,11 +71,11 @@ class _AtomicTarget:
         if not (self.tmp.exists() or self.tmp.is_symlink()):
             raise FileNotFoundError(f"{self.target}: nothing was written to {self.tmp.name}.")
         self._refuse_existing()  # it may have appeared while we were writing
-        if self.target.is_dir() and not self.target.is_symlink():
-            shutil.rmtree(self.target)
-        elif self.tmp.is_dir() and (self.target.exists() or self.target.is_symlink()):
-            self.target.unlink()
-        os.replace(self.tmp, self.target)
+        target_is_dir = self.target.is_dir() and not self.target.is_symlink()
+        if _exists(self.target) and (target_is_dir or self.tmp.is_dir()):
+            self._swap_in()  # os.replace cannot put a folder over a path, nor anything over one
+        else:
+            os.replace(self.tmp, self.target)
         if self.target.is_dir():
             return
         for ext in _SIDECARS:  # sidecars follow the file; stale ones of the old file go
@@ -85,6 +85,24 @@ class _AtomicTarget:
             elif old.exists():
                 old.unlink()
 
+    def _swap_in(self) -> None:
+        """Replace an existing target without a moment when neither old nor new is there.
+
+        The old target is renamed aside, the new one moved in, then the old one deleted. If
+        moving the new one in fails (or is interrupted), the old one is put back under its name;
+        at worst (the machine stops in between) it survives under the hidden set-aside name.
+        """
+        t = self.target
+        aside = t.with_name(f".{t.stem}.old-{uuid.uuid4().hex[:8]}{t.suffix}")
+        try:
+            os.replace(t, aside)
+            os.replace(self.tmp, t)
+        except BaseException:
+            if _exists(aside) and not _exists(t):
+                os.replace(aside, t)
+            raise
+        _remove_path(aside)
+
     def discard(self) -> None:
         """Remove the temporary output and every sidecar GDAL wrote beside it."""
         _remove_path(self.tmp)
@@ -93,6 +111,11 @@ class _AtomicTarget:
             for side in self.tmp.parent.iterdir():  # no glob: names may hold [ or *
                 if side.name.startswith(prefix):
                     _remove_path(side)
+
+
+def _exists(path: Path) -> bool:
+    """True if ``path`` exists or is a (possibly broken) symbolic link."""
+    return path.exists() or path.is_symlink()
 
 
 def _sidecar(path: Path, ext: str) -> Path:
