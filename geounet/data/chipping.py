@@ -2,6 +2,9 @@
 
 A chip folder holds ``images/*.tif`` and ``labels/*.tif`` (georeferenced GeoTIFF chips of the
 same name) and ``manifest.json`` (see :func:`geounet.data.prepare.prepare_data` for its fields).
+An image chip with invalid pixels (nodata, alpha or mask band 0, NaN, padding past the image)
+carries a GDAL mask band (0 = invalid) and its source's nodata value, so the training loader
+treats exactly those pixels as invalid, as inference does (label 255 there too).
 
 Splits (``split=``):
 
@@ -82,6 +85,7 @@ class Chip:
         bounds: ``(minx, miny, maxx, maxy)`` in the image CRS.
         counts: Pixels per class index in the label chip.
         split: ``"train"``, ``"valid"`` or ``"gap"`` (dropped to keep the sets apart).
+        nodata: Nodata value of the image chip (its source's, or the override).
     """
 
     image: int
@@ -92,6 +96,7 @@ class Chip:
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     split: str = TRAIN
+    nodata: float | None = None
 
 
 def check_chip_size(chip_size: int) -> int:
@@ -297,20 +302,33 @@ class _ChipContext:
     min_valid: int
 
 
+def _write_mask(path: Path, valid: np.ndarray) -> None:
+    """Add a GDAL mask band (255 valid, 0 invalid) inside the GeoTIFF ``path``."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+
+
 def _write_pair(
-    ctx: _ChipContext, chip: Chip, info: RasterInfo, data: np.ndarray, lab: np.ndarray
+    ctx: _ChipContext,
+    chip: Chip,
+    info: RasterInfo,
+    data: np.ndarray,
+    valid: np.ndarray,
+    lab: np.ndarray,
 ) -> None:
     win = Window(chip.col, chip.row, ctx.chip_size, ctx.chip_size)
     tr = windows.transform(win, info.transform)
-    nd = ctx.nodata if ctx.nodata is not None else info.nodata
-    write_raster(
+    chip.nodata = ctx.nodata if ctx.nodata is not None else info.nodata
+    image = write_raster(
         ctx.folder / "images" / chip.name,
         data,
         info.crs,
         tr,
-        nodata=nd,
+        nodata=chip.nodata,
         descriptions=ctx.band_names,
     )
+    if not valid.all():
+        _write_mask(image, valid)
     write_raster(
         ctx.folder / "labels" / chip.name,
         lab,
@@ -356,7 +374,7 @@ def _chip_image(
                 continue
             chip = Chip(idx, row, col, region, name=f"{idx:03d}_{row:06d}_{col:06d}.tif")
             chip.counts = np.bincount(lab[known], minlength=n_cls).astype(np.int64)
-            _write_pair(ctx, chip, info, data, lab)
+            _write_pair(ctx, chip, info, data, valid, lab)
             kept.append(chip)
     return kept, dropped
 

@@ -1,6 +1,8 @@
 """GeoData: a chip folder with its datasets, loaders, summary table and ``show_batch``.
 
 Example:
+    Not run as a doctest: it needs a chip folder written by ``prepare_data``.
+
     >>> data = GeoData.from_folder("chips/", batch_size=16)    # doctest: +SKIP
     >>> x, y = next(iter(data.train_dl))  # float32 [B,C,H,W], int64 [B,H,W]  # doctest: +SKIP
 """
@@ -17,34 +19,89 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.data import DataLoader, Dataset
 
 from geounet.core.classes import ClassSpec, classes_from_json
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import PathLike
+from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.data.augment import random_dihedral
 from geounet.data.manifest import MANIFEST, load_manifest
-from geounet.data.normalize import normalize
+from geounet.data.normalize import normalize_valid
 from geounet.io.raster import valid_mask
 
-__all__ = ["MANIFEST", "ChipDataset", "GeoData", "check_loader_args", "load_manifest"]
+__all__ = [
+    "MANIFEST",
+    "ChipDataset",
+    "FolderOwner",
+    "GeoData",
+    "check_loader_args",
+    "chip_valid",
+    "load_manifest",
+]
+
+
+class FolderOwner:
+    """Removes a (temporary) folder when the last object holding this owner is gone.
+
+    :class:`GeoData` and its datasets (so also the loaders over them) hold the owner of a
+    temporary chip folder: the folder lives as long as any of them is in use. A pickled copy
+    (what a DataLoader worker gets) does not own the folder.
+
+    Args:
+        folder: The folder to remove.
+    """
+
+    def __init__(self, folder: PathLike) -> None:
+        self.folder = Path(folder)
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+
+    @property
+    def alive(self) -> bool:
+        """True until the folder has been removed."""
+        return self._finalizer.alive
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return Path, (str(self.folder),)  # copies in worker processes own nothing
+
+
+def chip_valid(src: Any, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
+    """Boolean ``(h, w)`` validity of an image chip as :func:`prepare_data` wrote it.
+
+    The chip's GDAL mask band when it has one (written where the source had nodata, an
+    alpha or mask band, NaN or padding), else its own nodata value (``nodata`` only when the
+    file records none) and NaN/inf.
+
+    Args:
+        src: The open chip dataset.
+        image: Its bands, ``(C, h, w)``.
+        nodata: Nodata of chips whose file records none.
+    """
+    if MaskFlags.per_dataset in src.mask_flag_enums[0]:
+        return valid_mask(image, None, src.read_masks(1))
+    return valid_mask(image, src.nodata if src.nodata is not None else nodata)
 
 
 class ChipDataset(Dataset):
     """The chips of one split of a chip folder, as ``(image, mask)`` tensors.
 
-    ``image`` is float32 ``[C, H, W]`` normalised with the folder's statistics (invalid
-    pixels set to 0, the mean); ``mask`` is int64 ``[H, W]`` of class indices, 255 = ignore.
+    ``image`` is float32 ``[C, H, W]`` normalised with the folder's statistics, invalid
+    pixels (see :func:`chip_valid`) set to 0, the mean, exactly as inference feeds them
+    (:func:`~geounet.data.normalize.normalize_valid`); ``mask`` is int64 ``[H, W]`` of class
+    indices, 255 = ignore (also at every invalid pixel).
 
     Args:
         chip_dir: The chip folder.
         chips: Its manifest's chip records for this split.
         stats: Normalisation statistics (``mean``, ``std`` per band).
-        nodata: Nodata value of the image chips.
+        nodata: Nodata of image chips whose file records none (chips written by
+            :func:`prepare_data` record their own).
         augment: Apply a random flip/rotation (the same to image and mask) on every read.
         seed: Seed of the augmentation generator used in the main process (DataLoader
             workers use torch's per-worker seeded generator instead).
+        owner: A :class:`FolderOwner` of a temporary ``chip_dir``, kept alive with the
+            dataset.
     """
 
     def __init__(
@@ -56,11 +113,13 @@ class ChipDataset(Dataset):
         nodata: float | None = None,
         augment: bool = False,
         seed: int = 0,
+        owner: FolderOwner | None = None,
     ) -> None:
         self.chip_dir = Path(chip_dir)
         self.chips = list(chips)
         self.stats = {k: list(v) for k, v in stats.items()}
         self.nodata, self.augment = nodata, augment
+        self.owner = owner
         self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -68,21 +127,25 @@ class ChipDataset(Dataset):
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw chip ``i``: image ``(C, H, W)`` in the source dtype, mask ``(H, W)`` uint8."""
+        img, _, lab = self.read_valid(i)
+        return img, lab
+
+    def read_valid(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chip ``i``: raw image ``(C, H, W)``, validity ``(H, W)`` bool, mask ``(H, W)`` uint8."""
         rec = self.chips[i]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(self.chip_dir / rec["image"]) as src:
                 img = src.read()
+                valid = chip_valid(src, img, self.nodata)
             with rasterio.open(self.chip_dir / rec["label"]) as src:
                 lab = src.read(1)
-        return img, lab
+        return img, valid, lab
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img, lab = self.read(i)
-        x = normalize(img, self.stats)
-        x[:, ~valid_mask(img, self.nodata)] = 0.0
-        image = torch.from_numpy(np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0))
-        mask = torch.from_numpy(lab.astype(np.int64))
+        img, valid, lab = self.read_valid(i)
+        image = torch.from_numpy(normalize_valid(img, self.stats, valid))
+        mask = torch.from_numpy(np.where(valid, lab, IGNORE_INDEX).astype(np.int64))
         if self.augment:
             in_worker = torch.utils.data.get_worker_info() is not None
             image, mask = random_dihedral(image, mask, None if in_worker else self._gen)
@@ -107,6 +170,9 @@ class GeoData:
         gsd_m: Pixel size of the source imagery in metres (None without a CRS).
         crs: CRS of the first source image as WKT (None without a CRS).
         source_dtype: Data type of the source imagery.
+        source_band_count: Number of bands of the (first) source image, alpha included
+            (None for chip folders written before it was recorded).
+        source_alpha_band: 1-based alpha band of the (first) source image, or None.
         class_pixel_counts: Labelled pixels per class over all chips.
         class_weights: Median-frequency class weights (from the training chips).
         batch_size: Batch size of the loaders.
@@ -146,15 +212,18 @@ class GeoData:
         self.class_pixel_counts: list[int] = list(m.get("class_pixel_counts") or [0] * n)
         self.class_weights: list[float] = list(m.get("class_weights") or [1.0] * n)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        nd = m.get("nodata")
+        self.source_band_count: int | None = m.get("source_band_count")
+        self.source_alpha_band: int | None = m.get("source_alpha_band")
+        # each chip file carries its own nodata and mask: the manifest's (first image's)
+        # nodata must not be applied to the chips of other images
         split = {s: [c for c in m["chips"] if c["split"] == s] for s in ("train", "valid")}
         self.train_ds = ChipDataset(
-            self.chip_dir, split["train"], self.stats, nodata=nd, augment=augment, seed=seed
+            self.chip_dir, split["train"], self.stats, augment=augment, seed=seed
         )
-        self.valid_ds = ChipDataset(self.chip_dir, split["valid"], self.stats, nodata=nd)
+        self.valid_ds = ChipDataset(self.chip_dir, split["valid"], self.stats)
         self.train_dl = self._loader(self.train_ds, shuffle=True)
         self.valid_dl = self._loader(self.valid_ds, shuffle=False)
-        self._finalizer: weakref.finalize | None = None
+        self._owner: FolderOwner | None = None
 
     @classmethod
     def from_folder(cls, chip_dir: PathLike, **kwargs: Any) -> GeoData:
@@ -177,13 +246,18 @@ class GeoData:
         )
 
     def _own_folder(self) -> None:
-        """Delete the (temporary) chip folder when this object is garbage-collected."""
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.chip_dir), True)
+        """Delete the temporary chip folder once nothing uses it any more.
+
+        This object, its datasets and so its loaders hold the folder's :class:`FolderOwner`;
+        the folder goes when the last of them is garbage-collected.
+        """
+        self._owner = FolderOwner(self.chip_dir)
+        self.train_ds.owner = self.valid_ds.owner = self._owner
 
     @property
     def is_temporary(self) -> bool:
-        """True when the chip folder is temporary (removed with this object)."""
-        return self._finalizer is not None and self._finalizer.alive
+        """True when the chip folder is temporary (removed with this object and its loaders)."""
+        return self._owner is not None and self._owner.alive
 
     @property
     def n_classes(self) -> int:

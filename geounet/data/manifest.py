@@ -4,6 +4,8 @@ A chip folder is ``images/*.tif`` + ``labels/*.tif`` (georeferenced GeoTIFF chip
 names) + ``manifest.json``. Chip paths in the manifest are relative, so the folder can be moved.
 
 Example:
+    Not run as a doctest: it needs a chip folder written by ``prepare_data``.
+
     >>> manifest = load_manifest("chips/")            # doctest: +SKIP
     >>> manifest["chip_size"], len(manifest["chips"])  # doctest: +SKIP
     (256, 120)
@@ -41,6 +43,12 @@ def _counts(chips: Sequence[Chip], split: str | None, n: int) -> list[int]:
     return [int(v) for v in total]
 
 
+def _source_nodata(infos: Sequence[RasterInfo], chips: Sequence[Chip]) -> list[float | None]:
+    """Each image's nodata as its chips carry it (the override, else the image's own)."""
+    found = {c.image: c.nodata for c in chips}
+    return [json_nodata(found.get(k, info.nodata)) for k, info in enumerate(infos)]
+
+
 def build_manifest(
     infos: Sequence[RasterInfo],
     labels: Sequence[Path],
@@ -64,6 +72,7 @@ def build_manifest(
     info = infos[0]
     by_split = {s: _counts(kept, s, n) for s in ("train", "valid")}
     chip = extra["chip_size"]
+    nodata = _source_nodata(infos, chips)
     return {
         "format": FORMAT,
         "version": 1,
@@ -73,13 +82,15 @@ def build_manifest(
         "crs": info.crs.to_wkt() if info.crs else None,
         "gsd_m": info.gsd_m if info.crs else None,
         "source_dtype": info.dtype,
+        "source_band_count": info.count,
+        "source_alpha_band": info.alpha_band,
         "class_pixel_counts": _counts(kept, None, n),
         "class_pixel_counts_by_split": by_split,
         "class_weights": median_frequency_weights(by_split["train"]),
         "chip_counts": {s: sum(c.split == s for c in kept) for s in ("train", "valid")},
         "sources": [
-            {"image": str(i.path.resolve()), "label": str(p.resolve())}
-            for i, p in zip(infos, labels)
+            {"image": str(i.path.resolve()), "label": str(p.resolve()), "nodata": nd}
+            for i, p, nd in zip(infos, labels, nodata)
         ],
         "chips": [
             {

@@ -2,6 +2,8 @@
 
 Normalisation always uses statistics computed over the whole training set (stored in the
 chip manifest and in the model file), never per tile, so tiled inference has no seams.
+Training and inference both feed the network :func:`normalize_valid`, so invalid pixels
+(nodata, mask band, alpha, NaN, padding) look the same to it in both: 0, the training mean.
 
 Example:
     >>> import numpy as np
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["normalize"]
+__all__ = ["normalize", "normalize_valid"]
 
 
 def normalize(array: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.ndarray:
@@ -36,3 +38,28 @@ def normalize(array: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.nda
     out -= mean.reshape(shape)
     out /= np.maximum(std, 1e-6).reshape(shape)
     return out
+
+
+def normalize_valid(
+    array: np.ndarray, stats: Mapping[str, Sequence[float]], valid: np.ndarray
+) -> np.ndarray:
+    """The network input: :func:`normalize`, with invalid pixels at 0 (the training mean).
+
+    Non-finite results (NaN/inf, e.g. from float data of a huge range) become 0 too.
+
+    Args:
+        array: ``(bands, h, w)`` in the raster's dtype.
+        stats: At least ``mean`` and ``std`` lists, one value per band.
+        valid: Boolean ``(h, w)`` mask of valid pixels.
+
+    Returns:
+        Float32 ``(bands, h, w)``.
+
+    Example:
+        >>> x = np.array([[[10, 99]]], np.uint16)
+        >>> normalize_valid(x, {"mean": [5.0], "std": [5.0]}, np.array([[True, False]])).tolist()
+        [[[1.0, 0.0]]]
+    """
+    out = normalize(array, stats)
+    out[:, ~np.asarray(valid, bool)] = 0.0
+    return np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
