@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from geounet.core.errors import InvalidParameterError, ModelFileError
 from geounet.core.types import TTA_MODES, check_choice
-from geounet.data.normalize import normalize
+from geounet.data.normalize import normalize_valid
 from geounet.inference.blending import RowAccumulator, TilePlan
 from geounet.inference.streams import Prefetch, Sink
 
@@ -156,8 +156,8 @@ def _batches(
                 valids.append(valid)
                 has.append(bool(valid.any()))
                 if has[-1]:
-                    x = normalize(data, stats)
-                    x[:, ~valid] = 0.0  # nodata at the training mean, not at its raw value
+                    # nodata at the training mean, as the training loader feeds it
+                    x = normalize_valid(data, stats, valid)
                     xs.append(x)
             shape = (0, 0, plan.tile_h, plan.tile_w)
             x = np.stack(xs) if xs else np.zeros(shape, np.float32)
