@@ -5,7 +5,7 @@ backbone (:class:`UnetClassifier`), classify whole scenes of any size without se
 turn the result into building polygons and road centre lines (:func:`vectorize`).
 
 Example:
-    >>> from geounet import prepare_data, UnetClassifier, vectorize   # doctest: +SKIP
+    >>> from geounet import prepare_data, UnetClassifier, vectorize
 """
 
 from __future__ import annotations

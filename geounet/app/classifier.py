@@ -6,6 +6,8 @@ It only composes the layers below it: the network (:mod:`geounet.model.backbones
 (:mod:`geounet.viz.plots`) and tiled inference (:mod:`geounet.inference.classify`).
 
 Example:
+    Not run as a doctest: it needs a scene and its labels on disk, and trains.
+
     >>> from geounet import prepare_data, UnetClassifier               # doctest: +SKIP
     >>> data = prepare_data(["scene.tif"], labels=["buildings.gpkg"])  # doctest: +SKIP
     >>> model = UnetClassifier(data, backbone="efficientnet-lite0")    # doctest: +SKIP
@@ -345,6 +347,8 @@ class UnetClassifier:
         :func:`geounet.inference.classify.classify_raster`, where every keyword is documented.
 
         Example:
+            Not run as a doctest: it needs a trained model and a scene on disk.
+
             >>> model.classify("scene.tif", "scene_classified.tif", tta="flips")  # doctest: +SKIP
         """
         from geounet.inference.classify import classify_raster

@@ -5,6 +5,8 @@ Train a U-Net (offline-pretrained ``efficientnet-lite0``; ``resnet18`` from scra
 buildings and roads, evaluate against ``test_labels.tif`` and draw a quicklook.
 
 Example:
+    Not run as a doctest: the demo trains a model for minutes.
+
     >>> summary = run_demo("demo_out", budget_s=120)             # doctest: +SKIP
     >>> summary["metrics"]["iou"]["building"]                    # doctest: +SKIP
     0.86

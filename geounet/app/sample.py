@@ -11,6 +11,8 @@ The same seed gives bit-identical pixels and identical features: every random dr
 millimetre before anything is drawn from them.
 
 Example:
+    Not run as a doctest: it writes the sample scenes, which takes seconds.
+
     >>> paths = generate_sample_data("sample_data", overwrite=True)   # doctest: +SKIP
     >>> sorted(paths)                                                  # doctest: +SKIP
     ['quicklook', 'test', 'test_buildings', 'test_labels', 'test_roads', 'train', ...]
@@ -818,6 +820,8 @@ def generate_sample_data(
         OutputExistsError: A file exists and ``overwrite`` is False.
 
     Example:
+        Not run as a doctest: it writes the sample scenes, which takes seconds.
+
         >>> paths = generate_sample_data(tmp_dir)                    # doctest: +SKIP
         >>> paths["train"].name                                       # doctest: +SKIP
         'train.tif'

@@ -1,6 +1,8 @@
 """Where geounet keeps things of its own: the user data folder and the default model.
 
 Example:
+    Not run as a doctest: the folder depends on ``GEOUNET_HOME`` and ``XDG_DATA_HOME``.
+
     >>> from geounet.core.paths import user_data_dir
     >>> user_data_dir().name                                     # doctest: +SKIP
     'geounet'

@@ -1,6 +1,8 @@
 """``prepare_data`` and :class:`GeoData`: from GeoTIFFs and GIS labels to training batches.
 
 Example:
+    Not run as a doctest: it needs a scene and its labels on disk.
+
     >>> data = prepare_data(["scene.tif"], labels=["buildings.gpkg"], classes="building",
     ...                     chip_size=256)                                  # doctest: +SKIP
     >>> data.summary()                                                      # doctest: +SKIP

@@ -4,6 +4,8 @@ The truth is read on the prediction's grid (resampled with nearest neighbour whe
 or CRS differ), window by window, into a confusion matrix; nodata in either is ignored.
 
 Example:
+    Not run as a doctest: it needs a classified raster and a truth raster on disk.
+
     >>> report = evaluate_rasters("classified.tif", "truth.tif")     # doctest: +SKIP
     >>> report["per_class"]["iou"]["building"]                        # doctest: +SKIP
     0.87

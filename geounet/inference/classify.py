@@ -12,6 +12,8 @@ can touch them. A reader thread reads and normalises the next batch while the ne
 logits ``[B, K, H, W]``), ``config`` (:class:`geounet.model.files.ModelConfig`) and ``device``.
 
 Example:
+    Not run as a doctest: it needs a trained model and a scene on disk.
+
     >>> from geounet.inference.classify import classify_raster
     >>> classify_raster(model, "scene.tif", "classified.tif")   # doctest: +SKIP
     PosixPath('classified.tif')

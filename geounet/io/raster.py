@@ -6,6 +6,8 @@ every writer here takes it back so nothing written loses its place on the map. T
 :mod:`geounet.io.write` and are re-exported here.
 
 Example:
+    Not run as a doctest: it reads ``sample_data/`` relative to the working directory.
+
     >>> info = open_raster("sample_data/train.tif")            # doctest: +SKIP
     >>> info.width, info.height, info.data_bands                # doctest: +SKIP
     (1024, 1024, [1, 2, 3, 4])

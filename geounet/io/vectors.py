@@ -147,6 +147,8 @@ def write_layers(
         DependencyNotFoundError: ``.parquet`` without pyarrow installed.
 
     Example:
+        Not run as a doctest: it needs a GeoDataFrame and writes a file.
+
         >>> write_layers({"building": gdf}, "features.gpkg")    # doctest: +SKIP
         [PosixPath('features.gpkg')]
     """

@@ -7,6 +7,8 @@ statistics, chip size, ground sample distance, metrics). Nothing is ever unpickl
 :class:`~geounet.core.errors.ModelFileError`, because unpickling a file can run arbitrary code.
 
 Example:
+    Not run as a doctest: it needs a saved model folder.
+
     >>> net, config = load_model("models/buildings")            # doctest: +SKIP
     >>> save_model("models/copy", net, config)                   # doctest: +SKIP
 """

@@ -8,6 +8,8 @@ and restores them at the end. On CUDA it trains in mixed precision (bfloat16 whe
 else float16 with a gradient scaler) and channels-last; on the CPU in float32 channels-last.
 
 Example:
+    Not run as a doctest: it needs a network and data loaders.
+
     >>> trainer = Trainer(net, build_loss(), n_classes=2)         # doctest: +SKIP
     >>> history = trainer.fit(train_dl, valid_dl, epochs=10, lr=1e-3)  # doctest: +SKIP
 """

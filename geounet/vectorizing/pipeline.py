@@ -10,6 +10,8 @@ EPSG:4326 (measured in the local UTM zone). The layers are written to ``out`` in
 extension names (:mod:`geounet.io.vectors`), each in the raster's CRS.
 
 Example:
+    Not run as a doctest: it needs a classified raster on disk.
+
     >>> layers = vectorize("classified.tif", "features.gpkg")      # doctest: +SKIP
     >>> layers["building"].columns.tolist()                         # doctest: +SKIP
     ['class', 'area_m2', 'perimeter_m', 'geometry']
@@ -127,6 +129,8 @@ def vectorize(
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
 
     Example:
+        Not run as a doctest: it needs a classified raster on disk.
+
         >>> layers = vectorize("classified.tif", "features.gpkg")      # doctest: +SKIP
         >>> sorted(layers)                                              # doctest: +SKIP
         ['building', 'road']

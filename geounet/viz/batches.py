@@ -1,6 +1,8 @@
 """The human views of chipped data: the summary table and ``show_batch``.
 
 Example:
+    Not run as a doctest: it needs a ``GeoData`` from ``prepare_data``.
+
     >>> fig = data.show_batch(rows=2)      # doctest: +SKIP
     >>> fig.savefig("batch.png")           # doctest: +SKIP
 """

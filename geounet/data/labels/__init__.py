@@ -23,6 +23,8 @@ Conventions (they are the documented behaviour of :func:`geounet.data.prepare.pr
 - Where vector features of different classes overlap, the class listed later wins.
 
 Example:
+    Not run as a doctest: it needs a vector file and an opened image.
+
     >>> src = VectorLabels("roads.geojson", image_info, line_width_m=4)   # doctest: +SKIP
     >>> src.bind(make_classes({1: "road"}))                                # doctest: +SKIP
     >>> src.read(0, 0, 256, 256).shape                                     # doctest: +SKIP

@@ -6,6 +6,8 @@ window at a time. Pixels outside the label raster, label ``nodata`` and NaN beco
 so does black ``#000000`` in colour masks unless it is declared as a class.
 
 Example:
+    Not run as a doctest: it needs a label raster and an opened image.
+
     >>> src = RasterLabels("mask.tif", image_info)        # doctest: +SKIP
     >>> src.found_values()                                 # doctest: +SKIP
     [0, 255]

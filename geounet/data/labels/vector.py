@@ -7,6 +7,8 @@ whose bounding box touches a window are rasterized for it (STR-tree query), so r
 cheap on big scenes. Where features of different classes overlap, the later class wins.
 
 Example:
+    Not run as a doctest: it needs a vector file and an opened image.
+
     >>> src = VectorLabels("roads.geojson", image_info, line_width_m=4)   # doctest: +SKIP
     >>> src.bind(make_classes({1: "road"}))                                # doctest: +SKIP
     >>> src.read(0, 0, 256, 256).shape                                     # doctest: +SKIP
