@@ -8,11 +8,21 @@ Cloud-Optimised GeoTIFF with overviews) on top of it. The public names are re-ex
 :mod:`geounet.io.raster`.
 
 Example:
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> import numpy as np
     >>> from affine import Affine
-    >>> tr = Affine.identity()
-    >>> with RasterWriter("o.tif", 64, 64, 1, "uint8", None, tr) as w:  # doctest: +SKIP
+    >>> from rasterio.crs import CRS
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> out = Path(folder.name) / "o.tif"
+    >>> utm, grid = CRS.from_epsg(32616), Affine(0.5, 0, 500000, 0, -0.5, 3700000)
+    >>> with RasterWriter(out, 64, 64, 1, "uint8", utm, grid) as w:
     ...     w.write(np.zeros((64, 64), np.uint8), row=0, col=0)
+    ...     out.exists()  # not yet: written under a temporary name
+    False
+    >>> out.exists()
+    True
+    >>> folder.cleanup()
 """
 
 from __future__ import annotations
@@ -152,8 +162,15 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
 
     Example:
-        >>> with atomic_output("report.json") as tmp:  # doctest: +SKIP
-        ...     tmp.write_text("{}")
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> target = Path(folder.name) / "report.json"
+        >>> with atomic_output(target) as tmp:
+        ...     _ = tmp.write_text("{}")
+        >>> target.read_text()
+        '{}'
+        >>> folder.cleanup()
     """
     out = _AtomicTarget(path, overwrite)
     try:
