@@ -36,6 +36,7 @@ import rasterio
 
 from geounet.inference.blending import MULTIPLE, TilePlan
 from geounet.inference.classify import classify_raster, predict_array
+from geounet.inference.options import ClassifyOptions
 from geounet.io.raster import open_raster, read_window
 
 EDGE_PX = 8
@@ -85,9 +86,8 @@ def read_image(path: Path, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def whole_image(model: Any, arr: np.ndarray, valid: np.ndarray, halo: int) -> np.ndarray:
     """One forward pass over the whole image, mirror-padded by ``halo`` like the tiled run."""
     side = MULTIPLE * math.ceil((max(arr.shape[1:]) + 2 * halo) / MULTIPLE)
-    classes, _ = predict_array(
-        model, arr, tile_size=side, overlap=2 * halo, blend="none", valid=valid, batch_size=1
-    )
+    opts = ClassifyOptions(tile_size=side, overlap=2 * halo, blend="none", batch_size=1)
+    classes, _ = predict_array(model, arr, opts, valid=valid)
     return classes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -23,8 +24,14 @@ from geounet.core.errors import (
     OutputExistsError,
 )
 from geounet.inference.blending import RowAccumulator, TilePlan
-from geounet.inference.classify import classify_raster, classify_rows, predict_array
+from geounet.inference.classify import (
+    classify_raster,
+    classify_rows,
+    classify_with_options,
+    predict_array,
+)
 from geounet.inference.engine import run_network
+from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import ArraySource
 from geounet.model.files import ModelConfig
 
@@ -156,7 +163,7 @@ def test_tiny_raster_gets_a_small_tile_not_zero_padding():
 
 def test_probabilities_match_a_whole_array_softmax():
     arr = image(150, 230)
-    classes, probs = predict_array(make_model(), arr, tile_size=64, overlap=16)
+    classes, probs = predict_array(make_model(), arr, ClassifyOptions(tile_size=64, overlap=16))
     x = torch.from_numpy((arr.astype(np.float32) - MEAN) / STD)[None]
     ref = torch.softmax(make_model().network(x), dim=1)[0].detach().numpy()
     np.testing.assert_allclose(probs, ref, atol=1e-5)
@@ -219,7 +226,8 @@ def test_classify_rows_equals_the_same_rows_of_the_whole_run(make_raster, tmp_pa
     src = make_raster(arr)
     kw = {"tile_size": 96, "overlap": 32}
     whole = read(classify_raster(model, src, tmp_path / "o.tif", progress=False, **kw))
-    parts = [classify_rows(model, src, a, b, **kw)[0] for a, b in [(0, 77), (77, 301), (301, 400)]]
+    opts = ClassifyOptions(progress=False, **kw)
+    parts = [classify_rows(model, src, a, b, opts)[0] for a, b in [(0, 77), (77, 301), (301, 400)]]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
@@ -227,7 +235,8 @@ def test_predict_array_marks_invalid_pixels():
     arr = image(90, 120)
     valid = np.ones((90, 120), bool)
     valid[10:20, 30:50] = False
-    classes, probs = predict_array(make_model(), arr, tile_size=64, overlap=16, valid=valid)
+    opts = ClassifyOptions(tile_size=64, overlap=16)
+    classes, probs = predict_array(make_model(), arr, opts, valid=valid)
     assert (classes[~valid] == 255).all()
     np.testing.assert_array_equal(classes[valid], expected(arr)[valid])
     assert (probs[:, ~valid] == 0).all()
@@ -289,7 +298,7 @@ def test_probabilities_raster(make_raster, tmp_path):
         model, src, tmp_path / "o.tif", tile_size=64, overlap=16, progress=False,
         probabilities=tmp_path / "p.tif",
     )  # fmt: skip
-    _, probs = predict_array(model, arr, tile_size=64, overlap=16)
+    _, probs = predict_array(model, arr, ClassifyOptions(tile_size=64, overlap=16))
     with rasterio.open(tmp_path / "p.tif") as p, rasterio.open(out) as o:
         assert p.count == 3 and p.dtypes[0] == "uint8"
         assert p.descriptions == ("background", "class1", "class2")
@@ -385,7 +394,7 @@ def test_other_resolution_warns_and_is_mapped_back_to_the_input_grid(make_raster
         got = b.read(1)
     np.testing.assert_array_equal(got, expected(arr))
     with pytest.warns(UserWarning, match=r"pixel size 1\.5 m .* trained at 0\.5 m"):
-        rows, _ = classify_rows(model, src, 20, 61, tile_size=128)
+        rows, _ = classify_rows(model, src, 20, 61, ClassifyOptions(tile_size=128))
     np.testing.assert_array_equal(rows, got[20:61])
 
 
@@ -475,6 +484,33 @@ def test_bad_parameters_are_refused_before_any_work(make_raster, tmp_path, kwarg
         classify_raster(make_model(), make_raster(image(40, 40)), tmp_path / "o.tif", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"tile_size": 100}, {"overlap": 300}, {"blend": "gauss"}, {"tta": "rot"},
+     {"batch_size": 0}, {"batch_size": True}, {"batch_size": 2.0}, {"output_format": "PNG"}],
+)  # fmt: skip
+def test_classify_options_check_each_field_when_built(kwargs):
+    (field,) = kwargs
+    with pytest.raises(InvalidParameterError, match=rf"^{field}="):  # the message names it
+        ClassifyOptions(**kwargs)
+
+
+def test_classify_options_are_frozen_and_keep_paths():
+    opts = ClassifyOptions(probabilities="p.tif")
+    assert opts.probabilities == Path("p.tif") and isinstance(opts.probabilities, Path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.tile_size = 64  # type: ignore[misc]
+
+
+def test_the_options_object_gives_the_same_run_as_the_keywords(make_raster, tmp_path):
+    src = make_raster(image(120, 200))
+    kw = {"tile_size": 64, "overlap": 16, "blend": "linear", "progress": False}
+    a = classify_raster(make_model(), src, tmp_path / "a.tif", **kw)
+    b = classify_with_options(make_model(), src, tmp_path / "b.tif", ClassifyOptions(**kw))
+    np.testing.assert_array_equal(read(a), read(b))
+    np.testing.assert_array_equal(read(b), expected(image(120, 200)))
+
+
 # ----------------------------------------------------------------------------- outputs
 
 
@@ -537,7 +573,7 @@ def test_network_with_another_class_count_than_the_model_file_is_a_clear_error(
     assert not (tmp_path / "o.tif").exists()
 
 
-def test_unet_classifier_classify_delegates_to_classify_raster(make_raster, tmp_path, monkeypatch):
+def test_unet_classifier_classify_passes_one_options_object(make_raster, tmp_path, monkeypatch):
     import geounet.inference.classify
     from geounet.app.classifier import UnetClassifier
 
@@ -547,19 +583,19 @@ def test_unet_classifier_classify_delegates_to_classify_raster(make_raster, tmp_
     fake = make_model()
     clf.network, clf.config, clf.device = fake.network, fake.config, fake.device
     calls = []
-    real = geounet.inference.classify.classify_raster
+    real = geounet.inference.classify.classify_with_options
 
-    def spy(model, in_raster, out_raster, **kwargs):
-        calls.append((model, in_raster, out_raster, kwargs))
-        return real(model, in_raster, out_raster, **kwargs)
+    def spy(model, in_raster, out_raster, options):
+        calls.append((model, in_raster, out_raster, options))
+        return real(model, in_raster, out_raster, options)
 
-    monkeypatch.setattr(geounet.inference.classify, "classify_raster", spy)
+    monkeypatch.setattr(geounet.inference.classify, "classify_with_options", spy)
     kwargs = {"tile_size": 64, "overlap": 16, "blend": "linear", "tta": "flips",
               "probabilities": tmp_path / "p.tif", "progress": False}  # fmt: skip
     out = clf.classify(src, tmp_path / "o.tif", **kwargs)
     assert len(calls) == 1 and calls[0][:3] == (clf, src, tmp_path / "o.tif")
-    assert {k: calls[0][3][k] for k in kwargs} == kwargs  # every keyword passed through
-    assert calls[0][3]["batch_size"] == 4 and calls[0][3]["resample"] is True  # defaults
+    assert calls[0][3] == ClassifyOptions(**kwargs)  # every keyword passed, the rest defaults
+    assert calls[0][3].batch_size == 4 and calls[0][3].resample is True
     assert out == tmp_path / "o.tif"
     np.testing.assert_array_equal(read(out), expected(arr))
     assert read(tmp_path / "p.tif", band=None).shape == (2, 70, 90)

@@ -29,6 +29,7 @@ from geounet.io.raster import (
     BandStats,
     RasterInfo,
     RasterWriter,
+    WriterOptions,
     atomic_output,
     band_stats,
     iter_windows,
@@ -557,7 +558,9 @@ def test_write_refuses_to_overwrite(tmp_path):
 @pytest.mark.parametrize("fmt", ["GTiff", "COG"])
 def test_raster_writer_exception_leaves_nothing(tmp_path, fmt):
     path = tmp_path / "half.tif"
-    writer = RasterWriter(path, 64, 64, 1, "uint8", UTM, TRANSFORM, output_format=fmt)
+    writer = RasterWriter(
+        path, 64, 64, 1, "uint8", UTM, TRANSFORM, WriterOptions(output_format=fmt)
+    )
     with pytest.raises(RuntimeError, match="boom"), writer as w:
         w.write(np.ones((32, 64), np.uint8), row=0, col=0)
         raise RuntimeError("boom")
@@ -567,7 +570,7 @@ def test_raster_writer_exception_leaves_nothing(tmp_path, fmt):
 def test_raster_writer_exception_keeps_existing_output(tmp_path):
     path = tmp_path / "keep.tif"
     write_raster(path, np.full((8, 8), 3, np.uint8), UTM, TRANSFORM)
-    writer = RasterWriter(path, 8, 8, 1, "uint8", UTM, TRANSFORM, overwrite=True)
+    writer = RasterWriter(path, 8, 8, 1, "uint8", UTM, TRANSFORM, WriterOptions(overwrite=True))
     with pytest.raises(KeyboardInterrupt), writer as w:
         w.write(np.zeros((8, 8), np.uint8), row=0, col=0)
         raise KeyboardInterrupt
@@ -578,7 +581,7 @@ def test_raster_writer_exception_keeps_existing_output(tmp_path):
 
 def test_raster_writer_streams_windows_and_checks_use(tmp_path):
     path = tmp_path / "stream.tif"
-    writer = RasterWriter(path, 50, 30, 2, "int16", UTM, TRANSFORM, nodata=-1)
+    writer = RasterWriter(path, 50, 30, 2, "int16", UTM, TRANSFORM, WriterOptions(nodata=-1))
     with pytest.raises(RuntimeError, match="with-block"):
         writer.write(np.zeros((2, 5, 5), np.int16), 0, 0)
     with writer as w:
@@ -588,7 +591,7 @@ def test_raster_writer_streams_windows_and_checks_use(tmp_path):
     with rasterio.open(path) as src:
         assert src.read(2)[25, 3] == 20 and src.nodata == -1
     with pytest.raises(InvalidParameterError, match="'GTiff', 'COG'"):
-        RasterWriter(tmp_path / "x.tif", 5, 5, 1, "uint8", UTM, TRANSFORM, output_format="PNG")
+        WriterOptions(output_format="PNG")
     with pytest.raises(InvalidParameterError, match="shape"):
         write_raster(tmp_path / "y.tif", np.zeros(5, np.uint8), UTM, TRANSFORM)
 

@@ -313,16 +313,27 @@ class UnetClassifier:
         return results_figure(images, truths, preds, self.config.classes, self.config.stats)
 
     # --------------------------------------------------------------- inference
-    def predict(self, array: np.ndarray, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, array: np.ndarray, *, valid: np.ndarray | None = None, **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Classify a ``(bands, H, W)`` array in the raster's band order and data type.
 
+        Args:
+            array: ``(C, H, W)`` raw values.
+            valid: Optional ``(H, W)`` boolean mask of valid pixels.
+            **options: Tiling fields of :class:`~geounet.inference.options.ClassifyOptions`
+                (``tile_size``, ``overlap``, ``batch_size``, ``blend``, ``tta``; no progress
+                bar unless ``progress=True``).
+
         Returns:
-            ``(classes, probabilities)``: ``uint8 (H, W)`` and ``float32 (K, H, W)``; see
-            :func:`geounet.inference.classify.predict_array` for the tiling keywords.
+            ``(classes, probabilities)``: ``uint8 (H, W)`` and ``float32 (K, H, W)``, as
+            :func:`geounet.inference.classify.predict_array` gives them.
         """
         from geounet.inference.classify import predict_array
+        from geounet.inference.options import ClassifyOptions
 
-        return predict_array(self, np.asarray(array), **kwargs)
+        opts = ClassifyOptions(**{"progress": False, **options})
+        return predict_array(self, np.asarray(array), opts, valid=valid)
 
     def classify(
         self,
@@ -344,19 +355,18 @@ class UnetClassifier:
         """Classify a raster of any size into a georeferenced class raster.
 
         Streamed window by window in overlapping, mirror-padded, blended tiles; the same as
-        :func:`geounet.inference.classify.classify_raster`, where every keyword is documented.
+        :func:`geounet.inference.classify.classify_raster`. The keyword arguments are the
+        fields of :class:`~geounet.inference.options.ClassifyOptions`, documented there.
 
         Example:
             Not run as a doctest: it needs a trained model and a scene on disk.
 
             >>> model.classify("scene.tif", "scene_classified.tif", tta="flips")  # doctest: +SKIP
         """
-        from geounet.inference.classify import classify_raster
+        from geounet.inference.classify import classify_with_options
+        from geounet.inference.options import ClassifyOptions
 
-        return classify_raster(
-            self,
-            in_raster,
-            out_raster,
+        options = ClassifyOptions(
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,
@@ -369,6 +379,7 @@ class UnetClassifier:
             resample=resample,
             allow_no_crs=allow_no_crs,
         )
+        return classify_with_options(self, in_raster, out_raster, options)
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically."""

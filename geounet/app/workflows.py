@@ -14,6 +14,7 @@ from typing import Any
 from geounet.core.errors import InputNotFoundError, ModelFileError
 from geounet.core.paths import default_model_dir
 from geounet.core.types import PathLike
+from geounet.inference.options import ClassifyOptions
 
 __all__ = ["classify_scene", "default_output", "describe", "resolve_model", "train_model"]
 
@@ -49,8 +50,7 @@ def classify_scene(
     out: PathLike | None = None,
     vector: PathLike | None = None,
     device: str | None = None,
-    overwrite: bool = False,
-    **options: Any,
+    options: ClassifyOptions | None = None,
 ) -> dict[str, Path]:
     """Classify one scene with a saved model, and optionally vectorize the result.
 
@@ -60,23 +60,24 @@ def classify_scene(
         out: Output class raster (default: ``<image stem>_classified.tif`` beside the image).
         vector: Also write polygons / centre lines to this vector file.
         device: ``"cpu"``, ``"cuda"``... (default: CUDA when present).
-        overwrite: Replace existing outputs.
-        **options: Passed to :func:`geounet.inference.classify.classify_raster` (tile_size, overlap,
-            batch_size, blend, tta, probabilities, output_format, progress...).
+        options: How to classify (:class:`~geounet.inference.options.ClassifyOptions`; its
+            ``overwrite`` also applies to ``vector``).
 
     Returns:
         ``{"classified": path[, "vector": path]}``.
     """
     from geounet.app.classifier import UnetClassifier
+    from geounet.inference.classify import classify_with_options
     from geounet.vectorizing.pipeline import vectorize
 
+    opts = options or ClassifyOptions()
     if not Path(image).exists():
         raise InputNotFoundError(f"{image}: no such file; check the path.")
     clf = UnetClassifier.from_model(resolve_model(model), device=device)
     out_path = Path(out) if out else default_output(image)
-    result = {"classified": clf.classify(image, out_path, overwrite=overwrite, **options)}
+    result = {"classified": classify_with_options(clf, image, out_path, opts)}
     if vector:
-        vectorize(out_path, vector, probabilities=options.get("probabilities"), overwrite=overwrite)
+        vectorize(out_path, vector, probabilities=opts.probabilities, overwrite=opts.overwrite)
         result["vector"] = Path(vector)
     return result
 

@@ -75,14 +75,9 @@ def command(
       geounet classify scene.tif --model models/buildings --vector buildings.gpkg
     """
     from geounet.app.workflows import classify_scene
+    from geounet.inference.options import ClassifyOptions
 
-    result = classify_scene(
-        image,
-        model=model,
-        out=out,
-        vector=vector,
-        device=device,
-        overwrite=overwrite,
+    options = ClassifyOptions(
         tile_size=tile_size,
         overlap=overlap,
         batch_size=batch_size,
@@ -90,7 +85,11 @@ def command(
         tta=tta,
         probabilities=probabilities,
         output_format="COG" if cog else "GTiff",
+        overwrite=overwrite,
         progress=not ctx.obj.get("quiet"),
+    )
+    result = classify_scene(
+        image, model=model, out=out, vector=vector, device=device, options=options
     )
     for kind, path in result.items():
         click.echo(f"{kind}: {path}")

@@ -38,9 +38,10 @@ from rasterio.enums import MaskFlags
 
 from geounet.core.classes import classes_to_json, colormap
 from geounet.core.errors import BandMismatchError, InvalidParameterError, OutputExistsError
-from geounet.core.types import IGNORE_INDEX, PathLike, check_choice
+from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.inference.blending import TilePlan
-from geounet.inference.engine import Options, make_options, prepare_network, run_network, run_tiles
+from geounet.inference.engine import prepare_network, run_network, run_tiles
+from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import (
     ArraySink,
     ArraySource,
@@ -50,15 +51,24 @@ from geounet.inference.streams import (
     Sink,
     WriterSink,
 )
-from geounet.io.raster import RasterInfo, RasterWriter, open_raster, read_window, valid_mask
+from geounet.io.raster import (
+    RasterInfo,
+    RasterWriter,
+    WriterOptions,
+    open_raster,
+    read_window,
+    valid_mask,
+)
 
 __all__ = [
     "GDAL_CACHE_MB",
     "RANGE_RATIO_WARN",
     "RESAMPLE_TOLERANCE",
     "RESOLUTION_WARN",
+    "ClassifyOptions",
     "classify_raster",
     "classify_rows",
+    "classify_with_options",
     "predict_array",
     "run_network",
 ]
@@ -72,7 +82,6 @@ RESOLUTION_WARN = 0.25
 GDAL_CACHE_MB = 256
 #: Warn when the input's 98th percentile and the training one differ by more than this factor.
 RANGE_RATIO_WARN = 4.0
-_OUTPUT_FORMATS = ("GTiff", "COG")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -264,26 +273,26 @@ def classify_raster(
 ) -> Path:
     """Classify a raster of any size into a georeferenced class raster, streamed.
 
+    The keyword arguments are the fields of :class:`~geounet.inference.options.ClassifyOptions`,
+    documented there; :func:`classify_with_options` takes them as that one object.
+
     Args:
         model: Object with ``network``, ``config`` (:class:`~geounet.model.files.ModelConfig`) and
             ``device``, e.g. a :class:`~geounet.app.classifier.UnetClassifier`.
         in_raster: Input image with the model's bands.
         out_raster: Output GeoTIFF: uint8 class indices, 255 = nodata, the class colours as
             a colour table, the class names in the ``CLASSES`` tag.
-        tile_size: Tile side in pixels (multiple of 32).
-        overlap: Overlap between neighbouring tiles in pixels (at most half a tile).
-        batch_size: Tiles per network call.
-        blend: ``"spline"`` (smooth weight window), ``"linear"`` or ``"none"`` (centre crop).
-        tta: None, ``"flips"`` (4 versions) or ``"dihedral"`` (8 versions).
-        probabilities: Optional path of a uint8 (0-255) raster with one band per class.
-        output_format: ``"GTiff"`` or ``"COG"`` (with overviews).
-        overwrite: Replace existing outputs.
-        progress: Show a progress bar over tiles.
-        resample: Run at the model's pixel size when the input's differs by more than 5 %
-            (along either axis; geographic CRSs are measured in metres at the raster centre),
-            then map the result back onto the input grid (nearest). A difference of more
-            than 25 % warns, naming both pixel sizes.
-        allow_no_crs: Accept an input without a CRS (the output has none either).
+        tile_size: See :class:`~geounet.inference.options.ClassifyOptions`.
+        overlap: See :class:`~geounet.inference.options.ClassifyOptions`.
+        batch_size: See :class:`~geounet.inference.options.ClassifyOptions`.
+        blend: See :class:`~geounet.inference.options.ClassifyOptions`.
+        tta: See :class:`~geounet.inference.options.ClassifyOptions`.
+        probabilities: See :class:`~geounet.inference.options.ClassifyOptions`.
+        output_format: See :class:`~geounet.inference.options.ClassifyOptions`.
+        overwrite: See :class:`~geounet.inference.options.ClassifyOptions`.
+        progress: See :class:`~geounet.inference.options.ClassifyOptions`.
+        resample: See :class:`~geounet.inference.options.ClassifyOptions`.
+        allow_no_crs: See :class:`~geounet.inference.options.ClassifyOptions`.
 
     Returns:
         The output path.
@@ -293,47 +302,103 @@ def classify_raster(
         BandMismatchError: The input does not have the model's bands.
         InvalidParameterError: A parameter is out of range.
     """
-    opts = make_options(tile_size, overlap, batch_size, blend, tta, progress)
-    check_choice("output_format", output_format, _OUTPUT_FORMATS)
-    outs = [Path(out_raster)] + ([Path(probabilities)] if probabilities else [])
+    options = ClassifyOptions(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        blend=blend,
+        tta=tta,
+        probabilities=probabilities,
+        output_format=output_format,
+        overwrite=overwrite,
+        progress=progress,
+        resample=resample,
+        allow_no_crs=allow_no_crs,
+    )
+    return classify_with_options(model, in_raster, out_raster, options)
+
+
+def classify_with_options(
+    model: Any, in_raster: PathLike, out_raster: PathLike, options: ClassifyOptions
+) -> Path:
+    """:func:`classify_raster` with its keyword arguments given as one options object.
+
+    Args:
+        model: Object with ``network``, ``config`` and ``device``.
+        in_raster: Input image with the model's bands.
+        out_raster: Output class raster (see :func:`classify_raster`).
+        options: Tiling, blending, outputs and checks.
+
+    Returns:
+        The output path.
+
+    Raises:
+        OutputExistsError: An output exists and ``options.overwrite`` is False.
+        BandMismatchError: The input does not have the model's bands.
+        InvalidParameterError: ``options.probabilities`` is ``out_raster`` itself.
+    """
+    outs = _check_outputs(Path(out_raster), options)
+    info, bands, grid = _open_input(model, in_raster, options.allow_no_crs, options.resample)
+    prepare_network(model)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_bounded_gdal_cache())
+        writers = _open_writers(stack, outs, info, model.config, options)
+        sink = _grid_sink(stack, writers, info, bands, grid, 0)
+        plan = _plan(grid, options)
+        tile_rows = range(len(plan.row_starts))
+        run_tiles(model, plan, tile_rows, _opener(info, bands, grid), sink, options)
+        sink.close()
+    return outs[0]
+
+
+def _check_outputs(out_raster: Path, options: ClassifyOptions) -> list[Path]:
+    """The output paths (class raster, then probabilities), refused before any work."""
+    outs = [out_raster] + ([Path(options.probabilities)] if options.probabilities else [])
     for out in outs:
-        if out.exists() and not overwrite:
+        if out.exists() and not options.overwrite:
             raise OutputExistsError(
                 f"{out}: output already exists; pass overwrite=True (--overwrite) to replace "
                 "it or choose another name."
             )
     if len(outs) == 2 and outs[0].resolve() == outs[1].resolve():
-        raise InvalidParameterError("probabilities must be another file than out_raster.")
-    info, bands, grid = _open_input(model, in_raster, allow_no_crs, resample)
-    prepare_network(model)
-    config = model.config
+        raise InvalidParameterError(
+            f"{outs[1]}: the probabilities raster must be another file than the class raster "
+            f"{outs[0]}; give it another name."
+        )
+    return outs
+
+
+def _open_writers(
+    stack: contextlib.ExitStack,
+    outs: Sequence[Path],
+    info: RasterInfo,
+    config: Any,
+    options: ClassifyOptions,
+) -> WriterSink:
+    """Writers of the class raster (and the probabilities), closed by ``stack``."""
     geo = (info.crs, info.transform)
-    common = {"output_format": output_format, "overwrite": overwrite}
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_bounded_gdal_cache())
-        writer = stack.enter_context(
-            RasterWriter(
-                outs[0], info.width, info.height, 1, "uint8", *geo, nodata=IGNORE_INDEX,
-                colormap=colormap(config.classes), tags=_class_tags(config),
-                descriptions=["class"], **common,
-            )
-        )  # fmt: skip
-        prob_writer = None
-        if probabilities:
-            prob_writer = stack.enter_context(
-                RasterWriter(
-                    outs[1], info.width, info.height, config.n_classes, "uint8", *geo,
-                    tags=_probability_tags(config), descriptions=config.class_names, **common,
-                )
-            )  # fmt: skip
-        sink = _grid_sink(stack, WriterSink(writer, prob_writer), info, bands, grid, 0)
-        plan = _plan(grid, opts)
-        run_tiles(model, plan, range(len(plan.row_starts)), _opener(info, bands, grid), sink, opts)
-        sink.close()
-    return outs[0]
+    common = {"output_format": options.output_format, "overwrite": options.overwrite}
+    classes = WriterOptions(
+        nodata=IGNORE_INDEX,
+        colormap=colormap(config.classes),
+        tags=_class_tags(config),
+        descriptions=["class"],
+        **common,
+    )
+    size = (info.width, info.height)
+    writer = stack.enter_context(RasterWriter(outs[0], *size, 1, "uint8", *geo, classes))
+    prob_writer = None
+    if len(outs) > 1:
+        probs = WriterOptions(
+            tags=_probability_tags(config), descriptions=config.class_names, **common
+        )
+        prob_writer = stack.enter_context(
+            RasterWriter(outs[1], *size, config.n_classes, "uint8", *geo, probs)
+        )
+    return WriterSink(writer, prob_writer)
 
 
-def _plan(grid: Grid, opts: Options) -> TilePlan:
+def _plan(grid: Grid, opts: ClassifyOptions) -> TilePlan:
     return TilePlan.build(
         grid.height, grid.width, tile_size=opts.tile_size, overlap=opts.overlap, blend=opts.blend
     )
@@ -367,45 +432,33 @@ def classify_rows(
     in_raster: PathLike,
     row_start: int,
     row_end: int,
-    *,
-    tile_size: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
-    blend: str = "spline",
-    tta: str | None = None,
-    resample: bool = True,
-    allow_no_crs: bool = False,
-    progress: bool = False,
+    options: ClassifyOptions | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Classify the rows ``[row_start, row_end)`` of a raster: a plain function for scale-out.
 
     The tiles are those of the whole-raster grid that touch the band, so the context above
     and below (the halo) is read from the raster, and mirror-padded at its borders: the
-    result is identical to the same rows of :func:`classify_raster`. A Dask worker can call
-    it for one row band of a huge scene.
+    result is identical to the same rows of :func:`classify_raster` with the same options. A
+    Dask worker can call it for one row band of a huge scene.
 
     Args:
         model: Object with ``network``, ``config`` and ``device``.
         in_raster: Input image.
         row_start: First row (of the input grid).
         row_end: One past the last row.
-        tile_size: See :func:`classify_raster`.
-        overlap: See :func:`classify_raster`.
-        batch_size: See :func:`classify_raster`.
-        blend: See :func:`classify_raster`.
-        tta: See :func:`classify_raster`.
-        resample: See :func:`classify_raster`.
-        allow_no_crs: See :func:`classify_raster`.
-        progress: Show a progress bar.
+        options: Tiling, blending, resampling and CRS check (default: the defaults of
+            :class:`~geounet.inference.options.ClassifyOptions` without a progress bar); the
+            output fields (``probabilities``, ``output_format``, ``overwrite``) are not used.
 
     Returns:
         ``(classes, probabilities)``: ``uint8 (n, W)`` (255 = nodata) and ``float32 (K, n, W)``.
     """
-    opts = make_options(tile_size, overlap, batch_size, blend, tta, progress)
-    info, bands, grid = _open_input(model, in_raster, allow_no_crs, resample)
+    opts = options or ClassifyOptions(progress=False)
+    info, bands, grid = _open_input(model, in_raster, opts.allow_no_crs, opts.resample)
     if not 0 <= row_start < row_end <= info.height:
         raise InvalidParameterError(
-            f"rows [{row_start}, {row_end}) are not within the raster's 0..{info.height} rows."
+            f"{info.path}: rows [{row_start}, {row_end}) are not within the raster's "
+            f"0..{info.height} rows; give 0 <= row_start < row_end <= {info.height}."
         )
     prepare_network(model)
     out = ArraySink(row_start, row_end, info.width, model.config.n_classes)
@@ -425,33 +478,29 @@ def classify_rows(
 def predict_array(
     model: Any,
     array: np.ndarray,
+    options: ClassifyOptions | None = None,
     *,
-    tile_size: int = 512,
-    overlap: int = 64,
-    blend: str = "spline",
-    tta: str | None = None,
     valid: np.ndarray | None = None,
-    batch_size: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Classify an in-memory image with the same tiling, padding and blending.
 
     Args:
         model: Object with ``network``, ``config`` and ``device``.
         array: ``(C, H, W)`` raw values (the model's bands, in the source data type).
-        tile_size: See :func:`classify_raster`.
-        overlap: See :func:`classify_raster`.
-        blend: See :func:`classify_raster`.
-        tta: See :func:`classify_raster`.
+        options: Tiling and blending (default: the defaults of
+            :class:`~geounet.inference.options.ClassifyOptions` without a progress bar); the
+            file fields (outputs, resampling, CRS check) are not used.
         valid: Optional ``(H, W)`` boolean mask of valid pixels (NaN/inf are invalid anyway).
-        batch_size: Tiles per network call.
 
     Returns:
         ``(classes, probabilities)``: ``uint8 (H, W)`` (255 where invalid) and
         ``float32 (K, H, W)``.
     """
-    opts = make_options(tile_size, overlap, batch_size, blend, tta, progress=False)
+    opts = options or ClassifyOptions(progress=False)
     if array.ndim != 3:
-        raise InvalidParameterError(f"array must be (bands, height, width), got {array.shape}.")
+        raise InvalidParameterError(
+            f"array of shape {array.shape}: expected (bands, height, width); give a 3-D array."
+        )
     if array.shape[0] != model.config.in_channels:
         raise BandMismatchError(
             f"the array has {array.shape[0]} band(s) but the model reads "
@@ -462,8 +511,7 @@ def predict_array(
         mask &= np.asarray(valid, bool)
     prepare_network(model)
     _, h, w = array.shape
-    grid = Grid(w, h, Affine.identity())
-    plan = _plan(grid, opts)
+    plan = _plan(Grid(w, h, Affine.identity()), opts)
     out = ArraySink(0, h, w, model.config.n_classes)
     source = ArraySource(array, mask)
     run_tiles(

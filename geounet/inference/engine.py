@@ -18,19 +18,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geounet.core.errors import InvalidParameterError, ModelFileError
-from geounet.core.types import TTA_MODES, check_choice
+from geounet.core.errors import ModelFileError
+from geounet.core.types import TTA_MODES, TTAMode, check_choice
 from geounet.data.normalize import normalize_valid
 from geounet.inference.blending import RowAccumulator, TilePlan
+from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import Prefetch, Sink
 
-__all__ = ["Options", "make_options", "prepare_network", "run_network", "run_tiles"]
+__all__ = ["prepare_network", "run_network", "run_tiles"]
 
 
 # ----------------------------------------------------------------------------- network
 
 
-def _tta_ops(tta: str | None) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
+def _tta_ops(tta: TTAMode | None) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
     """``(forward, inverse)`` pairs of image transforms acting on the last two axes."""
     if tta is None:
         return [(lambda t: t, lambda t: t)]
@@ -64,7 +65,7 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def run_network(model: Any, batch: np.ndarray, tta: str | None = None) -> np.ndarray:
+def run_network(model: Any, batch: np.ndarray, tta: TTAMode | None = None) -> np.ndarray:
     """Class probabilities of a batch of normalised tiles: the one place the network runs.
 
     Runs under ``torch.inference_mode`` in channels-last layout, with CUDA mixed precision
@@ -97,34 +98,6 @@ def prepare_network(model: Any) -> None:
     """Evaluation mode and channels-last weights, once per call."""
     model.network.eval()
     model.network.to(memory_format=torch.channels_last)
-
-
-@dataclass(frozen=True)
-class Options:
-    """Validated tiling options shared by every entry point."""
-
-    tile_size: int
-    overlap: int
-    batch_size: int
-    blend: str
-    tta: str | None
-    progress: bool
-
-
-def make_options(
-    tile_size: int, overlap: int, batch_size: int, blend: str, tta: str | None, progress: bool
-) -> Options:
-    """Check the tiling options once, before any file is opened.
-
-    Raises:
-        InvalidParameterError: A value is out of range or not one of the allowed choices.
-    """
-    if tta is not None:
-        check_choice("tta", tta, TTA_MODES)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameterError(f"batch_size={batch_size!r} is not allowed; use 1 or more.")
-    TilePlan.build(64, 64, tile_size=tile_size, overlap=overlap, blend=blend)  # validates
-    return Options(tile_size, overlap, batch_size, blend, tta, progress)
 
 
 # ----------------------------------------------------------------------------- engine
@@ -170,7 +143,7 @@ def run_tiles(
     tile_rows: range,
     open_source: Callable[[], Any],
     sink: Sink,
-    opts: Options,
+    opts: ClassifyOptions,
     runner: Callable[[Any, np.ndarray, str | None], np.ndarray] | None = None,
 ) -> None:
     """Run the tile rows ``tile_rows`` of ``plan`` and pass finished rows to ``sink``.
@@ -182,7 +155,7 @@ def run_tiles(
         open_source: Returns a context manager giving an object with ``read(row, col, h, w)``;
             it is called in the reader thread.
         sink: Receives the finished rows.
-        opts: Tiling options.
+        opts: The options (tiling, batch size, test-time augmentation, progress bar).
         runner: The network call (default :func:`run_network`).
     """
     runner = runner or run_network

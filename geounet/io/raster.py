@@ -28,7 +28,7 @@ from affine import Affine
 from pyproj import CRS as ProjCRS  # noqa: N811
 from pyproj import Geod
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -42,7 +42,7 @@ from geounet.core.errors import (
 from geounet.core.types import PathLike, check_choice
 from geounet.io.stats import BandStats, StatsAccumulator
 from geounet.io.windows import pad_amounts
-from geounet.io.write import RasterWriter, atomic_output, write_raster
+from geounet.io.write import RasterWriter, WriterOptions, atomic_output, write_raster
 
 __all__ = [
     "PAD_MODES",
@@ -50,6 +50,7 @@ __all__ = [
     "BandStats",
     "RasterInfo",
     "RasterWriter",
+    "WriterOptions",
     "atomic_output",
     "band_stats",
     "iter_windows",
@@ -444,11 +445,3 @@ def band_stats(
         )
     return acc.result()
 
-
-def resampling_from_name(name: str) -> Resampling:
-    """Map a resampling name (``"nearest"``, ``"bilinear"``...) to rasterio's enum."""
-    try:
-        return Resampling[name]
-    except KeyError as exc:
-        allowed = ", ".join(r.name for r in Resampling)
-        raise InvalidParameterError(f"resampling={name!r} is unknown; allowed: {allowed}.") from exc

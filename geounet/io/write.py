@@ -33,6 +33,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from rasterio.windows import Window
 from geounet.core.errors import InvalidParameterError, OutputExistsError
 from geounet.core.types import PathLike, check_choice
 
-__all__ = ["OUTPUT_FORMATS", "RasterWriter", "atomic_output", "write_raster"]
+__all__ = ["OUTPUT_FORMATS", "RasterWriter", "WriterOptions", "atomic_output", "write_raster"]
 
 #: Raster output formats: a tiled GeoTIFF, or a Cloud-Optimised GeoTIFF with overviews.
 OUTPUT_FORMATS: tuple[str, ...] = ("GTiff", "COG")
@@ -247,6 +248,42 @@ def _profile(
     return profile
 
 
+@dataclass(frozen=True)
+class WriterOptions:
+    """How a raster is written, besides its grid: one object passed to :class:`RasterWriter`.
+
+    :func:`write_raster` takes these as keyword arguments; they are documented here, once.
+
+    Attributes:
+        nodata: Nodata value recorded in the file.
+        colormap: ``{value: (r, g, b[, a])}`` colour table of band 1 (single-band uint8
+            class rasters).
+        tags: Dataset tags (a ``CLASSES`` tag marks a class raster: COG overviews then use
+            ``MODE`` resampling).
+        descriptions: Band descriptions, one per band (None leaves a band undescribed).
+        output_format: ``"GTiff"`` (tiled, deflate) or ``"COG"`` (Cloud-Optimised GeoTIFF
+            with overviews).
+        overwrite: Replace an existing file (refused otherwise).
+
+    Raises:
+        InvalidParameterError: ``output_format`` is not one of :data:`OUTPUT_FORMATS`.
+
+    Example:
+        >>> WriterOptions(nodata=255, output_format="COG").output_format
+        'COG'
+    """
+
+    nodata: float | None = None
+    colormap: Mapping[int, Sequence[int]] | None = None
+    tags: Mapping[str, str] | None = None
+    descriptions: Sequence[str | None] | None = None
+    output_format: str = "GTiff"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("output_format", self.output_format, OUTPUT_FORMATS)
+
+
 class RasterWriter:
     """Stream windows into a new GeoTIFF (or COG) that appears under its name only when complete.
 
@@ -256,8 +293,23 @@ class RasterWriter:
     (overviews use ``MODE`` resampling for class rasters, i.e. with a colour table or a
     ``CLASSES`` tag, else ``AVERAGE``).
 
+    Args:
+        path: Output file.
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: Numpy dtype name of the bands.
+        crs: CRS to record (None: pixel coordinates).
+        transform: Affine transform to record.
+        options: Nodata, colour table, tags, descriptions, format and overwrite (see
+            :class:`WriterOptions`; default: its defaults).
+
+    Raises:
+        InvalidParameterError: The grid has no column, row or band.
+
     Example:
-        >>> with RasterWriter("o.tif", 100, 100, 1, "uint8", crs, tr) as w:  # doctest: +SKIP
+        >>> opts = WriterOptions(nodata=255)
+        >>> with RasterWriter("o.tif", 100, 100, 1, "uint8", crs, tr, opts) as w:  # doctest: +SKIP
         ...     w.write(block, row=0, col=0)
     """
 
@@ -270,25 +322,22 @@ class RasterWriter:
         dtype: str,
         crs: CRS | None,
         transform: Affine,
-        *,
-        nodata: float | None = None,
-        colormap: Mapping[int, Sequence[int]] | None = None,
-        tags: Mapping[str, str] | None = None,
-        descriptions: Sequence[str | None] | None = None,
-        output_format: str = "GTiff",
-        overwrite: bool = False,
+        options: WriterOptions | None = None,
     ) -> None:
-        check_choice("output_format", output_format, OUTPUT_FORMATS)
+        opts = options or WriterOptions()
         if width < 1 or height < 1 or count < 1:
             raise InvalidParameterError(
                 f"{path}: a raster needs at least 1 column, row and band, got "
                 f"{width} x {height} x {count}."
             )
         self.path = Path(path)
-        cog = output_format == "COG"
-        self.profile = _profile(width, height, count, dtype, crs, transform, nodata, overviews=cog)
-        self.colormap, self.tags, self.descriptions = colormap, dict(tags or {}), descriptions
-        self.output_format, self.overwrite = output_format, overwrite
+        cog = opts.output_format == "COG"
+        self.profile = _profile(
+            width, height, count, dtype, crs, transform, opts.nodata, overviews=cog
+        )
+        self.colormap, self.tags = opts.colormap, dict(opts.tags or {})
+        self.descriptions = opts.descriptions
+        self.output_format, self.overwrite = opts.output_format, opts.overwrite
         self._out: _AtomicTarget | None = None
         self._stage: Path | None = None
         self._dst: Any = None
@@ -403,13 +452,13 @@ def write_raster(
         array: ``(bands, h, w)`` or ``(h, w)``.
         crs: CRS to record.
         transform: Affine transform to record.
-        nodata: Nodata value.
-        colormap: ``{value: (r, g, b[, a])}`` colour table for single-band uint8 class rasters.
+        nodata: See :class:`WriterOptions`.
+        colormap: See :class:`WriterOptions`.
         class_names: ``{value: name}``, stored as the ``CLASSES`` JSON tag.
-        descriptions: Band descriptions.
-        tags: Extra dataset tags.
-        output_format: ``"GTiff"`` or ``"COG"`` (with overviews).
-        overwrite: Replace an existing file.
+        descriptions: See :class:`WriterOptions`.
+        tags: See :class:`WriterOptions` (``class_names`` adds the ``CLASSES`` tag).
+        output_format: See :class:`WriterOptions`.
+        overwrite: See :class:`WriterOptions`.
 
     Returns:
         The written path.
@@ -427,20 +476,8 @@ def write_raster(
     all_tags = dict(tags or {})
     if class_names:
         all_tags["CLASSES"] = json.dumps({str(k): v for k, v in class_names.items()})
-    with RasterWriter(
-        path,
-        arr.shape[2],
-        arr.shape[1],
-        arr.shape[0],
-        str(arr.dtype),
-        crs,
-        transform,
-        nodata=nodata,
-        colormap=colormap,
-        tags=all_tags,
-        descriptions=descriptions,
-        output_format=output_format,
-        overwrite=overwrite,
-    ) as w:
+    options = WriterOptions(nodata, colormap, all_tags, descriptions, output_format, overwrite)
+    count, height, width = arr.shape
+    with RasterWriter(path, width, height, count, str(arr.dtype), crs, transform, options) as w:
         w.write(arr, 0, 0)
     return Path(path)

@@ -1,0 +1,85 @@
+"""The options of scene classification, checked once and passed through as one object.
+
+:func:`geounet.inference.classify.classify_raster`, ``UnetClassifier.classify`` and
+``geounet classify`` take these as keyword arguments and build one :class:`ClassifyOptions`;
+everything below them (:func:`~geounet.inference.classify.classify_rows`,
+:func:`~geounet.inference.classify.predict_array`, the tile loop, the workflows) receives that
+object. The fields are documented here, once.
+
+Example:
+    >>> opts = ClassifyOptions(tile_size=256, overlap=32, tta="flips")
+    >>> opts.tile_size, opts.blend
+    (256, 'spline')
+    >>> ClassifyOptions(batch_size=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    geounet.core.errors.InvalidParameterError: batch_size=0 is not allowed; ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from geounet.core.errors import InvalidParameterError
+from geounet.core.types import TTA_MODES, PathLike, check_choice
+from geounet.inference.blending import TilePlan
+from geounet.io.write import OUTPUT_FORMATS
+
+__all__ = ["ClassifyOptions"]
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """How a scene is classified: tiling, blending, outputs, checks.
+
+    Attributes:
+        tile_size: Tile side in pixels fed to the network (a multiple of 32, at least 64;
+            a raster smaller than a tile gets a smaller tile).
+        overlap: Overlap between neighbouring tiles in pixels (at most half a tile).
+        batch_size: Tiles per network call (1 or more).
+        blend: How overlapping tiles are merged: ``"spline"`` (smooth weight window),
+            ``"linear"`` or ``"none"`` (centre crop).
+        tta: Test-time augmentation: None, ``"flips"`` (4 versions) or ``"dihedral"``
+            (8 versions).
+        probabilities: Optional path of a uint8 (0-255) raster with one band per class,
+            written beside the class raster (another file than it).
+        output_format: ``"GTiff"`` or ``"COG"`` (Cloud-Optimised GeoTIFF with overviews).
+        overwrite: Replace outputs that already exist (refused otherwise).
+        progress: Show a progress bar over tiles.
+        resample: Run at the model's pixel size when the input's differs by more than 5 %
+            (along either axis; geographic CRSs are measured in metres at the raster centre),
+            then map the result back onto the input grid (nearest). A difference of more
+            than 25 % warns, naming both pixel sizes.
+        allow_no_crs: Accept an input without a CRS (the output has none either).
+
+    Raises:
+        InvalidParameterError: A value is out of range or not one of the allowed choices
+            (raised on construction, before any file is opened).
+    """
+
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    blend: str = "spline"
+    tta: str | None = None
+    probabilities: PathLike | None = None
+    output_format: str = "GTiff"
+    overwrite: bool = False
+    progress: bool = True
+    resample: bool = True
+    allow_no_crs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tta is not None:
+            check_choice("tta", self.tta, TTA_MODES)
+        bad = isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+        if bad or self.batch_size < 1:
+            raise InvalidParameterError(
+                f"batch_size={self.batch_size!r} is not allowed; use an integer, 1 or more."
+            )
+        check_choice("output_format", self.output_format, OUTPUT_FORMATS)
+        # tile_size, overlap and blend are checked by the tile plan itself
+        TilePlan.build(64, 64, tile_size=self.tile_size, overlap=self.overlap, blend=self.blend)
+        if self.probabilities is not None:
+            object.__setattr__(self, "probabilities", Path(self.probabilities))
