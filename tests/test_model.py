@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,7 +324,25 @@ def test_reset_head_changes_class_count():
 
 
 def test_model_files_are_plain_data(tmp_path):
+    """The weights file is safetensors, read here from its layout (8-byte little-endian header
+    length, a JSON header, raw little-endian tensor bytes), and the config is plain JSON."""
     cfg = tiny_config()
-    folder = save_model(tmp_path / "m", build_network(cfg), cfg)
-    assert Path(folder / WEIGHTS_FILE).read_bytes()[:1] != b"\x80"
-    json.loads((folder / CONFIG_FILE).read_text())
+    net = build_network(cfg)
+    folder = save_model(tmp_path / "m", net, cfg)
+    raw = (folder / WEIGHTS_FILE).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header.pop("__metadata__", None)
+    state = net.state_dict()
+    assert set(header) == set(state)
+    dtypes = {"F32": "<f4", "I64": "<i8"}
+    body = raw[8 + n :]
+    assert max(h["data_offsets"][1] for h in header.values()) == len(body)  # nothing else
+    for name, tensor in state.items():
+        h = header[name]
+        assert h["shape"] == list(tensor.shape), name
+        start, end = h["data_offsets"]
+        values = np.frombuffer(body[start:end], dtype=dtypes[h["dtype"]]).reshape(h["shape"])
+        np.testing.assert_array_equal(values, tensor.detach().cpu().numpy(), err_msg=name)
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    assert meta["arch"] == "unet-classic" and meta["bands"] == [1, 2, 3]
