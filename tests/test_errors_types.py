@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from geounet.core import errors
@@ -24,6 +26,9 @@ from geounet.core.types import (
     IGNORE_INDEX,
     SPLIT_MODES,
     TTA_MODES,
+    BlendMode,
+    SplitMode,
+    TTAMode,
     check_choice,
     import_optional,
 )
@@ -79,6 +84,9 @@ def test_choice_tuples():
     assert set(TTA_MODES) == {"flips", "dihedral"}
     assert set(SPLIT_MODES) == {"spatial", "rows", "random"}
     assert IGNORE_INDEX == 255
+    # the Literal aliases used in type hints allow exactly what check_choice allows
+    pairs = ((BlendMode, BLEND_MODES), (TTAMode, TTA_MODES), (SplitMode, SPLIT_MODES))
+    assert all(get_args(alias) == choices for alias, choices in pairs)
 
 
 def test_import_optional_imports_or_says_pip_install():

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 from geounet.core.errors import DependencyNotFoundError, InvalidParameterError
 
@@ -35,12 +35,14 @@ PathLike = str | os.PathLike[str] | Path
 #: Value of "no label / nodata" in label chips and in classified rasters.
 IGNORE_INDEX = 255
 
+# Each choice is a ``Literal`` alias for type hints and a tuple for :func:`check_choice`; the
+# tuple is read from the alias, so the two cannot drift apart.
 BlendMode = Literal["spline", "linear", "none"]
-BLEND_MODES: tuple[str, ...] = ("spline", "linear", "none")
+BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
 TTAMode = Literal["flips", "dihedral"]
-TTA_MODES: tuple[str, ...] = ("flips", "dihedral")
+TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 SplitMode = Literal["spatial", "rows", "random"]
-SPLIT_MODES: tuple[str, ...] = ("spatial", "rows", "random")
+SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
 
 T = TypeVar("T")
 

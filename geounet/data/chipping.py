@@ -48,7 +48,7 @@ from rasterio.windows import Window
 
 from geounet.core.classes import ClassSpec, colormap
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import IGNORE_INDEX, SPLIT_MODES, check_choice
+from geounet.core.types import IGNORE_INDEX, SPLIT_MODES, SplitMode, check_choice
 from geounet.io.raster import RasterInfo, read_window, write_raster
 from geounet.io.windows import tile_starts
 
@@ -134,7 +134,7 @@ def chip_grid(
     chip_size: int,
     stride: int,
     *,
-    split: str = "spatial",
+    split: SplitMode = "spatial",
     val_fraction: float = 0.2,
 ) -> list[tuple[int, int, int]]:
     """Candidate chips ``(row, col, region)`` of one image, row by row.
@@ -235,7 +235,7 @@ def _drop_gap(chips: list[Chip], chip_size: int) -> int:
 def assign_splits(
     chips: list[Chip],
     *,
-    split: str,
+    split: SplitMode,
     val_fraction: float,
     chip_size: int,
     stride: int,
@@ -390,7 +390,7 @@ def write_chips(
     bands: Sequence[Sequence[int]],
     band_names: Sequence[str],
     nodata: float | None = None,
-    split: str = "spatial",
+    split: SplitMode = "spatial",
     val_fraction: float = 0.2,
     min_valid_fraction: float = 0.5,
 ) -> tuple[list[Chip], int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import BLEND_MODES, IGNORE_INDEX, check_choice
+from geounet.core.types import BLEND_MODES, IGNORE_INDEX, BlendMode, check_choice
 from geounet.io.windows import core_ranges, tile_starts
 
 __all__ = ["MIN_HALO", "MULTIPLE", "RowAccumulator", "TilePlan", "TileRegion", "blend_weights"]
@@ -34,7 +34,7 @@ MULTIPLE = 32
 MIN_HALO = 16
 
 
-def _ramp_1d(size: int, ramp: int, mode: str, floor: float) -> np.ndarray:
+def _ramp_1d(size: int, ramp: int, mode: BlendMode, floor: float) -> np.ndarray:
     if mode == "none" or ramp <= 0:
         return np.ones(size, dtype=np.float32)
     # distance of each pixel centre from the nearest tile edge, in units of the ramp length
@@ -45,7 +45,9 @@ def _ramp_1d(size: int, ramp: int, mode: str, floor: float) -> np.ndarray:
     return (floor + (1.0 - floor) * s).astype(np.float32)
 
 
-def blend_weights(tile: int, overlap: int, mode: str = "spline", floor: float = 1e-2) -> np.ndarray:
+def blend_weights(
+    tile: int, overlap: int, mode: BlendMode = "spline", floor: float = 1e-2
+) -> np.ndarray:
     """A 2D weight window for blending overlapping tile predictions.
 
     The window is 1 in the tile's interior and falls smoothly towards the tile edges over
@@ -122,7 +124,7 @@ class TilePlan:
     tile_w: int
     overlap: int
     halo: int
-    blend: str
+    blend: BlendMode
     row_starts: tuple[int, ...]
     col_starts: tuple[int, ...]
     weights: np.ndarray
@@ -131,7 +133,7 @@ class TilePlan:
 
     @classmethod
     def build(
-        cls, height: int, width: int, *, tile_size: int, overlap: int, blend: str
+        cls, height: int, width: int, *, tile_size: int, overlap: int, blend: BlendMode
     ) -> TilePlan:
         """Lay out tiles over a ``height`` x ``width`` raster.
 

@@ -444,4 +444,3 @@ def band_stats(
             "value or pass nodata= explicitly."
         )
     return acc.result()
-

