@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 
+import numpy as np
 import pytest
 import torch
 from model_fakes import make_fake_data
@@ -12,6 +14,7 @@ from geounet.core.errors import InvalidParameterError
 from geounet.model.losses import build_loss
 from geounet.model.training import (
     HISTORY_COLUMNS,
+    LR_BOUNDS,
     Trainer,
     configure_cpu_threads,
     reseed_loader,
@@ -126,9 +129,64 @@ def test_lr_find_suggests_and_restores_weights():
     trainer, data = tiny_trainer()
     before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
     result = trainer.lr_find(data.train_dl, num_iter=20, progress=False)
-    assert isinstance(result.suggestion, float) and 1e-5 <= result.suggestion <= 1e-2
     assert len(result.lrs) == len(result.losses) > 5
+    ratios = np.asarray(result.lrs[1:]) / np.asarray(result.lrs[:-1])
+    assert result.lrs[0] == pytest.approx(1e-7) and np.allclose(ratios, (1e7) ** (1 / 19))
+    assert np.isfinite(result.losses).all() and min(result.losses) < result.losses[0]
+    assert result.suggestion in {result.steepest, result.minimum / 10, *LR_BOUNDS}
     assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())
+
+
+# The sweep's rule, checked on scripted loss curves: each training step returns loss(lr), and
+# smoothing=1 turns the moving average off. 71 steps from 1e-7 to 1 put ten learning rates
+# in each decade, at 10 ** (-7 + i / 10).
+
+
+def _sweep(monkeypatch, loss_of_log_lr) -> object:
+    def step(self, batch, optimizer):
+        return float(loss_of_log_lr(math.log10(optimizer.param_groups[0]["lr"])))
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    trainer, data = tiny_trainer()
+    return trainer.lr_find(data.train_dl, num_iter=71, smoothing=1.0, progress=False)
+
+
+def _descent_then_rise(centre: float, bottom: float, slope: float = 0.0):
+    """A drop of 2 around ``centre`` (steepest there), the minimum at ``bottom``, then a steep
+    rise that makes the sweep diverge; ``slope`` adds a gentle fall before the bottom."""
+
+    def loss(x: float) -> float:
+        rise = 50 * (x - bottom) ** 2 if x > bottom else 0.0
+        return 3 - math.tanh(2 * (x - centre)) - slope * (x + 7) + rise
+
+    return loss
+
+
+def test_lr_find_picks_the_steepest_descent_below_the_minimum(monkeypatch):
+    result = _sweep(monkeypatch, _descent_then_rise(centre=-3.5, bottom=-2.0))
+    assert result.steepest == pytest.approx(10**-3.5, rel=1e-6)
+    assert result.minimum == pytest.approx(1e-2, rel=1e-6)
+    assert result.suggestion == pytest.approx(10**-3.5, rel=1e-6)
+    assert len(result.lrs) < 71 and result.losses[-1] > 4 * min(result.losses)  # diverged
+
+
+def test_lr_find_steepest_far_below_the_minimum_gives_a_tenth_of_it(monkeypatch):
+    result = _sweep(monkeypatch, _descent_then_rise(centre=-6.0, bottom=-2.0, slope=0.02))
+    assert result.steepest == pytest.approx(1e-6, rel=1e-6)  # three decades below 1e-2
+    assert result.minimum == pytest.approx(1e-2, rel=1e-6)
+    assert result.suggestion == pytest.approx(1e-3, rel=1e-6)
+
+
+@pytest.mark.parametrize(("centre", "bottom", "bound"), [(-6.5, -5.5, 0), (-1.5, -0.5, 1)])
+def test_lr_find_suggestion_is_kept_within_the_bounds(monkeypatch, centre, bottom, bound):
+    result = _sweep(monkeypatch, _descent_then_rise(centre=centre, bottom=bottom))
+    assert result.steepest == pytest.approx(10**centre, rel=1e-6)  # outside the bounds
+    assert result.suggestion == LR_BOUNDS[bound]
+
+
+def test_lr_find_with_too_few_finite_losses_falls_back(monkeypatch):
+    result = _sweep(monkeypatch, lambda x: 1.0 if x < -6.75 else float("nan"))
+    assert len(result.lrs) == 3 and result.suggestion == 1e-3 and result.extra["fallback"]
 
 
 def test_freeze_keeps_encoder_weights():
