@@ -62,9 +62,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from geounet.cli import classify, demo, evaluate, info, prepare, train, vectorize
+    from geounet.cli import classify, demo, evaluate, export, info, prepare, train, vectorize
 
-    for module in (classify, prepare, train, vectorize, evaluate, info, demo):
+    for module in (classify, prepare, train, vectorize, evaluate, export, info, demo):
         cli.add_command(module.command)
 
 

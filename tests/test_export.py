@@ -1,0 +1,199 @@
+"""Exports: ONNX for QGIS Deepness, .dlpk for ArcGIS Pro, TorchScript; checked against geounet."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from model_fakes import make_fake_data
+
+from geounet.app.classifier import UnetClassifier
+from geounet.app.export import EXPORT_FORMATS, export_model
+from geounet.cli.main import cli
+from geounet.core.errors import InvalidParameterError, OutputExistsError
+from geounet.data.normalize import normalize
+from geounet.inference.engine import run_network
+
+TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny 3-band, 3-class uint8 model whose weights are not all trivial."""
+    data = make_fake_data(classes={1: "building", 2: "road"})
+    model = UnetClassifier(data, **TINY)
+    with torch.no_grad():  # perturb the weights so the classes are not all background
+        for p in model.network.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.save(tmp_path_factory.mktemp("m") / "model")
+
+
+def _geounet_probs(model: UnetClassifier, tiles_uint8: np.ndarray) -> np.ndarray:
+    prepared = model.network.eval()
+    x = normalize(tiles_uint8, model.config.stats)
+    return run_network(type("M", (), {"network": prepared, "device": "cpu"})(), x)
+
+
+def test_onnx_matches_geounet_and_carries_deepness_metadata(model_dir: Path, tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    out = export_model(model_dir, "onnx", tmp_path / "m.onnx", tile_size=64, overlap=16)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.shape[1:] == [3, 64, 64]  # square tiles, dynamic batch
+    rng = np.random.default_rng(1)
+    tiles = rng.integers(0, 256, size=(2, 3, 64, 64)).astype(np.uint8)
+    probs = session.run(None, {inp.name: tiles.astype(np.float32) / 255})[0]
+    reference = _geounet_probs(UnetClassifier.from_model(model_dir), tiles)
+    assert probs.shape == (2, 3, 64, 64)
+    assert np.abs(probs - reference).max() <= 1e-4, np.abs(probs - reference).max()
+    assert len(np.unique(reference.argmax(1))) > 1  # the comparison is not all one class
+
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert meta["model_type"] == "Segmentor"
+    assert meta["class_names"] == {"0": "background", "1": "building", "2": "road"}
+    assert isinstance(meta["resolution"], float) and meta["resolution"] == 50.0
+    assert meta["tiles_size"] == 64 and isinstance(meta["tiles_size"], int)
+    assert meta["tiles_overlap"] == 25 and isinstance(meta["tiles_overlap"], int)
+    assert isinstance(meta["seg_thresh"], float) and isinstance(meta["seg_small_segment"], int)
+    assert meta["geounet_model"]["in_channels"] == 3
+
+
+def test_onnx_of_a_sixteen_bit_model_takes_raw_values_and_warns(tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    image = rng.integers(100, 3000, size=(2, 96, 96)).astype(np.uint16)
+    labels = (image[0] > 1500).astype(np.uint8)
+    model = UnetClassifier(make_fake_data(image=image, labels=labels), **TINY)
+    with pytest.warns(UserWarning, match="raw values"):
+        out = model.export("onnx", tmp_path / "m16.onnx", tile_size=32, overlap=0)
+    tiles = rng.integers(100, 3000, size=(1, 2, 32, 32)).astype(np.uint16)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"image": tiles.astype(np.float32)})[0]
+    assert np.abs(probs - _geounet_probs(model, tiles)).max() <= 1e-4
+
+
+def test_torchscript_equals_eager(model_dir: Path, tmp_path: Path):
+    out = export_model(model_dir, "torchscript", tmp_path / "m.pt", tile_size=64, overlap=16)
+    scripted = torch.jit.load(str(out))
+    model = UnetClassifier.from_model(model_dir)
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 3, 64, 64))).float()
+    with torch.no_grad():
+        got = scripted(x).numpy()
+    assert np.abs(got - _geounet_probs(model, x.numpy().astype(np.uint8))).max() <= 1e-5
+    extra = {"geounet.json": ""}
+    torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["geounet.json"])["arch"] == model.config.arch
+
+
+def _unzip_dlpk(path: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        zf.extractall(dest)
+    emds = [n for n in names if n.endswith(".emd")]
+    assert len(emds) == 1
+    assert {"model.safetensors", "geounet.json", "GeounetClassifier.py"} <= names
+    return dest / emds[0]
+
+
+def test_dlpk_holds_a_valid_emd(model_dir: Path, tmp_path: Path):
+    out = export_model(model_dir, "dlpk", tmp_path / "buildings.dlpk", tile_size=128, overlap=64)
+    emd = json.loads(_unzip_dlpk(out, tmp_path / "x").read_text())
+    assert emd["Framework"] == "PyTorch"
+    assert emd["ModelType"] == "ImageClassification"
+    assert emd["ModelFile"] == "model.safetensors"
+    assert emd["InferenceFunction"] == "GeounetClassifier.py"
+    assert (emd["ImageHeight"], emd["ImageWidth"], emd["ModelPadding"]) == (128, 128, 32)
+    assert emd["ExtractBands"] == [0, 1, 2] and emd["BatchSize"] >= 1
+    assert emd["ModelName"] == "buildings" and isinstance(emd["Version"], str)
+    assert isinstance(emd["ModelConfiguration"], str)
+    assert [(c["Value"], c["Name"]) for c in emd["Classes"]] == [(1, "building"), (2, "road")]
+    assert all(
+        len(c["Color"]) == 3 and all(0 <= v <= 255 for v in c["Color"]) for c in emd["Classes"]
+    )
+
+
+def _load_function(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("GeounetClassifier", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GeounetClassifier()
+
+
+def test_arcgis_raster_function_equals_geounet_classify(
+    model_dir: Path, tmp_path: Path, make_raster
+):
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, size=(3, 256, 256)).astype(np.uint8)
+    arr[:, 150:170, 150:170] = 0
+    image = make_raster(arr, nodata=0)
+    model = UnetClassifier.from_model(model_dir)
+    classified = model.classify(image, tmp_path / "c.tif", tile_size=128, overlap=64)
+    with rasterio.open(classified) as src:
+        expected = src.read(1)
+
+    out = export_model(model_dir, "dlpk", tmp_path / "b.dlpk", tile_size=128, overlap=64)
+    fn = _load_function(_unzip_dlpk(out, tmp_path / "pkg").parent / "GeounetClassifier.py")
+    fn.initialize(model=str(next((tmp_path / "pkg").glob("*.emd"))), device=-1)
+    params = fn.getParameterInfo()
+    assert [p["name"] for p in params[:2]] == ["raster", "model"]
+    config = fn.getConfiguration(**{p["name"]: p["value"] for p in params if "value" in p})
+    assert {"extractBands", "padding", "tx", "ty", "inputMask"} <= set(config)
+    info = fn.updateRasterInfo(output_info={})["output_info"]
+    assert info["bandCount"] == 1 and info["pixelType"] == "u1"
+
+    p, tx = config["padding"], config["tx"]
+    r0 = c0 = 96  # a block inside the scene: ArcGIS pads it with real neighbouring pixels
+    block = arr[list(config["extractBands"]), r0 - p : r0 + tx + p, c0 - p : c0 + tx + p]
+    blocks = fn.updatePixels(
+        (0, 0), block.shape, {}, raster_pixels=block.astype(np.float32), raster_mask=block != 0
+    )
+    got = blocks["output_pixels"][0]
+    want = expected[r0 : r0 + tx, c0 : c0 + tx]
+    assert got.shape == (tx, tx)
+    assert np.all(got[150 - r0 :, 150 - c0 :] == 255)  # the NoData square stays NoData
+    assert np.array_equal(got == 255, want == 255)
+    assert np.array_equal(blocks["output_mask"][0] == 0, got == 255)
+    assert np.array_equal(got, want)  # same normalisation, network and blending
+    assert len(np.unique(got)) > 2
+
+
+def test_export_refuses_bad_settings_and_existing_outputs(model_dir: Path, tmp_path: Path):
+    with pytest.raises(InvalidParameterError, match="format"):
+        export_model(model_dir, "tflite", tmp_path / "m.tflite")
+    with pytest.raises(InvalidParameterError, match="multiple of 32"):
+        export_model(model_dir, "onnx", tmp_path / "m.onnx", tile_size=100)
+    target = tmp_path / "m.pt"
+    target.write_text("keep")
+    with pytest.raises(OutputExistsError):
+        export_model(model_dir, "torchscript", target)
+    assert target.read_text() == "keep"
+    assert set(EXPORT_FORMATS) == {"onnx", "dlpk", "torchscript"}
+
+
+def test_cli_export(model_dir: Path, tmp_path: Path):
+    runner = CliRunner()
+    out = tmp_path / "b.dlpk"
+    args = ["export", str(model_dir), "--format", "dlpk", "--out", str(out), "--tile-size", "128"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert zipfile.is_zipfile(out)
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 2
+    assert len(again.output.strip().splitlines()) == 1 and "--overwrite" in again.output
