@@ -404,6 +404,8 @@ def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any
         chip_size=int(data.chip_size),
         gsd_m=None if getattr(data, "gsd_m", None) is None else float(data.gsd_m),
         source_dtype=getattr(data, "source_dtype", None),
+        source_band_count=getattr(data, "source_band_count", None),
+        source_alpha_band=getattr(data, "source_alpha_band", None),
         unet_kwargs=dict(unet_kwargs),
     )
 

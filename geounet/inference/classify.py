@@ -87,18 +87,51 @@ RANGE_RATIO_WARN = 4.0
 # ----------------------------------------------------------------------------- checks
 
 
-def _model_bands(info: RasterInfo, config: Any) -> list[int]:
-    """The file's band indices the model reads, or a BandMismatchError naming both counts."""
-    have = info.data_bands
+def _band_error(info: RasterInfo, config: Any, have: int, trained: int | None) -> Exception:
     want = list(config.bands or range(1, config.in_channels + 1))
+    of = f" of images with {trained} data bands" if trained else ""
+    return BandMismatchError(
+        f"{info.path}: the raster has {have} data band(s) but the model reads "
+        f"{len(want)} (bands {want}{of}, trained on {', '.join(config.band_names or [])}). "
+        "Give an image with the model's bands in the same order (e.g. gdalbuildvrt "
+        "-b 1 -b 2 ...), or train a model on this kind of image."
+    )
+
+
+def _model_bands(info: RasterInfo, config: Any) -> list[int]:
+    """The file's band indices the model reads, or a BandMismatchError naming both counts.
+
+    ``config.bands`` index the bands of the training images (``source_band_count`` bands,
+    alpha included). Each is matched by its position among the training images' data bands
+    (alpha left out) to the input's data band at the same position, so an alpha band
+    elsewhere in the input does not shift them. A model that reads every data band of its
+    training images needs an input with as many data bands; one that reads some of them
+    needs an input that has them.
+    """
+    want = list(config.bands or range(1, config.in_channels + 1))
+    n_src = getattr(config, "source_band_count", None)
+    if n_src is None:  # model files written before the source band count was recorded
+        return _legacy_model_bands(info, config, want)
+    alpha = getattr(config, "source_alpha_band", None)
+    trained = [b for b in range(1, n_src + 1) if b != alpha]
+    have = info.data_bands
+    if not set(want) <= set(trained):  # the alpha band itself was chosen as an input band
+        trained, have = list(range(1, n_src + 1)), list(range(1, info.count + 1))
+    pos = [trained.index(b) for b in want]
+    reads_all = sorted(pos) == list(range(len(trained)))
+    if len(have) == len(trained) or (not reads_all and max(pos) < len(have)):
+        return [have[p] for p in pos]
+    raise _band_error(info, config, len(have), len(trained))
+
+
+def _legacy_model_bands(info: RasterInfo, config: Any, want: list[int]) -> list[int]:
+    """Bands without the source band count: taken as positions among the data bands."""
+    have = info.data_bands
+    if want == have:
+        return want
     full = want == list(range(1, len(want) + 1))
     if (full and len(have) != len(want)) or max(want) > len(have):
-        raise BandMismatchError(
-            f"{info.path}: the raster has {len(have)} data band(s) but the model reads "
-            f"{len(want)} (bands {want}, trained on {', '.join(config.band_names or [])}). "
-            "Give an image with the model's bands in the same order (e.g. gdalbuildvrt "
-            "-b 1 -b 2 ...), or train a model on this kind of image."
-        )
+        raise _band_error(info, config, len(have), None)
     return [have[b - 1] for b in want]
 
 

@@ -83,6 +83,9 @@ class ModelConfig:
         chip_size: Training chip size in pixels.
         gsd_m: Ground sample distance of the training data in metres (None if unknown).
         source_dtype: Data type of the training imagery (``"uint8"``, ``"uint16"``...).
+        source_band_count: Number of bands of the training images, alpha included, which
+            ``bands`` index into (None in model files written before it was recorded).
+        source_alpha_band: 1-based alpha band of the training images, or None.
         unet_kwargs: Extra keyword arguments given to the network constructor.
         encoder_weights: What the encoder was initialised from before training
             (``"imagenet"``, a file name, or None); informative only, loading never downloads.
@@ -100,6 +103,8 @@ class ModelConfig:
     chip_size: int
     gsd_m: float | None = None
     source_dtype: str | None = None
+    source_band_count: int | None = None
+    source_alpha_band: int | None = None
     unet_kwargs: dict[str, Any] = field(default_factory=dict)
     encoder_weights: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
