@@ -1,0 +1,85 @@
+"""The chipping settings of :func:`~geounet.data.prepare.prepare_data`, checked once.
+
+:func:`~geounet.data.prepare.prepare_data` takes these as keyword arguments (documented there,
+its public entry point) and passes one :class:`PrepareSettings` to the steps below it, which
+read typed attributes instead of looking up keys in a dict.
+
+Example:
+    >>> s = PrepareSettings(classes={1: "building"}, chip_size=128)
+    >>> s.stride, s.split
+    (128, 'spatial')
+    >>> PrepareSettings(classes=None, val_fraction=1.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    geounet.core.errors.InvalidParameterError: val_fraction=1.0 must be a number in [0, 1)...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from geounet.core.errors import InvalidParameterError
+from geounet.core.types import check_choice
+from geounet.data.chipping import SPLITS, check_chip_size, check_stride
+
+__all__ = ["PrepareSettings"]
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """What ``prepare_data`` chips and how; see :func:`~geounet.data.prepare.prepare_data`.
+
+    Attributes:
+        classes: The parsed class mapping (``{label value or "#RRGGBB": name}``), or None to
+            infer the classes from the labels.
+        label_field: Vector attribute holding each feature's class.
+        chip_size: Chip size in pixels, a multiple of 32.
+        stride: Step between chips; None becomes ``chip_size`` on construction.
+        bands: 1-based bands to use (None: all but alpha).
+        nodata: Image nodata value overriding the files'.
+        val_fraction: Share of chips set aside for validation, in [0, 1).
+        split: ``"spatial"``, ``"rows"`` or ``"random"``.
+        min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped.
+        line_width_m: Width in metres given to line (and point) features.
+        allow_no_crs: Accept images without a CRS.
+        seed: Seed of the split (and of the statistics' sampling).
+
+    Raises:
+        InvalidParameterError: A value is out of range (raised on construction, before any
+            file is opened); the message names the value and what is allowed.
+    """
+
+    classes: Mapping[Any, str] | None
+    label_field: str | None = None
+    chip_size: int = 256
+    stride: int | None = None
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+    val_fraction: float = 0.2
+    split: str = "spatial"
+    min_valid_fraction: float = 0.5
+    line_width_m: float = 4.0
+    allow_no_crs: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_chip_size(self.chip_size)
+        object.__setattr__(self, "stride", check_stride(self.stride, self.chip_size))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+        check_choice("split", self.split, SPLITS)
+        _check_fraction("val_fraction", self.val_fraction, closed=False)
+        _check_fraction("min_valid_fraction", self.min_valid_fraction, closed=True)
+        width = self.line_width_m
+        if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
+            raise InvalidParameterError(f"line_width_m={width!r} must be > 0 metres.")
+
+
+def _check_fraction(name: str, value: Any, *, closed: bool) -> None:
+    """``value`` in ``[0, 1]`` (``closed``) or ``[0, 1)``, else an error naming ``name``."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not (0 <= value < 1 or (closed and value == 1)):
+        interval = "[0, 1]" if closed else "[0, 1)"
+        raise InvalidParameterError(f"{name}={value!r} must be a number in {interval}.")
