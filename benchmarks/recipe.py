@@ -1,0 +1,349 @@
+"""The analyst's protocol on real imagery: label part of an area, train with defaults, map the rest.
+
+For each labelled real scene in ``../shared/data`` the area is split into a training part and a
+test part (windowed GeoTIFF crops that keep the transform, written under ``--out``), then the
+library is run with its defaults only::
+
+    data = prepare_data(train_image, train_labels, classes=...)
+    model = UnetClassifier(data)
+    model.fit()
+    model.classify(test_image, "classified.tif")
+    vectorize("classified.tif")
+
+and the test part is scored: pixel IoU per class and mIoU (confusion matrix of the class raster
+against the labels rasterized onto the test grid by the library's own label reader), building
+object F1 (one-to-one matching at IoU >= 0.5, the SpaceNet metric, with
+:func:`geounet.evaluation.metrics.match_polygons`), predicted and true building counts, and the
+training minutes.
+
+Scenes (``--scene NAME`` runs one):
+
+========================  ============================================================
+``inria_austin``          top half trains, bottom half tests (mask 0 / 255: ``{255: "building"}``)
+``oam_zanzibar``          left two thirds train, right third tests (OSM polygons)
+``oam_kampala``           top half trains, bottom half tests (dense, touching roofs)
+``spacenet_atlanta_pan``  top half trains, bottom half tests (16-bit panchromatic)
+``dubai_multiclass``      tiles 1-3 train, tile 4 tests (six-class colour masks, no CRS)
+========================  ============================================================
+
+True buildings: the vector labels reprojected and clipped to the test part (pieces under
+2 m² dropped), or, for label rasters, the 4-connected building regions of the test part.
+
+The last line printed is one JSON object ``{"scenes": {name: {...}}, ...}``.
+
+Usage::
+
+    python benchmarks/recipe.py                        # every scene
+    python benchmarks/recipe.py --scene oam_kampala
+    python benchmarks/recipe.py --scene oam_kampala --epochs 1   # smoke run, not the protocol
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from rasterio import features
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from geounet.app.classifier import UnetClassifier
+from geounet.core.errors import GeounetError
+from geounet.data.labels import open_labels
+from geounet.data.prepare import prepare_data
+from geounet.evaluation.metrics import confusion_matrix, match_polygons, mean_iou, per_class_metrics
+from geounet.io.raster import open_raster
+from geounet.vectorizing.pipeline import vectorize
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+MIN_TRUTH_AREA = 2.0  # m² (pixels² without a CRS): slivers of buildings cut by the test edge
+DUBAI_CLASSES = {
+    "#3C1098": "building",
+    "#8429F6": "land",
+    "#6EC1E4": "road",
+    "#FEDD3A": "vegetation",
+    "#E2A929": "water",
+    "#9B9B9B": "unlabeled",
+}
+
+
+@dataclass
+class Scene:
+    """One benchmark scene, cut into training and test parts.
+
+    Attributes:
+        train_images: Images to train on.
+        train_labels: Their labels (one per image).
+        test_images: Images to map.
+        test_labels: Their labels (one per image).
+        classes: ``classes=`` of ``prepare_data``.
+        allow_no_crs: The imagery has no CRS.
+        vector_truth: True building polygons come from the vector labels (else from the raster).
+    """
+
+    train_images: list[Path]
+    train_labels: list[Path]
+    test_images: list[Path]
+    test_labels: list[Path]
+    classes: Any
+    allow_no_crs: bool = False
+    vector_truth: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def crop(src_path: Path, dst: Path, window: Window) -> Path:
+    """Write ``window`` of a raster as a GeoTIFF that keeps its georeferencing."""
+    with rasterio.open(src_path) as src:
+        profile = src.profile.copy()
+        profile.update(
+            driver="GTiff",
+            width=int(window.width),
+            height=int(window.height),
+            transform=src.window_transform(window),
+            tiled=False,
+            compress="deflate",
+        )
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        data = src.read(window=window)
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+    return dst
+
+
+def _halves(folder: Path, out: Path, how: str) -> tuple[Path, Path, Path | None, Path | None]:
+    """Crop ``image.tif`` (and ``buildings_mask.tif`` when present) into train / test parts."""
+    image = folder / "image.tif"
+    with rasterio.open(image) as src:
+        w, h = src.width, src.height
+    if how == "top":
+        train_win, test_win = Window(0, 0, w, h // 2), Window(0, h // 2, w, h - h // 2)
+    else:  # left two thirds
+        cut = round(w * 2 / 3)
+        train_win, test_win = Window(0, 0, cut, h), Window(cut, 0, w - cut, h)
+    mask = folder / "buildings_mask.tif"
+    out.mkdir(parents=True, exist_ok=True)
+    tr = crop(image, out / "train.tif", train_win)
+    te = crop(image, out / "test.tif", test_win)
+    if not mask.exists():
+        return tr, te, None, None
+    return (
+        tr,
+        te,
+        crop(mask, out / "train_mask.tif", train_win),
+        crop(mask, out / "test_mask.tif", test_win),
+    )
+
+
+def scene_inria(data: Path, out: Path) -> Scene:
+    """Inria Austin: top half trains, bottom half tests; the mask's 255 is building."""
+    tr, te, trm, tem = _halves(data / "inria_austin", out, "top")
+    assert trm is not None and tem is not None
+    return Scene([tr], [trm], [te], [tem], {255: "building"})
+
+
+def _vector_scene(data: Path, out: Path, name: str, how: str) -> Scene:
+    tr, te, _, _ = _halves(data / name, out, how)
+    labels = data / name / "buildings.geojson"
+    return Scene([tr], [labels], [te], [labels], ["building"], vector_truth=True)
+
+
+def scene_zanzibar(data: Path, out: Path) -> Scene:
+    """OAM Zanzibar: left two thirds train, right third tests."""
+    return _vector_scene(data, out, "oam_zanzibar", "left")
+
+
+def scene_kampala(data: Path, out: Path) -> Scene:
+    """OAM Kampala: top half trains, bottom half tests."""
+    return _vector_scene(data, out, "oam_kampala", "top")
+
+
+def scene_atlanta(data: Path, out: Path) -> Scene:
+    """SpaceNet Atlanta panchromatic: top half trains, bottom half tests."""
+    return _vector_scene(data, out, "spacenet_atlanta_pan", "top")
+
+
+def scene_dubai(data: Path, out: Path) -> Scene:
+    """Dubai six classes: tiles 1-3 train, tile 4 tests (colour masks, no CRS)."""
+    root = data / "dubai_multiclass"
+
+    def parts(tiles: list[int]) -> tuple[list[Path], list[Path]]:
+        imgs = sorted(p for t in tiles for p in (root / f"tile_{t}" / "images").glob("*.jpg"))
+        return imgs, [p.parent.parent / "masks" / (p.stem + ".png") for p in imgs]
+
+    tri, trl = parts([1, 2, 3])
+    tei, tel = parts([4])
+    return Scene(tri, trl, tei, tel, DUBAI_CLASSES, allow_no_crs=True)
+
+
+SCENES: dict[str, Callable[[Path, Path], Scene]] = {
+    "inria_austin": scene_inria,
+    "oam_zanzibar": scene_zanzibar,
+    "oam_kampala": scene_kampala,
+    "spacenet_atlanta_pan": scene_atlanta,
+    "dubai_multiclass": scene_dubai,
+}
+
+
+def make_model(data: Any) -> tuple[UnetClassifier, str]:
+    """``UnetClassifier(data)``; lite0 only when the default backbone cannot load offline."""
+    try:
+        model = UnetClassifier(data)
+        return model, model.config.backbone or "unet-classic"
+    except Exception as exc:
+        print(f"  default backbone failed ({type(exc).__name__}: {exc}); using efficientnet-lite0")
+        return UnetClassifier(data, backbone="efficientnet-lite0"), "efficientnet-lite0 (fallback)"
+
+
+def truth_indices(image: Path, labels: Path, data: Any, scene: Scene) -> np.ndarray:
+    """Class indices of the test part, rasterized by the library's own label reader."""
+    info = open_raster(image, allow_no_crs=scene.allow_no_crs)
+    colors = isinstance(scene.classes, dict) and all(str(k)[:1] == "#" for k in scene.classes)
+    src = open_labels(labels, info, colors=colors)
+    try:
+        src.bind(list(data.class_specs))
+        return src.read(0, 0, info.height, info.width)
+    finally:
+        src.close()
+
+
+def truth_buildings(
+    image: Path, labels: Path, truth: np.ndarray, building: int, scene: Scene
+) -> np.ndarray:
+    """True building polygons of the test part (see the module docstring)."""
+    with rasterio.open(image) as src:
+        crs, transform, bounds = src.crs, src.transform, src.bounds
+    if scene.vector_truth:
+        gdf = gpd.read_file(labels).to_crs(crs)
+        geoms = shapely.intersection(shapely.make_valid(gdf.geometry.values), shapely.box(*bounds))
+    else:
+        mask = (truth == building).astype(np.uint8)
+        geoms = np.array(
+            [shapely.geometry.shape(g) for g, v in features.shapes(mask, mask, 4, transform) if v],
+            dtype=object,
+        )
+    geoms = np.asarray(geoms, dtype=object)
+    keep = ~shapely.is_empty(geoms) & (shapely.area(geoms) >= MIN_TRUTH_AREA)
+    return geoms[keep]
+
+
+def score_image(
+    model: UnetClassifier, data: Any, scene: Scene, i: int, out: Path
+) -> dict[str, Any]:
+    """Classify, vectorize and score one test image; returns its confusion matrix and objects."""
+    image, labels = scene.test_images[i], scene.test_labels[i]
+    classified = out / f"classified_{i:02d}.tif"
+    model.classify(
+        image, classified, overwrite=True, progress=False, allow_no_crs=scene.allow_no_crs
+    )
+    with rasterio.open(classified) as src:
+        pred = src.read(1)
+    truth = truth_indices(image, labels, data, scene)
+    n = model.config.n_classes
+    pred = np.where(truth == 255, 255, pred)
+    cm = confusion_matrix(pred, truth, n)
+    names = [c.lower() for c in model.config.class_names]
+    building = names.index("building")
+    extra = {"allow_no_crs": True} if scene.allow_no_crs else {}
+    layers = vectorize(classified, **extra)
+    layer = next((g for k, g in layers.items() if k.lower() == "building"), None)
+    pred_polys = np.asarray([] if layer is None else layer.geometry.values, dtype=object)
+    true_polys = truth_buildings(image, labels, truth, building, scene)
+    m = match_polygons(true_polys, pred_polys)
+    return {"cm": cm, "tp": m["tp"], "n_pred": len(pred_polys), "n_true": len(true_polys)}
+
+
+def run_scene(name: str, data_root: Path, out: Path, epochs: int | None) -> dict[str, Any]:
+    """The whole protocol on one scene; returns its figures."""
+    scene = SCENES[name](data_root, out)
+    t0 = time.perf_counter()
+    data = prepare_data(
+        [str(p) for p in scene.train_images],
+        [str(p) for p in scene.train_labels],
+        classes=scene.classes,
+        allow_no_crs=scene.allow_no_crs,
+    )
+    prep_s = time.perf_counter() - t0
+    model, backbone = make_model(data)
+    t1 = time.perf_counter()
+    history = model.fit() if epochs is None else model.fit(epochs)
+    train_min = (time.perf_counter() - t1) / 60
+    parts = [score_image(model, data, scene, i, out) for i in range(len(scene.test_images))]
+    cm = sum(p["cm"] for p in parts)
+    tp, n_pred, n_true = (sum(p[k] for p in parts) for k in ("tp", "n_pred", "n_true"))
+    table = per_class_metrics(cm, model.config.class_names)
+    f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
+    return {
+        "iou": {str(k): round(float(v), 4) for k, v in table["iou"].items()},
+        "miou": round(mean_iou(cm), 4),
+        "building_f1": round(f1, 4),
+        "precision": round(tp / n_pred, 4) if n_pred else None,
+        "recall": round(tp / n_true, 4) if n_true else None,
+        "pred_buildings": int(n_pred),
+        "true_buildings": int(n_true),
+        "train_minutes": round(train_min, 2),
+        "prepare_seconds": round(prep_s, 1),
+        "epochs": len(history),
+        "chips": {k: int(v) for k, v in data.manifest.get("chip_counts", {}).items()},
+        "backbone": backbone,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scene", choices=sorted(SCENES), help="run one scene")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    p.add_argument("--out", type=Path, default=None, help="folder for crops and outputs")
+    p.add_argument("--epochs", type=int, default=None, help="smoke runs only: fit(epochs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the protocol and print the figures; the last line is one JSON object."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.data.is_dir():
+        print(f"{args.data}: the shared data folder is missing", file=sys.stderr)
+        return 2
+    out = args.out or Path(tempfile.mkdtemp(prefix="geounet-recipe-"))
+    names = [args.scene] if args.scene else list(SCENES)
+    results: dict[str, Any] = {}
+    for name in names:
+        print(f"== {name}", flush=True)
+        try:
+            r = run_scene(name, args.data, out / name, args.epochs)
+        except GeounetError as exc:
+            r = {"error": str(exc)}
+        results[name] = r
+        print("  " + json.dumps(r), flush=True)
+    summary = {
+        "scenes": results,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "smoke_epochs": args.epochs,
+        "out": str(out),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
