@@ -30,13 +30,10 @@ from geounet.core.errors import (
     NoChipsError,
     OutputExistsError,
 )
-from geounet.core.types import PathLike, check_choice
+from geounet.core.types import PathLike
 from geounet.data.chipping import (
-    SPLITS,
     Chip,
     assign_splits,
-    check_chip_size,
-    check_stride,
     remove_chips,
     write_chips,
 )
@@ -49,6 +46,7 @@ from geounet.data.manifest import (
     load_manifest,
     write_manifest,
 )
+from geounet.data.settings import PrepareSettings
 from geounet.io.raster import RasterInfo, atomic_output, band_stats, open_raster
 
 __all__ = ["MANIFEST", "ChipDataset", "GeoData", "load_manifest", "prepare_data"]
@@ -64,20 +62,6 @@ def _as_paths(items: PathLike | Sequence[PathLike] | None) -> list[Path]:
     if isinstance(items, str | Path) or not isinstance(items, Sequence):
         return [Path(items)]  # type: ignore[arg-type]
     return [Path(p) for p in items]
-
-
-def _check_params(kw: dict[str, Any]) -> None:
-    check_chip_size(kw["chip_size"])
-    kw["stride"] = check_stride(kw["stride"], kw["chip_size"])
-    check_choice("split", kw["split"], SPLITS)
-    for name, lo, hi, hi_ok in (("val_fraction", 0, 1, False), ("min_valid_fraction", 0, 1, True)):
-        v = kw[name]
-        if not isinstance(v, int | float) or not (lo <= v < hi or (hi_ok and v == hi)):
-            interval = f"[{lo}, {hi}]" if hi_ok else f"[{lo}, {hi})"
-            raise InvalidParameterError(f"{name}={v!r} must be a number in {interval}.")
-    if not (isinstance(kw["line_width_m"], int | float) and kw["line_width_m"] > 0):
-        raise InvalidParameterError(f"line_width_m={kw['line_width_m']!r} must be > 0 metres.")
-    check_loader_args(kw["batch_size"], kw["num_workers"])
 
 
 def _select_bands(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> list[list[int]]:
@@ -175,26 +159,26 @@ def _build_folder(out_dir: PathLike | None, overwrite: bool, build: Callable[[Pa
     return target
 
 
-def _no_chips(infos: Sequence[RasterInfo], n_dropped: int, kw: Mapping[str, Any]) -> NoChipsError:
+def _no_chips(infos: Sequence[RasterInfo], n_dropped: int, s: PrepareSettings) -> NoChipsError:
     sizes = ", ".join(f"{i.path.name} {i.width}x{i.height}" for i in infos)
     return NoChipsError(
-        f"no chip was produced: {n_dropped} candidate chips of {kw['chip_size']} px were all "
-        f"dropped (less than min_valid_fraction={kw['min_valid_fraction']} of valid, labelled "
+        f"no chip was produced: {n_dropped} candidate chips of {s.chip_size} px were all "
+        f"dropped (less than min_valid_fraction={s.min_valid_fraction} of valid, labelled "
         f"pixels) from {sizes}. Check the nodata value and that the labels cover the images, "
         "or lower chip_size or min_valid_fraction."
     )
 
 
-def _open_sources(labels: list[Path], infos: list[RasterInfo], kw: Mapping[str, Any]) -> list:
-    colors = is_color_mapping(class_mapping(kw["classes"]))
+def _open_sources(labels: list[Path], infos: list[RasterInfo], s: PrepareSettings) -> list:
+    colors = is_color_mapping(class_mapping(s.classes))
     sources: list = []
     try:
         for path, info in zip(labels, infos):
             src = open_labels(
                 path,
                 info,
-                label_field=kw["label_field"],
-                line_width_m=kw["line_width_m"],
+                label_field=s.label_field,
+                line_width_m=s.line_width_m,
                 colors=colors,
             )
             sources.append(src)
@@ -205,24 +189,24 @@ def _open_sources(labels: list[Path], infos: list[RasterInfo], kw: Mapping[str, 
     return sources
 
 
-def _split(chips: list[Chip], folder: Path, kw: Mapping[str, Any]) -> int:
+def _split(chips: list[Chip], folder: Path, s: PrepareSettings) -> int:
     """Assign splits, delete the gap chips, check something is left to train on."""
     n_gap = assign_splits(
         chips,
-        split=kw["split"],
-        val_fraction=kw["val_fraction"],
-        chip_size=kw["chip_size"],
-        stride=kw["stride"],
-        seed=kw["seed"],
+        split=s.split,
+        val_fraction=s.val_fraction,
+        chip_size=s.chip_size,
+        stride=s.stride,
+        seed=s.seed,
     )
     remove_chips(folder, [c for c in chips if c.split == "gap"])
     n_train = sum(c.split == "train" for c in chips)
     if n_train == 0:
         raise NoChipsError(
-            f"no training chip is left after the {kw['split']!r} split ({len(chips)} chips); "
+            f"no training chip is left after the {s.split!r} split ({len(chips)} chips); "
             "lower val_fraction, use more or larger images, or a smaller chip_size."
         )
-    if kw["val_fraction"] > 0 and n_train == len(chips) - n_gap:
+    if s.val_fraction > 0 and n_train == len(chips) - n_gap:
         warnings.warn(
             "no validation chip could be set aside (too few chips); validation is empty.",
             UserWarning,
@@ -231,8 +215,9 @@ def _split(chips: list[Chip], folder: Path, kw: Mapping[str, Any]) -> int:
     return n_gap
 
 
-def _settings(kw: Mapping[str, Any], info: RasterInfo, bands: list[int]) -> dict[str, Any]:
-    nodata = kw["nodata"] if kw["nodata"] is not None else info.nodata
+def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[str, Any]:
+    """The settings the manifest records (JSON)."""
+    nodata = s.nodata if s.nodata is not None else info.nodata
     keys = (
         "chip_size",
         "stride",
@@ -247,50 +232,50 @@ def _settings(kw: Mapping[str, Any], info: RasterInfo, bands: list[int]) -> dict
         "bands": bands,
         "band_names": _band_names(info, bands),
         "nodata": json_nodata(nodata),
-        **{k: kw[k] for k in keys},
+        **{k: getattr(s, k) for k in keys},
     }
 
 
 def _prepare(
-    image_paths: list[Path], label_paths: list[Path], folder: Path, kw: dict[str, Any]
+    image_paths: list[Path], label_paths: list[Path], folder: Path, s: PrepareSettings
 ) -> dict[str, Any]:
-    infos = [open_raster(p, allow_no_crs=kw["allow_no_crs"]) for p in image_paths]
+    infos = [open_raster(p, allow_no_crs=s.allow_no_crs) for p in image_paths]
     if len({(i.crs.to_wkt() if i.crs else None) for i in infos}) > 1:
         warnings.warn(
             "the images have different CRSs; the manifest records the first one's.",
             UserWarning,
             stacklevel=3,
         )
-    per_bands = _select_bands(infos, kw["bands"])
+    per_bands = _select_bands(infos, s.bands)
     labels = _match_labels(image_paths, label_paths)
-    settings = _settings(kw, infos[0], per_bands[0])
-    sources = _open_sources(labels, infos, kw)
+    settings = _settings(s, infos[0], per_bands[0])
+    sources = _open_sources(labels, infos, s)
     try:
-        specs = resolve_classes(kw["classes"], sources)
+        specs = resolve_classes(s.classes, sources)
         for src in sources:
             src.bind(specs)
-        stats = band_stats(infos, kw["bands"], nodata=kw["nodata"], seed=kw["seed"])
+        stats = band_stats(infos, s.bands, nodata=s.nodata, seed=s.seed)
         log.info("statistics done; chipping %d image(s)", len(infos))
         chips, n_low = write_chips(
             folder,
             infos,
             sources,
             specs,
-            chip_size=kw["chip_size"],
-            stride=kw["stride"],
+            chip_size=s.chip_size,
+            stride=s.stride,
             bands=per_bands,
             band_names=settings["band_names"],
-            nodata=kw["nodata"],
-            split=kw["split"],
-            val_fraction=kw["val_fraction"],
-            min_valid_fraction=kw["min_valid_fraction"],
+            nodata=s.nodata,
+            split=s.split,
+            val_fraction=s.val_fraction,
+            min_valid_fraction=s.min_valid_fraction,
         )
     finally:
         for src in sources:
             src.close()
     if not chips:
-        raise _no_chips(infos, n_low, kw)
-    n_gap = _split(chips, folder, kw)
+        raise _no_chips(infos, n_low, s)
+    n_gap = _split(chips, folder, s)
     settings.update(
         stats=stats.to_dict(), dropped_chips={"low_valid_fraction": n_low, "split_gap": n_gap}
     )
@@ -412,33 +397,43 @@ def prepare_data(
                 "files to chip new labels."
             )
         return GeoData.from_folder(paths[0], **loader)
-    kw = {
-        "classes": classes,
-        "label_field": label_field,
-        "chip_size": chip_size,
-        "stride": stride,
-        "bands": bands,
-        "nodata": nodata,
-        "val_fraction": val_fraction,
-        "split": split,
-        "min_valid_fraction": min_valid_fraction,
-        "line_width_m": line_width_m,
-        "allow_no_crs": allow_no_crs,
-        "seed": seed,
-        **loader,
-    }
-    _check_params(kw)
-    label_paths = _as_paths(labels)
-    box: dict[str, Any] = {}
-
-    def build(folder: Path) -> None:
-        box["manifest"] = _prepare(paths, label_paths, folder, kw)
-
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), warnings.catch_warnings():
-        if allow_no_crs:  # asked for pixel coordinates: GDAL's reminders are noise
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        folder = _build_folder(out_dir, overwrite, build)
-    data = GeoData(folder, box["manifest"], **loader)
+    settings = PrepareSettings(
+        classes=classes,
+        label_field=label_field,
+        chip_size=chip_size,
+        stride=stride,
+        bands=bands,
+        nodata=nodata,
+        val_fraction=val_fraction,
+        split=split,
+        min_valid_fraction=min_valid_fraction,
+        line_width_m=line_width_m,
+        allow_no_crs=allow_no_crs,
+        seed=seed,
+    )
+    check_loader_args(batch_size, num_workers)
+    folder, manifest = _chip_folder(paths, _as_paths(labels), settings, out_dir, overwrite)
+    data = GeoData(folder, manifest, **loader)
     if out_dir is None:
         data._own_folder()
     return data
+
+
+def _chip_folder(
+    paths: list[Path],
+    label_paths: list[Path],
+    settings: PrepareSettings,
+    out_dir: PathLike | None,
+    overwrite: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """Chip ``paths`` into ``out_dir`` (or a temporary folder): the folder and its manifest."""
+    box: dict[str, Any] = {}
+
+    def build(folder: Path) -> None:
+        box["manifest"] = _prepare(paths, label_paths, folder, settings)
+
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), warnings.catch_warnings():
+        if settings.allow_no_crs:  # asked for pixel coordinates: GDAL's reminders are noise
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        folder = _build_folder(out_dir, overwrite, build)
+    return folder, box["manifest"]
