@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
+from scipy import ndimage
 
 from geounet.cli.main import cli
 from geounet.core.errors import (
@@ -235,7 +236,10 @@ def test_short_spur_is_pruned(tmp_path):
     assert len(road) == 1
     assert road["length_m"][0] > 70
     kept = vectorize(tmp_path / "c.tif", spur_length_m=0)["road"]
-    assert len(kept) >= len(road)
+    assert len(kept) == 3  # the stub, and the road cut in two at the stub's junction
+    lengths = sorted(kept["length_m"])
+    assert lengths[0] == pytest.approx(5.0, abs=1.0)  # the stub: rows 20.5 to 26
+    assert lengths[1] + lengths[2] == pytest.approx(road["length_m"][0], abs=1.0)
 
 
 def test_roads_as_polygons_without_centerlines(scene):
@@ -424,11 +428,22 @@ def test_demo_like_jagged_raster_vectorizes(tmp_path):
     rng = np.random.default_rng(1)
     noisy = (rng.random((96, 96)) < 0.55).astype(np.uint8)  # a jagged, noisy prediction
     noisy[60:90, 10:40] = 2
-    layers = vectorize(classified(tmp_path / "c.tif", noisy), window_size=32)
-    b = layers["building"]
-    assert len(b) > 0 and (b.geom_type == "Polygon").all() and b.is_valid.all()
+    path = classified(tmp_path / "c.tif", noisy)
+    b = vectorize(path, window_size=32)["building"]
+    assert (b.geom_type == "Polygon").all() and b.is_valid.all()
     assert not b.is_empty.any() and (b["area_m2"] > 0).all()
-    traced = vectorize(tmp_path / "c.tif", regularize=False, simplify_m=0)["building"]
+    # the reference: 4-connected components of the building pixels (0.25 m² each), by scipy
+    components, n = ndimage.label(noisy == 1)
+    pixels = np.bincount(components.ravel())[1:]
+    filled = np.array([ndimage.binary_fill_holes(components == i).sum() for i in range(1, n + 1)])
+    kw = {"regularize": False, "simplify_m": 0}
+    every = vectorize(path, window_size=32, min_area_m2=0, **kw)["building"]
+    assert len(every) == n  # one polygon per component, across the window seams
+    with rasterio.open(path) as src:
+        burnt = rasterio.features.rasterize(every.geometry, noisy.shape, transform=src.transform)
+    np.testing.assert_array_equal(burnt == 1, noisy == 1)  # exactly the building pixels
+    traced = vectorize(path, **kw)["building"]  # min_area_m2=5: 20 pixels, small holes filled
+    assert (pixels >= 20).sum() <= len(traced) <= (filled >= 20).sum()
     assert len(traced) == len(b) and (traced["area_m2"] >= 5.0).all()  # min_area: traced size
 
 
