@@ -335,7 +335,7 @@ def test_temporary_chip_folder_lives_as_long_as_its_loader(make_raster) -> None:
     x, y = next(iter(dl))
     assert x.shape == (2, 3, 32, 32) and y.shape == (2, 32, 32)
     copy = pickle.loads(pickle.dumps(dl.dataset))  # what spawned workers get
-    assert len(copy) == len(dl.dataset)
+    assert len(copy) == len(dl.dataset) and copy.owner is None
     del copy
     gc.collect()
     assert folder.is_dir()  # a worker's copy does not own the folder

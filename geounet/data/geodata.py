@@ -46,8 +46,8 @@ class FolderOwner:
     """Removes a (temporary) folder when the last object holding this owner is gone.
 
     :class:`GeoData` and its datasets (so also the loaders over them) hold the owner of a
-    temporary chip folder: the folder lives as long as any of them is in use. A pickled copy
-    (what a DataLoader worker gets) does not own the folder.
+    temporary chip folder: the folder lives as long as any of them is in use. It pickles as
+    None: a copy (what a DataLoader worker process gets) does not own the folder.
 
     Args:
         folder: The folder to remove.
@@ -63,7 +63,7 @@ class FolderOwner:
         return self._finalizer.alive
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return Path, (str(self.folder),)  # copies in worker processes own nothing
+        return type(None), ()  # unpickles as None: copies in worker processes own nothing
 
 
 def chip_valid(src: Any, image: np.ndarray, nodata: float | None = None) -> np.ndarray:
