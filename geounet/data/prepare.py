@@ -364,10 +364,14 @@ def prepare_data(
         A :class:`GeoData`. Its folder holds ``images/*.tif``, ``labels/*.tif`` and
         ``manifest.json`` with ``classes`` ({value, name, color}), ``bands``,
         ``band_names``, ``stats`` ({mean, std, p2, p98}), ``chip_size``, ``stride``, ``crs``
-        (WKT), ``gsd_m``, ``source_dtype``, ``nodata``, ``class_pixel_counts`` (and
-        ``_by_split``), ``class_weights`` (median frequency), ``chip_counts``,
-        ``dropped_chips``, ``sources`` and ``chips`` ([{image, label, split, source, bounds,
-        window}]).
+        (WKT), ``gsd_m``, ``source_dtype``, ``source_band_count`` and ``source_alpha_band``
+        (of the first image), ``nodata`` (the override, else the first image's),
+        ``class_pixel_counts`` (and ``_by_split``), ``class_weights`` (median frequency),
+        ``chip_counts``, ``dropped_chips``, ``sources`` ([{image, label, nodata}]) and
+        ``chips`` ([{image, label, split, source, bounds, window}]). Image chips with
+        invalid pixels (nodata, alpha or mask band, NaN, padding) carry a GDAL mask band;
+        their labels are 255 there and the loaders feed them as inference does (0, the
+        training mean).
 
     Raises:
         InputNotFoundError: An image or label file (or chip folder) does not exist.
