@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from _common import add_chip_args, add_training_args, emit, parser
 
 from geounet.app.classifier import UnetClassifier
 from geounet.data.prepare import prepare_data
@@ -45,17 +45,14 @@ VARIANTS = {"pretrained": "imagenet", "scratch": None}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="inria_austin folder")
     p.add_argument("--budget-min", type=float, default=15.0, help="CPU minutes per variant")
     p.add_argument("--only", choices=sorted(VARIANTS), help="run one variant")
-    p.add_argument("--chip-size", type=int, default=256)
-    p.add_argument("--stride", type=int, default=128)
+    add_chip_args(p, stride=128)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak one-cycle learning rate")
-    p.add_argument("--backbone", default="efficientnet-lite0")
+    add_training_args(p, lr=2e-3, device=False)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_chips": n_train,
         "valid_chips": n_valid,
     }
-    print(json.dumps(out))
+    emit(out)
     return 0
 
 

@@ -27,24 +27,31 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference_memory import NETWORKS, generate, make_model
+from _common import (
+    add_scene_args,
+    add_tiling_args,
+    cached_scene,
+    classify_options,
+    emit,
+    inference_scene,
+    make_model,
+    parser,
+    work_dir,
+)
 
 import geounet.inference.engine
 from geounet.data.normalize import normalize
 from geounet.inference.blending import TilePlan
-from geounet.inference.classify import classify_raster
+from geounet.inference.classify import classify_with_options
 from geounet.inference.engine import prepare_network
 from geounet.inference.streams import RasterSource
 from geounet.io.raster import open_raster
@@ -87,20 +94,13 @@ def time_network(model: Any, batches: Iterator[Any]) -> tuple[float, float, int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=8192, help="scene side N in pixels")
-    parser.add_argument("--network", choices=sorted(NETWORKS), default="lite0")
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--work", default="bench_out", help="folder for the scene and output")
-    args = parser.parse_args(argv)
+    p = parser(__doc__)
+    add_scene_args(p, size=8192)
+    add_tiling_args(p, network="lite0")
+    args = p.parse_args(argv)
 
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    scene = work / f"scene_{args.size}.tif"
-    if not scene.exists():
-        generate(scene, args.size)
+    work = work_dir(args.work)
+    scene = cached_scene(work / f"scene_{args.size}.tif", partial(inference_scene, size=args.size))
     model = make_model(args.network)
     prepare_network(model)
 
@@ -120,10 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     geounet.inference.engine.run_network = timed_runner  # run_tiles looks it up at call time
     t0, c0 = time.perf_counter(), time.process_time()
-    out = classify_raster(
-        model, scene, work / f"speed_{args.size}.tif", tile_size=args.tile,
-        overlap=args.overlap, batch_size=args.batch, overwrite=True, progress=False,
-    )  # fmt: skip
+    out = classify_with_options(
+        model, scene, work / f"speed_{args.size}.tif", classify_options(args)
+    )
     e2e, e2e_cpu = time.perf_counter() - t0, time.process_time() - c0
     geounet.inference.engine.run_network = real_runner
     net_in_run = sum(in_run)
@@ -144,32 +143,30 @@ def main(argv: list[str] | None = None) -> int:
         f"  in-run network  {net_in_run:8.1f} s wall (run_network inside the end-to-end run); "
         f"the rest of the run: {100 * (e2e / net_in_run - 1):.1f} % of it"
     )
-    print(
-        json.dumps(
-            {
-                "benchmark": "inference_speed",
-                "size": args.size,
-                "network": args.network,
-                "tile": args.tile,
-                "overlap": args.overlap,
-                "batch": args.batch,
-                "tiles": tiles,
-                "threads": torch.get_num_threads(),
-                "end_to_end_s": round(e2e, 2),
-                "end_to_end_mpx_per_s": round(mpx / e2e, 4),
-                "network_s": round(net, 2),
-                "network_before_s": round(net_before, 2),
-                "network_after_s": round(net_after, 2),
-                "network_mpx_per_s": round(mpx / net, 4),
-                "end_to_end_cpu_s": round(e2e_cpu, 2),
-                "network_cpu_s": round(net_cpu, 2),
-                "overhead_fraction": round(overhead, 4),
-                "overhead_cpu_fraction": round(overhead_cpu, 4),
-                "network_in_run_s": round(net_in_run, 2),
-                "overhead_vs_in_run_fraction": round(e2e / net_in_run - 1, 4),
-                "target_overhead_fraction": 0.15,
-            }
-        )
+    emit(
+        {
+            "benchmark": "inference_speed",
+            "size": args.size,
+            "network": args.network,
+            "tile": args.tile,
+            "overlap": args.overlap,
+            "batch": args.batch,
+            "tiles": tiles,
+            "threads": torch.get_num_threads(),
+            "end_to_end_s": round(e2e, 2),
+            "end_to_end_mpx_per_s": round(mpx / e2e, 4),
+            "network_s": round(net, 2),
+            "network_before_s": round(net_before, 2),
+            "network_after_s": round(net_after, 2),
+            "network_mpx_per_s": round(mpx / net, 4),
+            "end_to_end_cpu_s": round(e2e_cpu, 2),
+            "network_cpu_s": round(net_cpu, 2),
+            "overhead_fraction": round(overhead, 4),
+            "overhead_cpu_fraction": round(overhead_cpu, 4),
+            "network_in_run_s": round(net_in_run, 2),
+            "overhead_vs_in_run_fraction": round(e2e / net_in_run - 1, 4),
+            "target_overhead_fraction": 0.15,
+        }
     )
     return 0
 

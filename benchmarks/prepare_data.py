@@ -7,7 +7,7 @@ corner) and its labels (a GeoPackage of ~10 000 building squares and a road grid
 
 Usage::
 
-    python benchmarks/prepare_data.py [--size 10000] [--chip-size 256] [--workdir bench_out]
+    python benchmarks/prepare_data.py [--size 10000] [--chip-size 256] [--work bench_out/prepare_data]
 
 The last line printed is a JSON object with ``seconds`` (prepare_data only), ``peak_rss_mb``
 (the whole process, torch import included), ``baseline_rss_mb`` (RSS before chipping), chip
@@ -16,62 +16,44 @@ counts and the scene size.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import shutil
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.crs import CRS
-from rasterio.transform import from_origin
-from rasterio.windows import Window
+from _common import (
+    EPSG,
+    RES,
+    add_chip_args,
+    add_scene_args,
+    cached_scene,
+    emit,
+    parser,
+    peak_rss_mb,
+    work_dir,
+    write_scene,
+)
 
-CRS_UTM = CRS.from_epsg(32616)
 ORIGIN = (500000.0, 3700000.0)
-RES = 0.5
 
 
-def rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux: ru_maxrss is KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
-
-
-def make_scene(path: Path, size: int, block: int = 1024, seed: int = 0) -> None:
+def make_scene(path: Path, size: int, seed: int = 0) -> None:
     """Write a ``size`` x ``size`` 4-band uint16 tiled GeoTIFF one block at a time."""
     rng = np.random.default_rng(seed)
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 4,
-        "dtype": "uint16",
-        "crs": CRS_UTM,
-        "transform": from_origin(*ORIGIN, RES, RES),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "BIGTIFF": "IF_SAFER",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        for r in range(0, size, block):
-            for c in range(0, size, block):
-                h, w = min(block, size - r), min(block, size - c)
-                yy, xx = np.mgrid[r : r + h, c : c + w].astype(np.float32)
-                arr = np.empty((4, h, w), np.uint16)
-                for b in range(4):
-                    field = np.sin(xx / (300 + 70 * b)) * np.cos(yy / (450 - 50 * b))
-                    noise = rng.integers(0, 64, size=(h, w))
-                    arr[b] = (1500 + 900 * field + noise).astype(np.uint16)
-                corner = (yy + xx) < size * 0.15  # a nodata corner, as on real scene edges
-                arr[:, corner] = 0
-                dst.write(arr, window=Window(c, r, w, h))
-        dst.descriptions = ("blue", "green", "red", "nir")
+
+    def fields(r: int, c: int, h: int, w: int) -> np.ndarray:
+        yy, xx = np.mgrid[r : r + h, c : c + w].astype(np.float32)
+        arr = np.empty((4, h, w), np.uint16)
+        for b in range(4):
+            field = np.sin(xx / (300 + 70 * b)) * np.cos(yy / (450 - 50 * b))
+            noise = rng.integers(0, 64, size=(h, w))
+            arr[b] = (1500 + 900 * field + noise).astype(np.uint16)
+        corner = (yy + xx) < size * 0.15  # a nodata corner, as on real scene edges
+        arr[:, corner] = 0
+        return arr
+
+    write_scene(path, size, fields, origin=ORIGIN, BIGTIFF="IF_SAFER")
 
 
 def make_labels(path: Path, size: int, seed: int = 0) -> None:
@@ -96,33 +78,26 @@ def make_labels(path: Path, size: int, seed: int = 0) -> None:
     ]
     geoms = [*boxes, *lines]
     cls = [1] * len(boxes) + [2] * len(lines)
-    gpd.GeoDataFrame({"class": cls}, geometry=geoms, crs=CRS_UTM.to_wkt()).to_file(
+    gpd.GeoDataFrame({"class": cls}, geometry=geoms, crs=f"EPSG:{EPSG}").to_file(
         path, driver="GPKG"
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=10_000)
-    ap.add_argument("--chip-size", type=int, default=256)
-    ap.add_argument("--workdir", type=Path, default=Path("bench_out") / "prepare_data")
-    args = ap.parse_args(argv)
+    p = parser(__doc__)
+    add_scene_args(p, size=10_000, work="bench_out/prepare_data")
+    add_chip_args(p)
+    args = p.parse_args(argv)
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    scene = args.workdir / f"scene_{args.size}.tif"
-    labels = args.workdir / f"labels_{args.size}.gpkg"
-    if not scene.exists():
-        t = time.perf_counter()
-        make_scene(scene, args.size)
-        print(f"scene written in {time.perf_counter() - t:.1f} s: {scene}", flush=True)
-    if not labels.exists():
-        make_labels(labels, args.size)
+    work = work_dir(args.work)
+    scene = cached_scene(work / f"scene_{args.size}.tif", partial(make_scene, size=args.size))
+    labels = cached_scene(work / f"labels_{args.size}.gpkg", partial(make_labels, size=args.size))
 
     from geounet.data.prepare import prepare_data
 
-    out = args.workdir / "chips"
+    out = work / "chips"
     shutil.rmtree(out, ignore_errors=True)
-    baseline = rss_mb()
+    baseline = peak_rss_mb()
     t0 = time.perf_counter()
     data = prepare_data(
         scene,
@@ -143,10 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
         "valid_chips": len(data.valid_ds),
         "dropped_chips": data.manifest["dropped_chips"],
         "seconds": round(seconds, 2),
-        "peak_rss_mb": round(rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "baseline_rss_mb": round(baseline, 1),
     }
-    print(json.dumps(result))
+    emit(result)
     return result
 
 

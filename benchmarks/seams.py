@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from _common import add_training_args, add_work_arg, emit, parser, sample_data
 
 from geounet.inference.blending import MULTIPLE, TilePlan
 from geounet.inference.classify import classify_raster, predict_array
@@ -59,9 +59,11 @@ def get_model(args: argparse.Namespace, data_dir: Path, work: Path) -> Any:
         batch_size=8,
         overwrite=True,
     )
-    model = UnetClassifier(data, backbone=args.backbone, device=args.device, seed=0)
+    model = UnetClassifier(data, backbone=args.backbone, device=args.device, seed=args.seed)
     t0 = time.perf_counter()
-    model.fit(args.epochs, lr=args.lr, time_budget_s=args.time_budget, progress=False, seed=0)
+    model.fit(
+        args.epochs, lr=args.lr, time_budget_s=args.time_budget, progress=False, seed=args.seed
+    )
     seconds = time.perf_counter() - t0
     model.save(work / "model", overwrite=True)
     hist = model.history
@@ -153,22 +155,16 @@ def run_setting(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="saved model folder (default: train one briefly)")
-    parser.add_argument("--data", default="sample_data", help="folder with train/test scenes")
-    parser.add_argument("--backbone", default="efficientnet-lite0")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--work", default=None, help="work folder (default: a temporary one)")
-    args = parser.parse_args(argv)
+    p = parser(__doc__)
+    p.add_argument("--model", help="saved model folder (default: train one briefly)")
+    p.add_argument("--data", default="sample_data", help="folder with train/test scenes")
+    add_training_args(p, lr=3e-3)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--time-budget", type=float, default=300.0, help="training seconds")
+    add_work_arg(p, None)
+    args = p.parse_args(argv)
 
-    data_dir = Path(args.data)
-    if not (data_dir / "test.tif").exists():
-        from geounet.app.sample import ensure_sample_data
-
-        data_dir = ensure_sample_data(data_dir)
+    data_dir = sample_data(Path(args.data))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -196,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_agreement": 0.995,
         **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
     }
-    print(json.dumps(summary))
+    emit(summary)
     return 0
 
 

@@ -26,8 +26,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ import numpy as np
 import rasterio
 import rasterio.features
 import shapely
+from _common import EPSG, RES, add_scene_args, emit, parser, work_dir
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
@@ -249,8 +248,8 @@ def speed(work: Path, size: int) -> dict:
     path = write_raster(
         work / f"buildings_{size}.tif",
         mask,
-        CRS.from_epsg(32616),
-        from_origin(500000, 3800000, 0.5, 0.5),
+        CRS.from_epsg(EPSG),
+        from_origin(500000, 3800000, RES, RES),
         nodata=255,
         class_names={0: "background", 1: "building"},
     )
@@ -285,16 +284,14 @@ def speed(work: Path, size: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for and print the JSON line last."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=10000, help="speed mask side (pixels)")
-    parser.add_argument(
-        "--parts", default="buildings,roads,speed", help="comma-separated parts to run"
-    )
-    args = parser.parse_args(argv)
-    parts = {p.strip() for p in args.parts.split(",")}
+    p = parser(__doc__)
+    add_scene_args(p, size=10000, work=None, size_help="speed mask side (pixels)")
+    p.add_argument("--parts", default="buildings,roads,speed", help="comma-separated parts to run")
+    args = p.parse_args(argv)
+    parts = {part.strip() for part in args.parts.split(",")}
     result: dict = {"targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="geounet_vq_") as tmp:
-        work = Path(tmp)
+        work = work_dir(args.work or Path(tmp))
         if "buildings" in parts:
             result["buildings"] = buildings(work)
         if "roads" in parts:
@@ -306,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: SKIPPED ({result[name]['skipped']})")
     result["met"] = _targets_met(result)
     print(f"targets met: {result['met']}")
-    print(json.dumps(result, default=float))
+    emit(result, default=float)
     return 0
 
 

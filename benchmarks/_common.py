@@ -1,0 +1,259 @@
+"""What the benchmarks share: argument parsing, work folders, generated scenes, models, output.
+
+Each benchmark stays a script (``python benchmarks/X.py --help``); it imports this module from
+its own folder (``sys.path`` holds the script's folder when a script runs). The shared pieces:
+
+- :func:`parser` and the ``add_*_args`` helpers: the same flags mean the same thing in every
+  benchmark (``--size``, ``--work``, ``--network``, ``--tile``, ``--overlap``, ``--batch``,
+  ``--backbone``, ``--lr``, ``--device``, ``--seed``, ``--data``);
+- :func:`cached_scene` and :func:`write_scene`: a generated GeoTIFF written window by window
+  once into the work folder (optionally in a child process, so that its memory does not count);
+- :func:`make_model`: an untrained model object of the right shape for 4 uint16 bands;
+- :func:`classify_options`: the :class:`~geounet.inference.options.ClassifyOptions` of the
+  tiling flags;
+- :func:`peak_rss_mb`, :func:`rss_mb` and :func:`emit` (the JSON line printed last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+#: Networks of the inference benchmarks: the paper U-Net with 4 base channels (the pipeline's
+#: cost, not the network's), the efficientnet-lite0 U-Net and a resnet18 U-Net.
+NETWORKS = {
+    "tiny": {"arch": "unet-classic", "backbone": None, "unet_kwargs": {"base_channels": 4}},
+    "lite0": {"arch": "unet", "backbone": "efficientnet-lite0", "unet_kwargs": {}},
+    "resnet18": {"arch": "unet", "backbone": "resnet18", "unet_kwargs": {}},
+}
+#: The generated scenes lie in UTM zone 16N at 0.5 m.
+EPSG = 32616
+RES = 0.5
+BAND_NAMES = ("blue", "green", "red", "nir")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser described by the first line of the benchmark's docstring."""
+    return argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+
+
+def add_scene_args(
+    p: argparse.ArgumentParser,
+    *,
+    size: int,
+    work: str | None = "bench_out",
+    size_help: str = "scene side N in pixels",
+) -> None:
+    """``--size`` (scene side) and ``--work`` (see :func:`add_work_arg`)."""
+    p.add_argument("--size", type=int, default=size, help=size_help)
+    add_work_arg(p, work)
+
+
+def add_work_arg(p: argparse.ArgumentParser, work: str | None = "bench_out") -> None:
+    """``--work``: the folder for generated scenes and outputs (None: a temporary one)."""
+    where = "a temporary one" if work is None else work
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None if work is None else Path(work),
+        help=f"folder for the scene and outputs (default: {where})",
+    )
+
+
+def add_tiling_args(p: argparse.ArgumentParser, *, network: str = "lite0") -> None:
+    """``--network`` (see :data:`NETWORKS`), ``--tile``, ``--overlap`` and ``--batch``."""
+    p.add_argument("--network", choices=sorted(NETWORKS), default=network)
+    p.add_argument("--tile", type=int, default=512, help="tile side in pixels")
+    p.add_argument("--overlap", type=int, default=64, help="overlap of tiles in pixels")
+    p.add_argument("--batch", type=int, default=4, help="tiles per network call")
+
+
+def add_training_args(
+    p: argparse.ArgumentParser,
+    *,
+    lr: float,
+    backbone: str = "efficientnet-lite0",
+    device: bool = True,
+) -> None:
+    """``--backbone``, ``--lr``, ``--seed`` (and ``--device``) of a benchmark that trains."""
+    p.add_argument("--backbone", default=backbone, help="encoder of the U-Net")
+    p.add_argument("--lr", type=float, default=lr, help="peak one-cycle learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    if device:
+        p.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA if present)")
+
+
+def add_chip_args(
+    p: argparse.ArgumentParser, *, chip_size: int = 256, stride: int | None = None
+) -> None:
+    """``--chip-size`` (and ``--stride`` when it has a default) of ``prepare_data``."""
+    p.add_argument("--chip-size", type=int, default=chip_size, help="chip side in pixels")
+    if stride is not None:
+        p.add_argument("--stride", type=int, default=stride, help="step between chips")
+
+
+def work_dir(path: Path) -> Path:
+    """``path``, created if needed."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def classify_options(args: argparse.Namespace, **fields: Any) -> Any:
+    """The :class:`~geounet.inference.options.ClassifyOptions` of ``--tile/--overlap/--batch``.
+
+    Outputs are replaced and no progress bar is drawn; ``fields`` set other options.
+    """
+    from geounet.inference.options import ClassifyOptions
+
+    base = {"overwrite": True, "progress": False, **fields}
+    return ClassifyOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, **base)
+
+
+# ----------------------------------------------------------------------------- scenes
+
+
+def write_scene(
+    path: Path,
+    size: int,
+    block_values: Callable[[int, int, int, int], np.ndarray],
+    *,
+    origin: tuple[float, float] = (500000.0, 3800000.0),
+    block: int = 1024,
+    **profile: Any,
+) -> None:
+    """Write a ``size`` x ``size`` 4-band uint16 tiled GeoTIFF one block at a time.
+
+    Args:
+        path: Output file.
+        size: Side in pixels.
+        block_values: ``(row, col, height, width) -> uint16 (4, height, width)``, called for
+            the blocks in row-major order.
+        origin: Upper-left corner (UTM 16N metres).
+        block: Side of the blocks written at once.
+        **profile: More (or other) GTiff creation options.
+    """
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    full = {
+        "driver": "GTiff", "width": size, "height": size, "count": 4, "dtype": "uint16",
+        "crs": CRS.from_epsg(EPSG), "transform": from_origin(*origin, RES, RES), "nodata": 0,
+        "tiled": True, "blockxsize": 512, "blockysize": 512, **profile,
+    }  # fmt: skip
+    with rasterio.open(path, "w", **full) as dst:
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                dst.write(block_values(r, c, h, w), window=Window(c, r, w, h))
+        dst.descriptions = BAND_NAMES
+
+
+def _waves(r: int, c: int, h: int, w: int) -> np.ndarray:
+    """Smooth waves plus a 64-pixel checkerboard per band, uint16 ``(4, h, w)``."""
+    yy, xx = np.mgrid[r : r + h, c : c + w]
+    base = (np.sin(xx / 37.0) + np.cos(yy / 53.0)) * 400 + 1200
+    band = np.stack([base + 150 * b + ((xx // 64 + yy // 64) % 3) * 90 for b in range(4)])
+    return band.astype(np.uint16)
+
+
+def inference_scene(path: Path, size: int) -> None:
+    """The scene of the inference benchmarks: 4-band uint16, deflate, smooth patterns."""
+    write_scene(path, size, _waves, compress="deflate", predictor=2, BIGTIFF="YES")
+
+
+def cached_scene(path: Path, make: Callable[[Path], None], *, child: bool = False) -> Path:
+    """``path``, written by ``make(tmp)`` and renamed once complete; reused by later runs.
+
+    Args:
+        path: The scene's file.
+        make: Writes the scene to the path it is given (a module-level function, or a
+            ``functools.partial`` of one, when ``child`` is True).
+        child: Generate in a child process (spawned), so that its memory does not count in
+            this process's peak RSS.
+
+    Returns:
+        ``path``.
+    """
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    tmp = path.with_name(f"{path.stem}.part{path.suffix}")
+    if child:
+        proc = mp.get_context("spawn").Process(target=make, args=(tmp,))
+        proc.start()
+        proc.join()
+        if proc.exitcode:
+            raise SystemExit(f"generating {path} failed")
+    else:
+        make(tmp)
+    tmp.rename(path)
+    print(f"generated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def sample_data(folder: Path) -> Path:
+    """``folder`` when it holds the sample scenes, else the generated sample data."""
+    folder = Path(folder)
+    if (folder / "test.tif").exists():
+        return folder
+    from geounet.app.sample import ensure_sample_data
+
+    return ensure_sample_data(folder)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def make_model(network: str) -> SimpleNamespace:
+    """An untrained model object (network, config, device) for 4 uint16 bands, 2 classes."""
+    import torch
+
+    from geounet.core.classes import make_classes
+    from geounet.model.files import ModelConfig, build_network
+
+    spec = NETWORKS[network]
+    config = ModelConfig(
+        arch=spec["arch"], backbone=spec["backbone"], in_channels=4,
+        classes=make_classes({1: "building"}), bands=[1, 2, 3, 4], band_names=list(BAND_NAMES),
+        stats={"mean": [1300.0] * 4, "std": [400.0] * 4, "p2": [500.0] * 4, "p98": [2100.0] * 4},
+        chip_size=256, gsd_m=RES, source_dtype="uint16", unet_kwargs=dict(spec["unet_kwargs"]),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return SimpleNamespace(network=build_network(config), config=config, device=torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def rss_mb() -> float:
+    """Current resident set size in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def emit(result: dict[str, Any], **dumps: Any) -> None:
+    """Print the benchmark's result as one JSON line (the last line of its output)."""
+    print(json.dumps(result, **dumps), flush=True)
