@@ -13,13 +13,20 @@ from model_fakes import make_fake_data
 from geounet.core.errors import InvalidParameterError
 from geounet.model.losses import build_loss
 from geounet.model.training import (
+    DEFAULT_BUDGET_S,
+    FINE_TUNE_LR_CAP,
     HISTORY_COLUMNS,
     LR_BOUNDS,
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    StopRule,
     Trainer,
     configure_cpu_threads,
+    plan_training,
     reseed_loader,
     seed_everything,
     set_encoder_trainable,
+    suggest_lr,
     unpack_batch,
 )
 from geounet.model.unet_classic import ClassicUNet
@@ -55,10 +62,57 @@ def test_best_checkpoint_by_miou_is_restored():
     assert (trainer.best_confusion == cm).all()
 
 
-def test_early_stopping_when_validation_loss_stalls():
+def test_early_stopping_when_validation_miou_stalls_but_not_in_warm_up():
     trainer, data = tiny_trainer(batchnorm=False, dropout=0.0)
     hist = trainer.fit(data.train_dl, data.valid_dl, 20, 1e-12, early_stopping=2, progress=False)
-    assert len(hist) == 3  # epoch 1 sets the best loss; 2 and 3 do not improve
+    # 1e-12 learns nothing: the mIoU is flat from epoch 1. Warm-up is epochs 1-5 (25 % of
+    # 20), and a stop needs 20 % of the schedule (4 epochs) without improvement after it.
+    assert len(hist) == 9
+    assert trainer.best_epochs == 1  # the checkpoint watches the same score: epoch 1 kept
+
+
+def test_stop_rule_never_fires_during_warm_up():
+    rule = StopRule(patience=1, warmup=0.3, min_span=0.0)
+    falling = [rule.update(1.0 - i / 100, i / 100) for i in range(30)]  # 30 epochs of warm-up
+    assert not any(falling)
+    assert rule.update(0.5, 0.30) is True  # first epoch after warm-up without improvement
+
+
+def test_stop_rule_counts_from_the_last_improvement_and_needs_a_span():
+    rule = StopRule(patience=2, warmup=0.1, min_span=0.25)
+    assert not rule.update(0.5, 0.2)  # improves after warm-up
+    assert not rule.update(0.4, 0.3) and not rule.update(0.4, 0.4)  # 2 stale, span 0.2
+    assert rule.update(0.4, 0.45)  # span 0.25 reached
+    assert not StopRule(patience=None).update(0.0, 0.9)  # None: never
+
+
+def test_plan_training_follows_the_data_and_the_device():
+    assert plan_training(4, "cpu") == (MAX_EPOCHS, DEFAULT_BUDGET_S["cpu"])  # small area
+    assert plan_training(60, "cpu")[0] == 100  # 6000 chip views
+    assert plan_training(100_000, "cuda") == (MIN_EPOCHS, DEFAULT_BUDGET_S["cuda"])
+
+
+def test_encoder_gets_a_lower_learning_rate(monkeypatch):
+    seed_everything(0)
+    data = make_fake_data(size=96, chip=32)
+    net = ClassicUNet(3, 2, base_channels=4, depth=2)
+    trainer = Trainer(net, build_loss("ce"), 2, "cpu", encoder_lr_ratio=0.25)
+    seen = []
+    real_step = Trainer.train_step
+
+    def step(self, batch, optimizer):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        return real_step(self, batch, optimizer)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    trainer.fit(data.train_dl, None, 3, 1e-2, progress=False)
+    enc = {id(p) for p in trainer.network.down.parameters()}
+    opt_groups = trainer._optimizer(1.0).param_groups
+    assert {id(p) for p in opt_groups[1]["params"]} == enc
+    assert all(e == pytest.approx(d * 0.25) for d, e in seen)
+    assert max(d for d, _ in seen) == pytest.approx(1e-2, rel=0.05)
+    with pytest.raises(InvalidParameterError, match="encoder_lr_ratio"):
+        Trainer(net, build_loss("ce"), 2, "cpu", encoder_lr_ratio=0.0)
 
 
 def test_time_budget_stops_and_anneals():
@@ -187,6 +241,41 @@ def test_lr_find_suggestion_is_kept_within_the_bounds(monkeypatch, centre, botto
 def test_lr_find_with_too_few_finite_losses_falls_back(monkeypatch):
     result = _sweep(monkeypatch, lambda x: 1.0 if x < -6.75 else float("nan"))
     assert len(result.lrs) == 3 and result.suggestion == 1e-3 and result.extra["fallback"]
+
+
+def _curve(centre: float, bottom: float, n: int = 61) -> tuple[list[float], list[float]]:
+    """A synthetic smoothed sweep from 1e-6 to 1: steepest at ``centre``, minimum at
+    ``bottom``, then a steep rise (divergence)."""
+    xs = np.linspace(-6, 0, n)
+    loss = [
+        3 - math.tanh(2 * (x - centre)) + (60 * (x - bottom) ** 2 if x > bottom else 0) for x in xs
+    ]
+    return list(10**xs), loss
+
+
+def test_lr_suggestion_stays_well_below_divergence():
+    # steepest at 10^-2.5, but the loss doubles just past 10^-2.3: divergence bounds it
+    lrs, losses = _curve(centre=-2.5, bottom=-2.4)
+    r = suggest_lr(lrs, losses)
+    assert r.steepest == pytest.approx(10**-2.5, rel=1e-6)
+    assert r.suggestion == pytest.approx(r.extra["divergence"] / 10)
+    assert r.suggestion < r.steepest / 3  # a decade below where the loss blows up
+
+
+def test_lr_suggestion_is_capped_for_fine_tuning_and_bounded():
+    lrs, losses = _curve(centre=-2.0, bottom=-1.0)
+    assert suggest_lr(lrs, losses).suggestion == pytest.approx(1e-2)  # steepest, the bound
+    assert suggest_lr(lrs, losses, cap=FINE_TUNE_LR_CAP).suggestion == FINE_TUNE_LR_CAP
+    lrs, losses = _curve(centre=-5.6, bottom=-5.4)
+    assert suggest_lr(lrs, losses, cap=FINE_TUNE_LR_CAP).suggestion == LR_BOUNDS[0]
+    assert suggest_lr(lrs[:4], losses[:4], cap=2e-4).suggestion == 2e-4  # fallback, capped
+
+
+def test_lr_find_sweep_keeps_to_its_time_limit():
+    trainer, data = tiny_trainer()
+    t0 = time.perf_counter()
+    result = trainer.lr_find(data.train_dl, num_iter=10_000, time_limit_s=0.5, progress=False)
+    assert time.perf_counter() - t0 < 5 and 0 < len(result.lrs) < 10_000
 
 
 def test_freeze_keeps_encoder_weights():

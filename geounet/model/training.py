@@ -2,14 +2,15 @@
 
 :class:`Trainer` trains any segmentation network that maps ``(N, C, H, W)`` images to
 ``(N, K, H, W)`` logits, from loaders that yield ``(image, mask)`` pairs (or dicts with
-``"image"`` and ``"mask"``). It uses AdamW with a one-cycle schedule, gradient clipping,
-early stopping on the validation loss, keeps the best weights by validation mIoU in memory
-and restores them at the end. On CUDA it trains in mixed precision (bfloat16 where supported,
-else float16 with a gradient scaler) and channels-last; on the CPU in float32 channels-last.
+``"image"`` and ``"mask"``). It uses AdamW with a one-cycle schedule (optionally a lower
+learning rate for a pretrained encoder than for the decoder), gradient clipping, and one
+validation score, the mIoU, for both the best checkpoint and early stopping
+(:class:`StopRule`: never during the schedule's warm-up). On CUDA it trains in mixed
+precision (bfloat16 where supported, else float16 with a gradient scaler) and channels-last;
+on the CPU in float32 channels-last. :func:`suggest_lr` reads an LR finder sweep
+conservatively; :func:`plan_training` sizes a run from the data and the device.
 
 Example:
-    Not run as a doctest: it needs a network and data loaders.
-
     >>> trainer = Trainer(net, build_loss(), n_classes=2)         # doctest: +SKIP
     >>> history = trainer.fit(train_dl, valid_dl, epochs=10, lr=1e-3)  # doctest: +SKIP
 """
@@ -20,7 +21,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,23 @@ from geounet.core.errors import InvalidParameterError
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
 
 __all__ = [
+    "DEFAULT_BUDGET_S",
+    "FINE_TUNE_LR_CAP",
     "HISTORY_COLUMNS",
+    "TARGET_CHIP_VIEWS",
+    "WARMUP",
     "EpochResult",
     "LRFindResult",
+    "StopRule",
     "Trainer",
     "configure_cpu_threads",
     "default_device",
     "encoder_parameters",
+    "plan_training",
     "reseed_loader",
     "seed_everything",
     "set_encoder_trainable",
+    "suggest_lr",
     "unpack_batch",
 ]
 
@@ -59,6 +67,19 @@ HISTORY_COLUMNS = [
 ]
 #: Bounds for a suggested learning rate (AdamW rarely trains well outside them).
 LR_BOUNDS = (1e-5, 1e-2)
+#: Highest suggested learning rate when a pretrained encoder is fine-tuned: larger steps
+#: wash out the ImageNet features before the decoder has learnt to use them.
+FINE_TUNE_LR_CAP = 1e-3
+#: Share of the one-cycle schedule that warms the learning rate up (no early stop in it).
+WARMUP = 0.25
+#: ``fit`` without an epoch count plans about this many chip views (epochs x chips), at
+#: least :data:`MIN_EPOCHS` and at most :data:`MAX_EPOCHS` epochs...
+TARGET_CHIP_VIEWS = 6000
+MIN_EPOCHS, MAX_EPOCHS = 20, 400
+#: ... and stops after this many seconds (the whole ``fit``, LR sweep included) per device
+#: type: 10 minutes on a CPU (a 2-core machine trains ~1 500-2 500 chips of 256 px in that
+#: time), 15 on an accelerator, where the chip-view plan usually ends the run first.
+DEFAULT_BUDGET_S = {"cpu": 600.0, "cuda": 900.0, "mps": 900.0}
 _THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GEOUNET_NUM_THREADS")
 
 
@@ -162,6 +183,72 @@ def set_encoder_trainable(network: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
+def plan_training(n_train_chips: int, device: torch.device | str) -> tuple[int, float]:
+    """Epochs and time budget of a ``fit`` given no epoch count: the data and the device decide.
+
+    The run plans :data:`TARGET_CHIP_VIEWS` chip views (so a small area gets many epochs and
+    a large one few), kept within ``[MIN_EPOCHS, MAX_EPOCHS]``, and stops at the device's
+    :data:`DEFAULT_BUDGET_S` (the one-cycle schedule then follows the clock, so the learning
+    rate still anneals). Early stopping may end it sooner, never during warm-up.
+
+    Example:
+        >>> plan_training(4, "cpu")
+        (400, 600.0)
+        >>> plan_training(600, "cuda")
+        (20, 900.0)
+    """
+    n = max(int(n_train_chips), 1)
+    epochs = min(max(math.ceil(TARGET_CHIP_VIEWS / n), MIN_EPOCHS), MAX_EPOCHS)
+    kind = torch.device(device).type
+    return epochs, DEFAULT_BUDGET_S.get(kind, DEFAULT_BUDGET_S["cpu"])
+
+
+@dataclass
+class StopRule:
+    """Early stopping on the validation score (higher is better), never during warm-up.
+
+    An epoch improves when its score beats the best so far by more than ``min_delta``.
+    Epochs without improvement count only once the schedule's warm-up is over, and a stop
+    also needs ``min_span`` of the schedule to have passed since the last improvement (or
+    since the warm-up ended), so a small, noisy validation set cannot end the run a few short
+    epochs after the peak learning rate.
+
+    Args:
+        patience: Epochs without improvement before stopping; None or 0: never stop.
+        warmup: Share of the schedule that is warm-up (no stop before it ends).
+        min_span: Share of the schedule without improvement needed to stop.
+        min_delta: Smallest improvement of the score that counts.
+
+    Example:
+        >>> rule = StopRule(patience=2, warmup=0.5, min_span=0.0)
+        >>> [rule.update(s, p) for s, p in [(0.5, 0.1), (0.4, 0.3), (0.4, 0.6), (0.4, 0.7)]]
+        [False, False, False, True]
+    """
+
+    patience: int | None
+    warmup: float = WARMUP
+    min_span: float = 0.2
+    min_delta: float = 1e-4
+    best: float = -math.inf
+    stale: int = 0
+    since: float = 0.0
+
+    def update(self, score: float, progress: float) -> bool:
+        """Record one epoch's ``score`` at ``progress`` (0-1) of the schedule; True: stop."""
+        improved = math.isfinite(score) and score > self.best + self.min_delta
+        if improved:
+            self.best = score
+        if progress < self.warmup:
+            self.stale, self.since = 0, self.warmup
+            return False
+        if improved:
+            self.stale, self.since = 0, progress
+            return False
+        self.stale += 1
+        long_enough = progress - self.since >= self.min_span
+        return bool(self.patience) and self.stale >= int(self.patience or 0) and long_enough
+
+
 @dataclass
 class EpochResult:
     """What one epoch produced."""
@@ -207,6 +294,8 @@ class Trainer:
         grad_clip: Maximum gradient norm (None: no clipping).
         mixed_precision: Mixed precision on CUDA (ignored on the CPU).
         channels_last: Channels-last memory format (faster convolutions on CPU and GPU).
+        encoder_lr_ratio: The encoder's learning rate as a share of the decoder's (1: the
+            same; below 1 for a pretrained encoder, whose features need smaller steps).
     """
 
     def __init__(
@@ -220,7 +309,13 @@ class Trainer:
         grad_clip: float | None = 1.0,
         mixed_precision: bool = True,
         channels_last: bool = True,
+        encoder_lr_ratio: float = 1.0,
     ) -> None:
+        if not 0 < encoder_lr_ratio <= 1:
+            raise InvalidParameterError(
+                f"encoder_lr_ratio={encoder_lr_ratio} must lie in (0, 1]; use 1 for one rate."
+            )
+        self.encoder_lr_ratio = float(encoder_lr_ratio)
         self.device = default_device(device)
         self.network = network.to(self.device)
         self.loss_fn = loss_fn.to(self.device)
@@ -238,6 +333,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         #: Validation confusion matrix of the weights kept by the last :meth:`fit`.
         self.best_confusion: np.ndarray | None = None
+        #: Epochs of the last :meth:`fit` up to the weights it kept (all when no checkpoint).
+        self.best_epochs: int = 0
 
     # ------------------------------------------------------------------ steps
     def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,10 +352,29 @@ class Trainer:
             return self.network(x)
 
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """AdamW; with ``encoder_lr_ratio < 1`` the encoder is a second group at a lower rate.
+
+        Each group carries ``lr_scale`` (its share of the peak rate); group 0 is the decoder.
+        """
         params = [p for p in self.network.parameters() if p.requires_grad]
         if not params:
             raise InvalidParameterError("every parameter is frozen; call unfreeze() first.")
-        return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay)
+        groups = [{"params": params, "lr_scale": 1.0}]
+        if self.encoder_lr_ratio < 1:
+            try:
+                enc = {id(p) for p in encoder_parameters(self.network)}
+            except InvalidParameterError:
+                enc = set()
+            head = [p for p in params if id(p) not in enc]
+            body = [p for p in params if id(p) in enc]
+            if head and body:
+                groups = [
+                    {"params": head, "lr_scale": 1.0},
+                    {"params": body, "lr_scale": self.encoder_lr_ratio},
+                ]
+        for g in groups:
+            g["lr"] = lr * g["lr_scale"]
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=self.weight_decay)
 
     def train_step(self, batch: Any, optimizer: torch.optim.Optimizer) -> float:
         """One optimisation step; returns the batch loss."""
@@ -308,47 +424,47 @@ class Trainer:
         epochs: int,
         lr: float,
         *,
-        early_stopping: int | None = 5,
+        early_stopping: int | None = 10,
         checkpoint: bool = True,
         time_budget_s: float | None = None,
         progress: bool = True,
         start_epoch: int = 1,
+        warmup: float = WARMUP,
     ) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs; returns this run's history.
 
+        One score drives both the best checkpoint and early stopping: the validation mIoU
+        (without validation: minus the training loss). The loss is not watched: with a small
+        validation set it jumps while the mIoU still climbs.
+
         Args:
             train_dl: Training loader (shuffled).
-            valid_dl: Validation loader, or None (then the training loss drives early
-                stopping and the last weights are kept).
+            valid_dl: Validation loader, or None (then the training loss is the score).
             epochs: Maximum number of epochs.
-            lr: Peak learning rate of the one-cycle schedule.
-            early_stopping: Stop when the validation loss has not improved for this many
-                epochs (None or 0: never).
-            checkpoint: Restore, at the end, the weights of the epoch with the best
-                validation mIoU.
+            lr: Peak learning rate of the one-cycle schedule (of the decoder; the encoder
+                gets ``encoder_lr_ratio`` of it).
+            early_stopping: Patience in epochs of :class:`StopRule` (None or 0: never stop
+                early); it never stops during the warm-up.
+            checkpoint: Restore, at the end, the weights of the epoch with the best score.
             time_budget_s: Stop after this many seconds of wall-clock time (the current
                 epoch is cut short and validated); the one-cycle schedule then follows the
                 elapsed share of the budget, so the learning rate still anneals to its end.
             progress: Show a progress bar with live loss and mIoU.
             start_epoch: Number of the first epoch in the history.
+            warmup: Share of the schedule that raises the learning rate to ``lr``.
 
         Returns:
             A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch.
         """
-        if epochs < 1 or lr <= 0 or not math.isfinite(lr):
-            raise InvalidParameterError(f"fit needs epochs >= 1 and lr > 0; got {epochs}, {lr}.")
-        n_batches = len(train_dl)
-        if n_batches == 0:
+        if epochs < 1 or lr <= 0 or not math.isfinite(lr) or not 0 < warmup < 1:
+            raise InvalidParameterError(
+                f"fit needs epochs >= 1, lr > 0 and 0 < warmup < 1; got {epochs}, {lr}, {warmup}."
+            )
+        if len(train_dl) == 0:
             raise InvalidParameterError("the training loader is empty; prepare more chips.")
-        optimizer = self._optimizer(lr)
-        total = max(epochs * n_batches, 10)  # OneCycleLR needs a few steps per phase
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=0.25
-        )
-        loop = _Loop(self, optimizer, schedule, total, time_budget_s)
+        loop = _Loop(self, epochs * len(train_dl), lr, time_budget_s, warmup)
+        rule, best = StopRule(early_stopping, warmup), _Best(checkpoint)
         rows: list[dict[str, Any]] = []
-        best_state, best_miou, best_loss, stale = None, -math.inf, math.inf, 0
-        self.best_confusion = None
         bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
         try:
             for i in range(epochs):
@@ -356,29 +472,14 @@ class Trainer:
                 if result is None:  # the budget ran out before this epoch trained a batch
                     break
                 rows.append({"epoch": start_epoch + i, **_row(result)})
-                bar.update(1)
-                bar.set_postfix(
-                    train=f"{result.train_loss:.4f}",
-                    valid=f"{result.valid_loss:.4f}",
-                    mIoU=f"{result.valid_miou:.4f}",
-                )
-                miou = result.valid_miou if valid_dl is not None else -result.train_loss
-                if not checkpoint:
-                    self.best_confusion = result.confusion
-                elif math.isfinite(miou) and miou > best_miou:
-                    best_miou, best_state = miou, _state_copy(self.network)
-                    self.best_confusion = result.confusion
-                watched = result.valid_loss if valid_dl is not None else result.train_loss
-                if watched < best_loss - 1e-6:
-                    best_loss, stale = watched, 0
-                else:
-                    stale += 1
-                if (early_stopping and stale >= early_stopping) or loop.out_of_time:
+                _show(bar, result)
+                score = result.valid_miou if valid_dl is not None else -result.train_loss
+                best.offer(score, i + 1, self.network, result.confusion)
+                if rule.update(score, loop.progress) or loop.out_of_time:
                     break
         finally:
             bar.close()
-        if checkpoint and best_state is not None:
-            self.network.load_state_dict(best_state)
+        self.best_confusion, self.best_epochs = best.restore(self.network, len(rows))
         return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
     # ---------------------------------------------------------------- lr_find
@@ -392,14 +493,15 @@ class Trainer:
         smoothing: float = 0.05,
         diverge: float = 4.0,
         progress: bool = True,
+        cap: float | None = None,
+        time_limit_s: float | None = None,
     ) -> LRFindResult:
         """Sweep the learning rate exponentially and suggest one; the weights are restored.
 
         The loss is smoothed with an exponential moving average (bias-corrected); the sweep
-        stops when the smoothed loss exceeds ``diverge`` times its minimum. The suggestion is
-        the learning rate of the steepest descent of the smoothed loss (against log LR) when
-        it lies within two decades below the minimum's LR, else the minimum's LR / 10; it is
-        kept within :data:`LR_BOUNDS`.
+        stops when the smoothed loss exceeds ``diverge`` times its minimum, or after
+        ``time_limit_s`` seconds. The suggestion is read conservatively by
+        :func:`suggest_lr` (at most ``cap``).
         """
         if not 0 < start_lr < end_lr or num_iter < 5:
             raise InvalidParameterError("lr_find needs 0 < start_lr < end_lr and num_iter >= 5.")
@@ -409,11 +511,14 @@ class Trainer:
         lrs, losses, avg, best = [], [], 0.0, math.inf
         batches = _cycle(train_dl)
         self.network.train()
+        t0 = time.perf_counter()
         try:
             for i in tqdm(range(num_iter), desc="lr_find", disable=not progress, leave=False):
+                if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+                    break
                 lr = start_lr * gamma**i
                 for g in optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
                 loss = self.train_step(next(batches), optimizer)
                 if not math.isfinite(loss):
                     break
@@ -426,25 +531,30 @@ class Trainer:
                     break
         finally:
             self.network.load_state_dict(saved)
-        return _suggest(lrs, losses)
+        return suggest_lr(lrs, losses, cap=cap)
 
 
 class _Loop:
     """One fit run's state: optimiser, schedule, clock (keeps :meth:`Trainer.fit` short)."""
 
     def __init__(
-        self,
-        trainer: Trainer,
-        optimizer: torch.optim.Optimizer,
-        schedule: Any,
-        total_steps: int,
-        budget: float | None,
+        self, trainer: Trainer, total_steps: int, lr: float, budget: float | None, warmup: float
     ) -> None:
-        self.t, self.opt, self.schedule = trainer, optimizer, schedule
-        self.total, self.budget = total_steps, budget
+        self.t, self.budget = trainer, budget
+        self.total = max(total_steps, 10)  # OneCycleLR needs a few steps per phase
+        self.opt = trainer._optimizer(lr)
+        peaks = [lr * g["lr_scale"] for g in self.opt.param_groups]
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=peaks, total_steps=self.total, pct_start=warmup
+        )
         self.start = time.perf_counter()
         self.valid_seconds = 0.0
         self.out_of_time = False
+
+    @property
+    def progress(self) -> float:
+        """Share of the schedule done (0-1); with a budget it follows the clock."""
+        return min(self.schedule.last_epoch / self.total, 1.0)
 
     def _tick(self) -> None:
         """Advance the schedule by one step, or to the elapsed share of the time budget."""
@@ -494,6 +604,40 @@ class _Loop:
         return EpochResult(train_loss, valid_loss, miou, accuracy, lr, time.perf_counter() - t0, cm)
 
 
+class _Best:
+    """The best epoch's weights and confusion matrix (keeps :meth:`Trainer.fit` short)."""
+
+    def __init__(self, checkpoint: bool) -> None:
+        self.checkpoint = checkpoint
+        self.score, self.epoch = -math.inf, 0
+        self.state: dict[str, torch.Tensor] | None = None
+        self.confusion: np.ndarray | None = None
+
+    def offer(self, score: float, epoch: int, network: nn.Module, cm: np.ndarray | None) -> None:
+        """Keep this epoch when it scores best (every epoch without checkpointing)."""
+        if not self.checkpoint:
+            self.epoch, self.confusion = epoch, cm
+        elif math.isfinite(score) and score > self.score:
+            self.score, self.epoch, self.confusion = score, epoch, cm
+            self.state = _state_copy(network)
+
+    def restore(self, network: nn.Module, n_epochs: int) -> tuple[np.ndarray | None, int]:
+        """Load the kept weights; returns the kept confusion matrix and epoch count."""
+        if self.checkpoint and self.state is not None:
+            network.load_state_dict(self.state)
+            return self.confusion, self.epoch
+        return self.confusion, n_epochs
+
+
+def _show(bar: Any, result: EpochResult) -> None:
+    bar.update(1)
+    bar.set_postfix(
+        train=f"{result.train_loss:.4f}",
+        valid=f"{result.valid_loss:.4f}",
+        mIoU=f"{result.valid_miou:.4f}",
+    )
+
+
 def _row(r: EpochResult) -> dict[str, float]:
     return {
         "train_loss": r.train_loss,
@@ -521,20 +665,47 @@ def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
             raise InvalidParameterError("the training loader is empty; prepare more chips.")
 
 
-def _suggest(lrs: list[float], losses: list[float]) -> LRFindResult:
-    """Pick a learning rate from a sweep (see :meth:`Trainer.lr_find`)."""
+def suggest_lr(
+    lrs: Sequence[float], losses: Sequence[float], cap: float | None = None
+) -> LRFindResult:
+    """A conservative learning rate from an LR finder sweep (smoothed loss against LR).
+
+    The candidate is the learning rate of the steepest descent of the loss (against log LR)
+    before its minimum, or a tenth of the minimum's LR when the steepest point lies more than
+    two decades below it (a steep drop at the very start of a sweep is noise). The suggestion
+    is that candidate, but at most a tenth of the divergence point (the first LR past the
+    minimum where the loss doubles, else the last LR swept) and at most ``cap``, kept within
+    :data:`LR_BOUNDS`. Fewer than 5 points give 1e-3 (or ``cap`` when lower).
+
+    Example:
+        >>> import numpy as np
+        >>> lrs = list(10 ** np.linspace(-6, 0, 61))
+        >>> losses = [2 - np.tanh(2 * (np.log10(x) + 3)) + 40 * max(np.log10(x) + 1.5, 0) ** 2
+        ...           for x in lrs]
+        >>> r = suggest_lr(lrs, losses)
+        >>> f"{r.steepest:.0e} {r.suggestion:.0e}"
+        '1e-03 1e-03'
+        >>> f"{suggest_lr(lrs, losses, cap=3e-4).suggestion:.0e}"
+        '3e-04'
+    """
     lo, hi = LR_BOUNDS
+    hi = min(hi, cap) if cap is not None else hi
     if len(lrs) < 5:
-        fallback = 1e-3
-        return LRFindResult(lrs, losses, fallback, fallback, fallback, {"fallback": True})
-    log_lr = np.log10(np.asarray(lrs))
-    loss = np.asarray(losses)
+        fallback = min(1e-3, hi)
+        return LRFindResult(
+            list(lrs), list(losses), fallback, fallback, fallback, {"fallback": True}
+        )
+    log_lr = np.log10(np.asarray(lrs, dtype=float))
+    loss = np.asarray(losses, dtype=float)
     i_min = int(np.argmin(loss))
     grads = np.gradient(loss, log_lr)
     skip = max(1, len(lrs) // 10)  # the first points of the EMA are not trustworthy
     window = grads[skip : max(i_min, skip + 1)]
     i_steep = skip + int(np.argmin(window)) if window.size else i_min
-    steepest, minimum = lrs[i_steep], lrs[i_min]
-    suggestion = steepest if minimum / 100 <= steepest <= minimum else minimum / 10
-    suggestion = float(min(max(suggestion, lo), hi))
-    return LRFindResult(lrs, losses, suggestion, float(steepest), float(minimum))
+    steepest, minimum = float(lrs[i_steep]), float(lrs[i_min])
+    candidate = steepest if minimum / 100 <= steepest <= minimum else minimum / 10
+    above = np.flatnonzero(loss[i_min:] > 2 * loss[i_min])
+    divergence = float(lrs[i_min + above[0]] if above.size else lrs[-1])
+    suggestion = float(min(max(min(candidate, divergence / 10), lo), max(hi, lo)))
+    extra = {"divergence": divergence, "cap": hi}
+    return LRFindResult(list(lrs), list(losses), suggestion, steepest, minimum, extra)
