@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from geounet.core.classes import (
@@ -14,8 +15,10 @@ from geounet.core.classes import (
     colormap,
     hex_to_rgb,
     make_classes,
+    parse_classes,
+    parse_classes_tag,
 )
-from geounet.core.errors import InvalidParameterError
+from geounet.core.errors import InvalidParameterError, InvalidRasterError
 
 
 def _names(classes):
@@ -49,7 +52,7 @@ def test_make_classes_from_names():
 
 def test_make_classes_with_colour_keys_keeps_colours():
     cls = make_classes({"#FFFFFF": "background", "#ff0000": "building", "#0000FF": "water"})
-    assert [c.value for c in cls] == ["#FFFFFF", "#ff0000", "#0000FF"]
+    assert [c.value for c in cls] == ["#FFFFFF", "#FF0000", "#0000FF"]  # parse_classes: upper
     assert [c.color for c in cls] == ["#FFFFFF", "#FF0000", "#0000FF"]
     no_bg = make_classes({"#3C1098": "building"})
     assert no_bg[0] == ClassSpec(0, "background", PALETTE[0])
@@ -101,3 +104,118 @@ def test_json_round_trip(mapping):
     text = json.dumps(classes_to_json(cls))
     assert json.loads(text)[1].keys() == {"value", "name", "color"}
     assert classes_from_json(json.loads(text)) == cls
+
+
+# --------------------------------------------------------------- one parser for every spelling
+SPELLINGS = [
+    {1: "building", 2: "road"},
+    {"1": "building", 2.0: "road"},
+    ["building", "road"],
+    ("building", "road"),
+    ["background", "building", "road"],
+    "1=building,2=road",
+    " 1 = building , 2=road ",
+    "building,road",
+    "background,building,road",
+    {0: "background", 1: "building", 2: "road"},
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_every_spelling_of_classes_means_the_same_classes(spelling):
+    parsed = parse_classes(spelling)
+    assert {k: v for k, v in parsed.items() if v != "background"} == {1: "building", 2: "road"}
+    assert all(k == 0 for k, v in parsed.items() if v == "background")
+    assert make_classes(spelling) == make_classes({1: "building", 2: "road"})
+
+
+def test_parse_classes_values():
+    assert parse_classes(None) is None
+    assert parse_classes("building") == {1: "building"}
+    assert parse_classes({np.uint8(255): "building"}) == {255: "building"}
+    assert parse_classes("#3c1098=Building") == {"#3C1098": "Building"}
+    assert parse_classes({"residential": "building"}) == {"residential": "building"}
+    assert parse_classes("residential=building") == {"residential": "building"}
+
+
+@pytest.mark.parametrize(
+    ("spelling", "match"),
+    [
+        ("1=building,road", "mixes VALUE=NAME items with bare names"),
+        ({1: "building", "1": "road"}, "given twice"),
+        ({1: ""}, "empty name"),
+        ({2.5: "building"}, "not an integer raster value"),
+        ({True: "building"}, "not an integer raster value"),
+    ],
+)
+def test_parse_classes_refuses_with_the_fix(spelling, match):
+    with pytest.raises(InvalidParameterError, match=match) as err:
+        parse_classes(spelling)
+    assert "1=building" in str(err.value)  # the message shows the allowed form
+
+
+@pytest.mark.parametrize("key", ["#3C1098", "x", 2.5])
+def test_parse_classes_integer_values_for_class_rasters(key):
+    with pytest.raises(InvalidParameterError, match="integer raster value"):
+        parse_classes({key: "building"}, integer_values=True)
+
+
+def test_parse_classes_tag_reads_both_forms_and_names_the_file():
+    assert parse_classes_tag('{"0": "background", "1": "building"}', "p.tif") == {
+        0: "background",
+        1: "building",
+    }
+    listed = '[{"value": 0, "name": "background"}, {"value": 255, "name": "roof"}]'
+    assert parse_classes_tag(listed, "p.tif") == {0: "background", 1: "roof"}  # index order
+    for bad in ("not json", "[1, 2]", '{"x": "building"}', "{}", '"building"'):
+        with pytest.raises(InvalidRasterError, match=r"p\.tif: the CLASSES tag"):
+            parse_classes_tag(bad, "p.tif")
+
+
+# ------------------------------------------------- the entry points read classes the same way
+@pytest.fixture
+def labelled_scene(make_raster):
+    """A 64 x 64 image and a label raster holding 0 (background), 1 and 2."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[8:30, 8:30] = 1
+    labels[40:44, :] = 2
+    image = rng.integers(1, 200, (3, 64, 64)).astype(np.uint8)
+    image[:, labels == 1] += 50
+    return make_raster(image, "img.tif"), make_raster(labels, "labels.tif")
+
+
+@pytest.mark.parametrize("spelling", ["1=building,2=road", ["background", "building", "road"]])
+def test_prepare_data_reads_every_spelling(labelled_scene, spelling):
+    """Before: a text became one class named "1=building,2=road"; a list starting with
+    background gave background the value 1 and refused the labels."""
+    from geounet.data.prepare import prepare_data
+
+    image, labels = labelled_scene
+    data = prepare_data(image, labels, classes=spelling, chip_size=32, augment=False)
+    values = [(c.value, c.name) for c in data.class_specs]
+    assert values == [(0, "background"), (1, "building"), (2, "road")]
+
+
+@pytest.mark.parametrize("spelling", [["building", "road"], "1=building,2=road", "building,road"])
+def test_vectorize_reads_every_spelling(labelled_scene, spelling):
+    """Before: vectorize refused anything but a mapping."""
+    from geounet.vectorizing.pipeline import vectorize
+
+    _, labels = labelled_scene
+    reference = vectorize(labels, classes={1: "building", 2: "road"}, regularize=False)
+    layers = vectorize(labels, classes=spelling, regularize=False)
+    assert list(layers) == ["building", "road"]
+    for name, gdf in layers.items():
+        assert gdf.geometry.geom_equals(reference[name].geometry).all()
+        assert len(gdf) == len(reference[name]) > 0
+
+
+def test_evaluate_reads_a_list_of_names(labelled_scene):
+    """Before: evaluate_rasters(classes=["building", "road"]) failed on dict(list)."""
+    from geounet.evaluation.scores import evaluate_rasters
+
+    _, labels = labelled_scene
+    report = evaluate_rasters(labels, labels, classes=["building", "road"])
+    assert report["classes"] == ["background", "building", "road"]
+    assert report["per_class"]["iou"]["road"] == pytest.approx(1.0)

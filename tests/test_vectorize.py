@@ -465,7 +465,7 @@ def test_cli_vectorize(scene, tmp_path):
     assert "missing.tif" in bad.output and "Traceback" not in bad.output
 
 
-def test_raster_without_crs_is_refused(tmp_path):
+def test_raster_without_crs_is_refused_unless_asked(tmp_path):
     path = tmp_path / "nocrs.tif"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -482,7 +482,12 @@ def test_raster_without_crs_is_refused(tmp_path):
             dst.write(np.ones((1, 8, 8), np.uint8))
     with pytest.raises(MissingCRSError, match="no coordinate reference system") as err:
         vectorize(path, classes={1: "building"})
-    assert "allow_no_crs" not in str(err.value)  # vectorize has no such option
+    assert "allow_no_crs=True (--allow-no-crs)" in str(err.value)
+    layers = vectorize(path, classes={1: "building"}, min_area_m2=0, allow_no_crs=True)
+    building = layers["building"]
+    assert building.crs is None and len(building) == 1
+    assert building.geometry.iloc[0].equals(shapely.box(0, 0, 8, 8))  # pixel coordinates
+    assert building["area_m2"].iloc[0] == pytest.approx(64.0)  # in pixel units
 
 
 def test_rectangle_clipping_area_matches_overlay():

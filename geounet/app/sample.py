@@ -43,6 +43,7 @@ from geounet.core.errors import OutputExistsError
 from geounet.core.paths import user_data_dir
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.io.raster import atomic_output, write_raster
+from geounet.viz.bands import rgb_bands
 
 __all__ = [
     "BANDS",
@@ -749,7 +750,7 @@ def _write_rasters(
 
 
 def _stretch(image: np.ndarray) -> np.ndarray:
-    rgb = image[[2, 1, 0]].astype(np.float64)
+    rgb = image[[b - 1 for b in rgb_bands(BANDS)]].astype(np.float64)
     valid = np.all(image > 0, axis=0)
     out = np.zeros((*rgb.shape[1:], 3))
     for i in range(3):
@@ -762,15 +763,15 @@ def _stretch(image: np.ndarray) -> np.ndarray:
 def _quicklook(
     path: Path, scenes: dict[str, tuple[np.ndarray, np.ndarray]], overwrite: bool
 ) -> None:
-    """Each scene as RGB (2-98 % stretch) beside its labels, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Each scene as RGB (2-98 % stretch) beside its labels, as a PNG (own Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
 
     cmap = ListedColormap(["#d9d9d9", "#E6194B", "#FFE119", "#000000"])
-    fig, axes = plt.subplots(2, 2, figsize=(12, 12), dpi=90)
+    fig = Figure(figsize=(12, 12), dpi=90)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2)
     for row, (name, (image, labels)) in zip(axes, scenes.items()):
         row[0].imshow(_stretch(image), interpolation="antialiased")
         lab = np.where(labels == IGNORE_INDEX, 3, labels)
@@ -782,7 +783,6 @@ def _quicklook(
     fig.tight_layout()
     with atomic_output(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def _targets(out: Path, quicklook: bool) -> dict[str, Path]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import overwrite_opt, parse_classes, parse_value_map
+from geounet.cli.options import overwrite_opt, parse_value_map
+from geounet.core.classes import parse_classes
 
 
 @click.command("evaluate")

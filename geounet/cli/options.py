@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -10,17 +11,24 @@ from geounet.core.errors import InvalidParameterError
 from geounet.core.types import BLEND_MODES, TTA_MODES
 
 __all__ = [
+    "allow_no_crs_opt",
     "batch_size_opt",
     "blend_opt",
+    "classes_opt",
     "device_opt",
     "overlap_opt",
     "overwrite_opt",
-    "parse_classes",
+    "parse_bands",
     "parse_value_map",
     "tile_size_opt",
     "tta_opt",
 ]
 
+allow_no_crs_opt = click.option(
+    "--allow-no-crs",
+    is_flag=True,
+    help="Accept rasters without a CRS: work in pixel coordinates (outputs have no CRS).",
+)
 overwrite_opt = click.option(
     "--overwrite", is_flag=True, help="Replace outputs that already exist (refused otherwise)."
 )
@@ -66,29 +74,42 @@ device_opt = click.option(
 )
 
 
-def parse_classes(text: str | None) -> dict[Any, str] | None:
-    """Parse ``"1=building,2=road"`` or ``"#3C1098=Building,..."`` into a class mapping.
+def classes_opt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--classes`` option (parsed by :func:`geounet.core.classes.parse_classes`).
 
-    A single name without ``=`` (``"building"``) is returned as ``{1: name}``.
+    Args:
+        what: What the classes name in this command (the start of the help text).
+    """
+    return click.option(
+        "--classes",
+        default=None,
+        metavar="VALUE=NAME,...",
+        help=f"{what}: raster value to class name, e.g. 1=building,2=road ('#3C1098=Building' "
+        "for colour masks); names only (building,road) mean the values 1, 2, ...",
+    )
+
+
+def parse_bands(text: str | None, option: str = "--bands") -> list[int] | None:
+    """Parse ``"3,2,1"`` into 1-based band numbers for ``option`` (None: all bands).
+
+    Raises:
+        InvalidParameterError: An item that is not an integer >= 1.
     """
     if not text:
         return None
-    out: dict[Any, str] = {}
+    bands: list[int] = []
     for item in (s.strip() for s in text.split(",")):
-        if not item:
-            continue
-        if "=" not in item:
-            out[len(out) + 1] = item
-            continue
-        key, name = (s.strip() for s in item.split("=", 1))
         try:
-            out[key if key.startswith("#") else int(key)] = name
-        except ValueError as exc:
+            band = int(item)
+        except ValueError:
+            band = 0
+        if band < 1:
             raise InvalidParameterError(
-                f"--classes item {item!r}: the value must be an integer or a '#RRGGBB' colour, "
-                "e.g. --classes 1=building,2=road or --classes '#3C1098=Building'."
-            ) from exc
-    return out
+                f"{option} {text!r}: {item!r} is not a band number; give 1-based band numbers "
+                f"separated by commas (as in GDAL), e.g. {option} 3,2,1."
+            )
+        bands.append(band)
+    return bands
 
 
 def parse_value_map(text: str | None, option: str) -> dict[int, int] | None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import overwrite_opt, parse_classes
+from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt, parse_bands
+from geounet.core.classes import parse_classes
 
 
 @click.command("prepare")
@@ -19,11 +20,7 @@ from geounet.cli.options import overwrite_opt, parse_classes
     help="Label raster or vector file, one per image (repeat the option).",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Chip folder.")
-@click.option(
-    "--classes",
-    default=None,
-    help="Label value to class name, e.g. 1=building,2=road or '#3C1098=Building'.",
-)
+@classes_opt("Label classes")
 @click.option("--label-field", default=None, help="Vector attribute holding the class.")
 @click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
 @click.option(
@@ -34,9 +31,7 @@ from geounet.cli.options import overwrite_opt, parse_classes
 )
 @click.option("--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all).")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True)
-@click.option(
-    "--allow-no-crs", is_flag=True, help="Accept rasters without a CRS (pixel coordinates)."
-)
+@allow_no_crs_opt
 @overwrite_opt
 def command(
     images: tuple[Path, ...],
@@ -59,6 +54,7 @@ def command(
     """
     from geounet.data.prepare import prepare_data
 
+    band_list = parse_bands(bands)
     data = prepare_data(
         list(images),
         labels=list(labels),
@@ -66,7 +62,7 @@ def command(
         label_field=label_field,
         chip_size=chip_size,
         stride=stride,
-        bands=[int(b) for b in bands.split(",")] if bands else None,
+        bands=band_list,
         val_fraction=val_fraction,
         allow_no_crs=allow_no_crs,
         out_dir=out,

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import overwrite_opt, parse_classes
+from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt
+from geounet.core.classes import parse_classes
+from geounet.core.types import DEFAULT_BACKBONE
 
 
 @click.command("train")
@@ -18,10 +20,15 @@ from geounet.cli.options import overwrite_opt, parse_classes
     help="Label raster or vector file per image (not with a chip folder).",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Model folder.")
-@click.option("--classes", default=None, help="e.g. 1=building,2=road (with --labels).")
+@classes_opt("Label classes (with --labels)")
+@click.option(
+    "--label-field",
+    default=None,
+    help="Vector attribute holding each feature's class (with vector --labels).",
+)
 @click.option(
     "--backbone",
-    default="efficientnet-lite0",
+    default=DEFAULT_BACKBONE,
     show_default=True,
     help="Encoder: efficientnet-lite0 (offline ImageNet weights), resnet34, ...",
 )
@@ -36,18 +43,21 @@ from geounet.cli.options import overwrite_opt, parse_classes
 @click.option("--lr", type=float, default=None, help="Learning rate (default: LR finder).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
+@allow_no_crs_opt
 @overwrite_opt
 def command(
     inputs: tuple[Path, ...],
     labels: tuple[Path, ...],
     out: Path,
     classes: str | None,
+    label_field: str | None,
     backbone: str,
     encoder_weights: str,
     epochs: int,
     lr: float | None,
     batch_size: int,
     chip_size: int,
+    allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Train on a chip folder (from `geounet prepare`) or on IMAGES with --labels.
@@ -71,6 +81,8 @@ def command(
         batch_size=batch_size,
         chip_size=chip_size,
         overwrite=overwrite,
+        allow_no_crs=allow_no_crs,
+        **({"label_field": label_field} if label_field else {}),
     )
     for key, value in (result["metrics"] or {}).items():
         if isinstance(value, int | float):

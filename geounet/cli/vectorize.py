@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import overwrite_opt, parse_classes
+from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt
+from geounet.core.classes import parse_classes
 
 
 @click.command("vectorize")
@@ -17,11 +18,7 @@ from geounet.cli.options import overwrite_opt, parse_classes
     type=click.Path(path_type=Path),
     help="Vector file: .gpkg (one layer per class), .geojson, .shp, .fgb, .parquet.",
 )
-@click.option(
-    "--classes",
-    default=None,
-    help="Value to class name for rasters without geounet metadata, e.g. 1=building.",
-)
+@classes_opt("For rasters without geounet metadata")
 @click.option(
     "--min-area",
     "min_area_m2",
@@ -65,6 +62,7 @@ from geounet.cli.options import overwrite_opt, parse_classes
     default=None,
     help="Probability raster from classify, adds mean_confidence.",
 )
+@allow_no_crs_opt
 @overwrite_opt
 def command(
     classified: Path,
@@ -78,6 +76,7 @@ def command(
     no_regularize: bool,
     no_centerlines: bool,
     probabilities: Path | None,
+    allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Turn a CLASSIFIED raster into polygons (buildings regularized) and road centre lines.
@@ -103,6 +102,7 @@ def command(
         road_centerlines=not no_centerlines,
         probabilities=probabilities,
         overwrite=overwrite,
+        allow_no_crs=allow_no_crs,
     )
     for name, gdf in layers.items():
         click.echo(f"{name}: {len(gdf)} features")

@@ -5,19 +5,28 @@ and a ``color`` (``"#RRGGBB"``). Everywhere inside geounet a class is addressed 
 *index* in the class list: chips and classified rasters store indices, 255 means nodata.
 Index 0 is always ``background``.
 
+``classes`` means ``{raster value: name}`` in every entry point (``prepare_data``,
+``vectorize``, ``evaluate_rasters`` and the CLI's ``--classes 1=building,2=road``); a list of
+names is shorthand for the values 1, 2, ... (0 is background). :func:`parse_classes` is the one
+parser of every spelling, :func:`parse_classes_tag` the one parser of the ``CLASSES`` tag that
+class rasters carry.
+
 Example:
     >>> cls = make_classes({1: "building", 2: "road"})
     >>> [c.name for c in cls]
     ['background', 'building', 'road']
+    >>> parse_classes("1=building,2=road") == parse_classes(["building", "road"])
+    True
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from geounet.core.errors import InvalidParameterError
+from geounet.core.errors import InvalidParameterError, InvalidRasterError
 from geounet.core.types import IGNORE_INDEX
 
 __all__ = [
@@ -28,6 +37,8 @@ __all__ = [
     "colormap",
     "hex_to_rgb",
     "make_classes",
+    "parse_classes",
+    "parse_classes_tag",
 ]
 
 #: Fixed palette: background grey-black, then distinct colours (buildings red, roads yellow...).
@@ -73,7 +84,7 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
 
 
 def make_classes(
-    mapping: Mapping[Any, str] | Sequence[str],
+    mapping: Mapping[Any, str] | Sequence[str] | str,
     colors: Mapping[str, str] | None = None,
 ) -> list[ClassSpec]:
     """Build the class list, background first.
@@ -81,7 +92,8 @@ def make_classes(
     Args:
         mapping: ``{label value: name}`` (values are ints, or ``"#RRGGBB"`` colours for
             colour-coded masks, whose colour then is the class colour), or a list of names
-            (values 1, 2, ...; a list that starts with ``"background"`` counts from 0).
+            or a text that :func:`parse_classes` reads (values 1, 2, ...; a list that starts
+            with ``"background"`` counts from 0).
             A value 0 (or a name ``"background"``) names the background; without one the
             background has value 0 (so ``{255: "building"}`` reads 0/255 masks).
         colors: Optional ``{name: "#RRGGBB"}`` overrides.
@@ -96,10 +108,7 @@ def make_classes(
         >>> [c.value for c in make_classes({255: "building"})]
         [0, 255]
     """
-    if not isinstance(mapping, Mapping):
-        names = list(mapping)
-        first = 0 if names and names[0] == "background" else 1
-        mapping = {i + first: name for i, name in enumerate(names)}
+    mapping = parse_classes(mapping) or {}  # every spelling, keys normalised
     colors = {str(k): _check_color(v) for k, v in (colors or {}).items()}
     backgrounds = [v for v, name in mapping.items() if name == "background" or _is_zero(v)]
     if len(backgrounds) > 1:
@@ -117,6 +126,145 @@ def make_classes(
     if len({c.name for c in specs}) != len(specs):
         raise InvalidParameterError(f"class names must be unique, got {[c.name for c in specs]}.")
     return specs
+
+
+def parse_classes(
+    classes: Mapping[Any, Any] | Sequence[str] | str | None,
+    *,
+    integer_values: bool = False,
+) -> dict[int | str, str] | None:
+    """Normalise any spelling of ``classes`` into ``{raster value: name}`` (None stays None).
+
+    Accepted spellings, the same in every entry point:
+
+    - a mapping ``{value: name}``: integer values (also ``2.0``, ``"2"`` or numpy integers),
+      ``"#RRGGBB"`` colours of colour-coded masks (returned upper case) or, with vector labels,
+      attribute values (other strings, kept as they are);
+    - a list of names: values 1, 2, ... (0 is background; a list whose first name is
+      ``"background"`` counts from 0);
+    - a single name: ``{1: name}``;
+    - the command-line text: ``"1=building,2=road"``, ``"#3C1098=Building"`` or
+      ``"building,road"`` (names only, the list shorthand).
+
+    Args:
+        classes: One of the spellings above.
+        integer_values: Require integer raster values (class rasters: ``vectorize``,
+            ``evaluate_rasters``); colours and attribute values are refused.
+
+    Returns:
+        ``{value: name}`` in the order given, or None.
+
+    Raises:
+        InvalidParameterError: An empty or duplicate name, a value that is not allowed, or a
+            command-line text mixing ``VALUE=NAME`` items and bare names.
+
+    Example:
+        >>> parse_classes("1=building,2=road")
+        {1: 'building', 2: 'road'}
+        >>> parse_classes(["background", "building"])
+        {0: 'background', 1: 'building'}
+        >>> parse_classes({"#3c1098": "Building", 255.0: "road"})
+        {'#3C1098': 'Building', 255: 'road'}
+    """
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        items = _text_items(classes)
+    elif isinstance(classes, Mapping):
+        items = list(classes.items())
+    else:
+        names = [str(n) for n in classes]
+        first = 0 if names and names[0] == "background" else 1
+        items = list(enumerate(names, start=first))
+    out: dict[int | str, str] = {}
+    for key, name in items:
+        value = _class_value(key, integer_values)
+        if not str(name).strip():
+            raise InvalidParameterError(
+                f"classes: value {key!r} has an empty name; give each class a name, e.g. "
+                "classes={1: 'building'} (--classes 1=building)."
+            )
+        if value in out:
+            raise InvalidParameterError(
+                f"classes: value {key!r} is given twice; give each raster value once, e.g. "
+                "--classes 1=building,2=road."
+            )
+        out[value] = str(name).strip()
+    return out
+
+
+def _text_items(text: str) -> list[tuple[Any, str]]:
+    """``"1=building,2=road"`` -> pairs; ``"building,road"`` -> the list shorthand."""
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    pairs = [p for p in parts if "=" in p]
+    if not pairs:
+        first = 0 if parts and parts[0] == "background" else 1
+        return list(enumerate(parts, start=first))
+    if len(pairs) != len(parts):
+        bare = [p for p in parts if "=" not in p]
+        raise InvalidParameterError(
+            f"classes {text!r} mixes VALUE=NAME items with bare names {bare}; give either "
+            "values and names (--classes 1=building,2=road) or names only (--classes "
+            "building,road, values 1, 2, ...)."
+        )
+    return [tuple(s.strip() for s in p.split("=", 1)) for p in pairs]  # type: ignore[misc]
+
+
+def _class_value(key: Any, integer_values: bool) -> int | str:
+    """A class key as an int, an upper-case ``"#RRGGBB"`` or (vector attributes) a string."""
+    if hasattr(key, "item") and not isinstance(key, str):  # numpy scalars
+        key = key.item()
+    if isinstance(key, str):
+        text = key.strip()
+        if text.startswith("#") and not integer_values:
+            return _check_color(text)
+        try:
+            return int(text)
+        except ValueError:
+            if not integer_values:
+                return text
+    elif isinstance(key, int) and not isinstance(key, bool):
+        return key
+    elif isinstance(key, float) and key.is_integer():
+        return int(key)
+    allowed = "an integer raster value" + ("" if integer_values else ", a '#RRGGBB' colour")
+    raise InvalidParameterError(
+        f"classes key {key!r} is not {allowed}; give {{raster value: name}}, e.g. "
+        "classes={1: 'building', 2: 'road'} (--classes 1=building,2=road)."
+    )
+
+
+def parse_classes_tag(tag: str, source: Any) -> dict[int, str]:
+    """``{raster value: name}`` from the ``CLASSES`` tag of a class raster.
+
+    The tag is the JSON object ``{"0": "background", "1": "building"}`` written with every
+    class raster (a list ``[{"value", "name"}, ...]`` in index order is read as well).
+
+    Args:
+        tag: The tag's text.
+        source: The raster it was read from (named in the error).
+
+    Raises:
+        InvalidRasterError: The tag is not class metadata.
+
+    Example:
+        >>> parse_classes_tag('{"0": "background", "1": "building"}', "pred.tif")
+        {0: 'background', 1: 'building'}
+    """
+    try:
+        data = json.loads(tag)
+        if isinstance(data, list):
+            data = {i: d["name"] for i, d in enumerate(data)}
+        parsed = parse_classes(data, integer_values=True)
+        if not isinstance(data, dict) or not parsed:
+            raise ValueError("not a non-empty JSON object")
+    except (ValueError, TypeError, KeyError, InvalidParameterError) as exc:
+        raise InvalidRasterError(
+            f"{source}: the CLASSES tag {tag[:80]!r} is not valid class metadata ({exc}); it "
+            'should be a JSON object such as {"0": "background", "1": "building"}. Pass '
+            "classes={value: name} (--classes 1=building) explicitly, or fix the tag."
+        ) from exc
+    return {int(k): v for k, v in parsed.items()}
 
 
 def _is_zero(value: Any) -> bool:

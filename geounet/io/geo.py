@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,28 +39,34 @@ class MetricFrame:
     """Conversions between pixel, metric and map coordinates of a raster grid.
 
     Attributes:
-        crs: The raster's CRS (the map frame).
+        crs: The raster's CRS (the map frame); None for pixel coordinates.
         transform: Pixel (col, row) -> map (x, y).
         metric_crs: The CRS the metric frame is measured in.
         scale: Metres per map unit when the map CRS is projected (1 for metres).
         pixel_m: Width and height of a pixel in metres (at the grid centre).
     """
 
-    crs: CRS
+    crs: CRS | None
     transform: Affine
-    metric_crs: CRS
+    metric_crs: CRS | None
     scale: float
     pixel_m: tuple[float, float]
     _to_metric: Transformer | None = None
     _to_map: Transformer | None = None
 
     @classmethod
-    def from_grid(cls, crs: CRS, transform: Affine, height: int, width: int) -> MetricFrame:
-        """Build the frame of a ``height`` x ``width`` grid."""
-        metric = local_metric_crs(crs, array_bounds(height, width, transform))
-        pcrs = ProjCRS.from_user_input(crs.to_wkt())
+    def from_grid(cls, crs: CRS | None, transform: Affine, height: int, width: int) -> MetricFrame:
+        """Build the frame of a ``height`` x ``width`` grid.
+
+        Without a CRS (``allow_no_crs``) the map units of ``transform`` stand in for metres.
+        """
         fwd = inv = None
         scale = 1.0
+        if crs is None:
+            a, b, _, d, e, _ = transform[:6]
+            return cls(None, transform, None, scale, (math.hypot(a, d), math.hypot(b, e)))
+        metric = local_metric_crs(crs, array_bounds(height, width, transform))
+        pcrs = ProjCRS.from_user_input(crs.to_wkt())
         if pcrs.is_geographic:
             fwd = Transformer.from_crs(pcrs, metric.to_wkt(), always_xy=True)
             inv = Transformer.from_crs(metric.to_wkt(), pcrs, always_xy=True)

@@ -129,7 +129,11 @@ def _write_one(gdf: gpd.GeoDataFrame, path: Path, layer: str, driver: str) -> No
 
 
 def write_layers(
-    layers: Mapping[str, gpd.GeoDataFrame], out: PathLike, *, overwrite: bool = False
+    layers: Mapping[str, gpd.GeoDataFrame],
+    out: PathLike,
+    *,
+    overwrite: bool = False,
+    allow_no_crs: bool = False,
 ) -> list[Path]:
     """Write each GeoDataFrame as a layer named after its key, atomically.
 
@@ -137,6 +141,7 @@ def write_layers(
         layers: ``{layer name: GeoDataFrame}``; each must have a CRS.
         out: Target file; its extension picks the format (see the module table).
         overwrite: Replace existing outputs.
+        allow_no_crs: Accept layers without a CRS (pixel coordinates, asked for by the user).
 
     Returns:
         The files written (once each, in layer order).
@@ -156,8 +161,11 @@ def write_layers(
     paths = layer_paths(out, names)
     driver = VECTOR_FORMATS[paths[0].suffix.lower()] if paths else "GPKG"
     for name, gdf in layers.items():
-        if gdf.crs is None:
-            raise InvalidParameterError(f"layer {name!r} has no CRS; every layer must carry one.")
+        if gdf.crs is None and not allow_no_crs:
+            raise InvalidParameterError(
+                f"layer {name!r} has no CRS; every layer must carry one (or pass "
+                "allow_no_crs=True to write pixel coordinates)."
+            )
     check_outputs(out, names, overwrite=overwrite)
     unique = list(dict.fromkeys(paths))
     with contextlib.ExitStack() as stack:

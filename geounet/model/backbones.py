@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 from geounet.core.errors import InvalidParameterError, ModelFileError
-from geounet.core.types import PathLike, import_optional
+from geounet.core.types import DEFAULT_BACKBONE, PathLike, import_optional
 from geounet.model.unet_classic import ClassicUNet
 
 __all__ = [
     "ALIASES",
     "CLASSIC",
+    "DEFAULT_BACKBONE",
     "LITE0",
     "adapt_first_conv",
     "build_unet",

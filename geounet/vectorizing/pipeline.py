@@ -19,9 +19,8 @@ Example:
 
 from __future__ import annotations
 
-import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
+from geounet.core.classes import parse_classes, parse_classes_tag
 from geounet.core.errors import InvalidParameterError, InvalidRasterError, MissingCRSError
 from geounet.core.types import PathLike
 from geounet.io.geo import MetricFrame
@@ -75,7 +75,7 @@ def vectorize(
     classified: PathLike,
     out: PathLike | None = None,
     *,
-    classes: Mapping[int, str] | None = None,
+    classes: Mapping[int, str] | Sequence[str] | str | None = None,
     building_class: str = "building",
     road_class: str = "road",
     min_area_m2: float = 5.0,
@@ -86,6 +86,7 @@ def vectorize(
     probabilities: PathLike | None = None,
     overwrite: bool = False,
     window_size: int = 2048,
+    allow_no_crs: bool = False,
 ) -> dict[str, gpd.GeoDataFrame]:
     """Turn a class raster into one vector layer per class.
 
@@ -101,7 +102,9 @@ def vectorize(
             tag (written by ``classify``) unless ``classes`` is given.
         out: Vector file to write (``.gpkg`` default, ``.geojson``, ``.shp``, ``.fgb``,
             ``.parquet``); None returns the layers only.
-        classes: ``{raster value: class name}`` for label rasters without geounet metadata.
+        classes: ``{raster value: class name}`` for label rasters without geounet metadata
+            (a list of names means the values 1, 2, ...; ``"1=building,2=road"`` as on the
+            command line; see :func:`geounet.core.classes.parse_classes`).
         building_class: Name of the class regularized as buildings.
         road_class: Name of the class turned into centre lines.
         min_area_m2: Objects smaller than this are dropped; holes smaller are filled.
@@ -115,6 +118,8 @@ def vectorize(
         overwrite: Replace existing outputs.
         window_size: Block size in pixels streamed at a time; memory follows it, not the
             raster size.
+        allow_no_crs: Accept a class raster without a CRS: the layers are then in its pixel
+            (transform) coordinates, without a CRS, and measured in those units, not metres.
 
     Returns:
         ``{class name: GeoDataFrame}`` in the raster's CRS; when written, each frame's
@@ -122,7 +127,7 @@ def vectorize(
 
     Raises:
         InvalidRasterError: Not a single-band integer raster.
-        MissingCRSError: The raster has no CRS.
+        MissingCRSError: The raster has no CRS and ``allow_no_crs`` is False.
         InputNotFoundError: ``classified`` (or ``probabilities``) does not exist.
         InvalidParameterError: A bad parameter, a ``building_class`` / ``road_class`` other
             than the default that names no class, or a probability raster on another grid.
@@ -136,7 +141,7 @@ def vectorize(
         ['building', 'road']
     """
     _check_parameters(min_area_m2, simplify_m, spur_length_m, window_size)
-    info = _open_class_raster(classified)
+    info = _open_class_raster(classified, allow_no_crs)
     _check_class_raster(info)
     class_map = _class_map(info, classes, window_size)
     _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
@@ -150,7 +155,9 @@ def vectorize(
         src = stack.enter_context(rasterio.open(info.path))
         prob = None
         if probabilities is not None:
-            prob = stack.enter_context(rasterio.open(_check_prob_grid(probabilities, info)))
+            prob = stack.enter_context(
+                rasterio.open(_check_prob_grid(probabilities, info, allow_no_crs))
+            )
             opts.prob_bands = _prob_bands(prob, class_map)
         tracer = PolygonTracer([v for v in class_map if v != road], info.height, info.width)
         skel = _skeleton_collector(road, info, frame, min_area_m2)
@@ -161,7 +168,7 @@ def vectorize(
             layers[name] = _road_layer(skel, name, frame, opts, prob, spur_length_m)
     layers = {n: layers[n] for n in class_map.values()}
     if out is not None:
-        write_layers(layers, out, overwrite=overwrite)
+        write_layers(layers, out, overwrite=overwrite, allow_no_crs=allow_no_crs)
         for gdf, path in zip(layers.values(), layer_paths(out, list(layers))):
             gdf.attrs["path"] = str(path)
     return layers
@@ -179,15 +186,16 @@ def _check_parameters(
         raise InvalidParameterError(f"window_size={window_size} must be an integer >= 16.")
 
 
-def _open_class_raster(path: PathLike) -> RasterInfo:
-    """Open the class raster; one without a CRS is refused (features need a map frame)."""
+def _open_class_raster(path: PathLike, allow_no_crs: bool) -> RasterInfo:
+    """Open the class raster; one without a CRS only when asked (features need a map frame)."""
     try:
-        return open_raster(path)
+        return open_raster(path, allow_no_crs=allow_no_crs)
     except MissingCRSError:
         raise MissingCRSError(
             f"{path}: the class raster has no coordinate reference system, so its features "
             "could not be placed on a map nor measured in metres. Assign the CRS of the "
-            "image it was classified from (gdal_edit.py -a_srs EPSG:XXXX) and run again."
+            "image it was classified from (gdal_edit.py -a_srs EPSG:XXXX) and run again, or "
+            "pass allow_no_crs=True (--allow-no-crs) for features in pixel coordinates."
         ) from None
 
 
@@ -203,11 +211,7 @@ def _check_class_raster(info: RasterInfo) -> None:
 def _class_map(info: RasterInfo, classes: Mapping[int, str] | None, window: int) -> dict:
     """``{raster value: class name}`` of the classes to vectorize (no background, no nodata)."""
     if classes is not None:
-        if not isinstance(classes, Mapping):
-            raise InvalidParameterError(
-                f"classes={classes!r} must map raster values to names, e.g. {{1: 'building'}}."
-            )
-        mapping = {_class_value(k): str(n) for k, n in classes.items()}
+        mapping = parse_classes(classes, integer_values=True) or {}
         if info.nodata is not None and info.nodata in mapping:
             raise InvalidParameterError(
                 f"classes maps {int(info.nodata)}, the nodata value of {info.path}; nodata "
@@ -216,7 +220,7 @@ def _class_map(info: RasterInfo, classes: Mapping[int, str] | None, window: int)
     else:
         with rasterio.open(info.path) as src:
             tag = src.tags().get("CLASSES")
-            mapping = _parse_classes_tag(tag, info) if tag else _scan_values(src, info, window)
+            mapping = parse_classes_tag(tag, info.path) if tag else _scan_values(src, info, window)
         mapping.pop(0, None)
     mapping = {v: n for v, n in mapping.items() if n != "background" and v != info.nodata}
     if len(set(mapping.values())) != len(mapping):
@@ -240,31 +244,6 @@ def _check_class_names(
             )
 
 
-def _class_value(key: Any) -> int:
-    try:
-        if isinstance(key, bool) or float(key) != int(key):
-            raise ValueError
-        return int(key)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(
-            f"classes key {key!r}: give the integer raster value of each class, e.g. "
-            "classes={1: 'building', 2: 'road'}."
-        ) from None
-
-
-def _parse_classes_tag(tag: str, info: RasterInfo) -> dict[int, str]:
-    try:
-        data = json.loads(tag)
-        if isinstance(data, list):  # [{"value", "name"}, ...] in index order
-            return {i: str(d["name"]) for i, d in enumerate(data)}
-        return {int(k): str(n) for k, n in data.items()}
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidRasterError(
-            f"{info.path}: the CLASSES tag {tag[:80]!r} is not valid class metadata ({exc}); "
-            "pass classes={value: name} explicitly."
-        ) from exc
-
-
 def _scan_values(src: rasterio.io.DatasetReader, info: RasterInfo, window: int) -> dict:
     found: set[int] = set()
     for win in iter_windows(info.height, info.width, window):
@@ -281,8 +260,8 @@ def _scan_values(src: rasterio.io.DatasetReader, info: RasterInfo, window: int) 
     return mapping
 
 
-def _check_prob_grid(path: PathLike, info: RasterInfo) -> PathLike:
-    p = open_raster(path)
+def _check_prob_grid(path: PathLike, info: RasterInfo, allow_no_crs: bool) -> PathLike:
+    p = open_raster(path, allow_no_crs=allow_no_crs)
     same = (p.width, p.height) == (info.width, info.height) and p.crs == info.crs
     if not same or not p.transform.almost_equals(info.transform):
         raise InvalidParameterError(

@@ -16,11 +16,12 @@ import numpy as np
 
 from geounet.core.classes import hex_to_rgb
 from geounet.core.types import IGNORE_INDEX, check_choice
+from geounet.viz.bands import rgb_bands
 
 if TYPE_CHECKING:
     from geounet.data.prepare import GeoData
 
-__all__ = ["mask_overlay", "rgb_bands", "show_batch", "stretch", "summary_frame"]
+__all__ = ["mask_overlay", "show_batch", "stretch", "summary_frame"]
 
 
 def summary_frame(data: GeoData) -> Any:
@@ -50,22 +51,21 @@ def summary_frame(data: GeoData) -> Any:
     )
 
 
-def rgb_bands(band_names: Sequence[str]) -> list[int]:
-    """0-based bands to draw: red/green/blue by name, else the first three, else one (grey)."""
-    names = [n.lower() for n in band_names]
-    if all(c in names for c in ("red", "green", "blue")):
-        return [names.index(c) for c in ("red", "green", "blue")]
-    return [0, 1, 2] if len(names) >= 3 else [0]
-
-
 def stretch(
     image: np.ndarray, bands: Sequence[int], stats: dict[str, Sequence[float]]
 ) -> np.ndarray:
-    """``(H, W, 3)`` float image in [0, 1]: each band stretched between its p2 and p98."""
+    """``(H, W, 3)`` float image in [0, 1]: each band stretched between its p2 and p98.
+
+    Args:
+        image: A ``(bands, H, W)`` chip in its raw values.
+        bands: The 1-based band numbers drawn as red, green and blue
+            (:func:`geounet.viz.bands.rgb_bands`).
+        stats: Per-band ``p2`` and ``p98`` (else ``mean``) of the dataset.
+    """
     lo = np.asarray(stats.get("p2") or stats["mean"], np.float64)
     hi = np.asarray(stats.get("p98") or stats["mean"], np.float64)
     chans = []
-    for b in bands:
+    for b in (int(b) - 1 for b in bands):
         span = hi[b] - lo[b] if hi[b] > lo[b] else 1.0
         chans.append(np.clip((image[b].astype(np.float64) - lo[b]) / span, 0, 1))
     out = np.stack(chans, axis=-1)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from geounet.core.classes import ClassSpec, hex_to_rgb
 from geounet.core.types import IGNORE_INDEX
+from geounet.viz.bands import rgb_bands
 
 __all__ = ["image_to_rgb", "mask_to_rgb", "plot_losses", "plot_lr_find", "results_figure"]
 
@@ -74,17 +75,26 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: floa
     return fig
 
 
-def image_to_rgb(image: np.ndarray, stats: Mapping[str, Sequence[float]] | None = None) -> Any:
+def image_to_rgb(
+    image: np.ndarray,
+    stats: Mapping[str, Sequence[float]] | None = None,
+    band_names: Sequence[str] | None = None,
+) -> Any:
     """A displayable ``(H, W, 3)`` float image from a normalised ``(C, H, W)`` chip.
 
-    The chip is de-normalised with ``mean``/``std`` when given, then stretched between the
-    dataset's 2nd and 98th percentiles (``p2``/``p98``) when known, else the chip's own. The
-    first three bands are shown as RGB; one band is shown as grey.
+    The bands named red, green and blue are drawn as RGB (:func:`geounet.viz.bands.rgb_bands`:
+    without such names the first three, one band as grey). The chip is de-normalised with
+    ``mean``/``std`` when given, then stretched between the dataset's 2nd and 98th
+    percentiles (``p2``/``p98``) when known, else the chip's own.
+
+    Args:
+        image: A normalised ``(C, H, W)`` chip.
+        stats: Per-band ``mean``, ``std``, ``p2``, ``p98`` of the dataset (all bands).
+        band_names: A name per band of ``image`` (e.g. ``["blue", "green", "red", "nir"]``).
     """
     x = np.asarray(image, dtype=np.float32)
-    c = min(x.shape[0], 3)
-    x = x[:c] if c == 3 else x[:1].repeat(3, axis=0)
-    idx = list(range(c)) if c == 3 else [0, 0, 0]
+    idx = [b - 1 for b in rgb_bands(band_names or [""] * x.shape[0])]
+    x = x[idx]
     if stats and "mean" in stats and "std" in stats:
         mean = np.asarray(stats["mean"], np.float32)[idx].reshape(3, 1, 1)
         std = np.asarray(stats["std"], np.float32)[idx].reshape(3, 1, 1)
@@ -128,6 +138,7 @@ def results_figure(
     preds: Sequence[np.ndarray],
     classes: Sequence[ClassSpec],
     stats: Mapping[str, Sequence[float]] | None = None,
+    band_names: Sequence[str] | None = None,
 ) -> Any:
     """A grid with one row per chip: image | ground truth | prediction.
 
@@ -139,6 +150,8 @@ def results_figure(
         preds: ``(H, W)`` predicted class indices.
         classes: The class list (colours and names for the legend).
         stats: Normalisation statistics to display the chips in their true colours.
+        band_names: A name per chip band; the bands named red, green and blue are drawn as
+            RGB (a blue-green-red-NIR chip in true colour).
 
     Returns:
         A Figure.
@@ -147,7 +160,7 @@ def results_figure(
     fig = _figure(figsize=(9, 3 * rows), layout="constrained")
     axes = np.asarray(fig.subplots(rows, 3, squeeze=False))
     for r, (img, truth, pred) in enumerate(zip(images, truths, preds)):
-        rgb = image_to_rgb(img, stats)
+        rgb = image_to_rgb(img, stats, band_names)
         axes[r, 0].imshow(rgb)
         for col, mask in ((1, truth), (2, pred)):
             axes[r, col].imshow(rgb * 0.6)

@@ -16,15 +16,10 @@ from rasterio.enums import Resampling
 from geounet.core.classes import ClassSpec
 from geounet.core.types import PathLike
 from geounet.io.raster import atomic_output, open_raster
-from geounet.viz.batches import rgb_bands
+from geounet.viz.bands import rgb_bands
 from geounet.viz.plots import mask_to_rgb
 
-__all__ = ["rgb_band_indices", "save_quicklook", "stretch"]
-
-
-def rgb_band_indices(band_names: Sequence[str]) -> list[int]:
-    """0-based positions of red, green, blue among ``band_names`` (else the first three/one)."""
-    return (rgb_bands(band_names) * 3)[:3]  # one band: grey, drawn three times
+__all__ = ["save_quicklook", "stretch"]
 
 
 def stretch(array: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -59,6 +54,10 @@ def save_quicklook(
 ) -> Path:
     """Save ``image | prediction overlay | vectors over the image`` as a PNG.
 
+    The picture is drawn on its own Agg canvas: matplotlib's backend and the figures open in
+    pyplot (a notebook's) are left as they are. The bands named red, green and blue are shown
+    as RGB (:func:`geounet.viz.bands.rgb_bands`).
+
     Args:
         image: The scene.
         classified: Its class raster (same grid).
@@ -67,51 +66,61 @@ def save_quicklook(
         vectors: ``{class name: GeoDataFrame}`` in the raster's CRS (optional third panel).
         max_size: Longest side of the rendered panels in pixels.
         overwrite: Replace an existing PNG.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Returns:
+        The written PNG.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     info = open_raster(image, allow_no_crs=True)
-    rgb_pos = rgb_band_indices(info.band_names)
-    data = _read_decimated(info.path, [info.data_bands[i] for i in rgb_pos], max_size)
+    bands = [info.data_bands[b - 1] for b in rgb_bands(info.band_names)]
+    data = _read_decimated(info.path, bands, max_size)
     valid = ~np.all(data == info.nodata, axis=0) if info.nodata is not None else None
     rgb = stretch(data, valid)
     cls = _read_decimated(Path(classified), [1], max_size)[0]
-    x0, y0, x1, y1 = info.bounds
-    extent = (x0, x1, y0, y1)
     n = 3 if vectors else 2
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 6.4), constrained_layout=True)
-    axes[0].imshow(rgb, extent=extent)
+    fig = Figure(figsize=(6 * n, 6.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n)
+    extent = (info.bounds[0], info.bounds[2], info.bounds[1], info.bounds[3])
+    for ax in axes:
+        ax.imshow(rgb, extent=extent)
     axes[0].set_title(Path(image).name)
-    axes[1].imshow(rgb, extent=extent)
     overlay = mask_to_rgb(cls, classes, alpha=0.6, background_alpha=0.0)
     axes[1].imshow(overlay, extent=extent, interpolation="nearest")
     axes[1].set_title("prediction")
     if vectors:
-        axes[2].imshow(rgb, extent=extent)
-        colors = {c.name: c.color for c in classes}
-        for name, gdf in vectors.items():
-            if len(gdf):
-                style = {"facecolor": "none"} if name != "road" else {}
-                gdf.plot(
-                    ax=axes[2],
-                    edgecolor=colors.get(name, "#00FFFF"),
-                    color=colors.get(name) if name == "road" else None,
-                    linewidth=1.2,
-                    **style,
-                )
-        axes[2].set_title("vectors")
+        _draw_vectors(axes[2], vectors, classes)
     for ax in axes:  # geopandas relabels and rescales its axes: keep all panels alike
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y0, y1)
-        ax.set_aspect("equal")
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _frame(ax, extent)
     with atomic_output(out_png, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
     return Path(out_png)
+
+
+def _draw_vectors(ax: Any, vectors: Mapping[str, Any], classes: Sequence[ClassSpec]) -> None:
+    """Polygon outlines (roads filled) in their class colours."""
+    colors = {c.name: c.color for c in classes}
+    for name, gdf in vectors.items():
+        if len(gdf):
+            style = {"facecolor": "none"} if name != "road" else {}
+            gdf.plot(
+                ax=ax,
+                edgecolor=colors.get(name, "#00FFFF"),
+                color=colors.get(name) if name == "road" else None,
+                linewidth=1.2,
+                **style,
+            )
+    ax.set_title("vectors")
+
+
+def _frame(ax: Any, extent: tuple[float, float, float, float]) -> None:
+    """The scene's extent, equal aspect, no ticks or axis labels."""
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_aspect("equal")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -37,10 +37,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geounet.core.classes import ClassSpec, make_classes
+from geounet.core.classes import ClassSpec, make_classes, parse_classes
 from geounet.core.errors import InputNotFoundError, LabelError
 from geounet.core.types import PathLike
-from geounet.data.labels.common import LabelSource, fmt_values, norm_value
+from geounet.data.labels.common import LabelSource, fmt_values
 from geounet.data.labels.raster import BLACK, RasterLabels
 from geounet.data.labels.vector import VectorLabels
 from geounet.io.raster import RasterInfo
@@ -50,7 +50,6 @@ __all__ = [
     "LabelSource",
     "RasterLabels",
     "VectorLabels",
-    "class_mapping",
     "is_color_mapping",
     "is_vector_path",
     "open_labels",
@@ -96,25 +95,6 @@ def open_labels(
     return RasterLabels(p, image, colors=colors)
 
 
-def class_mapping(classes: Any) -> dict[Any, str] | None:
-    """Normalise the ``classes`` argument into ``{value: name}`` (or None to infer).
-
-    Accepts a mapping (``{255: "building"}``, ``{"#3C1098": "Building"}``), a single name
-    (``"building"`` -> ``{1: "building"}``) or a list of names (values 1, 2, ...).
-    """
-    if classes is None:
-        return None
-    if isinstance(classes, str):
-        return {1: classes}
-    if isinstance(classes, Mapping):
-        out: dict[Any, str] = {}
-        for k, v in classes.items():
-            key = k.upper() if isinstance(k, str) and k.startswith("#") else norm_value(k)
-            out[key] = str(v)
-        return out
-    return {i + 1: str(name) for i, name in enumerate(classes)}
-
-
 def is_color_mapping(mapping: Mapping[Any, str] | None) -> bool | None:
     """True when every key is a ``"#RRGGBB"`` colour, False for other keys, None if unknown."""
     if not mapping:
@@ -155,7 +135,8 @@ def resolve_classes(classes: Any, sources: Sequence[LabelSource]) -> list[ClassS
     """The class list for a set of label sources: declared, or inferred from the values found.
 
     Args:
-        classes: The ``classes`` argument of ``prepare_data`` (see :func:`class_mapping`).
+        classes: The ``classes`` argument of ``prepare_data`` (any spelling that
+            :func:`geounet.core.classes.parse_classes` reads), or None to infer.
         sources: The opened label sources.
 
     Returns:
@@ -165,7 +146,7 @@ def resolve_classes(classes: Any, sources: Sequence[LabelSource]) -> list[ClassS
         LabelError: A label file holds values the classes do not declare (the message lists
             the values found), or nothing to infer classes from.
     """
-    mapping = class_mapping(classes)
+    mapping = parse_classes(classes)
     colors: dict[str, str] = {}
     if mapping is None:
         mapping, colors = _infer(sources)
