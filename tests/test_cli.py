@@ -265,3 +265,103 @@ def test_ctrl_c_exits_130_and_leaves_no_output(runner, small_scene, tmp_path, mo
     assert r.exit_code == 130
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------- rasters without a CRS
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A saved, untrained 3-band paper U-Net (4 channels, depth 2): fast to run."""
+    from model_fakes import make_fake_data
+
+    from geounet.app.classifier import UnetClassifier
+
+    data = make_fake_data(bands=3, chip=32, size=64)
+    model = UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)
+    return model.save(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _no_crs_args(name, make_raster, tmp_path, model):
+    """The arguments of command ``name`` on rasters without a CRS."""
+    image = make_raster(np.full((3, 64, 64), 100, np.uint8), "img.tif", crs=None)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[8:40, 8:40] = 1
+    lab = make_raster(labels, "labels.tif", crs=None)
+    out = str(tmp_path / "out")
+    return {
+        "classify": [str(image), "--model", str(model), "--out", out + ".tif",
+                     "--tile-size", "64", "--overlap", "16"],
+        "prepare": [str(image), "--labels", str(lab), "--out", out, "--chip-size", "32"],
+        "train": [str(image), "--labels", str(lab), "--out", out, "--chip-size", "32",
+                  "--backbone", "unet-classic", "--weights", "none", "--epochs", "1",
+                  "--lr", "1e-3", "--batch-size", "2"],
+        "vectorize": [str(lab), "--out", out + ".gpkg", "--classes", "1=building"],
+        "evaluate": [str(lab), "--truth", str(lab), "--classes", "building"],
+    }[name]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["classify", "prepare", "train", "vectorize"])
+def test_allow_no_crs_on_every_command_that_suggests_it(
+    runner, make_raster, tmp_path, tiny_model, name
+):
+    args = _no_crs_args(name, make_raster, tmp_path, tiny_model)
+    refused = runner.invoke(cli, ["-q", name, *args])
+    assert refused.exit_code == 2, refused.output + repr(refused.exception)
+    assert "coordinate reference system" in refused.output
+    assert "--allow-no-crs" in refused.output  # the message suggests the option...
+    accepted = runner.invoke(cli, ["-q", name, *args, "--allow-no-crs"])
+    assert accepted.exit_code == 0, accepted.output + repr(accepted.exception)  # ...it exists
+
+
+def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_model):
+    args = _no_crs_args("classify", make_raster, tmp_path, tiny_model)
+    vector = tmp_path / "features.gpkg"
+    r = runner.invoke(cli, ["-q", "classify", *args, "--vector", str(vector), "--allow-no-crs"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    with rasterio.open(tmp_path / "out.tif") as src:
+        assert src.crs is None and src.shape == (64, 64)
+    assert vector.exists()
+
+
+# ----------------------------------------------------------- outputs checked before any work
+@pytest.fixture
+def spy_network(monkeypatch):
+    """Record every forward pass of a model loaded by ``UnetClassifier.from_model``."""
+    from geounet.app.classifier import UnetClassifier
+
+    calls: list[int] = []
+    real = UnetClassifier.from_model.__func__
+
+    def from_model(cls, *args, **kwargs):
+        clf = real(cls, *args, **kwargs)
+        forward = clf.network.forward
+
+        def counted(*a, **k):
+            calls.append(1)
+            return forward(*a, **k)
+
+        clf.network.forward = counted
+        return clf
+
+    monkeypatch.setattr(UnetClassifier, "from_model", classmethod(from_model))
+    return calls
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson"])
+def test_classify_refuses_an_existing_vector_output_before_any_work(
+    runner, make_raster, tmp_path, tiny_model, spy_network, suffix
+):
+    """Before: the whole scene was classified (and the raster written) before the check."""
+    image = make_raster(np.full((3, 64, 64), 100, np.uint8), "img.tif")
+    out, vector = tmp_path / "classified.tif", tmp_path / f"features{suffix}"
+    existing = vector if suffix == ".gpkg" else tmp_path / f"features_building{suffix}"
+    existing.write_text("keep me")
+    args = ["classify", str(image), "--model", str(tiny_model), "--out", str(out),
+            "--vector", str(vector), "--tile-size", "64", "--overlap", "16"]  # fmt: skip
+    r = runner.invoke(cli, ["-q", *args])
+    assert r.exit_code == 2, r.output + repr(r.exception)
+    assert "already exists" in r.output and existing.name in r.output
+    assert spy_network == [] and not out.exists()
+    assert existing.read_text() == "keep me"
+    r = runner.invoke(cli, ["-q", *args, "--overwrite"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert spy_network and out.exists() and existing.read_bytes() != b"keep me"

@@ -13,7 +13,7 @@ from typing import Any
 
 from geounet.core.errors import InputNotFoundError, ModelFileError
 from geounet.core.paths import default_model_dir
-from geounet.core.types import PathLike
+from geounet.core.types import DEFAULT_BACKBONE, PathLike
 from geounet.inference.options import ClassifyOptions
 
 __all__ = ["classify_scene", "default_output", "describe", "resolve_model", "train_model"]
@@ -65,9 +65,14 @@ def classify_scene(
 
     Returns:
         ``{"classified": path[, "vector": path]}``.
+
+    Raises:
+        OutputExistsError: An output (class raster, probabilities, vector file) exists and
+            ``options.overwrite`` is False; raised before the network runs.
     """
     from geounet.app.classifier import UnetClassifier
     from geounet.inference.classify import classify_with_options
+    from geounet.io.vectors import check_outputs
     from geounet.vectorizing.pipeline import vectorize
 
     opts = options or ClassifyOptions()
@@ -75,9 +80,17 @@ def classify_scene(
         raise InputNotFoundError(f"{image}: no such file; check the path.")
     clf = UnetClassifier.from_model(resolve_model(model), device=device)
     out_path = Path(out) if out else default_output(image)
+    if vector:  # every output is checked before any work (classify checks its rasters)
+        check_outputs(vector, clf.config.class_names[1:], overwrite=opts.overwrite)
     result = {"classified": classify_with_options(clf, image, out_path, opts)}
     if vector:
-        vectorize(out_path, vector, probabilities=opts.probabilities, overwrite=opts.overwrite)
+        vectorize(
+            out_path,
+            vector,
+            probabilities=opts.probabilities,
+            overwrite=opts.overwrite,
+            allow_no_crs=opts.allow_no_crs,
+        )
         result["vector"] = Path(vector)
     return result
 
@@ -88,7 +101,7 @@ def train_model(
     *,
     labels: Sequence[PathLike] | None = None,
     classes: Mapping[Any, str] | None = None,
-    backbone: str = "efficientnet-lite0",
+    backbone: str = DEFAULT_BACKBONE,
     encoder_weights: str | None = "imagenet",
     epochs: int = 10,
     lr: float | None = None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from geounet.cli.options import (
+    allow_no_crs_opt,
     batch_size_opt,
     blend_opt,
     device_opt,
@@ -50,6 +51,7 @@ from geounet.cli.options import (
 )
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
 @device_opt
+@allow_no_crs_opt
 @overwrite_opt
 @click.pass_context
 def command(
@@ -66,6 +68,7 @@ def command(
     probabilities: Path | None,
     cog: bool,
     device: str | None,
+    allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Classify IMAGE into a georeferenced class raster.
@@ -87,6 +90,7 @@ def command(
         output_format="COG" if cog else "GTiff",
         overwrite=overwrite,
         progress=not ctx.obj.get("quiet"),
+        allow_no_crs=allow_no_crs,
     )
     result = classify_scene(
         image, model=model, out=out, vector=vector, device=device, options=options
