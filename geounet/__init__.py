@@ -20,6 +20,7 @@ __all__ = [
     "UnetClassifier",
     "__version__",
     "classify_raster",
+    "evaluate",
     "evaluate_rasters",
     "prepare_data",
     "vectorize",
@@ -33,6 +34,7 @@ _LAZY = {
     "UnetClassifier": "geounet.app.classifier",
     "classify_raster": "geounet.inference.classify",
     "vectorize": "geounet.vectorizing.pipeline",
+    "evaluate": "geounet.evaluation.evaluate",
     "evaluate_rasters": "geounet.evaluation.scores",
 }
 

@@ -47,6 +47,7 @@ border-radius:8px;padding:10px 16px;min-width:120px}.card b{display:block;font-s
 .card span{color:#555;font-size:.85em}table{border-collapse:collapse;margin:8px 0 16px}
 td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}th{background:#f4f6fa}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
+img.half{max-width:calc(50% - 12px)}
 .row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.note{color:#555;
 font-size:.9em}
 """
@@ -62,9 +63,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
-def _img(fig: Any, alt: str) -> str:
+def _img(fig: Any, alt: str, css: str = "") -> str:
     data = base64.b64encode(figure_png(fig)).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    cls = f' class="{css}"' if css else ""
+    return f'<img{cls} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -103,30 +105,34 @@ def _pixel_section(pixel: Mapping[str, Any]) -> str:
         f"<p class=note>{pixel['pixels']:,} pixels scored; nodata and 255 are not scored. "
         f"Overall accuracy {_fmt(pixel['pixel_accuracy'])}, mIoU {_fmt(pixel['miou'])}, "
         f"Cohen's kappa {_fmt(pixel['kappa'])}.</p>"
+        "<div class=row><div>"
         + _table(["class", *metrics], rows)
         + "<h3>Confusion matrix (rows truth, columns prediction)</h3>"
         + _table(["", *(f"pred: {c}" for c in labels)], cm_rows)
-        + "<div class=row>"
-        + _img(confusion_figure(cm, labels), "confusion matrix")
-        + _img(per_class_figure(pc, labels), "per-class scores")
+        + "</div>"
+        + _img(per_class_figure(pc, labels), "per-class scores", "half")
         + "</div>"
     )
 
 
-def _error_section(result: Mapping[str, Any], preview: np.ndarray | None) -> str:
+def _overview(result: Mapping[str, Any], preview: np.ndarray | None) -> str:
+    """The error map beside the confusion matrix (the two pictures a GIS team looks at)."""
     if preview is None or not result.get("errors"):
         return ""
-    counts = result["errors"]
+    labels = list(result["classes"])
+    cm = np.asarray(result["confusion_matrix"])
     where = (
         f" Written to <code>{html.escape(result['error_map'])}</code>."
         if result.get("error_map")
         else ""
     )
+    counts = ", ".join(f"{k} {v:,}" for k, v in result["errors"].items())
     return (
-        "<h2>Error map</h2>"
-        f"<p class=note>Every pixel of the compared grid, by outcome.{where}</p>"
-        + _img(error_map_figure(preview, ERROR_CODES, ERROR_COLORS), "error map")
-        + _table(["outcome", "pixels"], list(counts.items()))
+        "<h2>Where the map is right and wrong</h2>"
+        f"<p class=note>Pixels by outcome: {counts}.{where}</p><div class=row>"
+        + _img(error_map_figure(preview, ERROR_CODES, ERROR_COLORS), "error map", "half")
+        + _img(confusion_figure(cm, labels), "confusion matrix", "half")
+        + "</div>"
     )
 
 
@@ -185,8 +191,8 @@ def render_html(result: Mapping[str, Any], preview: np.ndarray | None = None) ->
         f"<p class=sub>prediction: {html.escape(result['prediction'])}<br>",
         f"truth: {html.escape(result['truth'])}<br>{when} · geounet {__version__}</p>",
         _cards(result),
+        _overview(result, preview),
         _pixel_section(result) if result.get("per_class") else "",
-        _error_section(result, preview),
         _building_section(result.get("buildings")),
         _road_section(result.get("roads")),
         "<h2>Settings</h2>" + settings,

@@ -43,7 +43,7 @@ def _figure(width: float, height: float) -> Any:
 def figure_png(fig: Any, dpi: int = 100) -> bytes:
     """The figure as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     return buf.getvalue()
 
 
