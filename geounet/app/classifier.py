@@ -383,6 +383,68 @@ class UnetClassifier:
         )
         return classify_with_options(self, in_raster, out_raster, options)
 
+    def evaluate(
+        self,
+        image: PathLike,
+        truth: PathLike,
+        *,
+        classified: PathLike | None = None,
+        report: PathLike | None = None,
+        error_map: PathLike | None = None,
+        iou_threshold: float = 0.5,
+        road_buffer_m: float = 3.0,
+        truth_values: dict[int, int] | None = None,
+        tta: str | None = None,
+        overwrite: bool = False,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Classify ``image``, vectorize and score it against ``truth`` in one call.
+
+        The same code path as ``geounet classify`` then ``geounet evaluate``
+        (:func:`geounet.evaluation.evaluate.evaluate`, where the metrics and the other
+        keywords are documented); ``truth`` is a class raster or a vector file.
+
+        Args:
+            image: The image to classify.
+            truth: Truth raster or vector file of the same area.
+            classified: Keep the class raster here (default: a temporary file, removed).
+            report: HTML report to write.
+            error_map: Error-map GeoTIFF to write.
+            iou_threshold: Smallest IoU of a building match.
+            road_buffer_m: Road tolerance in metres.
+            truth_values: ``{truth raster value: class index}``.
+            tta: Test-time augmentation of the classification.
+            overwrite: Replace existing outputs.
+            progress: Show the classification's progress bar.
+
+        Returns:
+            The result of :func:`~geounet.evaluation.evaluate.evaluate`, with ``"image"``.
+
+        Example:
+            Not run as a doctest: it needs a trained model, a scene and its labels on disk.
+
+            >>> model.evaluate("test.tif", "test_labels.tif")["miou"]  # doctest: +SKIP
+            0.73
+        """
+        import tempfile
+
+        from geounet.evaluation.evaluate import evaluate
+
+        with tempfile.TemporaryDirectory(prefix="geounet_evaluate_") as tmp:
+            out = Path(classified) if classified is not None else Path(tmp) / "classified.tif"
+            self.classify(image, out, tta=tta, overwrite=overwrite, progress=progress)
+            result = evaluate(
+                out,
+                truth,
+                iou_threshold=iou_threshold,
+                road_buffer_m=road_buffer_m,
+                report=report,
+                error_map=error_map,
+                truth_values=truth_values,
+                overwrite=overwrite,
+            )
+        return {"image": str(image), **result}
+
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically."""
         if self.data is not None and len(self._history):
