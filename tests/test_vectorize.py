@@ -246,6 +246,7 @@ def test_roads_as_polygons_without_centerlines(scene):
     road = vectorize(scene, road_centerlines=False)["road"]
     assert set(road.geom_type) == {"Polygon"}
     assert len(road) == 1
+    assert road["area_m2"][0] == pytest.approx(2 * 7 * 81 - 7 * 7)  # the plus, 1 m pixels
 
 
 # --- classes -------------------------------------------------------------------------
