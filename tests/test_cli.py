@@ -299,7 +299,7 @@ def _no_crs_args(name, make_raster, tmp_path, model):
     }[name]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["classify", "prepare", "train", "vectorize"])
+@pytest.mark.parametrize("name", ["classify", "prepare", "train", "vectorize", "evaluate"])
 def test_allow_no_crs_on_every_command_that_suggests_it(
     runner, make_raster, tmp_path, tiny_model, name
 ):
