@@ -462,9 +462,12 @@ def test_augmentation_keeps_image_and_mask_aligned(make_raster) -> None:
     views = set()
     for _ in range(40):
         x, y = data.train_ds[0]
-        assert torch.equal(x[0] > 0, y == 1)  # image and mask moved together
+        known = y != 255  # a zoom-out leaves a nodata border
+        agree = (x[0] > 0)[known] == (y == 1)[known]  # image and mask moved together
+        assert agree.float().mean() > 0.95  # (bilinear image vs nearest mask at edges)
+        assert (x[:, ~known] == 0).all()  # the uncovered border is nodata: the mean
         views.add(y.numpy().tobytes())
-    assert len(views) == 8  # flips and quarter turns all occur
+    assert len(views) > 8  # flips, quarter turns and zooms
     plain = GeoData(data.chip_dir, data.manifest, augment=False)
     assert torch.equal(plain.train_ds[0][1], torch.from_numpy(mask.astype(np.int64)))
 

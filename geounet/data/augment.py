@@ -1,8 +1,13 @@
-"""Joint image/mask augmentation: the 8 flips and 90° rotations of a square chip.
+"""Joint image/mask augmentation for aerial and satellite chips.
 
 Aerial and satellite imagery has no "up", so every element of the dihedral group D4 (4
-rotations, each optionally mirrored) is an equally plausible view. The same transform is
-applied to the image ``(C, H, W)`` and to its mask ``(H, W)``, so they stay aligned.
+rotations, each optionally mirrored) is an equally plausible view. :func:`augment_chip` adds
+what changes between flights and sensors: a small scale jitter (ground sampling distance),
+and per-band brightness, contrast and gamma (sun, haze, sensor response). It works on the
+*normalised* chip (``(x - mean) / std`` per band), so 8-bit, 16-bit and float imagery are
+treated alike. The same geometry is applied to the image ``(C, H, W)``, its mask ``(H, W)``
+and its validity, so they stay aligned; nodata stays nodata (0 in the image, 255 in the
+mask), and the border a zoom-out uncovers is nodata too.
 
 Example:
     >>> import torch
@@ -14,9 +19,153 @@ Example:
 
 from __future__ import annotations
 
-import torch
+import math
+from dataclasses import dataclass
 
-__all__ = ["dihedral", "random_dihedral"]
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+
+from geounet.core.errors import InvalidParameterError
+from geounet.core.types import IGNORE_INDEX
+
+__all__ = ["AugmentOptions", "augment_chip", "dihedral", "random_dihedral"]
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """What :func:`augment_chip` draws for each training chip (the defaults are the recipe).
+
+    Attributes:
+        dihedral: One of the 8 flips / quarter turns.
+        scale: Range of the zoom factor, drawn log-uniformly (``(1, 1)``: off). A zoom-in
+            is cropped back to the chip at a random place; a zoom-out is padded with nodata.
+        brightness: Largest per-band shift, in standard deviations of the band.
+        contrast: Largest per-band relative change of the spread around the chip's mean.
+        gamma: Largest per-band change of the gamma exponent (drawn log-uniformly in
+            ``[1 / (1 + gamma), 1 + gamma]``), applied to the chip's band range.
+        p_photometric: Probability that a chip gets brightness/contrast/gamma at all.
+    """
+
+    dihedral: bool = True
+    scale: tuple[float, float] = (0.85, 1.15)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: float = 0.15
+    p_photometric: float = 0.8
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale
+        if not 0.5 <= lo <= 1.0 <= hi <= 2.0:
+            raise InvalidParameterError(
+                f"AugmentOptions.scale={self.scale} must satisfy 0.5 <= low <= 1 <= high <= 2."
+            )
+        for name in ("brightness", "contrast", "gamma", "p_photometric"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise InvalidParameterError(f"AugmentOptions.{name}={v} must lie in [0, 1].")
+
+
+def _uniform(lo: float, hi: float, n: int, gen: torch.Generator | None) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def _photometric(
+    image: torch.Tensor, valid: torch.Tensor, opt: AugmentOptions, gen: torch.Generator | None
+) -> torch.Tensor:
+    """Per-band gamma (on the chip's band range), contrast and brightness of valid pixels."""
+    c = image.shape[0]
+    if not valid.any():
+        return image
+    px = image[:, valid]  # (C, n) valid values
+    lo, hi = px.min(1).values, px.max(1).values
+    span = torch.clamp(hi - lo, min=1e-6)
+    g = torch.exp(_uniform(-math.log1p(opt.gamma), math.log1p(opt.gamma), c, gen))
+    u = ((px - lo[:, None]) / span[:, None]).clamp(0, 1)
+    px = lo[:, None] + u ** g[:, None] * span[:, None]
+    mean = px.mean(1, keepdim=True)
+    px = mean + (px - mean) * _uniform(1 - opt.contrast, 1 + opt.contrast, c, gen)[:, None]
+    px = px + _uniform(-opt.brightness, opt.brightness, c, gen)[:, None]
+    out = image.clone()
+    out[:, valid] = px.to(image.dtype)
+    return out
+
+
+def _scale(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    valid: torch.Tensor,
+    factor: float,
+    gen: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zoom by ``factor`` and crop or pad back to the chip size (padding is nodata)."""
+    h, w = image.shape[-2:]
+    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+    if (nh, nw) == (h, w):
+        return image, mask, valid
+    img = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    near = F.interpolate(
+        torch.stack([mask.float(), valid.float()])[None], size=(nh, nw), mode="nearest-exact"
+    )[0]
+    lab, ok = near[0].to(mask.dtype), near[1] > 0.5
+    if nh >= h and nw >= w:
+        r = int(torch.randint(0, nh - h + 1, (1,), generator=gen))
+        c = int(torch.randint(0, nw - w + 1, (1,), generator=gen))
+        return img[:, r : r + h, c : c + w], lab[r : r + h, c : c + w], ok[r : r + h, c : c + w]
+    r = int(torch.randint(0, h - nh + 1, (1,), generator=gen))
+    c = int(torch.randint(0, w - nw + 1, (1,), generator=gen))
+    out_img = image.new_zeros(image.shape)
+    out_lab = torch.full_like(mask, IGNORE_INDEX)
+    out_ok = torch.zeros_like(valid)
+    out_img[:, r : r + nh, c : c + nw] = img
+    out_lab[r : r + nh, c : c + nw] = lab
+    out_ok[r : r + nh, c : c + nw] = ok
+    return out_img, out_lab, out_ok
+
+
+def augment_chip(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    options: AugmentOptions | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one augmentation for a normalised training chip and its mask.
+
+    Order: scale jitter (image bilinear, mask and validity nearest), photometric changes of
+    the valid pixels, then a dihedral transform. Invalid pixels end as 0 in every band (the
+    training mean) and 255 in the mask, as :func:`~geounet.data.normalize.normalize_valid`
+    and the loss expect.
+
+    Args:
+        image: ``(C, H, W)`` float chip, normalised per band.
+        mask: ``(H, W)`` integer class indices, 255 = no label.
+        valid: ``(H, W)`` bool validity of the image pixels (default: all valid).
+        generator: Random generator (default: torch's global one).
+        options: What to draw (default :class:`AugmentOptions`).
+
+    Returns:
+        The augmented ``(image, mask)``, same shapes and dtypes.
+
+    Example:
+        >>> img, mask = torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.int64)
+        >>> a, b = augment_chip(img, mask, generator=torch.Generator().manual_seed(0))
+        >>> tuple(a.shape), b.dtype
+        ((3, 8, 8), torch.int64)
+    """
+    opt = options or AugmentOptions()
+    if valid is None:
+        valid = torch.ones(mask.shape, dtype=torch.bool)
+    lo, hi = opt.scale
+    if hi > lo:
+        factor = math.exp(float(_uniform(math.log(lo), math.log(hi), 1, generator)))
+        image, mask, valid = _scale(image, mask, valid, factor, generator)
+    if float(torch.rand(1, generator=generator)) < opt.p_photometric:
+        image = _photometric(image, valid, opt, generator)
+    image = torch.where(valid[None], image, torch.zeros((), dtype=image.dtype))
+    mask = torch.where(valid, mask, torch.full((), IGNORE_INDEX, dtype=mask.dtype))
+    if opt.dihedral:
+        image, mask = random_dihedral(image, mask, generator)
+    return image.contiguous(), mask.contiguous()
 
 
 def dihedral(image: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

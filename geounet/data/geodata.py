@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from geounet.core.classes import ClassSpec, classes_from_json
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX, PathLike
-from geounet.data.augment import random_dihedral
+from geounet.data.augment import augment_chip
 from geounet.data.manifest import MANIFEST, load_manifest
 from geounet.data.normalize import normalize_valid
 from geounet.io.raster import valid_mask
@@ -97,7 +97,8 @@ class ChipDataset(Dataset):
         stats: Normalisation statistics (``mean``, ``std`` per band).
         nodata: Nodata of image chips whose file records none (chips written by
             :func:`prepare_data` record their own).
-        augment: Apply a random flip/rotation (the same to image and mask) on every read.
+        augment: Augment every read with :func:`~geounet.data.augment.augment_chip` (flips
+            and quarter turns, scale jitter, per-band brightness/contrast/gamma; nodata kept).
         seed: Seed of the augmentation generator used in the main process (DataLoader
             workers use torch's per-worker seeded generator instead).
         owner: A :class:`FolderOwner` of a temporary ``chip_dir``, kept alive with the
@@ -148,7 +149,8 @@ class ChipDataset(Dataset):
         mask = torch.from_numpy(np.where(valid, lab, IGNORE_INDEX).astype(np.int64))
         if self.augment:
             in_worker = torch.utils.data.get_worker_info() is not None
-            image, mask = random_dihedral(image, mask, None if in_worker else self._gen)
+            gen = None if in_worker else self._gen
+            image, mask = augment_chip(image, mask, torch.from_numpy(valid), gen)
         return image, mask
 
 

@@ -355,7 +355,9 @@ def prepare_data(
             (and counted in the manifest's ``dropped_chips``).
         line_width_m: Width in metres given to line (and point) features.
         batch_size: Batch size of the loaders.
-        augment: Random flips and 90° rotations (same on image and mask) of training chips.
+        augment: Augment training chips for aerial imagery: flips and 90° rotations, small
+            scale jitter, per-band brightness/contrast/gamma (same geometry on image and
+            mask; nodata stays nodata; see :func:`geounet.data.augment.augment_chip`).
         out_dir: Chip folder to write (built beside it and renamed when complete); None
             writes a temporary folder removed with the returned object.
         allow_no_crs: Accept images without a CRS (pixel coordinates).

@@ -1,0 +1,110 @@
+"""Augmentation for aerial chips: labels stay aligned, nodata stays nodata, any data type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geounet.core.errors import InvalidParameterError
+from geounet.data.augment import AugmentOptions, augment_chip
+from geounet.data.normalize import normalize_valid
+
+GEOMETRY_ONLY = AugmentOptions(p_photometric=0.0)
+
+
+def blocks(size: int = 64) -> torch.Tensor:
+    """A class mask with large blocks of classes 1 and 2 (no symmetry)."""
+    m = torch.zeros(size, size, dtype=torch.int64)
+    m[4:30, 8:50] = 1
+    m[36:60, 20:34] = 2
+    return m
+
+
+def test_geometry_keeps_image_and_labels_aligned():
+    mask = blocks()
+    image = torch.stack([mask.float() * 10, mask.float() * -5, torch.ones(64, 64)])
+    for seed in range(30):
+        g = torch.Generator().manual_seed(seed)
+        x, y = augment_chip(image, mask, None, g, GEOMETRY_ONLY)
+        known = y != 255
+        # the image band that encodes the class agrees with the mask away from block edges
+        agree = (torch.round(x[0] / 10) == y)[known].float().mean()
+        assert agree > 0.97, seed
+        # constant band: 1 wherever the zoom left data, 0 (nodata) on an uncovered border
+        assert torch.equal(x[2] != 0, known)
+
+
+def test_dihedral_alone_is_exact():
+    mask = blocks()
+    image = mask.float()[None]
+    opts = AugmentOptions(scale=(1.0, 1.0), p_photometric=0.0)
+    views = set()
+    for seed in range(40):
+        x, y = augment_chip(image, mask, None, torch.Generator().manual_seed(seed), opts)
+        assert torch.equal(x[0].long(), y)
+        views.add(y.numpy().tobytes())
+    assert len(views) == 8
+
+
+def test_nodata_stays_nodata_under_every_transform():
+    mask = blocks()
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[:, :16] = False  # a nodata stripe (e.g. the edge of a scene)
+    image = torch.where(valid, 1.0 + mask.float(), torch.zeros(())).expand(3, 64, 64).clone()
+    label = torch.where(valid, mask, torch.full((), 255))
+    for seed in range(30):
+        x, y = augment_chip(image, label, valid, torch.Generator().manual_seed(seed))
+        nodata = y == 255
+        assert (x[:, nodata] == 0).all()  # nodata is the mean (0) in every band
+        assert (x[0][~nodata] != 0).all()  # valid pixels stay data after photometric changes
+        # a quarter of the chip is nodata, plus the border a zoom-out (>= 0.85) uncovers
+        assert 0.15 < nodata.float().mean() < 0.25 + (1 - 0.85**2)
+
+
+def test_photometric_changes_each_band_within_bounds():
+    torch.manual_seed(0)
+    image = torch.randn(4, 32, 32)
+    mask = torch.zeros(32, 32, dtype=torch.int64)
+    opts = AugmentOptions(dihedral=False, scale=(1.0, 1.0), p_photometric=1.0)
+    x, _ = augment_chip(image, mask, None, torch.Generator().manual_seed(3), opts)
+    shift = (x.mean((1, 2)) - image.mean((1, 2))).abs()
+    ratio = x.std((1, 2)) / image.std((1, 2))
+    assert not torch.allclose(x, image)
+    assert (shift < 0.5).all() and ((ratio > 0.7) & (ratio < 1.3)).all()
+    # monotone per band: the order of the pixel values is kept
+    for b in range(4):
+        order = torch.argsort(image[b].flatten())
+        assert (torch.diff(x[b].flatten()[order]) >= -1e-5).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_8_bit_16_bit_and_float_imagery_alike(dtype):
+    rng = np.random.default_rng(0)
+    raw8 = rng.integers(0, 256, (3, 32, 32)).astype(np.uint8)
+    other = raw8.astype(dtype) * 257 if dtype == np.uint16 else raw8.astype(dtype) / 255
+    k = 257.0 if dtype == np.uint16 else 1 / 255
+    valid = np.ones((32, 32), bool)
+    stats8 = {"mean": [120.0] * 3, "std": [60.0] * 3}
+    stats = {"mean": [120.0 * k] * 3, "std": [60.0 * k] * 3}
+    mask = torch.zeros(32, 32, dtype=torch.int64)
+    a, _ = augment_chip(
+        torch.from_numpy(normalize_valid(raw8, stats8, valid)),
+        mask,
+        None,
+        torch.Generator().manual_seed(1),
+    )
+    b, _ = augment_chip(
+        torch.from_numpy(normalize_valid(other, stats, valid)),
+        mask,
+        None,
+        torch.Generator().manual_seed(1),
+    )
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_bad_options_name_the_field():
+    with pytest.raises(InvalidParameterError, match="scale"):
+        AugmentOptions(scale=(1.2, 1.5))
+    with pytest.raises(InvalidParameterError, match="gamma"):
+        AugmentOptions(gamma=2.0)
