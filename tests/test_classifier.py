@@ -77,9 +77,20 @@ def test_metrics_and_pictures(data, trained):
     assert {"precision", "recall", "f1", "iou"} <= set(table.columns)
     cm = trained.confusion_matrix()
     assert isinstance(cm, pd.DataFrame) and cm.shape == (len(data.classes),) * 2
-    n_valid = sum(int((y != 255).sum()) for _, y in data.valid_dl)
-    assert int(cm.to_numpy().sum()) == n_valid
-    assert 0 <= trained.accuracy() <= 1 and 0 <= trained.mIOU() <= 1
+    # the same matrix counted here from the network's own predictions (rows: truth)
+    k, counted = len(data.classes), np.zeros((len(data.classes),) * 2, np.int64)
+    trained.network.eval()
+    with torch.inference_mode():
+        for x, y in data.valid_dl:
+            x = x.to(trained.device).contiguous(memory_format=torch.channels_last)
+            pred, truth = trained.network(x).argmax(1).cpu().numpy(), y.numpy()
+            keep = truth != 255
+            counted += np.bincount(truth[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
+    np.testing.assert_array_equal(cm.to_numpy(), counted)
+    assert trained.accuracy() == pytest.approx(np.trace(counted) / counted.sum())
+    union = counted.sum(0) + counted.sum(1) - np.diag(counted)
+    iou = np.diag(counted)[union > 0] / union[union > 0]
+    assert trained.mIOU() == pytest.approx(iou.mean())
     fig = trained.show_results(rows=2)
     assert len(fig.axes) == 6
     assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "ground truth", "prediction"]
@@ -116,8 +127,16 @@ def test_lr_find_returns_finite_suggestion_and_a_plot(data):
 def test_fit_without_lr_sweeps_first(data):
     model = UnetClassifier(data, **TINY)
     assert model.lr_find_result is None
+    peak_lrs = []
+    real_fit = model._trainer.fit
+
+    def fit(*args, **kwargs):
+        peak_lrs.append(args[3])  # (train_dl, valid_dl, epochs, lr)
+        return real_fit(*args, **kwargs)
+
+    model._trainer.fit = fit
     model.fit(1, progress=False)
-    assert model.lr_find_result is not None
+    assert peak_lrs == [model.lr_find_result.suggestion]  # the sweep ran and its rate was used
     assert math.isfinite(model.history["train_loss"].iloc[0])
 
 
