@@ -57,6 +57,18 @@ from geounet.core.classes import parse_classes
 @click.option("--no-regularize", is_flag=True, help="Keep traced building outlines as they are.")
 @click.option("--no-centerlines", is_flag=True, help="Roads as polygons, not centre lines.")
 @click.option(
+    "--no-separate",
+    is_flag=True,
+    help="Keep touching buildings as one polygon (no watershed split).",
+)
+@click.option(
+    "--min-separation",
+    "min_separation_m",
+    type=float,
+    default=None,
+    help="Smallest width (m) of a building split off a touching one [default: 3].",
+)
+@click.option(
     "--probabilities",
     type=click.Path(path_type=Path),
     default=None,
@@ -75,6 +87,8 @@ def command(
     spur_length_m: float | None,
     no_regularize: bool,
     no_centerlines: bool,
+    no_separate: bool,
+    min_separation_m: float | None,
     probabilities: Path | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -89,6 +103,7 @@ def command(
     """
     from geounet.vectorizing.pipeline import vectorize
 
+    extra = {} if min_separation_m is None else {"min_separation_m": min_separation_m}
     layers = vectorize(
         classified,
         out,
@@ -100,9 +115,11 @@ def command(
         spur_length_m=spur_length_m,
         regularize=not no_regularize,
         road_centerlines=not no_centerlines,
+        separate=not no_separate,
         probabilities=probabilities,
         overwrite=overwrite,
         allow_no_crs=allow_no_crs,
+        **extra,
     )
     for name, gdf in layers.items():
         click.echo(f"{name}: {len(gdf)} features")

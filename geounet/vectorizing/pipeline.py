@@ -40,6 +40,11 @@ from geounet.io.geo import MetricFrame
 from geounet.io.raster import RasterInfo, iter_windows, open_raster
 from geounet.io.vectors import check_outputs, layer_paths, write_layers
 from geounet.vectorizing.centerlines import network_lines, road_network
+from geounet.vectorizing.instances import (
+    MIN_SEPARATION_M,
+    SeparationOptions,
+    split_polygons,
+)
 from geounet.vectorizing.polygons import (
     PolygonTracer,
     fill_small_holes,
@@ -66,6 +71,11 @@ class _Options:
     simplify_m: float
     building: int | None  # value regularized as buildings
     prob_bands: dict[int, int] | None = None  # value -> band of the probability raster
+    separate: int | None = None  # value split into instances (touching buildings)
+    separation: SeparationOptions = field(default_factory=SeparationOptions)
+    class_reader: _WindowReader | None = None  # class raster reader (for separation)
+    building_prob: _WindowReader | None = None  # building probability (0-1) reader
+    size: tuple[int, int] = (0, 0)  # raster height, width
     geoms: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
     traced: list[np.ndarray] = field(default_factory=list)
@@ -81,6 +91,8 @@ def vectorize(
     min_area_m2: float = 5.0,
     simplify_m: float = 0.5,
     regularize: bool = True,
+    separate: bool = True,
+    min_separation_m: float = MIN_SEPARATION_M,
     road_centerlines: bool = True,
     spur_length_m: float | None = None,
     probabilities: PathLike | None = None,
@@ -110,6 +122,12 @@ def vectorize(
         min_area_m2: Objects smaller than this are dropped; holes smaller are filled.
         simplify_m: Simplification tolerance in metres (0: exact pixel outlines).
         regularize: Regularize buildings.
+        separate: Split touching buildings into one polygon each (marker-controlled
+            watershed of each building outline, on its distance to the outline, times the
+            building probability when ``probabilities`` is given; see
+            :mod:`geounet.vectorizing.instances`).
+        min_separation_m: Smallest width of a building split off, and smallest distance
+            between the centres of two buildings split apart.
         road_centerlines: Roads as centre lines (else polygons).
         spur_length_m: Dead-end branches shorter than this are pruned from the road network
             (default: twice the typical road width measured on the mask).
@@ -151,14 +169,23 @@ def vectorize(
     road = by_name.get(road_class) if road_centerlines else None
     frame = MetricFrame.from_grid(info.crs, info.transform, info.height, info.width)
     opts = _Options(min_area_m2, simplify_m, by_name.get(building_class) if regularize else None)
+    if separate:
+        opts.separate = by_name.get(building_class)
+        opts.separation = SeparationOptions(min_separation_m=min_separation_m)
+        opts.size = (info.height, info.width)
     with ExitStack() as stack:
         src = stack.enter_context(rasterio.open(info.path))
+        if opts.separate is not None:
+            opts.class_reader = _WindowReader(src, 1, None)
         prob = None
         if probabilities is not None:
             prob = stack.enter_context(
                 rasterio.open(_check_prob_grid(probabilities, info, allow_no_crs))
             )
             opts.prob_bands = _prob_bands(prob, class_map)
+            if opts.separate is not None:
+                band = opts.prob_bands[opts.separate]
+                opts.building_prob = _WindowReader(prob, band, 1 / 255)
         tracer = PolygonTracer([v for v in class_map if v != road], info.height, info.width)
         skel = _skeleton_collector(road, info, frame, min_area_m2)
         _stream(src, prob, window_size, tracer, skel, frame, opts)
@@ -325,6 +352,10 @@ def _stream(
         e0, f0 = max(r0 - halo, 0), max(c0 - halo, 0)
         ext = src.read(1, window=Window(f0, e0, min(c1 + halo, w) - f0, min(r1 + halo, h) - e0))
         core = _shapes_input(ext[r0 - e0 : r1 - e0, c0 - f0 : c1 - f0])
+        if opts.class_reader is not None:
+            opts.class_reader.load(win, core)
+        if opts.building_prob is not None:
+            opts.building_prob.load(win)
         _finish(*tracer.trace(core, r0, c0), frame, opts)
         if skel is not None:
             conf = None
@@ -335,15 +366,64 @@ def _stream(
 
 
 def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options) -> None:
-    """Clean traced polygons (pixel coordinates) and keep them, in metres."""
+    """Split touching buildings, clean traced polygons (pixel coordinates), keep them in metres."""
     if len(geoms) == 0:
         return
+    if opts.separate is not None and (values == opts.separate).any():
+        geoms, values = _split_buildings(geoms, values, frame, opts)
     regularize = values == opts.building if opts.building is not None else False
     cleaned, keep = clean_polygons(geoms, frame, opts.min_area_m2, opts.simplify_m, regularize)
     opts.geoms.append(cleaned)
     opts.values.append(values[keep])
     if opts.prob_bands is not None:
         opts.traced.append(geoms[keep])
+
+
+def _split_buildings(
+    geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each traced building outline by its instances (touching buildings apart)."""
+    sel = values == opts.separate
+    pieces, _ = split_polygons(
+        geoms[sel],
+        opts.separate,
+        opts.class_reader,
+        frame.pixel_m,
+        opts.separation,
+        size=opts.size,
+        prob=opts.building_prob,
+    )
+    geoms = np.concatenate([geoms[~sel], pieces])
+    values = np.concatenate([values[~sel], np.full(len(pieces), opts.separate, values.dtype)])
+    return geoms, values
+
+
+class _WindowReader:
+    """Blocks of one band for :func:`split_polygons` (class values, or probabilities).
+
+    The window being traced is served from memory; other blocks (objects merged across
+    seams) are read from the file. ``scale`` turns the uint8 probabilities into 0-1.
+    """
+
+    def __init__(self, src: rasterio.io.DatasetReader, band: int, scale: float | None) -> None:
+        self.src, self.band, self.scale = src, band, scale
+        self.data: np.ndarray | None = None
+        self.origin = (0, 0)
+
+    def load(self, win: Window, data: np.ndarray | None = None) -> None:
+        """Hold the window that is being traced (read unless ``data`` is given)."""
+        self.data = self.src.read(self.band, window=win) if data is None else data
+        self.origin = (int(win.row_off), int(win.col_off))
+
+    def __call__(self, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
+        a, b = r0 - self.origin[0], c0 - self.origin[1]
+        d = self.data
+        inside = d is not None and a >= 0 and b >= 0
+        if inside and r1 - r0 + a <= d.shape[0] and c1 - c0 + b <= d.shape[1]:
+            block = d[a : a + r1 - r0, b : b + c1 - c0]
+        else:
+            block = self.src.read(self.band, window=Window(c0, r0, c1 - c0, r1 - r0))
+        return block if self.scale is None else block.astype(np.float32) * self.scale
 
 
 def clean_polygons(

@@ -1,0 +1,159 @@
+"""Touching buildings come out as separate polygons (marker-controlled watershed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+from click.testing import CliRunner
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geounet.cli.main import cli
+from geounet.core.errors import InvalidParameterError
+from geounet.io.raster import write_raster
+from geounet.vectorizing.instances import SeparationOptions, split_mask
+from geounet.vectorizing.pipeline import vectorize
+
+UTM = CRS.from_epsg(32616)
+ORIGIN = (500000.0, 3700000.0)
+RES = 0.5  # metres per pixel
+NAMES = {0: "background", 1: "building"}
+
+
+def classified(path: Path, data: np.ndarray) -> Path:
+    """A class raster as ``classify`` writes it (0.5 m pixels, CLASSES tag)."""
+    return write_raster(
+        path, data, UTM, from_origin(*ORIGIN, RES, RES), nodata=255, class_names=NAMES
+    )
+
+
+def two_squares_with_bridge() -> np.ndarray:
+    """Two 8 m squares joined by a 2 m wide, 2 m long bridge."""
+    a = np.zeros((24, 44), np.uint8)
+    a[4:20, 4:20] = 1
+    a[4:20, 24:40] = 1
+    a[10:14, 20:24] = 1
+    return a
+
+
+def terraced_row(n: int = 4) -> np.ndarray:
+    """``n`` touching 8 m x 8 m houses in a row, a 1.5 m notch on both sides of each wall."""
+    a = np.zeros((24, 16 * n + 8), np.uint8)
+    a[4:20, 4 : 4 + 16 * n] = 1
+    for k in range(1, n):
+        wall = 4 + 16 * k
+        a[4:7, wall - 1 : wall + 1] = 0
+        a[17:20, wall - 1 : wall + 1] = 0
+    return a
+
+
+def test_bridge_between_two_squares_splits_them(tmp_path):
+    path = classified(tmp_path / "c.tif", two_squares_with_bridge())
+    b = vectorize(path)["building"]
+    assert len(b) == 2
+    # each piece holds one square and half the bridge
+    centroids = sorted(g.centroid.x - ORIGIN[0] for g in b.geometry)
+    assert centroids[0] == pytest.approx(6.0, abs=0.6)
+    assert centroids[1] == pytest.approx(16.0, abs=0.6)
+    assert b["area_m2"].sum() == pytest.approx(2 * 64 + 4, rel=0.02)
+    assert len(vectorize(path, separate=False)["building"]) == 1
+
+
+def test_one_rectangle_stays_one_polygon(tmp_path):
+    a = np.zeros((30, 60), np.uint8)
+    a[5:21, 4:56] = 1  # 26 m x 8 m
+    b = vectorize(classified(tmp_path / "c.tif", a))["building"]
+    assert len(b) == 1
+    assert b["area_m2"][0] == pytest.approx(26 * 8)
+
+
+def test_l_shaped_building_stays_one_polygon(tmp_path):
+    a = np.zeros((50, 50), np.uint8)
+    a[5:45, 5:21] = 1
+    a[29:45, 5:45] = 1
+    assert len(vectorize(classified(tmp_path / "c.tif", a))["building"]) == 1
+
+
+def test_terraced_row_of_four_houses_becomes_four(tmp_path):
+    path = classified(tmp_path / "c.tif", terraced_row(4))
+    b = vectorize(path)["building"]
+    assert len(b) == 4
+    # each polygon is one house: 8 m wide, centred on its house
+    xs = np.sort([g.centroid.x - ORIGIN[0] for g in b.geometry])
+    np.testing.assert_allclose(xs, [6.0, 14.0, 22.0, 30.0], atol=0.6)
+    assert len(vectorize(path, separate=False)["building"]) == 1
+
+
+def test_min_separation_keeps_narrow_parts_together(tmp_path):
+    path = classified(tmp_path / "c.tif", two_squares_with_bridge())
+    assert len(vectorize(path, min_separation_m=10.0)["building"]) == 1
+
+
+def test_split_does_not_depend_on_windows(tmp_path):
+    a = np.pad(terraced_row(5), ((8, 8), (1, 1)))  # 40 x 90: 16-pixel windows cut houses
+    path = classified(tmp_path / "c.tif", a)
+    kw = {"regularize": False, "simplify_m": 0, "min_area_m2": 0}
+    whole = vectorize(path, window_size=128, **kw)["building"]
+    tiled = vectorize(path, window_size=16, **kw)["building"]
+    assert len(whole) == len(tiled) == 5
+    g1 = shapely.normalize(whole.sort_values("area_m2").geometry.to_numpy())
+    g2 = shapely.normalize(tiled.sort_values("area_m2").geometry.to_numpy())
+    order1 = np.argsort([g.centroid.x for g in g1])
+    order2 = np.argsort([g.centroid.x for g in g2])
+    for p, q in zip(g1[order1], g2[order2]):
+        assert shapely.equals_exact(p, q)
+
+
+def test_probability_dip_splits_roofs_without_a_notch(tmp_path):
+    a = np.zeros((24, 44), np.uint8)
+    a[4:20, 4:40] = 1  # two 9 m x 8 m roofs sharing a wall, no notch: one rectangle
+    path = classified(tmp_path / "c.tif", a)
+    prob = np.zeros((2, 24, 44), np.uint8)
+    prob[1][a == 1] = 250
+    prob[1, 4:20, 21:23] = 140  # the model is less sure along the shared wall
+    prob[0] = 255 - prob[1]
+    p_path = write_raster(
+        tmp_path / "p.tif",
+        prob,
+        UTM,
+        from_origin(*ORIGIN, RES, RES),
+        descriptions=["background", "building"],
+    )
+    assert len(vectorize(path)["building"]) == 1
+    b = vectorize(path, probabilities=p_path)["building"]
+    assert len(b) == 2
+    np.testing.assert_allclose(sorted(b["area_m2"]), [72, 72], rtol=0.05)
+
+
+def test_split_mask_labels_each_instance_inside_the_mask():
+    mask = two_squares_with_bridge().astype(bool)
+    labels = split_mask(mask, (RES, RES), SeparationOptions())
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert np.array_equal(labels > 0, mask)
+    assert labels[12, 10] != labels[12, 30]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "3"])
+def test_bad_min_separation_is_refused(tmp_path, bad):
+    path = classified(tmp_path / "c.tif", terraced_row(2))
+    with pytest.raises(InvalidParameterError, match="min_separation_m"):
+        vectorize(path, min_separation_m=bad)
+
+
+def test_cli_separation_options(tmp_path):
+    path = classified(tmp_path / "c.tif", terraced_row(4))
+    runner = CliRunner()
+    out = tmp_path / "a.gpkg"
+    r = runner.invoke(cli, ["vectorize", str(path), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "building: 4 features" in r.output
+    base = ["vectorize", str(path), "--out", str(out), "--overwrite"]
+    r = runner.invoke(cli, [*base, "--no-separate"])
+    assert r.exit_code == 0, r.output
+    assert "building: 1 features" in r.output
+    r = runner.invoke(cli, [*base, "--min-separation", "20"])
+    assert r.exit_code == 0, r.output
+    assert "building: 1 features" in r.output
