@@ -219,3 +219,26 @@ def test_evaluate_reads_a_list_of_names(labelled_scene):
     report = evaluate_rasters(labels, labels, classes=["building", "road"])
     assert report["classes"] == ["background", "building", "road"]
     assert report["per_class"]["iou"]["road"] == pytest.approx(1.0)
+
+
+def test_class_rasters_carry_the_tag_the_parser_reads(tmp_path):
+    """One writer (classes_tag) and one parser (parse_classes_tag) of the CLASSES tag."""
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from geounet.core.classes import classes_tag
+    from geounet.io.raster import write_raster
+
+    names = {0: "background", 1: "building", 255: "nodata-free"}
+    assert parse_classes_tag(classes_tag(names), "x.tif") == names
+    path = write_raster(
+        tmp_path / "c.tif",
+        np.zeros((4, 4), np.uint8),
+        CRS.from_epsg(32616),
+        Affine(0.5, 0, 500000, 0, -0.5, 3700000),
+        class_names={0: "background", 1: "building"},
+    )
+    with rasterio.open(path) as src:
+        tag = src.tags()["CLASSES"]
+    assert parse_classes_tag(tag, path) == {0: "background", 1: "building"}

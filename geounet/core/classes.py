@@ -33,6 +33,7 @@ __all__ = [
     "PALETTE",
     "ClassSpec",
     "classes_from_json",
+    "classes_tag",
     "classes_to_json",
     "colormap",
     "hex_to_rgb",
@@ -232,6 +233,20 @@ def _class_value(key: Any, integer_values: bool) -> int | str:
         f"classes key {key!r} is not {allowed}; give {{raster value: name}}, e.g. "
         "classes={1: 'building', 2: 'road'} (--classes 1=building,2=road)."
     )
+
+
+def classes_tag(names: Mapping[int, str]) -> str:
+    """The ``CLASSES`` tag of a class raster: the JSON object ``{"value": name}``.
+
+    The one writer of the tag that :func:`parse_classes_tag` reads.
+
+    Example:
+        >>> classes_tag({0: "background", 1: "building"})
+        '{"0": "background", "1": "building"}'
+        >>> parse_classes_tag(classes_tag({0: "background", 1: "building"}), "p.tif")
+        {0: 'background', 1: 'building'}
+    """
+    return json.dumps({str(int(k)): str(v) for k, v in names.items()})
 
 
 def parse_classes_tag(tag: str, source: Any) -> dict[int, str]:

@@ -14,13 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
 
+from geounet.core.classes import classes_tag
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.evaluation.pixels import Grid
 from geounet.io.raster import RasterWriter, WriterOptions
@@ -98,7 +98,7 @@ class ErrorMap:
                 WriterOptions(
                     nodata=IGNORE_INDEX,
                     colormap=ERROR_COLORS,
-                    tags={"CLASSES": json.dumps({str(k): v for k, v in ERROR_CODES.items()})},
+                    tags={"CLASSES": classes_tag(ERROR_CODES)},
                     descriptions=["evaluation errors"],
                     overwrite=overwrite,
                 ),

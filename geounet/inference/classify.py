@@ -36,7 +36,7 @@ from affine import Affine
 from pyproj import Geod
 from rasterio.enums import MaskFlags
 
-from geounet.core.classes import classes_to_json, colormap
+from geounet.core.classes import classes_tag, classes_to_json, colormap
 from geounet.core.errors import BandMismatchError, InvalidParameterError, OutputExistsError
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.inference.blending import TilePlan
@@ -251,9 +251,8 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
 
 
 def _class_tags(config: Any) -> dict[str, str]:
-    names = {str(i): c.name for i, c in enumerate(config.classes)}
     return {
-        "CLASSES": json.dumps(names),
+        "CLASSES": classes_tag({i: c.name for i, c in enumerate(config.classes)}),
         "GEOUNET_CLASSES": json.dumps(classes_to_json(config.classes)),
     }
 

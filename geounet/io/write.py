@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import uuid
@@ -44,6 +43,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from geounet.core.classes import classes_tag
 from geounet.core.errors import InvalidParameterError, OutputExistsError
 from geounet.core.types import PathLike, check_choice
 
@@ -475,7 +475,7 @@ def write_raster(
     arr = array[None] if array.ndim == 2 else array
     all_tags = dict(tags or {})
     if class_names:
-        all_tags["CLASSES"] = json.dumps({str(k): v for k, v in class_names.items()})
+        all_tags["CLASSES"] = classes_tag(class_names)
     options = WriterOptions(nodata, colormap, all_tags, descriptions, output_format, overwrite)
     count, height, width = arr.shape
     with RasterWriter(path, width, height, count, str(arr.dtype), crs, transform, options) as w:
