@@ -73,11 +73,18 @@ def test_missing_file_is_one_line_and_exit_2(runner, tmp_path):
     assert "nope.tif" in lines[0]
 
 
-def test_raster_without_crs_is_refused(runner, make_raster):
-    path = make_raster(np.ones((1, 8, 8), np.uint8), crs=None)
-    result = runner.invoke(cli, ["classify", str(path), "--model", str(path.parent)])
-    assert result.exit_code == 2
-    assert "coordinate reference system" in result.output or "geounet.json" in result.output
+def test_raster_without_crs_is_refused(runner, make_raster, tiny_model, tmp_path):
+    """Refused for its missing CRS, with a valid model: the same pixels with a CRS classify."""
+    pixels = np.full((3, 64, 64), 100, np.uint8)
+    args = ["--model", str(tiny_model), "--tile-size", "64", "--overlap", "16"]
+    no_crs = make_raster(pixels, name="nocrs.tif", crs=None)
+    result = runner.invoke(cli, ["classify", str(no_crs), "--out", str(tmp_path / "a.tif"), *args])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert "nocrs.tif" in result.output and "coordinate reference system" in result.output
+    assert not (tmp_path / "a.tif").exists()
+    utm = make_raster(pixels, name="utm.tif")
+    ok = runner.invoke(cli, ["-q", "classify", str(utm), "--out", str(tmp_path / "b.tif"), *args])
+    assert ok.exit_code == 0, ok.output + repr(ok.exception)
 
 
 def test_classify_without_any_model_says_how_to_get_one(runner, make_raster, monkeypatch, tmp_path):
@@ -250,21 +257,43 @@ def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_pat
     assert set(json.loads(report.read_text())["classes"]) == {"background", "building", "road"}
 
 
-def test_ctrl_c_exits_130_and_leaves_no_output(runner, small_scene, tmp_path, monkeypatch):
-    import geounet.app.workflows
+def test_ctrl_c_exits_130_and_leaves_no_output(
+    runner, make_raster, tiny_model, tmp_path, monkeypatch
+):
+    """Ctrl-C in the middle of a run, while rows are already in the temporary output."""
+    from geounet.app.classifier import UnetClassifier
 
-    image, _ = small_scene
+    image = make_raster(np.random.default_rng(0).integers(1, 255, (3, 160, 160), np.uint8))
     out = tmp_path / "never.tif"
+    hidden_at_interrupt: list[list[str]] = []
+    real = UnetClassifier.from_model.__func__
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    def from_model(cls, *args, **kwargs):
+        clf = real(cls, *args, **kwargs)
+        forward, calls = clf.network.forward, []
 
-    monkeypatch.setattr(geounet.app.workflows, "classify_scene", interrupted)
-    monkeypatch.setenv("GEOUNET_MODEL", str(tmp_path))
-    r = runner.invoke(cli, ["classify", str(image), "--out", str(out)])
-    assert r.exit_code == 130
+        def interrupted_at_call_9(*a, **k):  # 4 x 4 tiles, one per call: in tile row 3
+            calls.append(1)
+            if len(calls) == 9:
+                hidden_at_interrupt.append(
+                    [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+                )
+                raise KeyboardInterrupt
+            return forward(*a, **k)
+
+        clf.network.forward = interrupted_at_call_9
+        return clf
+
+    monkeypatch.setattr(UnetClassifier, "from_model", classmethod(from_model))
+    r = runner.invoke(
+        cli, ["classify", str(image), "--model", str(tiny_model), "--out", str(out),
+              "--tile-size", "64", "--overlap", "16", "--batch-size", "1"],
+    )  # fmt: skip
+    assert r.exit_code == 130, r.output + repr(r.exception)
+    (hidden,) = hidden_at_interrupt
+    assert any(name.startswith(".never.tmp-") for name in hidden)  # the run was writing
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # and it is gone
 
 
 # ------------------------------------------------------------------- rasters without a CRS
