@@ -114,7 +114,8 @@ def test_lr_find_returns_finite_suggestion_and_a_plot(data):
     r = model.lr_find_result
     assert isinstance(lr, float) and lr == r.suggestion
     assert len(r.lrs) == len(r.losses) > 5 and min(r.losses) < r.losses[0]  # the loss fell
-    assert lr in {r.steepest, r.minimum / 10, *LR_BOUNDS}  # the rule: test_training.py
+    candidates = {r.steepest, r.minimum / 10, r.extra["divergence"] / 10, r.extra["cap"]}
+    assert lr in candidates | {*LR_BOUNDS}  # the rule itself: test_training.py
     fig = model.lr_find_figure
     curve = fig.axes[0].lines[0]
     assert np.allclose(curve.get_xdata(), model.lr_find_result.lrs)

@@ -11,6 +11,8 @@ on the CPU in float32 channels-last. :func:`suggest_lr` reads an LR finder sweep
 conservatively; :func:`plan_training` sizes a run from the data and the device.
 
 Example:
+    Not run as a doctest: it needs a network and data loaders.
+
     >>> trainer = Trainer(net, build_loss(), n_classes=2)         # doctest: +SKIP
     >>> history = trainer.fit(train_dl, valid_dl, epochs=10, lr=1e-3)  # doctest: +SKIP
 """
