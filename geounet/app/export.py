@@ -21,6 +21,8 @@ geounet's result:
   (the source's units), probabilities out, for deployments with plain torch.
 
 Example:
+    Not run as a doctest: it needs a saved model folder.
+
     >>> export_model("models/buildings", "onnx", "buildings.onnx")  # doctest: +SKIP
     PosixPath('buildings.onnx')
 """

@@ -308,6 +308,9 @@ class RasterWriter:
         InvalidParameterError: The grid has no column, row or band.
 
     Example:
+        The writing is not run as a doctest (it needs ``crs``, ``tr`` and ``block``; the
+        module's example runs):
+
         >>> opts = WriterOptions(nodata=255)
         >>> with RasterWriter("o.tif", 100, 100, 1, "uint8", crs, tr, opts) as w:  # doctest: +SKIP
         ...     w.write(block, row=0, col=0)
