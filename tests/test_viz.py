@@ -112,3 +112,22 @@ def test_quicklook_draws_the_band_named_red_as_red(quicklook_inputs, tmp_path, m
     reddish = (pixels[:, 0] > 200) & (pixels[:, 2] < 60)
     bluish = (pixels[:, 2] > 200) & (pixels[:, 0] < 60)
     assert reddish.sum() > 1000 and bluish.sum() == 0
+
+
+def test_show_results_of_a_classifier_draws_its_band_named_red_as_red():
+    """UnetClassifier.show_results passes the model's band names to the picture."""
+    from model_fakes import make_fake_data, synthetic_scene
+
+    from geounet.app.classifier import UnetClassifier
+
+    image, labels = synthetic_scene(64, bands=4)
+    image[0] //= 4  # blue dark, red (band 3) as it is: the two differ everywhere
+    data = make_fake_data(chip=32, image=image, labels=labels, batch_size=2)
+    data.band_names = BGRN
+    model = UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)
+    fig = model.show_results(rows=1)
+    drawn = np.asarray(fig.axes[0].images[0].get_array())
+    chip = next(iter(data.valid_dl))[0][0].numpy()
+    expected = image_to_rgb(chip, data.stats, BGRN)
+    np.testing.assert_allclose(drawn, expected, atol=1e-6)
+    assert not np.allclose(drawn, image_to_rgb(chip, data.stats, ["a", "b", "c", "d"]))
