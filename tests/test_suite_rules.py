@@ -5,17 +5,21 @@
 - A test that reads ``../shared/data`` (through ``shared_data()``, directly or through a
   fixture) carries ``@pytest.mark.realdata``. ``shared_data()`` also checks this at run time,
   but only for the test that first builds a module-scoped fixture; this check sees them all.
+- A docstring example of geounet that is not run as a doctest (``# doctest: +SKIP``) says why,
+  in the docstring, with the words "not run as a doctest".
 """
 
 from __future__ import annotations
 
 import ast
+import doctest
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
 FILES = sorted(p for p in TESTS.glob("*.py") if p.name != Path(__file__).name)
+PACKAGE = TESTS.parent / "geounet"
 
 
 def _tree(path: Path) -> ast.Module:
@@ -87,6 +91,31 @@ def test_tests_reading_shared_data_carry_the_realdata_marker(path):
             )
 
 
+def _skipped_without_reason(source: str) -> list[str]:
+    """Names of the docstrings in ``source`` with skipped examples and no reason given."""
+    parser, skip = doctest.DocTestParser(), doctest.OPTIONFLAGS_BY_NAME["SKIP"]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        doc = ast.get_docstring(node, clean=False) or ""
+        skipped = [e for e in parser.get_examples(doc) if e.options.get(skip)]
+        if skipped and "not run as a doctest" not in doc.lower():
+            found.append(getattr(node, "name", "module docstring"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_skipped_docstring_examples_say_why(path):
+    missing = _skipped_without_reason(path.read_text())
+    assert not missing, (
+        f"{path}: {', '.join(missing)}: a '# doctest: +SKIP' example without a reason; add a "
+        "line 'Not run as a doctest: <why>.' before it, or make it run offline."
+    )
+
+
 def test_the_rules_see_the_cases_they_forbid():
     """Control: the checks above do find what they look for."""
     bad = ast.parse(
@@ -105,3 +134,6 @@ def test_the_rules_see_the_cases_they_forbid():
     assert _marks(functions["test_a"].decorator_list) == set()
     assert _marks(functions["test_b"].decorator_list) == {"realdata"}
     assert [c.args[0].value for c in _calls(bad, "importorskip")] == ["geounet.io.raster"]
+    doc = '"""Example:\n    >>> run()  # doctest: +SKIP\n"""\n'
+    assert _skipped_without_reason(doc) == ["module docstring"]
+    assert _skipped_without_reason(doc.replace("Example:", "Not run as a doctest: x.")) == []
