@@ -103,6 +103,40 @@ def test_fill_outside_the_truth_footprint_is_not_scored(make_raster, tmp_path):
     assert r["per_class"]["iou"]["building"] == pytest.approx(1.0)
 
 
+def test_a_0_255_truth_mask_is_vectorized_through_truth_values(make_raster, tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 255  # one 10 m x 10 m building in a 0 / 255 mask (255 is no class index)
+    t = make_raster(mask, name="mask.tif")
+    pred = (mask == 255).astype(np.uint8)
+    p = _class_raster(tmp_path, "pred.tif", pred, t, names={0: "background", 1: "building"})
+    r = evaluate(p, t, truth_values={0: 0, 255: 1})
+    assert r["miou"] == pytest.approx(1.0)
+    b = r["buildings"]
+    assert (b["n_truth"], b["n_pred"], b["tp"]) == (1, 1, 1)
+
+
+def test_one_layer_with_a_class_field_holds_several_classes(make_raster, tmp_path):
+    grid = make_raster(np.zeros((40, 40), np.uint8), name="grid.tif")
+    pred = np.zeros((40, 40), np.uint8)
+    pred[4:14, 6:16] = 1
+    p = _class_raster(tmp_path, "pred.tif", pred, grid)
+    features = gpd.GeoDataFrame(
+        {"class": ["building", "road"]},
+        geometry=[
+            box(500003, 3699993, 500008, 3699998),
+            LineString([(500000, 3699985), (500020, 3699985)]),
+        ],
+        crs="EPSG:32616",
+    )
+    features.to_file(tmp_path / "truth.gpkg")
+    r = evaluate(p, tmp_path / "truth.gpkg")
+    assert r["per_class"]["iou"]["building"] == pytest.approx(1.0)
+    # the road line is burnt as a corridor 2 m each side: 8 rows of 40 pixels, all missed
+    assert r["per_class"]["support"]["road"] == 8 * 40
+    assert r["per_class"]["recall"]["road"] == 0.0
+    assert r["roads"]["completeness"] == 0.0 and r["roads"]["apls"] == 0.0
+
+
 def test_rasters_in_different_crss_that_do_not_overlap_are_refused(make_raster, tmp_path):
     p = _class_raster(
         tmp_path, "pred.tif", np.zeros((10, 10), np.uint8), make_raster(np.zeros((10, 10)))
