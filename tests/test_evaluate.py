@@ -326,6 +326,27 @@ def test_apls_by_hand_on_a_t_junction():
     assert r["apls"] == pytest.approx(2 * (20 / 56) / (1 + 20 / 56))
 
 
+def test_apls_two_nodes_snapping_to_one_place_both_count():
+    # truth: a 200 m street and a 2 m stub at x = 100; the proposal lacks the stub, so the
+    # stub's end and the junction snap to the same proposal point. Control nodes: 0, 50, 100,
+    # 150, 200 and the stub end (6 nodes, 30 ordered pairs). Penalties: stub end <-> junction
+    # 1 (both ways), stub end <-> 50 / 150: 2 / 52, <-> 0 / 200: 2 / 102 (both ways each).
+    truth = [LineString([(0, 0), (200, 0)]), LineString([(100, 0), (100, 2)])]
+    r = apls(truth, truth[:1], snap_m=3.0)
+    expected = 1 - (2 + 4 * 2 / 52 + 4 * 2 / 102) / 30
+    assert r["pairs_truth_to_pred"] == 30
+    assert r["apls_truth_to_pred"] == pytest.approx(expected)
+    assert r["apls_pred_to_truth"] == pytest.approx(1.0)
+
+
+def test_apls_samples_control_nodes_of_large_networks():
+    r = apls(GRID, GRID, max_nodes=5)
+    assert r["pairs_truth_to_pred"] == r["pairs_pred_to_truth"] == 5 * 4
+    assert r["apls"] == pytest.approx(1.0)
+    cut = [GRID[0], *GRID[2:]]  # the middle street is missing
+    assert apls(GRID, cut, max_nodes=12)["apls"] < 1.0
+
+
 def test_apls_falls_when_an_edge_is_removed():
     full = apls(GRID, GRID)["apls"]
     cut = [GRID[0], LineString([(0, 75), (100, 75)]), *GRID[2:]]  # half a street gone
