@@ -187,7 +187,37 @@ def test_atlanta_uint16_vector_footprints(atlanta: GeoData) -> None:
 def test_atlanta_leakage_with_overlapping_chips(atlanta: GeoData) -> None:
     assert atlanta.manifest["stride"] == 96
     assert_no_leak(atlanta)
-    assert atlanta.manifest["dropped_chips"]["split_gap"] > 0  # the gap between the sets
+    # the validation strip is chipped apart: overlapping chips cost no gap chip
+    assert atlanta.manifest["dropped_chips"]["split_gap"] == 0
+    cost = atlanta.manifest["split_cost"]
+    assert cost["gap_chips"] == 0 and 0.15 < cost["valid_pixel_share"] < 0.3
+
+
+def test_spatial_split_costs_only_the_strip_on_a_small_area(make_raster) -> None:
+    # one 2 x 3 chip area, overlapping chips: a single strip of chips validates, none dropped
+    img = make_raster(scene(256, 384), "small.tif")
+    lab = make_raster(blocks_mask(256, 384), "small_l.tif")
+    data = prepare_data(img, lab, classes=["b"], chip_size=128, stride=64, val_fraction=0.2)
+    cost = data.manifest["split_cost"]
+    assert cost["gap_chips"] == 0 and data.manifest["dropped_chips"]["split_gap"] == 0
+    assert (cost["train_chips"], cost["valid_chips"]) == (9, 3)  # 3 x 3 left, 1 x 3 strip
+    assert cost["valid_pixel_share"] == pytest.approx(3 / 12)
+    right = [c["bounds"] for c in data.manifest["chips"] if c["split"] == "valid"]
+    left = [c["bounds"] for c in data.manifest["chips"] if c["split"] == "train"]
+    assert min(b[0] for b in right) >= max(b[2] for b in left) - 1e-6  # strip at the right
+    assert "split cost: % labelled px" in data.summary().index
+
+
+def test_spatial_split_with_many_images_sends_whole_images(make_raster) -> None:
+    imgs = [make_raster(scene(128, 128, seed=i), f"m{i}.tif") for i in range(6)]
+    lab = make_raster(blocks_mask(128, 128), "m_l.tif")
+    data = prepare_data(imgs, lab, classes=["b"], chip_size=64, stride=32, val_fraction=0.2)
+    by_source: dict[str, set[str]] = {}
+    for c in data.manifest["chips"]:
+        by_source.setdefault(c["source"], set()).add(c["split"])
+    assert all(len(s) == 1 for s in by_source.values())  # no image is split
+    assert sum(s == {"valid"} for s in by_source.values()) == 1  # ~20 % of 6 images
+    assert data.manifest["split_cost"]["gap_chips"] == 0
 
 
 @pytest.mark.realdata

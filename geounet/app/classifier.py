@@ -19,7 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
 
 from geounet.core.errors import BandMismatchError, InvalidParameterError
 from geounet.core.types import PathLike
@@ -37,11 +40,13 @@ from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
 from geounet.model.files import ModelConfig, build_network, load_model, reset_head, save_model
 from geounet.model.losses import build_loss
 from geounet.model.training import (
+    FINE_TUNE_LR_CAP,
     HISTORY_COLUMNS,
     LRFindResult,
     Trainer,
     configure_cpu_threads,
     default_device,
+    plan_training,
     reseed_loader,
     seed_everything,
     set_encoder_trainable,
@@ -49,7 +54,11 @@ from geounet.model.training import (
 )
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
-__all__ = ["UnetClassifier"]
+__all__ = ["ENCODER_LR_RATIO", "UnetClassifier"]
+
+#: Learning rate of a pretrained encoder as a share of the decoder's: the decoder starts
+#: from random weights and needs the larger steps; ImageNet features need only adjusting.
+ENCODER_LR_RATIO = 0.5
 
 
 class UnetClassifier:
@@ -132,7 +141,15 @@ class UnetClassifier:
         loss_fn = build_loss(
             self.loss_name, class_weights=self.class_weights, boundary_weight=self.boundary_weight
         )
-        return Trainer(self.network, loss_fn, self.config.n_classes, self.device)
+        ratio = ENCODER_LR_RATIO if self._pretrained else 1.0
+        return Trainer(
+            self.network, loss_fn, self.config.n_classes, self.device, encoder_lr_ratio=ratio
+        )
+
+    @property
+    def _pretrained(self) -> bool:
+        """True when the encoder starts from trained weights (ImageNet, a file, a model)."""
+        return self.config.encoder_weights is not None
 
     @classmethod
     def from_model(cls, path: PathLike, device: str | torch.device | None = None) -> UnetClassifier:
@@ -170,15 +187,31 @@ class UnetClassifier:
             )
         return self.data
 
-    def lr_find(self, *, num_iter: int = 100, plot: bool = True, progress: bool = True) -> float:
+    def lr_find(
+        self,
+        *,
+        num_iter: int = 100,
+        plot: bool = True,
+        progress: bool = True,
+        start_lr: float = 1e-7,
+        time_limit_s: float | None = None,
+    ) -> float:
         """Sweep the learning rate, plot loss against it, return the suggested rate.
 
-        The weights are restored afterwards. The figure is kept in ``lr_find_figure`` (and
-        displayed in a notebook when ``plot``); the sweep in ``lr_find_result``.
+        The suggestion is conservative (:func:`~geounet.model.training.suggest_lr`: the
+        steepest descent, at most a tenth of where the loss diverges) and, for a pretrained
+        encoder, at most :data:`~geounet.model.training.FINE_TUNE_LR_CAP`. The weights are
+        restored afterwards. The figure is kept in ``lr_find_figure`` (and displayed in a
+        notebook when ``plot``); the sweep in ``lr_find_result``.
         """
         data = self._require_data()
         self.lr_find_result = self._trainer.lr_find(
-            data.train_dl, num_iter=num_iter, progress=progress
+            data.train_dl,
+            start_lr=start_lr,
+            num_iter=num_iter,
+            progress=progress,
+            cap=FINE_TUNE_LR_CAP if self._pretrained else None,
+            time_limit_s=time_limit_s,
         )
         r = self.lr_find_result
         self.lr_find_figure = plot_lr_find(r.lrs, r.losses, r.suggestion)
@@ -188,52 +221,117 @@ class UnetClassifier:
 
     def fit(
         self,
-        epochs: int = 10,
+        epochs: int | None = None,
         lr: float | None = None,
         *,
-        early_stopping: int | None = 5,
+        early_stopping: int | None = 10,
         checkpoint: bool = True,
         time_budget_s: float | None = None,
         progress: bool = True,
         seed: int | None = None,
+        refit_on_all: bool = False,
     ) -> pd.DataFrame:
         """Train; returns the history of this call (also appended to :attr:`history`).
 
+        The default recipe: AdamW with a one-cycle schedule (25 % warm-up); the encoder of a
+        pretrained network learns at :data:`ENCODER_LR_RATIO` of the decoder's rate; the
+        validation mIoU picks the weights kept and drives early stopping, which never fires
+        in the warm-up (:class:`~geounet.model.training.StopRule`).
+
         Args:
-            epochs: Maximum number of epochs.
-            lr: Peak learning rate of the one-cycle schedule; None uses :meth:`lr_find`'s
-                suggestion (running a short sweep first if there is none).
-            early_stopping: Patience in epochs on the validation loss (None/0: off).
+            epochs: Maximum number of epochs. None: the data and the device decide
+                (:func:`~geounet.model.training.plan_training`: about 6 000 chip views, 20
+                to 400 epochs, and at most 10 minutes on a CPU, 15 on a GPU, LR sweep
+                included), so a small labelled area still trains long enough.
+            lr: Peak learning rate (of the decoder); None uses :meth:`lr_find`'s suggestion,
+                running a short sweep first if there is none (30 steps, at most 10 % of the
+                time budget).
+            early_stopping: Patience in epochs without a better validation mIoU, counted
+                after the warm-up, over at least 20 % of the schedule (None/0: off).
             checkpoint: Restore the weights of the epoch with the best validation mIoU.
-            time_budget_s: Stop after this many seconds (the schedule follows the clock).
+            time_budget_s: Stop after this many seconds (the schedule follows the clock);
+                None with ``epochs=None`` is the device's default budget.
             progress: Show a progress bar with live loss and mIoU.
             seed: Seed Python, NumPy and torch first, and restart the training loader's
                 shuffling generator (see :func:`~geounet.model.training.reseed_loader`).
+            refit_on_all: After the run, train again from the starting weights on the
+                training *and* validation chips, for the number of epochs validation picked
+                (same learning rate and budget). On a small area the validation chips are a
+                large share of the labels, and the final model learns from them too; the
+                cost is a second run (about twice the time) and that the final weights have
+                no held-out score: the reported validation metrics are the first run's.
         """
         data = self._require_data()
         if seed is not None:
             seed_everything(seed)
             reseed_loader(data.train_dl, seed)
-        if lr is None:
-            if self.lr_find_result is None:
-                self.lr_find(num_iter=60, plot=False, progress=progress)
-            lr = self.lr_find_result.suggestion  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        epochs, budget = self._plan(data, epochs, time_budget_s)
+        lr = self._peak_lr(lr, budget, progress)
+        if budget is not None:
+            budget = max(budget - (time.perf_counter() - t0), 1.0)
+        valid = _valid_loader(data)
+        start_state = _state_copy(self.network) if refit_on_all and valid is not None else None
+        opts = {"early_stopping": early_stopping, "checkpoint": checkpoint, "budget": budget}
+        run = self._run(data.train_dl, valid, epochs, lr, progress, **opts)
+        confusion = self._trainer.best_confusion
+        if start_state is not None:
+            self.network.load_state_dict(start_state)
+            again = {"early_stopping": None, "checkpoint": False, "budget": budget}
+            picked = max(self._trainer.best_epochs, 1)
+            more = self._run(_all_chips_loader(data), None, picked, lr, progress, **again)
+            run = pd.concat([run, more], ignore_index=True)
+        self._confusion = confusion  # the held-out score (the first run's when refitting)
+        self._record_metrics()
+        return run
+
+    def _plan(
+        self, data: Any, epochs: int | None, time_budget_s: float | None
+    ) -> tuple[int, float | None]:
+        """Epochs and time budget: as given, or planned from the data and the device."""
+        if epochs is not None:
+            return int(epochs), time_budget_s
+        planned, budget = plan_training(len(data.train_dl.dataset), self.device)
+        return planned, budget if time_budget_s is None else time_budget_s
+
+    def _peak_lr(self, lr: float | None, budget: float | None, progress: bool) -> float:
+        """``lr``, or the LR finder's suggestion (a short sweep, within 10 % of the budget)."""
+        if lr is not None:
+            return float(lr)
+        if self.lr_find_result is None:
+            limit = None if budget is None else 0.1 * budget
+            self.lr_find(
+                num_iter=30, start_lr=1e-6, plot=False, progress=progress, time_limit_s=limit
+            )
+        return float(self.lr_find_result.suggestion)  # type: ignore[union-attr]
+
+    def _run(
+        self,
+        train_dl: Any,
+        valid_dl: Any | None,
+        epochs: int,
+        lr: float,
+        progress: bool,
+        *,
+        early_stopping: int | None,
+        checkpoint: bool,
+        budget: float | None,
+    ) -> pd.DataFrame:
+        """One :meth:`Trainer.fit` run, numbered after and appended to :attr:`history`."""
         start = int(self._history["epoch"].max()) + 1 if len(self._history) else 1
         run = self._trainer.fit(
-            data.train_dl,
-            _valid_loader(data),
+            train_dl,
+            valid_dl,
             epochs,
-            float(lr),
+            lr,
             early_stopping=early_stopping,
             checkpoint=checkpoint,
-            time_budget_s=time_budget_s,
+            time_budget_s=budget,
             progress=progress,
             start_epoch=start,
         )
         frames = [f for f in (self._history, run) if len(f)]
         self._history = pd.concat(frames, ignore_index=True) if frames else run
-        self._confusion = self._trainer.best_confusion
-        self._record_metrics()
         return run
 
     def freeze(self) -> None:
@@ -519,6 +617,27 @@ def _resolve_class_weights(
             f"class_weights needs {n_classes} finite non-negative numbers, got {weights}."
         )
     return weights
+
+
+def _all_chips_loader(data: Any) -> DataLoader:
+    """A shuffled loader over the training and the validation chips (both augmented)."""
+    train = data.train_dl
+    valid = copy.copy(data.valid_dl.dataset)
+    if hasattr(valid, "augment"):
+        valid.augment = True
+    both = ConcatDataset([train.dataset, valid])
+    size = train.batch_size or 1
+    return DataLoader(
+        both,
+        batch_size=size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
+        drop_last=len(both) > size and len(both) % size == 1,  # no batch of 1 for BatchNorm
+    )
+
+
+def _state_copy(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
 
 def _valid_loader(data: Any) -> Any | None:

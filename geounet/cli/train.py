@@ -39,7 +39,12 @@ from geounet.core.types import DEFAULT_BACKBONE
     show_default=True,
     help="Encoder weights: imagenet, none, or a local weights file.",
 )
-@click.option("--epochs", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1, 10000),
+    default=None,
+    help="Maximum epochs (default: planned from the data and the device, see fit()).",
+)
 @click.option("--lr", type=float, default=None, help="Learning rate (default: LR finder).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
@@ -53,7 +58,7 @@ def command(
     label_field: str | None,
     backbone: str,
     encoder_weights: str,
-    epochs: int,
+    epochs: int | None,
     lr: float | None,
     batch_size: int,
     chip_size: int,

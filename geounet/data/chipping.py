@@ -8,12 +8,20 @@ treats exactly those pixels as invalid, as inference does (label 255 there too).
 
 Splits (``split=``):
 
-- ``"spatial"`` (default): each image is cut into square blocks of whole chips; whole blocks
-  are drawn (seeded) for validation until about ``val_fraction`` of the image's chips are
-  validation chips. Training chips whose footprint overlaps a validation chip with positive
-  area are then dropped (counted as ``split_gap``), which leaves a gap between the two sets
-  when ``stride < chip_size``. Images too small to cut into two blocks are given whole to
-  one side, so that validation still gets about ``val_fraction`` of all chips.
+- ``"spatial"`` (default), made to cost as little labelled area as leakage allows:
+
+  - with fewer than :data:`WHOLE_IMAGES_FROM` images, each image at least two chips long
+    gives one strip at the end of its longer side (bottom rows, or right columns) to
+    validation: ``max(chip_size, val_fraction x length)`` pixels wide. The two parts are
+    chipped on their own, so no chip crosses the cut and no training chip is dropped: the
+    gap is 0 px, the only cost is the strip. (Random blocks of a grid of overlapping chips
+    cost more: every validation chip takes its overlapping neighbours with it.)
+  - with more images, or for images too small to cut, whole images (seeded) go to
+    validation until about ``val_fraction`` of all chips are validation chips; an image
+    is never split, so there is nothing to drop either.
+
+  The manifest's ``split_cost`` says what the split took: chips and labelled pixels sent to
+  validation, and chips dropped as gap (``GeoData.summary()`` shows it).
 - ``"rows"``: the top ``1 - val_fraction`` of every image's rows is training, the bottom
   ``val_fraction`` validation; each part is chipped on its own, so no chip crosses the cut.
   ("train on the top 70 %, validate on the bottom 30 %" is ``split="rows", val_fraction=0.3``.)
@@ -21,9 +29,12 @@ Splits (``split=``):
   pixels between training and validation, so validation scores are optimistic (leaky).
 
 Example:
-    >>> chip_grid(600, 600, 256, 256)
+    >>> chip_grid(600, 600, 256, 256, split="random")
     [(0, 0, 0), (0, 256, 0), (0, 344, 0), (256, 0, 0), (256, 256, 0), (256, 344, 0), \
 (344, 0, 0), (344, 256, 0), (344, 344, 0)]
+    >>> chip_grid(600, 600, 256, 256)  # "spatial": region 1 is the validation strip
+    [(0, 0, 0), (0, 256, 0), (0, 344, 0), (88, 0, 0), (88, 256, 0), (88, 344, 0), \
+(344, 0, 1), (344, 256, 1), (344, 344, 1)]
     >>> check_chip_size(250)
     Traceback (most recent call last):
     ...
@@ -62,6 +73,8 @@ __all__ = [
     "footprints_overlap",
     "median_frequency_weights",
     "remove_chips",
+    "split_cost",
+    "strip_cut",
     "write_chips",
 ]
 
@@ -69,6 +82,8 @@ log = logging.getLogger(__name__)
 
 #: The allowed ``split=`` values.
 SPLITS: tuple[str, ...] = SPLIT_MODES
+#: ``split="spatial"`` with this many images or more sends whole images to validation.
+WHOLE_IMAGES_FROM = 5
 TRAIN, VALID = "train", "valid"
 
 
@@ -80,7 +95,7 @@ class Chip:
         image: Index of the source image.
         row: Row offset in the source image.
         col: Column offset in the source image.
-        region: ``split="rows"``: 0 = top (training) part, 1 = bottom (validation) part.
+        region: ``split="rows"`` / ``"spatial"``: 0 = training part, 1 = validation strip.
         name: File name in ``images/`` and ``labels/``.
         bounds: ``(minx, miny, maxx, maxy)`` in the image CRS.
         counts: Pixels per class index in the label chip.
@@ -143,35 +158,61 @@ def chip_grid(
     chip flush with the border, so the whole image is covered. An image smaller than the
     chip gives one chip at (0, 0) that runs past the border (the excess is padding, no label).
     With ``split="rows"`` the top and bottom parts are chipped separately (region 0 and 1);
-    a part shorter than a chip gives no chip.
+    a part shorter than a chip gives no chip. With ``split="spatial"`` the validation strip
+    of :func:`strip_cut` (region 1) is chipped apart from the rest (region 0).
     """
-    cols = tile_starts(width, chip_size, chip_size - stride)
-    if split != "rows":
-        rows = tile_starts(height, chip_size, chip_size - stride)
-        return [(r, c, 0) for r in rows for c in cols]
-    cut = round(height * (1.0 - val_fraction))
+    step = chip_size - stride
+    if split == "rows":
+        cut = round(height * (1.0 - val_fraction))
+        return _parts(height, width, chip_size, step, "rows", cut)
+    if split == "spatial":
+        axis, cut = strip_cut(height, width, chip_size, val_fraction)
+        if axis is not None:
+            return _parts(height, width, chip_size, step, axis, cut)
+    cols = tile_starts(width, chip_size, step)
+    return [(r, c, 0) for r in tile_starts(height, chip_size, step) for c in cols]
+
+
+def strip_cut(
+    height: int, width: int, chip_size: int, val_fraction: float
+) -> tuple[str | None, int]:
+    """Where ``split="spatial"`` cuts an image: ``("rows" | "cols", first pixel of the strip)``.
+
+    The validation strip lies at the end of the longer side and is
+    ``max(chip_size, round(val_fraction * length))`` pixels wide; ``(None, 0)`` when the
+    training part would be shorter than a chip (or ``val_fraction`` is 0).
+
+    Example:
+        >>> strip_cut(500, 1000, 256, 0.2)
+        ('cols', 744)
+        >>> strip_cut(300, 300, 256, 0.2)
+        (None, 0)
+    """
+    axis, length = ("rows", height) if height >= width else ("cols", width)
+    size = max(chip_size, round(val_fraction * length))
+    if val_fraction <= 0 or length - size < chip_size:
+        return None, 0
+    return axis, length - size
+
+
+def _parts(
+    height: int, width: int, chip_size: int, step: int, axis: str, cut: int
+) -> list[tuple[int, int, int]]:
+    """Chip the parts before (region 0) and after (region 1) a cut on their own."""
     out: list[tuple[int, int, int]] = []
-    for region, (r0, r1) in enumerate(((0, cut), (cut, height))):
-        if r1 - r0 >= chip_size:
-            out += [
-                (r0 + r, c, region)
-                for r in tile_starts(r1 - r0, chip_size, chip_size - stride)
-                for c in cols
-            ]
-    return out
+    along, across = (height, width) if axis == "rows" else (width, height)
+    others = tile_starts(across, chip_size, step)
+    for region, (a0, a1) in enumerate(((0, cut), (cut, along))):
+        if a1 - a0 < chip_size:
+            continue
+        for a in tile_starts(a1 - a0, chip_size, step):
+            out += [(a0 + a, o, region) if axis == "rows" else (o, a0 + a, region) for o in others]
+    return sorted(out)
 
 
 def footprints_overlap(a: Chip, b: Chip, chip_size: int) -> bool:
     """True when two chips of the same image share pixels (positive-area intersection)."""
     return a.image == b.image and abs(a.row - b.row) < chip_size and abs(a.col - b.col) < chip_size
-
-
-def _spatial_blocks(chips: list[Chip], val_fraction: float, chip_size: int, stride: int) -> int:
-    n_r = len({c.row for c in chips})
-    n_c = len({c.col for c in chips})
-    n_blocks = max(8, math.ceil(2 / max(val_fraction, 1e-9)))
-    k = max(math.ceil(chip_size / stride), math.floor(math.sqrt(n_r * n_c / n_blocks)), 1)
-    return k * stride
 
 
 def _pick_blocks(groups: list[list[Chip]], target: float, rng: np.random.Generator) -> int:
@@ -186,9 +227,8 @@ def _pick_blocks(groups: list[list[Chip]], target: float, rng: np.random.Generat
     return chosen
 
 
-def _spatial_split(
-    chips: list[Chip], val_fraction: float, chip_size: int, stride: int, seed: int
-) -> None:
+def _spatial_split(chips: list[Chip], val_fraction: float, seed: int) -> None:
+    """Strips (region 1) validate; images without a strip are drawn whole to make up the rest."""
     rng = np.random.default_rng(seed)
     by_image: dict[int, list[Chip]] = defaultdict(list)
     for c in chips:
@@ -196,18 +236,15 @@ def _spatial_split(
     whole: list[list[Chip]] = []
     for img in sorted(by_image):
         cs = by_image[img]
-        px = _spatial_blocks(cs, val_fraction, chip_size, stride)
-        blocks: dict[tuple[int, int], list[Chip]] = defaultdict(list)
-        for c in cs:
-            blocks[(c.row // px, c.col // px)].append(c)
-        if len(blocks) < 2:
+        if any(c.region == 1 for c in cs):
+            for c in cs:
+                c.split = VALID if c.region == 1 else TRAIN
+        else:
             whole.append(cs)
-            continue
-        _pick_blocks([blocks[k] for k in sorted(blocks)], val_fraction * len(cs), rng)
     n_val = sum(c.split == VALID for c in chips)
     target = val_fraction * len(chips)
     if whole and n_val < target:
-        if len(whole) == len(by_image):  # no image could be cut: keep one for training
+        if len(whole) == len(by_image):  # no image was cut: keep one for training
             whole = whole[1:] if len(whole) > 1 else []
         _pick_blocks(whole, target - n_val, rng)
 
@@ -264,8 +301,33 @@ def assign_splits(
             chips[i].split = VALID
         return 0
     else:
-        _spatial_split(chips, val_fraction, chip_size, stride, seed)
+        _spatial_split(chips, val_fraction, seed)
     return _drop_gap(chips, chip_size)
+
+
+def split_cost(chips: Sequence[Chip]) -> dict[str, float | int]:
+    """What a split took from training: chips and labelled pixels to validation and to the gap.
+
+    Example:
+        >>> cs = [Chip(0, 0, 0, split=s, counts=np.array([90, 10])) for s in ("train",) * 3]
+        >>> cs[2].split = "valid"
+        >>> split_cost(cs)["valid_pixel_share"]
+        0.3333
+    """
+    px = {s: 0 for s in (TRAIN, VALID, "gap")}
+    n = {s: 0 for s in px}
+    for c in chips:
+        if c.split in px:
+            px[c.split] += int(np.sum(c.counts))
+            n[c.split] += 1
+    total = max(sum(px.values()), 1)
+    return {
+        "train_chips": n[TRAIN],
+        "valid_chips": n[VALID],
+        "gap_chips": n["gap"],
+        "valid_pixel_share": round(px[VALID] / total, 4),
+        "gap_pixel_share": round(px["gap"] / total, 4),
+    }
 
 
 def median_frequency_weights(counts: Sequence[int]) -> list[float]:
@@ -409,8 +471,9 @@ def write_chips(
         bands: Per image, the 1-based bands to copy into its image chips.
         band_names: The band names (band descriptions of the chips).
         nodata: Nodata override for the images.
-        split: Split mode (``"rows"`` changes the grid, see :func:`chip_grid`).
-        val_fraction: Validation share (used by ``"rows"`` for the cut).
+        split: Split mode (``"rows"`` and ``"spatial"`` with fewer than
+            :data:`WHOLE_IMAGES_FROM` images cut each image, see :func:`chip_grid`).
+        val_fraction: Validation share (sets the cut of ``"rows"`` and ``"spatial"``).
         min_valid_fraction: Minimum share of valid, labelled pixels for a chip to be kept.
 
     Returns:
@@ -420,12 +483,14 @@ def write_chips(
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     min_valid = math.ceil(min_valid_fraction * chip_size * chip_size)
+    many = split == "spatial" and len(infos) >= WHOLE_IMAGES_FROM
+    mode: SplitMode = "random" if many else split  # many images: whole images validate
     ctx = _ChipContext(folder, classes, list(band_names), chip_size, nodata, min_valid)
     chips: list[Chip] = []
     dropped = 0
     for idx, (info, lab, use) in enumerate(zip(infos, labels, bands)):
         grid = chip_grid(
-            info.height, info.width, chip_size, stride, split=split, val_fraction=val_fraction
+            info.height, info.width, chip_size, stride, split=mode, val_fraction=val_fraction
         )
         kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)
         chips += kept

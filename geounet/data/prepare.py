@@ -36,6 +36,7 @@ from geounet.data.chipping import (
     Chip,
     assign_splits,
     remove_chips,
+    split_cost,
     write_chips,
 )
 from geounet.data.geodata import ChipDataset, GeoData, check_loader_args
@@ -278,7 +279,9 @@ def _prepare(
         raise _no_chips(infos, n_low, s)
     n_gap = _split(chips, folder, s)
     settings.update(
-        stats=stats.to_dict(), dropped_chips={"low_valid_fraction": n_low, "split_gap": n_gap}
+        stats=stats.to_dict(),
+        dropped_chips={"low_valid_fraction": n_low, "split_gap": n_gap},
+        split_cost=split_cost(chips),
     )
     manifest = build_manifest(infos, labels, specs, chips, settings)
     write_manifest(folder, manifest)

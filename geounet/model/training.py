@@ -676,8 +676,8 @@ def suggest_lr(
     before its minimum, or a tenth of the minimum's LR when the steepest point lies more than
     two decades below it (a steep drop at the very start of a sweep is noise). The suggestion
     is that candidate, but at most a tenth of the divergence point (the first LR past the
-    minimum where the loss doubles, else the last LR swept) and at most ``cap``, kept within
-    :data:`LR_BOUNDS`. Fewer than 5 points give 1e-3 (or ``cap`` when lower).
+    minimum where the loss doubles; none when the sweep ended first) and at most ``cap``,
+    kept within :data:`LR_BOUNDS`. Fewer than 5 points give 1e-3 (or ``cap`` when lower).
 
     Example:
         >>> import numpy as np
@@ -707,7 +707,7 @@ def suggest_lr(
     steepest, minimum = float(lrs[i_steep]), float(lrs[i_min])
     candidate = steepest if minimum / 100 <= steepest <= minimum else minimum / 10
     above = np.flatnonzero(loss[i_min:] > 2 * loss[i_min])
-    divergence = float(lrs[i_min + above[0]] if above.size else lrs[-1])
+    divergence = float(lrs[i_min + above[0]]) if above.size else math.inf
     suggestion = float(min(max(min(candidate, divergence / 10), lo), max(hi, lo)))
     extra = {"divergence": divergence, "cap": hi}
     return LRFindResult(list(lrs), list(losses), suggestion, steepest, minimum, extra)

@@ -36,6 +36,10 @@ def summary_frame(data: GeoData) -> Any:
         "dropped: low valid fraction": ["", "", dropped.get("low_valid_fraction", 0), ""],
         "dropped: split gap": [dropped.get("split_gap", 0), "", dropped.get("split_gap", 0), ""],
     }
+    cost = m.get("split_cost")
+    if cost:  # what the split took from training, in labelled pixels
+        v, g = 100 * cost["valid_pixel_share"], 100 * cost["gap_pixel_share"]
+        rows["split cost: % labelled px"] = [round(100 - v - g, 2), round(v, 2), f"gap {g:.2f}", ""]
     by_split = m.get("class_pixel_counts_by_split") or {}
     cols = [
         np.asarray(by_split.get("train") or [0] * data.n_classes, np.float64),
