@@ -109,15 +109,16 @@ def error_map_figure(
     """A picture of an error map with a legend.
 
     Args:
-        codes: ``(h, w)`` uint8 error codes (255: not scored, drawn light grey).
+        codes: ``(h, w)`` uint8 error codes (255: not scored, drawn mid grey).
         names: ``{code: meaning}`` for the legend.
         colors: ``{code: (r, g, b, a)}``; transparent codes are drawn white.
     """
     from matplotlib.patches import Patch
 
-    lut = np.full((256, 3), 235, dtype=np.uint8)
+    lut = np.full((256, 3), 255, dtype=np.uint8)
     for code, rgba in colors.items():
         lut[code] = rgba[:3] if (len(rgba) < 4 or rgba[3] > 0) else (255, 255, 255)
+    lut[255] = (170, 170, 170)
     h, w = codes.shape
     fig = _figure(8.0, max(2.5, 8.0 * h / max(w, 1)) + 0.6)
     ax = fig.add_subplot()
