@@ -203,6 +203,21 @@ def test_vector_truth_is_burnt_onto_the_prediction_grid(make_raster, tmp_path, c
     assert r["roads"] is None
 
 
+def test_vector_prediction_against_a_truth_raster(make_raster, tmp_path):
+    truth = np.zeros((40, 40), np.uint8)
+    truth[4:14, 6:16] = 1
+    truth[:, 36:] = 255  # no label
+    t = make_raster(truth, name="truth.tif", nodata=255)
+    boxes = [(500003, 3699993, 500008, 3699998), (500000, 3699980, 500005, 3699985)]
+    p = _boxes_gpkg(tmp_path / "pred.gpkg", boxes)
+    r = evaluate(p, t, classes={1: "building"})
+    pred = np.zeros((40, 40), np.int64)
+    pred[4:14, 6:16] = 1
+    pred[30:40, 0:10] = 1
+    assert r["confusion_matrix"] == _numpy_confusion(pred, truth.astype(np.int64), 2).tolist()
+    assert r["buildings"]["tp"] == 1 and r["buildings"]["fp"] == 1
+
+
 def test_vector_truth_elsewhere_is_refused(make_raster, tmp_path):
     grid = make_raster(np.zeros((20, 20), np.uint8), name="grid.tif")
     p = _class_raster(tmp_path, "pred.tif", np.zeros((20, 20), np.uint8), grid)

@@ -17,6 +17,7 @@ from shapely.affinity import translate
 from geounet.core.errors import CRSMismatchError, InvalidParameterError
 from geounet.evaluation.metrics import (
     ConfusionAccumulator,
+    cohen_kappa,
     confusion_matrix,
     line_completeness_correctness,
     match_polygons,
@@ -85,6 +86,15 @@ def test_per_class_metrics_nan_safe():
     assert mean_iou(cm) == pytest.approx((5 / 6 + 0.0) / 2)  # class 1 not averaged
     with pytest.raises(InvalidParameterError):
         per_class_metrics(cm, ["a", "b"])
+
+
+def test_cohen_kappa_by_hand():
+    # 50 pixels: observed agreement 35 / 50 = 0.7; chance (25 * 30 + 25 * 20) / 50² = 0.5
+    assert cohen_kappa(np.array([[20, 5], [10, 15]])) == pytest.approx(0.4)
+    assert cohen_kappa(np.array([[7, 0], [0, 3]])) == pytest.approx(1.0)
+    assert cohen_kappa(np.array([[0, 5], [5, 0]])) == pytest.approx(-1.0)
+    assert math.isnan(cohen_kappa(np.zeros((2, 2))))  # nothing scored
+    assert math.isnan(cohen_kappa(np.array([[9, 0], [0, 0]])))  # one class: chance is total
 
 
 def test_mean_iou_and_pixel_accuracy():
