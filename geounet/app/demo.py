@@ -64,6 +64,11 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole pipeline on the sample data and write the demo outputs into ``out``.
 
+    The journey is the one of ``geounet train`` then ``geounet classify --vector``
+    (:func:`geounet.app.workflows.fit_and_save`,
+    :func:`geounet.app.workflows.classify_and_vectorize`), followed by an evaluation against
+    ``test_labels.tif`` and a quicklook.
+
     Args:
         out: Output folder (``classified.tif``, ``features.gpkg``, ``metrics.json``,
             ``quicklook.png``).
@@ -79,17 +84,50 @@ def run_demo(
         ``{"outputs": {...}, "metrics": {...}, "seconds": float, "backbone": str,
         "table": str}``.
     """
-    from geounet.app.classifier import UnetClassifier
-    from geounet.data.prepare import prepare_data
-    from geounet.evaluation.scores import evaluate_rasters, write_report
-    from geounet.vectorizing.pipeline import vectorize
-    from geounet.viz.quicklook import save_quicklook
+    from geounet.app.workflows import classify_and_vectorize
+    from geounet.inference.options import ClassifyOptions
 
     t0 = time.perf_counter()
-    src, dst = sample_dir(), Path(out)
-    dst.mkdir(parents=True, exist_ok=True)
-    outputs = {k: dst / k for k in ("classified.tif", "features.gpkg", "metrics.json")}
-    outputs["quicklook.png"] = dst / "quicklook.png"
+    src, outputs = sample_dir(), _outputs(Path(out))
+    clf, note = _train(src, chip_size, epochs, budget_s, progress, model_dir)
+    options = ClassifyOptions(tile_size=512, overlap=64, overwrite=overwrite, progress=progress)
+    _, layers = classify_and_vectorize(
+        clf,
+        src / "test.tif",
+        outputs["classified.tif"],
+        vector=outputs["features.gpkg"],
+        options=options,
+    )
+    report = _evaluate(clf, src, outputs, layers, note, overwrite)
+    seconds = time.perf_counter() - t0
+    return {
+        "outputs": outputs,
+        "metrics": report["per_class"],
+        "seconds": seconds,
+        "backbone": note,
+        "table": _table(report, layers, note, seconds, outputs),
+    }
+
+
+def _outputs(folder: Path) -> dict[str, Path]:
+    """The demo's output files in ``folder`` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ("classified.tif", "features.gpkg", "metrics.json", "quicklook.png")
+    return {name: folder / name for name in names}
+
+
+def _train(
+    src: Path,
+    chip_size: int,
+    epochs: int | None,
+    budget_s: float,
+    progress: bool,
+    model_dir: PathLike | None,
+) -> tuple[Any, str]:
+    """Chip ``train.tif``, train within the budget and keep the model: ``(model, note)``."""
+    from geounet.app.workflows import fit_and_save
+    from geounet.data.prepare import prepare_data
+
     data = prepare_data(
         [src / "train.tif"],
         labels=[src / "train_labels.tif"],
@@ -101,18 +139,31 @@ def run_demo(
         seed=0,
     )
     backbone, weights, note = _backbone()
-    clf = UnetClassifier(data, backbone=backbone, encoder_weights=weights)
-    clf.fit(epochs or 200, lr=2e-3, early_stopping=8, time_budget_s=budget_s, progress=progress)
-    clf.save(model_dir or demo_model_dir(), overwrite=True)
-    clf.classify(
-        src / "test.tif",
-        outputs["classified.tif"],
-        tile_size=512,
-        overlap=64,
-        overwrite=overwrite,
-        progress=progress,
+    clf = fit_and_save(
+        data,
+        model_dir or demo_model_dir(),
+        backbone=backbone,
+        encoder_weights=weights,
+        epochs=epochs or 200,
+        lr=2e-3,
+        overwrite=True,
+        fit_options={"early_stopping": 8, "time_budget_s": budget_s, "progress": progress},
     )
-    layers = vectorize(outputs["classified.tif"], outputs["features.gpkg"], overwrite=overwrite)
+    return clf, note
+
+
+def _evaluate(
+    clf: Any,
+    src: Path,
+    outputs: dict[str, Path],
+    layers: dict[str, Any],
+    note: str,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Score ``classified.tif`` against ``test_labels.tif``; write the report and quicklook."""
+    from geounet.evaluation.scores import evaluate_rasters, write_report
+    from geounet.viz.quicklook import save_quicklook
+
     report = evaluate_rasters(outputs["classified.tif"], src / "test_labels.tif")
     report.update(
         backbone=note,
@@ -128,14 +179,7 @@ def run_demo(
         vectors=layers,
         overwrite=overwrite,
     )
-    seconds = time.perf_counter() - t0
-    return {
-        "outputs": outputs,
-        "metrics": report["per_class"],
-        "seconds": seconds,
-        "backbone": note,
-        "table": _table(report, layers, note, seconds, outputs),
-    }
+    return report
 
 
 def _table(

@@ -16,7 +16,15 @@ from geounet.core.paths import default_model_dir
 from geounet.core.types import DEFAULT_BACKBONE, PathLike
 from geounet.inference.options import ClassifyOptions
 
-__all__ = ["classify_scene", "default_output", "describe", "resolve_model", "train_model"]
+__all__ = [
+    "classify_and_vectorize",
+    "classify_scene",
+    "default_output",
+    "describe",
+    "fit_and_save",
+    "resolve_model",
+    "train_model",
+]
 
 
 def resolve_model(model: PathLike | None) -> Path:
@@ -71,28 +79,58 @@ def classify_scene(
             ``options.overwrite`` is False; raised before the network runs.
     """
     from geounet.app.classifier import UnetClassifier
+
+    if not Path(image).exists():
+        raise InputNotFoundError(f"{image}: no such file; check the path.")
+    clf = UnetClassifier.from_model(resolve_model(model), device=device)
+    out_path = Path(out) if out else default_output(image)
+    return classify_and_vectorize(clf, image, out_path, vector=vector, options=options)[0]
+
+
+def classify_and_vectorize(
+    clf: Any,
+    image: PathLike,
+    out: PathLike,
+    *,
+    vector: PathLike | None = None,
+    options: ClassifyOptions | None = None,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Classify ``image`` with a loaded model into ``out``, then optionally vectorize it.
+
+    Every output is checked before the network runs.
+
+    Args:
+        clf: A :class:`~geounet.app.classifier.UnetClassifier` (or an object with
+            ``network``, ``config`` and ``device``).
+        image: Input raster.
+        out: Output class raster.
+        vector: Also write polygons / centre lines to this vector file.
+        options: How to classify (:class:`~geounet.inference.options.ClassifyOptions`; its
+            ``overwrite`` also applies to ``vector``).
+
+    Returns:
+        ``({"classified": path[, "vector": path]}, layers)``: the layers are
+        ``{class name: GeoDataFrame}`` (empty without ``vector``).
+    """
     from geounet.inference.classify import classify_with_options
     from geounet.io.vectors import check_outputs
     from geounet.vectorizing.pipeline import vectorize
 
     opts = options or ClassifyOptions()
-    if not Path(image).exists():
-        raise InputNotFoundError(f"{image}: no such file; check the path.")
-    clf = UnetClassifier.from_model(resolve_model(model), device=device)
-    out_path = Path(out) if out else default_output(image)
     if vector:  # every output is checked before any work (classify checks its rasters)
         check_outputs(vector, clf.config.class_names[1:], overwrite=opts.overwrite)
-    result = {"classified": classify_with_options(clf, image, out_path, opts)}
+    result = {"classified": classify_with_options(clf, image, out, opts)}
+    layers: dict[str, Any] = {}
     if vector:
-        vectorize(
-            out_path,
+        layers = vectorize(
+            out,
             vector,
             probabilities=opts.probabilities,
             overwrite=opts.overwrite,
             allow_no_crs=opts.allow_no_crs,
         )
         result["vector"] = Path(vector)
-    return result
+    return result, layers
 
 
 def train_model(
@@ -129,7 +167,6 @@ def train_model(
     Returns:
         ``{"model": path, "metrics": {...}}``.
     """
-    from geounet.app.classifier import UnetClassifier
     from geounet.data.prepare import prepare_data
 
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
@@ -143,10 +180,46 @@ def train_model(
             batch_size=batch_size,
             **prepare_options,
         )
-    clf = UnetClassifier(data, backbone=backbone, encoder_weights=encoder_weights)
-    clf.fit(epochs, lr=lr)
-    clf.save(out, overwrite=overwrite)
+    clf = fit_and_save(
+        data, out, backbone=backbone, encoder_weights=encoder_weights, epochs=epochs, lr=lr,
+        overwrite=overwrite,
+    )  # fmt: skip
     return {"model": Path(out), "metrics": clf.config.metrics}
+
+
+def fit_and_save(
+    data: Any,
+    out: PathLike,
+    *,
+    backbone: str | None,
+    encoder_weights: str | None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    overwrite: bool = False,
+    fit_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Build a U-Net on ``data``, fit it and save the model folder ``out``.
+
+    Args:
+        data: A :class:`~geounet.data.prepare.GeoData`.
+        out: Model folder to write.
+        backbone: Encoder name (see :class:`~geounet.app.classifier.UnetClassifier`).
+        encoder_weights: ``"imagenet"``, None or a local weights file.
+        epochs: Maximum epochs (early stopping may end sooner; None: as ``fit`` plans).
+        lr: Learning rate (default: as ``fit`` chooses).
+        overwrite: Replace an existing model folder.
+        fit_options: More :meth:`~geounet.app.classifier.UnetClassifier.fit` keywords
+            (``early_stopping``, ``time_budget_s``, ``progress``...).
+
+    Returns:
+        The trained :class:`~geounet.app.classifier.UnetClassifier`.
+    """
+    from geounet.app.classifier import UnetClassifier
+
+    clf = UnetClassifier(data, backbone=backbone, encoder_weights=encoder_weights)
+    clf.fit(epochs, lr=lr, **dict(fit_options or {}))
+    clf.save(out, overwrite=overwrite)
+    return clf
 
 
 def describe(path: PathLike) -> list[tuple[str, str]]:
