@@ -250,6 +250,7 @@ def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_pat
     with rasterio.open(out) as pred, rasterio.open(image) as img:
         assert (pred.crs, pred.transform, pred.shape) == (img.crs, img.transform, img.shape)
         assert pred.dtypes[0] == "uint8" and pred.colormap(1)[1][:3] != (0, 0, 0)
+        assert (pred.read(1) != 255).all()  # the crop has no nodata: every pixel classified
 
     report = tmp_path / "report.json"
     r = runner.invoke(cli, ["evaluate", str(out), "--truth", str(labels), "--json", str(report)])

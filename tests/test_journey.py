@@ -50,8 +50,15 @@ def test_demo_writes_every_output(demo_run):
         assert dst.crs == src.crs and dst.transform == src.transform
         assert (dst.width, dst.height) == (src.width, src.height)
         assert dst.colormap(1)[1][:3] != (0, 0, 0)
+        classified, nodata = dst.read(1), (src.read() == 0).all(axis=0)
+    assert nodata.any() and np.array_equal(classified == 255, nodata)  # the nodata strip only
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["classes"]) == {"background", "building", "road"}
+    with rasterio.open(REPO / "sample_data" / "test_labels.tif") as lab:
+        truth = lab.read(1)
+    scored = (classified != 255) & (truth != 255)  # the report, recounted from the rasters
+    assert metrics["pixels"] == int(scored.sum())
+    assert metrics["pixel_accuracy"] == pytest.approx(np.mean(classified[scored] == truth[scored]))
     assert "building" in result.output and "IoU" in result.output
     assert (home / "models" / "demo" / "geounet.json").exists()
 
