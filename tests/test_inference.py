@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -496,6 +497,25 @@ def test_classify_options_are_frozen_and_keep_paths():
     assert opts.probabilities == Path("p.tif") and isinstance(opts.probabilities, Path)
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.tile_size = 64  # type: ignore[misc]
+
+
+def test_entry_points_take_every_option_with_its_default():
+    from geounet.app.classifier import UnetClassifier
+
+    want = [(f.name, f.default) for f in dataclasses.fields(ClassifyOptions)]
+    for entry in (classify_raster, UnetClassifier.classify):
+        params = inspect.signature(entry).parameters.values()
+        got = [(p.name, p.default) for p in params if p.kind is p.KEYWORD_ONLY]
+        assert got == want, entry.__qualname__
+
+
+def test_options_from_arguments_pick_the_fields_and_need_them_all():
+    args = {f.name: f.default for f in dataclasses.fields(ClassifyOptions)}
+    opts = ClassifyOptions.from_arguments({**args, "model": object(), "tile_size": 128})
+    assert opts == ClassifyOptions(tile_size=128)
+    del args["allow_no_crs"]
+    with pytest.raises(KeyError, match="allow_no_crs"):
+        ClassifyOptions.from_arguments(args)
 
 
 def test_the_options_object_gives_the_same_run_as_the_keywords(make_raster, tmp_path):

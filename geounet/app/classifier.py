@@ -466,19 +466,7 @@ class UnetClassifier:
         from geounet.inference.classify import classify_with_options
         from geounet.inference.options import ClassifyOptions
 
-        options = ClassifyOptions(
-            tile_size=tile_size,
-            overlap=overlap,
-            batch_size=batch_size,
-            blend=blend,
-            tta=tta,
-            probabilities=probabilities,
-            output_format=output_format,
-            overwrite=overwrite,
-            progress=progress,
-            resample=resample,
-            allow_no_crs=allow_no_crs,
-        )
+        options = ClassifyOptions.from_arguments(locals())
         return classify_with_options(self, in_raster, out_raster, options)
 
     def evaluate(

@@ -334,19 +334,7 @@ def classify_raster(
         BandMismatchError: The input does not have the model's bands.
         InvalidParameterError: A parameter is out of range.
     """
-    options = ClassifyOptions(
-        tile_size=tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        blend=blend,
-        tta=tta,
-        probabilities=probabilities,
-        output_format=output_format,
-        overwrite=overwrite,
-        progress=progress,
-        resample=resample,
-        allow_no_crs=allow_no_crs,
-    )
+    options = ClassifyOptions.from_arguments(locals())
     return classify_with_options(model, in_raster, out_raster, options)
 
 

@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import TTA_MODES, PathLike, check_choice
@@ -83,3 +85,17 @@ class ClassifyOptions:
         TilePlan.build(64, 64, tile_size=self.tile_size, overlap=self.overlap, blend=self.blend)
         if self.probabilities is not None:
             object.__setattr__(self, "probabilities", Path(self.probabilities))
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> ClassifyOptions:
+        """The options from an entry point's arguments (its ``locals()``), checked.
+
+        The public entry points take every field as a keyword argument of the same name and
+        pass their ``locals()`` here, so that the list of fields is written out once, in this
+        class; other names (the model, the paths) are ignored.
+
+        Raises:
+            KeyError: A field is not among ``arguments`` (an entry point out of step).
+            InvalidParameterError: A value is not allowed.
+        """
+        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
