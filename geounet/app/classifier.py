@@ -52,6 +52,7 @@ from geounet.model.training import (
     set_encoder_trainable,
     unpack_batch,
 )
+from geounet.vectorizing.sizes import object_sizes
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
 __all__ = ["ENCODER_LR_RATIO", "UnetClassifier"]
@@ -557,7 +558,42 @@ def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any
         source_band_count=getattr(data, "source_band_count", None),
         source_alpha_band=getattr(data, "source_alpha_band", None),
         unet_kwargs=dict(unet_kwargs),
+        object_sizes=label_object_sizes(data),
     )
+
+
+#: Label chips read at most to measure the training objects' sizes (spread evenly).
+SIZE_CHIPS = 2000
+
+
+def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
+    """Area distribution of the objects of each class in ``data``'s label chips.
+
+    Reads the label chips of both splits (at most :data:`SIZE_CHIPS`, spread evenly); see
+    :func:`geounet.vectorizing.sizes.object_sizes`. Empty without a pixel size in metres.
+    """
+    gsd = getattr(data, "gsd_m", None)
+    sets = [getattr(data, n, None) for n in ("train_ds", "valid_ds")]
+    chips = [(ds, i) for ds in sets if ds is not None for i in range(len(ds))]
+    if not gsd or not chips:
+        return {}
+    pick = np.unique(np.linspace(0, len(chips) - 1, min(len(chips), SIZE_CHIPS)).astype(int))
+    names = {i: n for i, n in enumerate(data.classes) if i > 0}
+    labels = (_read_label(*chips[k]) for k in pick)
+    return object_sizes(labels, names, pixel_area_m2=float(gsd) ** 2)
+
+
+def _read_label(ds: Any, i: int) -> np.ndarray:
+    """The label chip ``i`` of a :class:`~geounet.data.geodata.ChipDataset` (class indices)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(ds.chip_dir / ds.chips[i]["label"]) as src:
+            return src.read(1)
+
+
 
 
 def _fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:

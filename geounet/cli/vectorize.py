@@ -23,9 +23,9 @@ from geounet.core.classes import parse_classes
     "--min-area",
     "min_area_m2",
     type=float,
-    default=5.0,
-    show_default=True,
-    help="Drop objects smaller than this (m²).",
+    default=None,
+    help="Drop objects smaller than this (m²) [default: from the model's training labels "
+    "(5th percentile of the building areas), else 5].",
 )
 @click.option(
     "--simplify",
@@ -80,7 +80,7 @@ def command(
     classified: Path,
     out: Path,
     classes: str | None,
-    min_area_m2: float,
+    min_area_m2: float | None,
     simplify_m: float,
     building_class: str,
     road_class: str,

@@ -59,6 +59,7 @@ from geounet.io.raster import (
     read_window,
     valid_mask,
 )
+from geounet.vectorizing.sizes import MIN_AREA_TAG, min_area_from_sizes
 
 __all__ = [
     "GDAL_CACHE_MB",
@@ -251,10 +252,18 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
 
 
 def _class_tags(config: Any) -> dict[str, str]:
-    return {
+    """Class raster tags: class names, and the default ``min_area_m2`` of each class.
+
+    The minimum areas come from the training labels' object sizes; ``vectorize`` uses them.
+    """
+    tags = {
         "CLASSES": classes_tag({i: c.name for i, c in enumerate(config.classes)}),
         "GEOUNET_CLASSES": json.dumps(classes_to_json(config.classes)),
     }
+    min_area = min_area_from_sizes(getattr(config, "object_sizes", None))
+    if min_area:
+        tags[MIN_AREA_TAG] = json.dumps(min_area)
+    return tags
 
 
 def _probability_tags(config: Any) -> dict[str, str]:

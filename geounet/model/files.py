@@ -91,6 +91,10 @@ class ModelConfig:
             (``"imagenet"``, a file name, or None); informative only, loading never downloads.
         metrics: Validation metrics at save time.
         history: Per-epoch training history records.
+        object_sizes: Area distribution of the training labels' objects per class,
+            ``{name: {"count", "p5_m2", ...}}`` (see :mod:`geounet.vectorizing.sizes`); the
+            default ``min_area_m2`` of vectorizing this model's output. Empty in files
+            written before it was recorded.
     """
 
     arch: str
@@ -109,6 +113,7 @@ class ModelConfig:
     encoder_weights: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    object_sizes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:

@@ -52,6 +52,7 @@ from geounet.vectorizing.polygons import (
     simplify_polygons,
 )
 from geounet.vectorizing.regularize import regularize_buildings
+from geounet.vectorizing.sizes import MIN_AREA_FALLBACK_M2, MIN_AREA_TAG, min_area_from_tag
 from geounet.vectorizing.skeleton import SkeletonCollector
 
 __all__ = ["ROAD_HALO_PX", "ROAD_HOLE_M2", "vectorize"]
@@ -88,7 +89,7 @@ def vectorize(
     classes: Mapping[int, str] | Sequence[str] | str | None = None,
     building_class: str = "building",
     road_class: str = "road",
-    min_area_m2: float = 5.0,
+    min_area_m2: float | None = None,
     simplify_m: float = 0.5,
     regularize: bool = True,
     separate: bool = True,
@@ -119,7 +120,11 @@ def vectorize(
             command line; see :func:`geounet.core.classes.parse_classes`).
         building_class: Name of the class regularized as buildings.
         road_class: Name of the class turned into centre lines.
-        min_area_m2: Objects smaller than this are dropped; holes smaller are filled.
+        min_area_m2: Objects smaller than this are dropped; holes smaller are filled. None
+            (default): the value ``classify`` recorded from the model's training labels
+            (the 5th percentile of the building class's object areas, tag
+            ``GEOUNET_MIN_AREA_M2``; see :mod:`geounet.vectorizing.sizes`), else 5 m².
+            Each layer's ``attrs["min_area_m2"]`` says which value was used.
         simplify_m: Simplification tolerance in metres (0: exact pixel outlines).
         regularize: Regularize buildings.
         separate: Split touching buildings into one polygon each (marker-controlled
@@ -163,6 +168,8 @@ def vectorize(
     _check_class_raster(info)
     class_map = _class_map(info, classes, window_size)
     _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
+    if min_area_m2 is None:
+        min_area_m2 = _default_min_area(info, class_map, building_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
     by_name = {n: v for v, n in class_map.items()}
@@ -175,17 +182,7 @@ def vectorize(
         opts.size = (info.height, info.width)
     with ExitStack() as stack:
         src = stack.enter_context(rasterio.open(info.path))
-        if opts.separate is not None:
-            opts.class_reader = _WindowReader(src, 1, None)
-        prob = None
-        if probabilities is not None:
-            prob = stack.enter_context(
-                rasterio.open(_check_prob_grid(probabilities, info, allow_no_crs))
-            )
-            opts.prob_bands = _prob_bands(prob, class_map)
-            if opts.separate is not None:
-                band = opts.prob_bands[opts.separate]
-                opts.building_prob = _WindowReader(prob, band, 1 / 255)
+        prob = _open_readers(stack, src, probabilities, info, class_map, opts, allow_no_crs)
         tracer = PolygonTracer([v for v in class_map if v != road], info.height, info.width)
         skel = _skeleton_collector(road, info, frame, min_area_m2)
         _stream(src, prob, window_size, tracer, skel, frame, opts)
@@ -194,6 +191,8 @@ def vectorize(
             name = class_map[skel.value]
             layers[name] = _road_layer(skel, name, frame, opts, prob, spur_length_m)
     layers = {n: layers[n] for n in class_map.values()}
+    for gdf in layers.values():
+        gdf.attrs["min_area_m2"] = float(min_area_m2)
     if out is not None:
         write_layers(layers, out, overwrite=overwrite, allow_no_crs=allow_no_crs)
         for gdf, path in zip(layers.values(), layer_paths(out, list(layers))):
@@ -201,10 +200,42 @@ def vectorize(
     return layers
 
 
+def _open_readers(
+    stack: ExitStack,
+    src: rasterio.io.DatasetReader,
+    probabilities: PathLike | None,
+    info: RasterInfo,
+    class_map: dict[int, str],
+    opts: _Options,
+    allow_no_crs: bool,
+) -> rasterio.io.DatasetReader | None:
+    """Open the probability raster (if any) and set the block readers of the separation."""
+    if opts.separate is not None:
+        opts.class_reader = _WindowReader(src, 1, None)
+    if probabilities is None:
+        return None
+    prob = stack.enter_context(rasterio.open(_check_prob_grid(probabilities, info, allow_no_crs)))
+    opts.prob_bands = _prob_bands(prob, class_map)
+    if opts.separate is not None:
+        opts.building_prob = _WindowReader(prob, opts.prob_bands[opts.separate], 1 / 255)
+    return prob
+
+
+def _default_min_area(info: RasterInfo, class_map: dict[int, str], building_class: str) -> float:
+    """``min_area_m2`` from the class raster's training-size tag, else the fallback."""
+    with rasterio.open(info.path) as src:
+        tag = src.tags().get(MIN_AREA_TAG)
+    value = min_area_from_tag(tag, class_map.values(), building_class)
+    return MIN_AREA_FALLBACK_M2 if value is None else value
+
+
 def _check_parameters(
-    min_area_m2: float, simplify_m: float, spur_length_m: float | None, window_size: int
+    min_area_m2: float | None, simplify_m: float, spur_length_m: float | None, window_size: int
 ) -> None:
-    for name, value in (("min_area_m2", min_area_m2), ("simplify_m", simplify_m)):
+    checks = [("simplify_m", simplify_m)]
+    if min_area_m2 is not None:
+        checks.append(("min_area_m2", min_area_m2))
+    for name, value in checks:
         if not value >= 0:
             raise InvalidParameterError(f"{name}={value} must be >= 0 (metres).")
     if spur_length_m is not None and not spur_length_m >= 0:
