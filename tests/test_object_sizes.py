@@ -46,7 +46,7 @@ def test_sizes_leave_out_cut_objects_and_weight_large_ones():
 
 
 def test_min_area_from_sizes_and_from_the_tag():
-    sizes = {"building": {"count": 30, "p5_m2": 7.04}, "car": {"count": 2, "p5_m2": 1.0}}
+    sizes = {"building": {"count": 30, "p10_m2": 7.04}, "car": {"count": 2, "p10_m2": 1.0}}
     assert min_area_from_sizes(sizes) == {"building": 7.0}  # two cars are too few to tell
     assert min_area_from_sizes({}) == {} and min_area_from_sizes(None) == {}
     tag = json.dumps({"building": 7.0, "water": 50.0})
@@ -98,11 +98,11 @@ def pointwise_model(object_sizes: dict) -> SimpleNamespace:
 
 @pytest.fixture
 def classified(tmp_path, make_raster):
-    """A class raster of a 1 m² and a 9 m² building, from a model whose labels' p5 is 4 m²."""
+    """A class raster of a 1 m² and a 9 m² building, from a model whose labels' p10 is 4 m²."""
     img = np.zeros((1, 40, 40), np.uint8)
     img[0, 5:7, 5:7] = 200  # 2 x 2 pixels of 0.5 m: 1 m²
     img[0, 20:26, 20:26] = 200  # 9 m²
-    model = pointwise_model({"building": {"count": 40, "p5_m2": 4.0, "p50_m2": 20.0}})
+    model = pointwise_model({"building": {"count": 40, "p10_m2": 4.0, "p50_m2": 20.0}})
     src = make_raster(img, "scene.tif")
     return classify_raster(model, src, tmp_path / "classified.tif", progress=False)
 

@@ -25,7 +25,7 @@ from geounet.core.classes import parse_classes
     type=float,
     default=None,
     help="Drop objects smaller than this (m²) [default: from the model's training labels "
-    "(5th percentile of the building areas), else 5].",
+    "(10th percentile of the building areas), else 5].",
 )
 @click.option(
     "--simplify",

@@ -122,7 +122,7 @@ def vectorize(
         road_class: Name of the class turned into centre lines.
         min_area_m2: Objects smaller than this are dropped; holes smaller are filled. None
             (default): the value ``classify`` recorded from the model's training labels
-            (the 5th percentile of the building class's object areas, tag
+            (the 10th percentile of the building class's object areas, tag
             ``GEOUNET_MIN_AREA_M2``; see :mod:`geounet.vectorizing.sizes`), else 5 m².
             Each layer's ``attrs["min_area_m2"]`` says which value was used.
         simplify_m: Simplification tolerance in metres (0: exact pixel outlines).
