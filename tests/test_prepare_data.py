@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import glob
 import json
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -37,6 +39,7 @@ from geounet.data.chipping import (
     median_frequency_weights,
 )
 from geounet.data.prepare import GeoData, prepare_data
+from geounet.data.settings import PrepareSettings
 
 DUBAI_CLASSES = {
     "#3C1098": "Building",
@@ -539,6 +542,40 @@ def test_error_wrong_chip_size_suggests_sizes() -> None:
         check_chip_size(250)
     with pytest.raises(InvalidParameterError, match="use 32"):
         prepare_data("whatever.tif", "labels.tif", chip_size=20)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"chip_size": 20}, "chip_size=20"), ({"stride": 0}, "stride=0"),
+     ({"split": "diagonal"}, "split='diagonal'"), ({"val_fraction": 1.0}, "val_fraction=1.0"),
+     ({"min_valid_fraction": -0.1}, "min_valid_fraction=-0.1"),
+     ({"line_width_m": 0}, "line_width_m=0"), ({"val_fraction": True}, "val_fraction=True")],
+)  # fmt: skip
+def test_prepare_settings_refuse_bad_values_before_any_file_is_read(
+    kwargs: dict, message: str
+) -> None:
+    with pytest.raises(InvalidParameterError, match=re.escape(message)):
+        PrepareSettings(classes=None, **kwargs)
+    with pytest.raises(InvalidParameterError, match=re.escape(message)):  # no such file: unread
+        prepare_data("no_such_scene.tif", "no_such_labels.tif", **kwargs)
+
+
+def test_prepare_settings_resolve_the_stride_and_are_frozen() -> None:
+    s = PrepareSettings(classes={1: "x"}, chip_size=128, bands=[3, 2, 1])
+    assert (s.stride, s.bands) == (128, (3, 2, 1))
+    assert PrepareSettings(classes=None, chip_size=128, stride=64).stride == 64
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.chip_size = 64  # type: ignore[misc]
+
+
+def test_the_manifest_records_the_settings(make_raster) -> None:
+    data = prepare_data(
+        make_raster(scene()), make_raster(blocks_mask(), "l.tif"), classes=["x"],
+        chip_size=64, stride=32, val_fraction=0.25, min_valid_fraction=0.4, seed=3,
+    )  # fmt: skip
+    m = data.manifest
+    assert (m["chip_size"], m["stride"], m["split"]) == (64, 32, "spatial")
+    assert (m["val_fraction"], m["min_valid_fraction"], m["seed"]) == (0.25, 0.4, 3)
 
 
 def test_error_band_count_mismatch(make_raster) -> None:
