@@ -70,7 +70,6 @@ NECK_RATIO = 0.7
 #: Outlines whose bounding box holds more pixels than this are not split (memory bound).
 MAX_SPLIT_PX = 4096 * 4096
 _CROSS = ndimage.generate_binary_structure(2, 1)
-_EIGHT = ndimage.generate_binary_structure(2, 2)
 
 #: Reads a block of rows ``[r0, r1)`` and columns ``[c0, c1)`` of a raster band: the class
 #: values, or the building probability (0-1, float).
@@ -110,10 +109,13 @@ class SeparationOptions:
 
 
 def _markers(s: np.ndarray, step_m: float) -> tuple[np.ndarray, int]:
-    """Labelled regional maxima (plateaus included) of ``s``, to a precision of step_m / 8."""
+    """Labelled regional maxima of ``s`` (4-connected plateaus), to a precision of step_m / 8.
+
+    With 4-connectivity a building's maxima never depend on the pixels of another one.
+    """
     q = np.round(s / (step_m / 8)).astype(np.int32)
-    peaks = local_maxima(q, connectivity=2) & (q > 0)
-    return ndimage.label(peaks, structure=_EIGHT)
+    peaks = local_maxima(q, connectivity=1, allow_borders=True) & (q > 0)
+    return ndimage.label(peaks, structure=_CROSS)
 
 
 def _saddles(labels: np.ndarray, s: np.ndarray) -> dict[tuple[int, int], float]:
