@@ -538,6 +538,25 @@ class UnetClassifier:
             self.config.history = _json_records(self._history)
         return save_model(path, self.network, self.config, overwrite=overwrite)
 
+    def export(
+        self,
+        format: str,
+        out: PathLike,
+        *,
+        tile_size: int = 512,
+        overlap: int = 64,
+        overwrite: bool = False,
+    ) -> Path:
+        """Export for QGIS (``"onnx"``), ArcGIS Pro (``"dlpk"``) or ``"torchscript"``.
+
+        See :func:`geounet.app.export.export_model`.
+        """
+        from geounet.app.export import export_model
+
+        return export_model(
+            self, format, out, tile_size=tile_size, overlap=overlap, overwrite=overwrite
+        )
+
 
 # ------------------------------------------------------------------------- helpers
 def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any]) -> ModelConfig:
@@ -592,8 +611,6 @@ def _read_label(ds: Any, i: int) -> np.ndarray:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(ds.chip_dir / ds.chips[i]["label"]) as src:
             return src.read(1)
-
-
 
 
 def _fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:

@@ -62,9 +62,20 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from geounet.cli import classify, demo, evaluate, export, info, prepare, train, vectorize
+    from geounet.cli import (
+        classify,
+        demo,
+        evaluate,
+        export,
+        info,
+        prepare,
+        qgis_install,
+        train,
+        vectorize,
+    )
 
-    for module in (classify, prepare, train, vectorize, evaluate, export, info, demo):
+    commands = (classify, prepare, train, vectorize, evaluate, export, qgis_install, info, demo)
+    for module in commands:
         cli.add_command(module.command)
 
 

@@ -1,0 +1,91 @@
+"""The geounet command lines behind each Processing algorithm (no QGIS import: tested alone)."""
+
+from __future__ import annotations
+
+TTA_CHOICES = ("none", "flips", "dihedral")
+BACKBONES = ("efficientnet-lite0", "resnet34", "unet-classic")
+
+
+def classify_args(
+    image: str,
+    model: str,
+    out: str,
+    *,
+    tile_size: int = 512,
+    overlap: int = 64,
+    tta: str = "none",
+    probabilities: str | None = None,
+    vector: str | None = None,
+) -> list[str]:
+    """``geounet classify`` (optionally with ``--vector``), overwriting what QGIS confirmed."""
+    args = ["classify", image, "--out", out, "--tile-size", str(tile_size)]
+    args += ["--overlap", str(overlap), "--overwrite"]
+    if model:
+        args += ["--model", model]
+    if tta and tta != "none":
+        args += ["--tta", tta]
+    if probabilities:
+        args += ["--probabilities", probabilities]
+    if vector:
+        args += ["--vector", vector]
+    return args
+
+
+def vectorize_args(classified: str, out: str, *, min_area_m2: float | None = None) -> list[str]:
+    """``geounet vectorize``: one layer per class in ``out``."""
+    args = ["vectorize", classified, "--out", out, "--overwrite"]
+    if min_area_m2 is not None:
+        args += ["--min-area", str(min_area_m2)]
+    return args
+
+
+def train_args(
+    image: str,
+    labels: str,
+    out: str,
+    *,
+    label_field: str | None = None,
+    classes: str | None = None,
+    backbone: str = "efficientnet-lite0",
+    epochs: int | None = None,
+    lr: float | None = None,
+    chip_size: int = 256,
+) -> list[str]:
+    """``geounet train IMAGE --labels LABELS``: the model folder ``out``."""
+    args = ["train", image, "--labels", labels, "--out", out, "--backbone", backbone]
+    args += ["--chip-size", str(chip_size), "--overwrite"]
+    if backbone == "unet-classic":
+        args += ["--weights", "none"]
+    if label_field:
+        args += ["--label-field", label_field]
+    if classes:
+        args += ["--classes", classes]
+    if epochs:
+        args += ["--epochs", str(epochs)]
+    if lr:
+        args += ["--lr", str(lr)]
+    return args
+
+
+def evaluate_args(pred: str, truth: str, json_out: str, *, report: str | None = None) -> list[str]:
+    """``geounet evaluate PRED --truth TRUTH --json OUT``."""
+    args = ["evaluate", pred, "--truth", truth, "--json", json_out, "--overwrite"]
+    if report:
+        args += ["--report", report]
+    return args
+
+
+def flatten_metrics(metrics: dict, prefix: str = "") -> list[tuple[str, float | str]]:
+    """``[(dotted.key, value)]`` for every number or string in a nested metrics dict."""
+    rows: list[tuple[str, float | str]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += flatten_metrics(value, name + ".")
+        elif isinstance(value, bool):
+            rows.append((name, str(value)))
+        elif isinstance(value, (int, float)):
+            rows.append((name, float(value)))
+        elif isinstance(value, str):
+            rows.append((name, value))
+    return rows

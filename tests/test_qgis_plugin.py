@@ -1,0 +1,309 @@
+"""The QGIS plugin: its runner and command lines here, its algorithms in a real headless QGIS.
+
+The runner and command builders import no QGIS, so they are tested in this environment. The
+Processing algorithms are run by ``tests/qgis_driver.py`` under the system Python that has
+PyQGIS (Debian's ``python3-qgis``; ``.ci/run`` installs it), with the geounet executable of
+this environment as the configured command, and their outputs are compared with
+``geounet classify`` / ``vectorize`` run directly. Those tests skip with a reason when QGIS is
+not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+import torch
+from click.testing import CliRunner
+from conftest import REPO
+from model_fakes import make_fake_data, synthetic_scene
+
+sys.path.insert(0, str(REPO / "qgis"))
+from geounet_qgis import commands
+from geounet_qgis.runner import GeounetRunError, run_geounet
+
+from geounet.app.classifier import UnetClassifier
+from geounet.app.qgis_install import install_qgis_plugin
+from geounet.cli.main import cli
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+GEOUNET = str(Path(sys.executable).parent / "geounet")
+
+
+def _fake_command(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "fake_geounet"
+    script.write_text(f"#!{sys.executable}\nimport sys, time, signal\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_runner_relays_tqdm_progress_and_lines(tmp_path: Path):
+    exe = _fake_command(
+        tmp_path,
+        "print('starting', flush=True)\n"
+        "for i in (0, 25, 50, 100):\n"
+        "    sys.stderr.write(f'\\r{i:3d}%|###| {i}/100 [00:00<00:00]'); sys.stderr.flush()\n"
+        "print('\\nwrote out.tif', flush=True)",
+    )
+    progress, lines = [], []
+    tail = run_geounet(["x"], executable=exe, on_progress=progress.append, on_line=lines.append)
+    assert progress == [0, 25, 50, 100]
+    assert lines == ["starting", "wrote out.tif"] and tail[-1] == "wrote out.tif"
+
+
+def test_runner_reports_geounet_one_line_error(tmp_path: Path):
+    exe = _fake_command(
+        tmp_path, "print('geounet: error: a.tif: not found; check the path.'); sys.exit(2)"
+    )
+    with pytest.raises(GeounetRunError, match=r"code 2: geounet: error: a\.tif: not found"):
+        run_geounet([], executable=exe)
+    with pytest.raises(GeounetRunError, match="cannot run the geounet command"):
+        run_geounet([], executable=str(tmp_path / "missing"))
+
+
+def test_runner_cancel_interrupts_with_sigint(tmp_path: Path):
+    marker = tmp_path / "cleaned"
+    exe = _fake_command(
+        tmp_path,
+        "def stop(*a):\n"
+        f"    open({str(marker)!r}, 'w').close(); sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)",
+    )
+    seen = []
+    with pytest.raises(GeounetRunError, match="cancelled"):
+        run_geounet([], executable=exe, on_line=seen.append, is_canceled=lambda: bool(seen))
+    assert marker.exists()  # the command got SIGINT and cleaned up, it was not killed
+
+
+def test_command_lines():
+    args = commands.classify_args("a.tif", "m", "o.tif", tta="flips", vector="v.gpkg")
+    assert args[:2] == ["classify", "a.tif"] and "--overwrite" in args
+    assert args[args.index("--tta") + 1] == "flips" and args[args.index("--vector") + 1] == "v.gpkg"
+    assert "--tta" not in commands.classify_args("a.tif", "m", "o.tif", tta="none")
+    train = commands.train_args("a.tif", "l.gpkg", "m", label_field="kind", epochs=2, lr=1e-3)
+    assert train[train.index("--label-field") + 1] == "kind" and "--epochs" in train
+    assert commands.flatten_metrics({"pixel": {"miou": 0.5, "classes": {"b": {"iou": 1}}}}) == [
+        ("pixel.miou", 0.5),
+        ("pixel.classes.b.iou", 1.0),
+    ]
+
+
+def test_geounet_commands_accept_the_plugins_arguments():
+    """Every option the plugin passes exists on the real command (no typo reaches QGIS)."""
+    built = {
+        "classify": commands.classify_args(
+            "a", "m", "o", tta="flips", probabilities="p", vector="v"
+        ),
+        "vectorize": commands.vectorize_args("c", "o", min_area_m2=3),
+        "train": commands.train_args(
+            "a", "l", "o", label_field="f", classes="1=b", epochs=1, lr=0.01
+        ),
+        "evaluate": commands.evaluate_args("p", "t", "j", report="r"),
+    }
+    for name, args in built.items():
+        help_text = CliRunner().invoke(cli, [name, "--help"]).output
+        for option in (a for a in args if a.startswith("--")):
+            assert option in help_text, (name, option)
+
+
+def test_qgis_install_copies_configures_and_enables(tmp_path: Path):
+    profile = tmp_path / "profile"
+    target = install_qgis_plugin(profile, executable="/opt/geounet/bin/geounet")
+    assert (target / "metadata.txt").is_file() and (target / "algorithms.py").is_file()
+    assert json.loads((target / "config.json").read_text())["executable"].endswith("geounet")
+    ini = (profile / "QGIS" / "QGIS3.ini").read_text()
+    assert "[PythonPlugins]" in ini and "geounet_qgis=true" in ini
+    result = CliRunner().invoke(cli, ["qgis-install", "--profile", str(profile), "--link"])
+    assert result.exit_code == 0, result.output
+    assert (profile / "python" / "plugins" / "geounet_qgis").is_symlink()
+
+
+# ----------------------------------------------------------------------------- real QGIS
+def _has_qgis() -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import qgis.core, processing"],
+        capture_output=True,
+        env=dict(
+            os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH="/usr/share/qgis/python/plugins"
+        ),
+    )
+    return probe.returncode == 0
+
+
+needs_qgis = pytest.mark.skipif(
+    not _has_qgis(),
+    reason="QGIS is not installed (apt-get install qgis python3-qgis; .ci/run does it)",
+)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 3-band scene with bright 'buildings', a label GeoPackage and a briefly trained model."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("qgis")
+    image, labels = synthetic_scene(192, 3, seed=4)
+    transform = rasterio.transform.from_origin(500000, 3700000, 0.5, 0.5)
+    profile = dict(driver="GTiff", width=192, height=192, count=3, dtype="uint8", crs="EPSG:32616")
+    with rasterio.open(folder / "scene.tif", "w", transform=transform, **profile) as dst:
+        dst.write(image)
+    shapes = rasterio.features.shapes(labels, mask=labels == 1, transform=transform)
+    polys = [shapely.geometry.shape(g) for g, _ in shapes]
+    gpd.GeoDataFrame({"kind": ["building"] * len(polys)}, geometry=polys, crs="EPSG:32616").to_file(
+        folder / "labels.gpkg"
+    )
+    model = UnetClassifier(
+        make_fake_data(image=image, labels=labels), backbone=None, base_channels=8, depth=2, seed=0
+    )
+    model.fit(4, lr=1e-2, progress=False)
+    return {
+        "image": folder / "scene.tif",
+        "labels": folder / "labels.gpkg",
+        "model": model.save(folder / "model"),
+        "dir": folder,
+    }
+
+
+def _drive(runs: list[dict], tmp_path: Path) -> dict:
+    spec, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec.write_text(json.dumps({"executable": GEOUNET, "runs": runs}))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HF_HUB_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, str(REPO / "tests" / "qgis_driver.py"), str(spec), str(result)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(result.read_text())
+
+
+def _read(path: Path) -> tuple[np.ndarray, str]:
+    with rasterio.open(path) as src:
+        return src.read(1), src.crs.to_string()
+
+
+@needs_qgis
+def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_path: Path):
+    direct = tmp_path / "direct.tif"
+    runner = CliRunner()
+    args = ["classify", str(scene["image"]), "--model", str(scene["model"]), "--out", str(direct)]
+    assert runner.invoke(cli, [*args, "--tile-size", "128", "--overlap", "32"]).exit_code == 0
+    direct_vec = tmp_path / "direct.gpkg"
+    assert runner.invoke(cli, ["vectorize", str(direct), "--out", str(direct_vec)]).exit_code == 0
+
+    common = {
+        "INPUT": str(scene["image"]),
+        "MODEL": str(scene["model"]),
+        "TILE_SIZE": 128,
+        "OVERLAP": 32,
+        "TTA": 0,
+    }
+    runs = [
+        {"alg": "geounet:classify", "params": {**common, "OUTPUT": str(tmp_path / "q.tif")}},
+        {
+            "alg": "geounet:vectorize",
+            "params": {"INPUT": str(direct), "OUTPUT": str(tmp_path / "q.gpkg")},
+        },
+        {
+            "alg": "geounet:classify_vectorize",
+            "params": {
+                **common,
+                "OUTPUT": str(tmp_path / "qv.tif"),
+                "VECTORS": str(tmp_path / "qv.gpkg"),
+            },
+        },
+        {
+            "alg": "geounet:evaluate",
+            "params": {
+                "INPUT": str(tmp_path / "q.tif"),
+                "TRUTH": str(direct),
+                "JSON": str(tmp_path / "m.json"),
+                "OUTPUT": "TEMPORARY_OUTPUT",
+            },
+        },
+    ]
+    result = _drive(runs, tmp_path)
+    assert result["algorithms"] == [
+        "geounet:classify",
+        "geounet:classify_vectorize",
+        "geounet:evaluate",
+        "geounet:train",
+        "geounet:vectorize",
+    ]
+    classify, vectorize, both, evaluate = result["runs"]
+    assert [r["error"] for r in result["runs"]] == [None] * 4
+    expected, crs = _read(direct)
+    for run, name in ((classify, "q.tif"), (both, "qv.tif")):
+        got, got_crs = _read(tmp_path / name)
+        assert np.array_equal(got, expected) and got_crs == crs
+        assert run["output_layer"]["renderer"] == "paletted"  # the model's class colours
+        assert run["progress_updates"] > 0
+    assert 0 < (expected == 1).mean() < 0.5  # the model maps buildings, not nothing/everything
+    truth = gpd.read_file(direct_vec, layer="building")
+    for run in (vectorize, both):
+        loaded = {layer["name"]: layer for layer in run["loaded"]}
+        assert loaded["building"]["features"] == len(truth) > 3
+        assert loaded["building"]["crs"] == "EPSG:32616" and loaded["building"]["valid"]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics and evaluate["outputs"]["OUTPUT"]
+
+
+@needs_qgis
+def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
+    big = tmp_path / "big.tif"
+    with rasterio.open(scene["image"]) as src:
+        profile = src.profile | {"width": 2048, "height": 2048}
+        data = np.tile(src.read(), (1, 11, 11))[:, :2048, :2048]
+    with rasterio.open(big, "w", **profile) as dst:
+        dst.write(data)
+    runs = [
+        {
+            "alg": "geounet:train",
+            "params": {
+                "INPUT": str(scene["image"]),
+                "LABELS": str(scene["labels"]),
+                "CLASS_FIELD": "kind",
+                "BACKBONE": 2,
+                "EPOCHS": 1,
+                "LEARNING_RATE": 0.001,
+                "CHIP_SIZE": 64,
+                "OUTPUT": str(tmp_path / "trained"),
+            },
+        },
+        {
+            "alg": "geounet:classify",
+            "params": {
+                "INPUT": str(big),
+                "MODEL": str(scene["model"]),
+                "TILE_SIZE": 64,
+                "OVERLAP": 0,
+                "TTA": 0,
+                "OUTPUT": str(tmp_path / "cancelled.tif"),
+            },
+            "cancel_on_progress": True,
+        },
+    ]
+    train, cancelled = _drive(runs, tmp_path)["runs"]
+    assert train["error"] is None
+    config = json.loads((tmp_path / "trained" / "geounet.json").read_text())
+    assert [c["name"] for c in config["classes"]] == ["background", "building"]
+    assert "cancel" in cancelled["error"]
+    leftovers = [
+        p.name for p in tmp_path.iterdir() if p.name.startswith("cancelled") or ".tmp" in p.name
+    ]
+    assert leftovers == []
