@@ -2,8 +2,10 @@
 
 :func:`vectorize` streams a class raster (as written by ``classify``, or any label raster
 with ``classes`` given) window by window: every area class becomes polygons
-(:mod:`geounet.vectorizing.polygons`; buildings are regularized,
-:mod:`geounet.vectorizing.regularize`), the road class becomes centre lines
+(:mod:`geounet.vectorizing.polygons`; touching buildings are split apart,
+:mod:`geounet.vectorizing.instances`, and regularized, :mod:`geounet.vectorizing.regularize`;
+objects smaller than the model's training objects are dropped,
+:mod:`geounet.vectorizing.sizes`), the road class becomes centre lines
 (:mod:`geounet.vectorizing.skeleton`, :mod:`geounet.vectorizing.centerlines`). All distances
 and areas are in metres, also for rasters in
 EPSG:4326 (measured in the local UTM zone). The layers are written to ``out`` in the format its
