@@ -112,16 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     in_run: list[float] = []
     real_runner = geounet.inference.engine.run_network
 
-    def timed_runner(model: Any, batch: np.ndarray, tta: str | None = None) -> np.ndarray:
+    def timed_runner(
+        model: Any, batch: np.ndarray, tta: str | None = None, engine: Any = None
+    ) -> np.ndarray:
         t = time.perf_counter()
-        out = real_runner(model, batch, tta)
+        out = real_runner(model, batch, tta, engine)
         in_run.append(time.perf_counter() - t)
         return out
 
     geounet.inference.engine.run_network = timed_runner  # run_tiles looks it up at call time
     t0, c0 = time.perf_counter(), time.process_time()
     out = classify_with_options(
-        model, scene, work / f"speed_{args.size}.tif", classify_options(args)
+        model, scene, work / f"speed_{args.size}.tif", classify_options(args, engine="torch")
     )
     e2e, e2e_cpu = time.perf_counter() - t0, time.process_time() - c0
     geounet.inference.engine.run_network = real_runner

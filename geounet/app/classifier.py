@@ -170,6 +170,8 @@ class UnetClassifier:
         self._trainer = self._make_trainer()
         self._history = pd.DataFrame(config.history, columns=HISTORY_COLUMNS)
         self.network.eval()
+        folder = Path(path)  # the engine cache goes to <model_dir>/.engines
+        self.model_dir = folder.parent if folder.is_file() else folder
         return self
 
     def __repr__(self) -> str:
@@ -452,6 +454,7 @@ class UnetClassifier:
         progress: bool = True,
         resample: bool = True,
         allow_no_crs: bool = False,
+        engine: str = "auto",
     ) -> Path:
         """Classify a raster of any size into a georeferenced class raster.
 

@@ -33,7 +33,6 @@ import json
 import tempfile
 import warnings
 import zipfile
-from copy import deepcopy as copy_module
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +44,7 @@ from geounet.core.errors import InvalidParameterError, ModelFileError
 from geounet.core.types import PathLike, check_choice, import_optional
 from geounet.io.write import atomic_output
 from geounet.model.files import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_model
+from geounet.model.onnx_export import cpu_copy, export_onnx
 
 __all__ = ["EXPORT_FORMATS", "DeployedNetwork", "ExportFormat", "export_model", "onnx_metadata"]
 
@@ -101,7 +101,7 @@ def _is_eight_bit(config: ModelConfig) -> bool:
 
 def _deployed(network: nn.Module, config: ModelConfig, raw_input: bool) -> DeployedNetwork:
     scale = 1.0 if raw_input else 255.0
-    copy = copy_module(network).to("cpu").float().eval()  # the caller's network stays as it is
+    copy = cpu_copy(network)  # the caller's network stays as it is
     net = DeployedNetwork(copy, config.stats["mean"], config.stats["std"], scale)
     return net.eval()
 
@@ -146,21 +146,7 @@ def _check_tiles(tile_size: int, overlap: int) -> None:
 
 def _write_onnx(net: DeployedNetwork, config: ModelConfig, tmp: Path, tile: int, ovl: int) -> None:
     onnx = import_optional("onnx", extra="onnx")
-    import_optional("onnxscript", extra="onnx")
-    example = torch.rand(2, config.in_channels, tile, tile)  # a batch of 1 would be fixed
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (example,),
-            str(tmp),
-            input_names=["image"],
-            output_names=["probabilities"],
-            dynamic_shapes={"image": {0: torch.export.Dim.DYNAMIC}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    export_onnx(net, tmp, (config.in_channels, tile, tile))
     proto = onnx.load(str(tmp))
     for key, value in onnx_metadata(config, tile, ovl).items():
         entry = proto.metadata_props.add()

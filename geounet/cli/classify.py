@@ -11,6 +11,7 @@ from geounet.cli.options import (
     batch_size_opt,
     blend_opt,
     device_opt,
+    engine_opt,
     overlap_opt,
     overwrite_opt,
     tile_size_opt,
@@ -51,6 +52,7 @@ from geounet.cli.options import (
 )
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
 @device_opt
+@engine_opt
 @allow_no_crs_opt
 @overwrite_opt
 @click.pass_context
@@ -68,6 +70,7 @@ def command(
     probabilities: Path | None,
     cog: bool,
     device: str | None,
+    engine: str,
     allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
@@ -91,6 +94,7 @@ def command(
         overwrite=overwrite,
         progress=not ctx.obj.get("quiet"),
         allow_no_crs=allow_no_crs,
+        engine=engine,
     )
     result = classify_scene(
         image, model=model, out=out, vector=vector, device=device, options=options

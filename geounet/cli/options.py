@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import BLEND_MODES, TTA_MODES
+from geounet.core.types import BLEND_MODES, ENGINE_CHOICES, TTA_MODES
 
 __all__ = [
     "allow_no_crs_opt",
@@ -16,6 +16,7 @@ __all__ = [
     "blend_opt",
     "classes_opt",
     "device_opt",
+    "engine_opt",
     "overlap_opt",
     "overwrite_opt",
     "parse_bands",
@@ -65,6 +66,15 @@ tta_opt = click.option(
     type=click.Choice(TTA_MODES),
     default=None,
     help="Test-time augmentation: 4 flips or 8 dihedral transforms.",
+)
+engine_opt = click.option(
+    "--engine",
+    type=click.Choice(ENGINE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="What runs the network: auto (the fastest installed engine that agrees with PyTorch "
+    "float32, measured once and cached beside the model), torch, onnx (pip install "
+    '"geounet[onnx]"), openvino (pip install "geounet[openvino]") or a variant.',
 )
 device_opt = click.option(
     "--device",

@@ -20,10 +20,12 @@ from geounet.core.errors import DependencyNotFoundError, InvalidParameterError
 __all__ = [
     "BLEND_MODES",
     "DEFAULT_BACKBONE",
+    "ENGINE_CHOICES",
     "IGNORE_INDEX",
     "SPLIT_MODES",
     "TTA_MODES",
     "BlendMode",
+    "EngineChoice",
     "PathLike",
     "SplitMode",
     "TTAMode",
@@ -48,6 +50,21 @@ TTAMode = Literal["flips", "dihedral"]
 TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 SplitMode = Literal["spatial", "rows", "random"]
 SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
+#: What runs the network (:mod:`geounet.inference.engines`): ``auto``, a family (its float32
+#: variant) or a variant.
+EngineChoice = Literal[
+    "auto",
+    "torch",
+    "onnx",
+    "openvino",
+    "torch-fp32",
+    "torch-bf16",
+    "onnx-fp32",
+    "onnx-int8",
+    "openvino-fp32",
+    "openvino-bf16",
+]
+ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
 
 T = TypeVar("T")
 

@@ -40,7 +40,8 @@ from geounet.core.classes import classes_tag, classes_to_json, colormap
 from geounet.core.errors import BandMismatchError, InvalidParameterError, OutputExistsError
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.inference.blending import TilePlan
-from geounet.inference.engine import prepare_network, run_network, run_tiles
+from geounet.inference.engine import prepare_network, run_network, run_tiles, select_engine
+from geounet.inference.engine_choice import ENGINE_TAG
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import (
     ArraySink,
@@ -251,14 +252,15 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
-def _class_tags(config: Any) -> dict[str, str]:
-    """Class raster tags: class names, and the default ``min_area_m2`` of each class.
+def _class_tags(config: Any, engine: str) -> dict[str, str]:
+    """Class raster tags: class names, the engine, and the default ``min_area_m2`` per class.
 
     The minimum areas come from the training labels' object sizes; ``vectorize`` uses them.
     """
     tags = {
         "CLASSES": classes_tag({i: c.name for i, c in enumerate(config.classes)}),
         "GEOUNET_CLASSES": json.dumps(classes_to_json(config.classes)),
+        ENGINE_TAG: engine,
     }
     min_area = min_area_from_sizes(getattr(config, "object_sizes", None))
     if min_area:
@@ -311,6 +313,7 @@ def classify_raster(
     progress: bool = True,
     resample: bool = True,
     allow_no_crs: bool = False,
+    engine: str = "auto",
 ) -> Path:
     """Classify a raster of any size into a georeferenced class raster, streamed.
 
@@ -334,6 +337,7 @@ def classify_raster(
         progress: See :class:`~geounet.inference.options.ClassifyOptions`.
         resample: See :class:`~geounet.inference.options.ClassifyOptions`.
         allow_no_crs: See :class:`~geounet.inference.options.ClassifyOptions`.
+        engine: See :class:`~geounet.inference.options.ClassifyOptions`.
 
     Returns:
         The output path.
@@ -371,11 +375,13 @@ def classify_with_options(
     prepare_network(model)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_bounded_gdal_cache())
-        writers = _open_writers(stack, outs, info, model.config, options)
-        sink = _grid_sink(stack, writers, info, bands, grid, 0)
         plan = _plan(grid, options)
         tile_rows = range(len(plan.row_starts))
-        run_tiles(model, plan, tile_rows, _opener(info, bands, grid), sink, options)
+        opener = _opener(info, bands, grid)
+        engine = select_engine(model, plan, tile_rows, opener, options)
+        writers = _open_writers(stack, outs, info, model.config, options, engine.name)
+        sink = _grid_sink(stack, writers, info, bands, grid, 0)
+        run_tiles(model, plan, tile_rows, opener, sink, options, engine=engine)
         sink.close()
     return outs[0]
 
@@ -403,6 +409,7 @@ def _open_writers(
     info: RasterInfo,
     config: Any,
     options: ClassifyOptions,
+    engine: str,
 ) -> WriterSink:
     """Writers of the class raster (and the probabilities), closed by ``stack``."""
     geo = (info.crs, info.transform)
@@ -410,7 +417,7 @@ def _open_writers(
     classes = WriterOptions(
         nodata=IGNORE_INDEX,
         colormap=colormap(config.classes),
-        tags=_class_tags(config),
+        tags=_class_tags(config, engine),
         descriptions=["class"],
         **common,
     )
@@ -499,7 +506,9 @@ def classify_rows(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_bounded_gdal_cache())
         sink = _grid_sink(stack, out, info, bands, grid, row_start, row_end)
-        run_tiles(model, plan, plan.tile_rows_for(a, b), _opener(info, bands, grid), sink, opts)
+        rows, opener = plan.tile_rows_for(a, b), _opener(info, bands, grid)
+        engine = select_engine(model, plan, rows, opener, opts)
+        run_tiles(model, plan, rows, opener, sink, opts, engine=engine)
         sink.close()
     return out.classes, out.probs
 
@@ -543,7 +552,7 @@ def predict_array(
     plan = _plan(Grid(w, h, Affine.identity()), opts)
     out = ArraySink(0, h, w, model.config.n_classes)
     source = ArraySource(array, mask)
-    run_tiles(
-        model, plan, range(len(plan.row_starts)), lambda: contextlib.nullcontext(source), out, opts
-    )
+    rows, opener = range(len(plan.row_starts)), lambda: contextlib.nullcontext(source)
+    engine = select_engine(model, plan, rows, opener, opts)
+    run_tiles(model, plan, rows, opener, out, opts, engine=engine)
     return out.classes, out.probs

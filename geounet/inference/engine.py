@@ -1,10 +1,11 @@
 """The tile loop of tiled inference and the one function that calls the network.
 
-:func:`run_network` is the only place the network runs (inference mode, channels-last,
-CUDA mixed precision, test-time augmentation), so that another engine (ONNX Runtime,
-TensorRT...) can be swapped in. :func:`run_tiles` reads tiles in a reader thread, runs them in
-batches, blends them into a :class:`geounet.inference.blending.RowAccumulator` and hands finished
-rows to a sink.
+:func:`run_network` is the only place the network runs (test-time augmentation around an
+:class:`~geounet.inference.engines.Engine`: PyTorch eager, ONNX Runtime or OpenVINO);
+:func:`select_engine` picks that engine for a job (``ClassifyOptions.engine``, ``"auto"``
+measuring the installed ones once, see :mod:`geounet.inference.engine_choice`).
+:func:`run_tiles` reads tiles in a reader thread, runs them in batches, blends them into a
+:class:`geounet.inference.blending.RowAccumulator` and hands finished rows to a sink.
 """
 
 from __future__ import annotations
@@ -22,76 +23,73 @@ from geounet.core.errors import ModelFileError
 from geounet.core.types import TTA_MODES, TTAMode, check_choice
 from geounet.data.normalize import normalize_valid
 from geounet.inference.blending import RowAccumulator, TilePlan
+from geounet.inference.engine_choice import AUTO_SAMPLE_TILES, choose_engine
+from geounet.inference.engines import Engine, TorchEngine
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import Prefetch, Sink
 
-__all__ = ["prepare_network", "run_network", "run_tiles"]
+__all__ = ["prepare_network", "run_network", "run_tiles", "select_engine"]
 
 
 # ----------------------------------------------------------------------------- network
 
 
 def _tta_ops(tta: TTAMode | None) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
-    """``(forward, inverse)`` pairs of image transforms acting on the last two axes."""
+    """``(forward, inverse)`` pairs of numpy image transforms acting on the last two axes."""
     if tta is None:
         return [(lambda t: t, lambda t: t)]
     check_choice("tta", tta, TTA_MODES)
     if tta == "flips":
         dims: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)]
         return [
-            (lambda t, d=d: t.flip(d) if d else t, lambda t, d=d: t.flip(d) if d else t)
+            (lambda t, d=d: np.flip(t, d) if d else t, lambda t, d=d: np.flip(t, d) if d else t)
             for d in dims
         ]
     ops = []
     for k in range(4):
         ops.append(
             (
-                lambda t, k=k: torch.rot90(t, k, (-2, -1)),
-                lambda t, k=k: torch.rot90(t, -k, (-2, -1)),
+                lambda t, k=k: np.rot90(t, k, (-2, -1)),
+                lambda t, k=k: np.rot90(t, -k, (-2, -1)),
             )
         )
         ops.append(
             (
-                lambda t, k=k: torch.rot90(t.transpose(-2, -1), k, (-2, -1)),
-                lambda t, k=k: torch.rot90(t, -k, (-2, -1)).transpose(-2, -1),
+                lambda t, k=k: np.rot90(np.swapaxes(t, -2, -1), k, (-2, -1)),
+                lambda t, k=k: np.swapaxes(np.rot90(t, -k, (-2, -1)), -2, -1),
             )
         )
     return ops
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def run_network(model: Any, batch: np.ndarray, tta: TTAMode | None = None) -> np.ndarray:
+def run_network(
+    model: Any, batch: np.ndarray, tta: TTAMode | None = None, engine: Engine | None = None
+) -> np.ndarray:
     """Class probabilities of a batch of normalised tiles: the one place the network runs.
 
-    Runs under ``torch.inference_mode`` in channels-last layout, with CUDA mixed precision
-    on a GPU; test-time augmentation averages the probabilities of the flipped (4) or
-    dihedral (8) versions after transforming them back. Swap this function to use another
-    engine.
+    The ``engine`` runs it (default: PyTorch eager in channels-last layout on the model's
+    device, with CUDA mixed precision on a GPU; see :mod:`geounet.inference.engines`);
+    test-time augmentation averages the probabilities of the flipped (4) or dihedral (8)
+    versions after transforming them back.
 
     Args:
         model: Object with ``network`` and ``device``.
         batch: ``float32 [B, C, h, w]`` normalised tiles.
         tta: None, ``"flips"`` or ``"dihedral"``.
+        engine: The engine (:func:`select_engine`); default a
+            :class:`~geounet.inference.engines.TorchEngine` of ``model``.
 
     Returns:
         ``float32 [B, K, h, w]`` softmax probabilities.
     """
-    device = torch.device(model.device)
-    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+    engine = engine or TorchEngine(model)
     ops = _tta_ops(tta)
-    with torch.inference_mode(), _autocast(device):
-        total = torch.zeros((), device=device)
-        for forward, inverse in ops:
-            xin = forward(x).contiguous(memory_format=torch.channels_last)
-            total = total + inverse(torch.softmax(model.network(xin).float(), dim=1))
-        if len(ops) > 1:
-            total = total / len(ops)
-    return total.float().cpu().numpy()
+    versions = (
+        inverse(engine.probabilities(np.ascontiguousarray(forward(batch), dtype=np.float32)))
+        for forward, inverse in ops
+    )
+    total = sum(versions, np.zeros((), np.float32))
+    return np.ascontiguousarray(total / len(ops), dtype=np.float32)
 
 
 def prepare_network(model: Any) -> None:
@@ -144,7 +142,8 @@ def run_tiles(
     open_source: Callable[[], Any],
     sink: Sink,
     opts: ClassifyOptions,
-    runner: Callable[[Any, np.ndarray, str | None], np.ndarray] | None = None,
+    runner: Callable[..., np.ndarray] | None = None,
+    engine: Engine | None = None,
 ) -> None:
     """Run the tile rows ``tile_rows`` of ``plan`` and pass finished rows to ``sink``.
 
@@ -156,7 +155,9 @@ def run_tiles(
             it is called in the reader thread.
         sink: Receives the finished rows.
         opts: The options (tiling, batch size, test-time augmentation, progress bar).
-        runner: The network call (default :func:`run_network`).
+        runner: The network call (default :func:`run_network`), called as
+            ``runner(model, batch, tta, engine)``.
+        engine: The engine (:func:`select_engine`; default PyTorch on the model's device).
     """
     runner = runner or run_network
     ncols = len(plan.col_starts)
@@ -173,7 +174,7 @@ def run_tiles(
     bar = tqdm(total=len(tiles), unit="tile", desc="classify", disable=not opts.progress)
     with bar, Prefetch(batches) as stream:
         for batch in stream:
-            probs = runner(model, batch.x, opts.tta) if len(batch.x) else None
+            probs = runner(model, batch.x, opts.tta, engine) if len(batch.x) else None
             if probs is not None and probs.shape[1] != acc.sums.shape[0]:
                 raise ModelFileError(
                     f"the network gives {probs.shape[1]} class scores per pixel but the model "
@@ -191,3 +192,41 @@ def run_tiles(
                     if popped is not None:
                         sink.put(*popped)
             bar.update(len(batch.tiles))
+
+
+def select_engine(
+    model: Any,
+    plan: TilePlan,
+    tile_rows: range,
+    open_source: Callable[[], Any],
+    opts: ClassifyOptions,
+) -> Engine:
+    """The engine of a job: ``opts.engine``, measured on the job's first tiles for ``"auto"``.
+
+    Args:
+        model: Object with ``network``, ``config``, ``device`` (and optionally ``model_dir``,
+            where the engine cache goes); the network is prepared (:func:`prepare_network`).
+        plan: The tile grid.
+        tile_rows: The job's tile rows; its first tiles with data are the sample ``auto``
+            measures on (and int8 calibrates on).
+        open_source: As for :func:`run_tiles` (read here only when a sample is needed).
+        opts: The options (``engine``, ``batch_size``).
+
+    Returns:
+        The engine (see :func:`geounet.inference.engine_choice.choose_engine`).
+    """
+    tiles = [(i, j) for i in tile_rows for j in range(len(plan.col_starts))]
+
+    def sample() -> np.ndarray:
+        n = max(1, min(opts.batch_size, AUTO_SAMPLE_TILES))
+        found: list[np.ndarray] = []
+        with contextlib.closing(_batches(open_source, plan, tiles, n, model.config.stats)) as it:
+            for batch in it:
+                found.extend(batch.x[: n - len(found)])
+                if len(found) >= n:
+                    break
+        shape = (0, model.config.in_channels, plan.tile_h, plan.tile_w)
+        return np.stack(found) if found else np.zeros(shape, np.float32)
+
+    shape = (model.config.in_channels, plan.tile_h, plan.tile_w)
+    return choose_engine(model, opts.engine, shape, sample, len(tiles))
