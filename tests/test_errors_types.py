@@ -20,6 +20,8 @@ from geounet.core.errors import (
     ModelFileError,
     NoChipsError,
     OutputExistsError,
+    OutputLockedError,
+    OutputNotWritableError,
 )
 from geounet.core.types import (
     BLEND_MODES,
@@ -44,6 +46,8 @@ BUILTIN_OF = {
     NoChipsError: ValueError,
     ModelFileError: ValueError,
     OutputExistsError: FileExistsError,
+    OutputNotWritableError: PermissionError,
+    OutputLockedError: FileExistsError,
     DependencyNotFoundError: ImportError,
 }
 

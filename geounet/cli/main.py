@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from geounet.core.errors import GeounetError
+from geounet.core.errors import GeounetError, InvalidParameterError
 from geounet.core.version import __version__
 
 __all__ = ["cli", "main"]
@@ -24,16 +24,32 @@ class _Group(click.Group):
     """A click group that turns geounet errors and Ctrl-C into short messages and exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; every error becomes one line on stderr and exit code 2.
+
+        The error is also kept in ``ctx.obj["error"]`` for callers that pass ``obj={}``.
+        """
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # an option click itself refused: also one line
+            name = exc.ctx.command_path if exc.ctx else "geounet"
+            err = InvalidParameterError(
+                f"{exc.format_message().rstrip('.')}; give an allowed value (see `{name} --help`)."
+            )
+            self._fail(ctx, err, exc)
         except GeounetError as exc:
-            if (ctx.obj or {}).get("verbose"):
-                traceback.print_exc()
-            click.echo(f"geounet: error: {exc}", err=True)
-            ctx.exit(2)
+            self._fail(ctx, exc, exc)
         except KeyboardInterrupt:
             click.echo("geounet: interrupted; no partial output was left.", err=True)
             ctx.exit(130)
+
+    @staticmethod
+    def _fail(ctx: click.Context, err: GeounetError, raised: BaseException) -> None:
+        if isinstance(ctx.obj, dict):
+            ctx.obj["error"] = err
+        if (ctx.obj or {}).get("verbose"):
+            traceback.print_exception(raised)
+        click.echo(f"geounet: error: {' '.join(str(err).split())}", err=True)
+        ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,6 +27,8 @@ __all__ = [
     "ModelFileError",
     "NoChipsError",
     "OutputExistsError",
+    "OutputLockedError",
+    "OutputNotWritableError",
 ]
 
 
@@ -72,6 +74,14 @@ class ModelFileError(GeounetError, ValueError):
 
 class OutputExistsError(GeounetError, FileExistsError):
     """The output exists and overwriting was not asked for."""
+
+
+class OutputNotWritableError(GeounetError, PermissionError):
+    """The output cannot be written (read-only folder, disk full, no permission)."""
+
+
+class OutputLockedError(GeounetError, FileExistsError):
+    """Another run is writing the same output right now (its lock file exists)."""
 
 
 class DependencyNotFoundError(GeounetError, ImportError):

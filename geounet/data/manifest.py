@@ -27,7 +27,15 @@ from geounet.core.types import PathLike
 from geounet.data.chipping import Chip, median_frequency_weights
 from geounet.io.raster import RasterInfo
 
-__all__ = ["FORMAT", "MANIFEST", "build_manifest", "json_nodata", "load_manifest", "write_manifest"]
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "build_manifest",
+    "check_chip_paths",
+    "json_nodata",
+    "load_manifest",
+    "write_manifest",
+]
 
 #: Name of the manifest file of a chip folder.
 MANIFEST = "manifest.json"
@@ -143,4 +151,49 @@ def load_manifest(chip_dir: PathLike) -> dict[str, Any]:
             f"{path}: not a geounet chip manifest (missing {', '.join(missing)}); re-create the "
             "folder with prepare_data."
         )
+    check_chip_paths(path, manifest["chips"])
     return manifest
+
+
+def check_chip_paths(manifest_path: Path, chips: Sequence[Any]) -> None:
+    """Check that every chip file of a manifest lies inside its folder and exists.
+
+    A manifest is data from anywhere: a chip path like ``../../etc/x`` or ``/data/x`` would
+    make training read files outside the chip folder, so only relative paths that stay inside
+    the folder are accepted.
+
+    Args:
+        manifest_path: The ``manifest.json`` (its folder is the chip folder).
+        chips: Its ``chips`` records (``image`` and ``label`` paths relative to the folder).
+
+    Raises:
+        InvalidParameterError: A record is malformed, or a path is absolute or leaves the
+            folder.
+        InputNotFoundError: A listed chip file does not exist.
+    """
+    folder = manifest_path.parent.resolve()
+    if not isinstance(chips, list):
+        raise InvalidParameterError(
+            f"{manifest_path}: 'chips' is not a list of chip records; re-create the folder "
+            "with prepare_data."
+        )
+    for rec in chips:
+        for key in ("image", "label"):
+            rel = rec.get(key) if isinstance(rec, dict) else None
+            if not isinstance(rel, str) or not rel:
+                raise InvalidParameterError(
+                    f"{manifest_path}: a chip record has no {key} path ({rec!r}); re-create "
+                    "the folder with prepare_data."
+                )
+            target = (folder / rel).resolve()
+            if Path(rel).is_absolute() or not target.is_relative_to(folder):
+                raise InvalidParameterError(
+                    f"{manifest_path}: chip path {rel!r} is outside the chip folder; chip "
+                    "paths must be relative and stay inside the folder (no '..', no absolute "
+                    "paths). Re-create the folder with prepare_data."
+                )
+            if not target.is_file():
+                raise InputNotFoundError(
+                    f"{manifest_path}: lists the chip {rel}, which does not exist; the folder "
+                    "is incomplete: copy it again or re-create it with prepare_data."
+                )

@@ -182,6 +182,7 @@ def _open_sources(labels: list[Path], infos: list[RasterInfo], s: PrepareSetting
                 label_field=s.label_field,
                 line_width_m=s.line_width_m,
                 colors=colors,
+                allow_no_crs=s.allow_no_crs,
             )
             sources.append(src)
     except BaseException:

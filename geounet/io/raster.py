@@ -152,6 +152,11 @@ def open_raster(path: PathLike, *, allow_no_crs: bool = False) -> RasterInfo:
     p = Path(path)
     if not _is_virtual(str(path)) and not p.exists():
         raise InputNotFoundError(f"{p}: no such file; check the path (cwd is {Path.cwd()}).")
+    if not _is_virtual(str(path)) and p.is_dir():
+        raise InvalidRasterError(
+            f"{p}: is a folder, not a raster file; give the path of a raster file (a GeoTIFF) "
+            "inside it."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -161,7 +166,8 @@ def open_raster(path: PathLike, *, allow_no_crs: bool = False) -> RasterInfo:
                 dtypes = set(src.dtypes)
     except RasterioError as exc:
         raise InvalidRasterError(
-            f"{p}: not a raster GDAL can read ({exc}); give a GeoTIFF or another GDAL raster."
+            f"{p}: not a raster GDAL can read ({exc}); give a GeoTIFF or another GDAL raster "
+            "(if it is one, it is damaged or incomplete: copy or download it again)."
         ) from exc
     _check_usable(info, subdatasets, dtypes)
     if info.crs is None and not allow_no_crs:

@@ -44,10 +44,17 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geounet.core.classes import classes_tag
-from geounet.core.errors import InvalidParameterError, OutputExistsError
+from geounet.core.errors import InvalidParameterError, OutputExistsError, OutputNotWritableError
 from geounet.core.types import PathLike, check_choice
 
-__all__ = ["OUTPUT_FORMATS", "RasterWriter", "WriterOptions", "atomic_output", "write_raster"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "RasterWriter",
+    "WriterOptions",
+    "atomic_output",
+    "check_writable",
+    "write_raster",
+]
 
 #: Raster output formats: a tiled GeoTIFF, or a Cloud-Optimised GeoTIFF with overviews.
 OUTPUT_FORMATS: tuple[str, ...] = ("GTiff", "COG")
@@ -66,7 +73,7 @@ class _AtomicTarget:
     def __init__(self, target: PathLike, overwrite: bool) -> None:
         self.target, self.overwrite = Path(target), overwrite
         self._refuse_existing()
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(self.target)
         tag = uuid.uuid4().hex[:8]
         self.tmp = self.target.with_name(f".{self.target.stem}.tmp-{tag}{self.target.suffix}")
 
@@ -122,6 +129,35 @@ class _AtomicTarget:
             for side in self.tmp.parent.iterdir():  # no glob: names may hold [ or *
                 if side.name.startswith(prefix):
                     _remove_path(side)
+
+
+def check_writable(path: PathLike) -> Path:
+    """Create the folder of output ``path`` if needed and check that files can be made in it.
+
+    Args:
+        path: An output file or folder.
+
+    Returns:
+        Its folder.
+
+    Raises:
+        OutputNotWritableError: The folder cannot be created, or files cannot be created in
+            it (read-only file system, no permission).
+    """
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"{path}: cannot create the output folder {folder} ({exc.strerror}); choose an "
+            "output in a writable folder."
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(
+            f"{path}: the output folder {folder} is not writable (read-only or no permission); "
+            "choose an output in a writable folder."
+        )
+    return folder
 
 
 def _exists(path: Path) -> bool:

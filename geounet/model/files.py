@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "ModelConfig",
     "build_network",
+    "check_meta",
     "check_not_pickle",
     "load_model",
     "read_config",
@@ -353,10 +355,90 @@ def read_config(folder: PathLike) -> ModelConfig:
             f"{path}: schema_version {version!r} is not supported by this geounet (it reads "
             f"versions 1 to {SCHEMA_VERSION}); upgrade geounet (pip install -U geounet)."
         )
+    check_meta(path, meta)
     try:
         return ModelConfig.from_json(meta)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: invalid model description ({exc}).") from exc
+        raise ModelFileError(f"{path}: invalid model description ({exc}); {_RESAVE}") from exc
+
+
+_RESAVE = (
+    "the file is damaged or was edited by hand: restore the model folder from where it came, "
+    "or save the model again with UnetClassifier.save()."
+)
+
+
+def _is_int(v: Any, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v
+    )
+
+
+def _meta_problems(meta: dict[str, Any]) -> list[str]:
+    """What is wrong with the types and ranges of a geounet.json (empty when it is sound)."""
+    n = meta["in_channels"]
+    if not _is_int(n):
+        return [f"in_channels {n!r} is not an integer >= 1"]
+    bad = []
+    if not isinstance(meta["arch"], str):
+        bad.append(f"arch {meta['arch']!r} is not a string")
+    if meta["backbone"] is not None and not isinstance(meta["backbone"], str):
+        bad.append(f"backbone {meta['backbone']!r} is not a string or null")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or len(classes) < 2:
+        bad.append("classes is not a list of at least 2 classes (background first)")
+    elif not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in classes):
+        bad.append("classes holds an entry that is not {value, name, color}")
+    bands = meta["bands"]
+    if not (isinstance(bands, list) and len(bands) == n and all(_is_int(b) for b in bands)):
+        bad.append(f"bands {bands!r} is not {n} band numbers >= 1 (one per in_channels)")
+    names = meta["band_names"]
+    if not (isinstance(names, list) and all(isinstance(b, str) for b in names)):
+        bad.append("band_names is not a list of strings")
+    bad += _stats_problems(meta["stats"], n)
+    if not _is_int(meta["chip_size"]):
+        bad.append(f"chip_size {meta['chip_size']!r} is not an integer >= 1")
+    gsd = meta.get("gsd_m")
+    if gsd is not None and not (_numbers([gsd]) and gsd > 0):
+        bad.append(f"gsd_m {gsd!r} is not a positive number or null")
+    if not isinstance(meta.get("unet_kwargs", {}), dict):
+        bad.append("unet_kwargs is not an object")
+    return bad
+
+
+def _stats_problems(stats: Any, n: int) -> list[str]:
+    if not isinstance(stats, dict):
+        return [f"stats {stats!r} is not an object of per-band lists"]
+    bad = []
+    for key in ("mean", "std"):
+        if key not in stats:
+            bad.append(f"stats has no {key!r}")
+    for key, values in stats.items():
+        if not (_numbers(values) and len(values) == n):
+            bad.append(f"stats[{key!r}] is not {n} finite numbers (one per in_channels)")
+        elif key == "std" and min(values) <= 0:
+            bad.append(f"stats['std'] {values} has a value <= 0")
+    return bad
+
+
+def check_meta(path: PathLike, meta: dict[str, Any]) -> None:
+    """Check the types and ranges of a geounet.json's fields before anything uses them.
+
+    Args:
+        path: The file (named in the message).
+        meta: Its parsed JSON (with every key of :data:`REQUIRED_KEYS`).
+
+    Raises:
+        ModelFileError: A field has the wrong type or an out-of-range value; the message lists
+            every such field.
+    """
+    bad = _meta_problems(meta)
+    if bad:
+        raise ModelFileError(f"{path}: invalid model description: {'; '.join(bad)}; {_RESAVE}")
 
 
 def load_model(folder: PathLike) -> tuple[nn.Module, ModelConfig]:
@@ -382,7 +464,9 @@ def load_model(folder: PathLike) -> tuple[nn.Module, ModelConfig]:
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{weights}: not a readable safetensors file ({exc}).") from exc
+        raise ModelFileError(
+            f"{weights}: not a readable safetensors file ({exc}); {_RESAVE}"
+        ) from exc
     network = build_network(config, encoder_weights=None)
     try:
         network.load_state_dict(state, strict=True)

@@ -72,6 +72,7 @@ def open_labels(
     label_field: str | None = None,
     line_width_m: float = 4.0,
     colors: bool | None = None,
+    allow_no_crs: bool = False,
 ) -> VectorLabels | RasterLabels:
     """Open a label file for an image: a vector file by suffix, else a raster.
 
@@ -81,6 +82,8 @@ def open_labels(
         label_field: Attribute with the class (vectors only).
         line_width_m: Width given to lines and points (vectors only).
         colors: Colour-coded raster mask (True), integer values (False) or decide (None).
+        allow_no_crs: Take a vector file without a CRS to be in the image's CRS (refused
+            otherwise).
 
     Returns:
         A :class:`VectorLabels` or :class:`RasterLabels`.
@@ -91,7 +94,9 @@ def open_labels(
             f"{p}: label file not found (labels for {image.path}); check the path."
         )
     if is_vector_path(p):
-        return VectorLabels(p, image, label_field=label_field, line_width_m=line_width_m)
+        return VectorLabels(
+            p, image, label_field=label_field, line_width_m=line_width_m, allow_no_crs=allow_no_crs
+        )
     return RasterLabels(p, image, colors=colors)
 
 

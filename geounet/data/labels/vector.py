@@ -30,7 +30,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geounet.core.classes import ClassSpec
-from geounet.core.errors import InputNotFoundError, LabelError
+from geounet.core.errors import InputNotFoundError, LabelError, MissingCRSError
 from geounet.core.types import PathLike
 from geounet.data.labels.common import (
     LabelSource,
@@ -53,10 +53,14 @@ class VectorLabels(LabelSource):
         label_field: Attribute holding each feature's class, or None (one class for all).
         line_width_m: Width of lines (and diameter of points) in metres; for images without
             a CRS, in pixels.
+        allow_no_crs: Take a file without a CRS to be in the image's CRS (with a warning);
+            without it such a file is refused.
 
     Raises:
         InputNotFoundError: The file does not exist.
-        LabelError: Unreadable, or ``label_field`` is not one of its fields.
+        LabelError: Unreadable, no features, only empty geometries, or ``label_field`` is not
+            one of its fields.
+        MissingCRSError: The file has no CRS, the image has one and ``allow_no_crs`` is False.
         CRSMismatchError: The features do not overlap the image.
     """
 
@@ -67,10 +71,12 @@ class VectorLabels(LabelSource):
         *,
         label_field: str | None = None,
         line_width_m: float = 4.0,
+        allow_no_crs: bool = False,
     ) -> None:
         import pyogrio
 
         self.path, self.image = Path(path), image
+        self.allow_no_crs = allow_no_crs
         self.label_field, self.line_width_m = label_field, float(line_width_m)
         if not self.path.exists():
             raise InputNotFoundError(f"{self.path}: label file not found; check the path.")
@@ -92,6 +98,18 @@ class VectorLabels(LabelSource):
         import geopandas as gpd
 
         vcrs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
+        if not meta.get("features", 0):
+            raise LabelError(
+                f"{self.path}: the vector file holds no features, so it labels nothing; give "
+                "the file (or layer) with the label polygons or lines."
+            )
+        if vcrs is None and self.image.crs is not None and not self.allow_no_crs:
+            raise MissingCRSError(
+                f"{self.path}: the vector file has no CRS, so its features cannot be placed on "
+                f"the image {self.image.path}. Assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg "
+                "in.gpkg), or pass allow_no_crs=True (--allow-no-crs) to take the image's CRS "
+                f"({self.image.crs.to_string()})."
+            )
         if vcrs is None and self.image.crs is not None:
             warnings.warn(
                 f"{self.path}: the vector file has no CRS; assuming the image's CRS "
@@ -114,7 +132,13 @@ class VectorLabels(LabelSource):
             gdf = gdf.set_crs(vcrs, allow_override=True)
         if self.image.crs is not None and gdf.crs is not None and gdf.crs != self.image.crs:
             gdf = gdf.to_crs(self.image.crs)
-        gdf = gdf[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+        empty = gdf.geometry.isna() | gdf.geometry.is_empty
+        if bbox is None and len(gdf) and empty.all():
+            raise LabelError(
+                f"{self.path}: every one of its {len(gdf)} features has an empty geometry, so "
+                "it labels nothing; give a file whose features have polygons or lines."
+            )
+        gdf = gdf[~empty]
         if self.label_field:
             gdf = gdf[gdf[self.label_field].notna()]
         if gdf.empty:
