@@ -282,7 +282,10 @@ def split_polygons(
     min_area_px = np.pi * (opts.min_separation_m / 2) ** 2 / (pixel_m[0] * pixel_m[1])
     bounds = shapely.bounds(geoms_px).reshape(-1, 4)
     box_px = (bounds[:, 2] - bounds[:, 0] + 2) * (bounds[:, 3] - bounds[:, 1] + 2)
-    todo = (shapely.area(geoms_px) >= 2 * min_area_px) & (box_px <= MAX_SPLIT_PX)
+    area = shapely.area(geoms_px)
+    todo = (area >= 2 * min_area_px) & (box_px <= MAX_SPLIT_PX)
+    if prob is None:  # a convex outline has no neck: only a probability dip could split it
+        todo &= area < shapely.area(shapely.convex_hull(geoms_px)) - 1e-6
     for i, poly in enumerate(geoms_px):
         pieces = None
         if todo[i]:
