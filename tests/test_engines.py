@@ -302,3 +302,23 @@ def test_a_saved_model_caches_beside_itself_or_in_the_user_cache(make_raster, tm
     monkeypatch.setattr(engine_choice, "_writable", lambda f: ".engines" not in str(f) and real(f))
     clf.classify(image, tmp_path / "b.tif", **TILING, engine="onnx", progress=False)
     assert list((tmp_path / "user-cache" / "geounet" / "engines").glob(f"*/{ONNX_FILE}"))
+
+
+@needs_ort
+def test_cli_engine_option_runs_the_engine_and_logs_it(make_raster, tmp_path, caplog):
+    from click.testing import CliRunner
+
+    from geounet.cli.main import cli
+
+    folder = UnetClassifier(make_fake_data(), backbone=None, base_channels=4, depth=2,
+                            seed=0).save(tmp_path / "model")  # fmt: skip
+    image, out = scene(make_raster, 96), tmp_path / "cli.tif"
+    args = ["-v", "classify", str(image), "--model", str(folder), "--out", str(out),
+            "--tile-size", "64", "--overlap", "16", "--engine", "onnx"]  # fmt: skip
+    with caplog.at_level("INFO", logger="geounet.inference.engine_choice"):
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert tag(out) == "onnx-fp32"
+    assert "engine: onnx-fp32" in caplog.text
+    bad = CliRunner().invoke(cli, [*args[:-1], "tensorrt"])
+    assert bad.exit_code == 2 and "tensorrt" in bad.output
