@@ -11,11 +11,11 @@ on a height surface ``s``:
   times ``p``: a model that is less sure along the line where two roofs meet marks the
   split even where the outline has no notch.
 
-Markers are the regional maxima of ``s`` (h-maxima, :data:`DIP_M` deep); the watershed of
-``-s`` from them cuts the outline along its necks. Neighbouring parts are then merged again,
-the widest neck first, unless the pass of ``s`` between them is at most ``neck_ratio``
-(:data:`NECK_RATIO`) of the lower of their two peaks (a neck clearly narrower than both
-parts) and both parts are at least ``min_separation_m`` wide. A rectangle, or an L, stays
+Markers are the regional maxima of ``s``; the watershed of ``-s`` from them cuts the outline
+along its necks. Neighbouring parts are then merged again, the widest neck first, unless the
+pass of ``s`` between them is at most ``neck_ratio`` (:data:`NECK_RATIO`) of the lower of their
+two peaks and at least :data:`DIP_M` below it (a neck clearly narrower than both parts), and
+both parts are at least ``min_separation_m`` wide. A rectangle, or an L, stays
 one polygon; two squares joined by a bridge, or a terraced row with notches at the party
 walls, come apart. Because a polygon is split on its own (its crop holds only its pixels,
 with a one-pixel margin), the result does not depend on the window it was traced in: no
@@ -63,7 +63,7 @@ __all__ = [
 
 #: Default smallest width (m) of a part split off as a building of its own.
 MIN_SEPARATION_M = 3.0
-#: A marker must rise this much (m of distance-to-outline) above the saddle to a higher one.
+#: Two parts stay apart only when the lower peak of ``s`` rises this much (m) above the pass.
 DIP_M = 0.3
 #: Two parts stay apart when the neck between them is at most this fraction of the narrower.
 NECK_RATIO = 0.7
@@ -87,7 +87,7 @@ class SeparationOptions:
             this fraction of the lower of their two peaks (a neck at most this fraction as
             wide as the narrower part).
         dip_m: Smallest depth (metres of distance to the outline, times the probability
-            when given) of the dip between two markers.
+            when given) of the pass between two parts below the lower of their peaks.
     """
 
     min_separation_m: float = MIN_SEPARATION_M
@@ -97,7 +97,8 @@ class SeparationOptions:
     def __post_init__(self) -> None:
         for name in ("min_separation_m", "dip_m"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and np.isfinite(value)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and value > 0 and np.isfinite(value)):
                 raise InvalidParameterError(
                     f"{name}={value!r} must be a positive number of metres, e.g. "
                     f"{name}={getattr(SeparationOptions, name)}."
