@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench_out/kampala"))
     p.add_argument("--budget-min", type=float, default=6.0, help="training CPU minutes")
     p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--stride", type=int, default=64, help="chip stride (chips are 128 px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--train-part",
@@ -69,7 +70,7 @@ def train(args: argparse.Namespace, top: Path) -> tuple[UnetClassifier, float]:
         args.data / "buildings.geojson",
         classes=["building"],
         chip_size=128,
-        stride=64,
+        stride=args.stride,
         val_fraction=0.1,
         out_dir=args.out / "chips",
         overwrite=True,
