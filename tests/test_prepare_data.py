@@ -121,8 +121,9 @@ def test_inria_rgb_uint8(inria: GeoData) -> None:
     share = data.class_pixel_counts[1] / sum(data.class_pixel_counts)
     assert 0.10 < share < 0.18  # 14 % buildings
     assert data.class_weights[1] > data.class_weights[0]
-    assert len(data.train_ds) + len(data.valid_ds) == 64
-    assert 0.1 <= len(data.valid_ds) / 64 <= 0.3
+    # the validation strip (the bottom 20 %: rows 800-999) is chipped apart from the training
+    # area (rows 0-799): 8 columns x (7 + 2) rows of 128 px, each part flush with its border
+    assert (len(data.train_ds), len(data.valid_ds)) == (8 * 7, 8 * 2)
     x, y = next(iter(data.train_dl))
     assert x.dtype == torch.float32 and x.shape == (8, 3, 128, 128)
     assert y.dtype == torch.int64 and y.shape == (8, 128, 128)
@@ -158,7 +159,7 @@ def test_show_batch_returns_figure(inria: GeoData) -> None:
 @pytest.mark.realdata
 def test_summary_table(inria: GeoData) -> None:
     df = inria.summary()
-    assert df.loc["chips", "total"] == 64
+    assert df.loc["chips", "total"] == 72  # 8 columns x (7 training + 2 validation rows)
     assert df.loc["% building", "total"] == pytest.approx(14.1, abs=1.0)
     assert "building" in str(df)
 
@@ -257,8 +258,10 @@ def test_dubai_without_crs_refused_then_accepted() -> None:
     assert found == list(DUBAI_CLASSES.values())  # the 6 classes are all found
     assert data.colors[1] == "#3C1098"
     assert data.crs is None and data.gsd_m is None
-    x, y = data.train_ds[0]
-    assert x.shape == (3, 128, 128) and int(y.max()) <= 6
+    x, y = data.valid_ds[0]  # no augmentation on validation chips
+    labels = set(torch.unique(y).tolist())
+    assert x.shape == (3, 128, 128)
+    assert labels - {255} and labels <= {*range(7), 255}  # classes 0-6, 255 = unlabeled padding
 
 
 @pytest.mark.realdata
