@@ -23,12 +23,7 @@ from geounet.inference.engine import run_network
 TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
