@@ -22,6 +22,7 @@ from geounet.core.errors import (
     InvalidRasterError,
     MissingCRSError,
     OutputExistsError,
+    OutputLockedError,
 )
 from geounet.io import stats as stats_module
 from geounet.io import write as raster_write
@@ -705,6 +706,11 @@ def test_atomic_output_never_clobbers_a_file_that_appeared_meanwhile(tmp_path):
 
 def test_temporary_names_are_hidden_and_unique(tmp_path):
     a = raster_write._AtomicTarget(tmp_path / "x.tif", overwrite=False)
+    with pytest.raises(OutputLockedError, match="another geounet run"):  # a holds the lock
+        raster_write._AtomicTarget(tmp_path / "x.tif", overwrite=False)
+    a.discard()
     b = raster_write._AtomicTarget(tmp_path / "x.tif", overwrite=False)
+    b.discard()
+    assert not (tmp_path / ".x.tif.lock").exists()
     assert a.tmp != b.tmp and a.tmp.name.startswith(".x.tmp-") and a.tmp.suffix == ".tif"
     assert os.path.dirname(a.tmp) == str(tmp_path)

@@ -608,12 +608,19 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
 def _read_label(ds: Any, i: int) -> np.ndarray:
     """The label chip ``i`` of a :class:`~geounet.data.geodata.ChipDataset` (class indices)."""
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(ds.chip_dir / ds.chips[i]["label"]) as src:
-            return src.read(1)
+    from geounet.io.raster import read_failed
+
+    path = ds.chip_dir / ds.chips[i]["label"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.read(1)
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise read_failed(path, exc) from exc
 
 
 def _fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:

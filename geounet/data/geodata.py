@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from torch.utils.data import DataLoader, Dataset
 
 from geounet.core.classes import ClassSpec, classes_from_json
@@ -29,7 +30,7 @@ from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.data.augment import augment_chip
 from geounet.data.manifest import MANIFEST, load_manifest
 from geounet.data.normalize import normalize_valid
-from geounet.io.raster import valid_mask
+from geounet.io.raster import read_failed, valid_mask
 
 __all__ = [
     "MANIFEST",
@@ -134,13 +135,18 @@ class ChipDataset(Dataset):
     def read_valid(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Chip ``i``: raw image ``(C, H, W)``, validity ``(H, W)`` bool, mask ``(H, W)`` uint8."""
         rec = self.chips[i]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(self.chip_dir / rec["image"]) as src:
-                img = src.read()
-                valid = chip_valid(src, img, self.nodata)
-            with rasterio.open(self.chip_dir / rec["label"]) as src:
-                lab = src.read(1)
+        path = self.chip_dir / rec["image"]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path) as src:
+                    img = src.read()
+                    valid = chip_valid(src, img, self.nodata)
+                path = self.chip_dir / rec["label"]
+                with rasterio.open(path) as src:
+                    lab = src.read(1)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise read_failed(path, exc) from exc
         return img, valid, lab
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

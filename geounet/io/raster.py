@@ -27,6 +27,7 @@ import rasterio
 from affine import Affine
 from pyproj import CRS as ProjCRS  # noqa: N811
 from pyproj import Geod
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -57,6 +58,7 @@ __all__ = [
     "local_metric_crs",
     "open_raster",
     "pixel_size_m",
+    "read_failed",
     "read_window",
     "valid_mask",
     "write_raster",
@@ -304,13 +306,40 @@ def _read_valid(
     alpha_band: int | None,
     mask_source: str | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    data = src.read(list(bands), window=win)
-    alpha = None
-    if mask_source == "alpha" and alpha_band:
-        alpha = src.read(alpha_band, window=win)
-    elif mask_source == "mask":
-        alpha = src.read_masks(1, window=win)
+    try:
+        data = src.read(list(bands), window=win)
+        alpha = None
+        if mask_source == "alpha" and alpha_band:
+            alpha = src.read(alpha_band, window=win)
+        elif mask_source == "mask":
+            alpha = src.read_masks(1, window=win)
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise read_failed(src.name, exc, win) from exc
     return data, valid_mask(data, nodata, alpha)
+
+
+def read_failed(path: PathLike, exc: BaseException, window: Window | None = None) -> Exception:
+    """The error of a raster whose pixels cannot be read (truncated file, corrupt block).
+
+    Args:
+        path: The raster.
+        exc: The low-level read error (its text and its cause's are quoted).
+        window: The window being read, named in the message when given.
+
+    Returns:
+        An :class:`~geounet.core.errors.InvalidRasterError` naming the file, the place, the
+        reason and the fix.
+    """
+    where = ""
+    if window is not None:
+        r, c = int(window.row_off), int(window.col_off)
+        where = f" at rows {r}-{r + int(window.height)}, columns {c}-{c + int(window.width)}"
+    why = " ".join(str(e).strip() for e in (exc, exc.__cause__) if e is not None)
+    return InvalidRasterError(
+        f"{path}: reading its pixels{where} failed ({' '.join(why.split())}); the file is "
+        "damaged or incomplete (an interrupted download or copy?). Copy or download it again "
+        "(gdalinfo -checksum FILE finds such errors)."
+    )
 
 
 def read_window(

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -40,11 +41,19 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from geounet.core.classes import classes_tag
-from geounet.core.errors import InvalidParameterError, OutputExistsError, OutputNotWritableError
+from geounet.core.errors import (
+    GeounetError,
+    InvalidParameterError,
+    OutputExistsError,
+    OutputLockedError,
+    OutputNotWritableError,
+)
 from geounet.core.types import PathLike, check_choice
 
 __all__ = [
@@ -68,7 +77,13 @@ _BLOCK = 512
 
 
 class _AtomicTarget:
-    """A temporary path beside ``target`` that is renamed onto it by :meth:`commit`."""
+    """A temporary path beside ``target`` that is renamed onto it by :meth:`commit`.
+
+    While it is alive it holds the lock file ``.<name>.lock`` beside the target (created with
+    ``O_EXCL``), so that two runs writing the same output at once cannot both succeed: the
+    second is refused with :class:`~geounet.core.errors.OutputLockedError`. :meth:`discard`
+    releases the lock; a lock left by a killed process is taken over.
+    """
 
     def __init__(self, target: PathLike, overwrite: bool) -> None:
         self.target, self.overwrite = Path(target), overwrite
@@ -76,6 +91,10 @@ class _AtomicTarget:
         check_writable(self.target)
         tag = uuid.uuid4().hex[:8]
         self.tmp = self.target.with_name(f".{self.target.stem}.tmp-{tag}{self.target.suffix}")
+        self.lock = lock_path(self.target)
+        self._locked = False
+        _acquire_lock(self.lock, self.target)
+        self._locked = True
 
     def _refuse_existing(self) -> None:
         if (self.target.exists() or self.target.is_symlink()) and not self.overwrite:
@@ -122,13 +141,74 @@ class _AtomicTarget:
         _remove_path(aside)
 
     def discard(self) -> None:
-        """Remove the temporary output and every sidecar GDAL wrote beside it."""
+        """Remove the temporary output and every sidecar GDAL wrote beside it; unlock."""
         _remove_path(self.tmp)
         prefix = self.tmp.name + "."
         with contextlib.suppress(OSError):
             for side in self.tmp.parent.iterdir():  # no glob: names may hold [ or *
                 if side.name.startswith(prefix):
                     _remove_path(side)
+        if self._locked:
+            self._locked = False
+            with contextlib.suppress(FileNotFoundError):
+                self.lock.unlink()
+
+
+def lock_path(target: PathLike) -> Path:
+    """The lock file of an output: ``.<name>.lock`` beside it."""
+    t = Path(target)
+    return t.with_name(f".{t.name}.lock")
+
+
+def _holder(lock: Path) -> int | None:
+    """The process id recorded in a lock file, or None when it is unreadable."""
+    try:
+        return int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True  # being written right now: count it as held
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _acquire_lock(lock: Path, target: Path) -> None:
+    """Create ``lock`` with O_EXCL and write this process id into it.
+
+    A lock whose process no longer exists (a run killed with SIGKILL) is removed and taken.
+
+    Raises:
+        OutputLockedError: A live process holds the lock.
+    """
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pid = _holder(lock)
+            if pid == os.getpid() or _alive(pid):
+                raise OutputLockedError(
+                    f"{target}: another geounet run (process {pid}) is writing this output "
+                    f"right now (lock file {lock.name}); wait for it to finish or choose "
+                    "another name. If no such run is active, delete the lock file."
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        return
+    raise OutputLockedError(
+        f"{target}: could not take the lock file {lock.name}; another run keeps creating it. "
+        "Wait for it to finish or choose another name."
+    )
 
 
 def check_writable(path: PathLike) -> Path:
@@ -213,8 +293,42 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     try:
         yield out.tmp
         out.commit()
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS and not isinstance(exc, GeounetError):
+            raise write_failed(path, exc) from exc
+        raise
     finally:
         out.discard()
+
+
+#: errno values of a write that failed for want of space or permission.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def write_failed(path: PathLike, exc: BaseException) -> OutputNotWritableError:
+    """The error of an output whose writing failed (disk full, quota, read-only...).
+
+    Args:
+        path: The output being written.
+        exc: The low-level error (its text and its cause's are quoted).
+
+    Returns:
+        An :class:`~geounet.core.errors.OutputNotWritableError` naming the file, the reason
+        and the fix.
+    """
+    folder = Path(path).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = -1
+    why = " ".join(str(e).strip() for e in (exc, exc.__cause__) if e is not None)
+    if 0 <= free < 1 << 20 or getattr(exc, "errno", None) == errno.ENOSPC:
+        why = f"the disk is full ({free} bytes free in {folder}); {why}"
+    return OutputNotWritableError(
+        f"{path}: writing the output failed ({' '.join(why.split())}); nothing was left "
+        "under its name. Free some space or choose an output in another folder, then run "
+        "again."
+    )
 
 
 def needs_bigtiff(
@@ -413,7 +527,10 @@ class RasterWriter:
             raise RuntimeError("RasterWriter.write() was called outside its with-block.")
         arr = data[None] if data.ndim == 2 else data
         win = Window(col, row, arr.shape[-1], arr.shape[-2])
-        self._dst.write(arr.astype(self.profile["dtype"], copy=False), window=win)
+        try:
+            self._dst.write(arr.astype(self.profile["dtype"], copy=False), window=win)
+        except (OSError, RasterioError, CPLE_BaseError) as exc:
+            raise write_failed(self.path, exc) from exc
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         committed = False
@@ -427,6 +544,10 @@ class RasterWriter:
                     _discard_path(self._stage)
                 self._out.commit()
                 committed = True
+        except (OSError, RasterioError, CPLE_BaseError) as err:
+            if exc_type is not None or isinstance(err, GeounetError):
+                raise
+            raise write_failed(self.path, err) from err
         finally:
             self._cleanup(committed)
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -37,7 +38,7 @@ from geounet.data.labels.common import (
     overlaps,
     to_image_crs,
 )
-from geounet.io.raster import RasterInfo, open_raster
+from geounet.io.raster import RasterInfo, open_raster, read_failed
 from geounet.io.windows import pad_amounts
 
 __all__ = ["BLACK", "RasterLabels"]
@@ -160,10 +161,13 @@ class RasterLabels(LabelSource):
             row, col, height, width, src.height, src.width
         )
         win = Window(c0, r0, c1 - c0, r1 - r0)
-        data = src.read(self._bands, window=win)
-        ok = src.read_masks(self._bands[0], window=win) > 0
-        if self.info.alpha_band and src is self._src:
-            ok &= src.read(self.info.alpha_band, window=win) > 0
+        try:
+            data = src.read(self._bands, window=win)
+            ok = src.read_masks(self._bands[0], window=win) > 0
+            if self.info.alpha_band and src is self._src:
+                ok &= src.read(self.info.alpha_band, window=win) > 0
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise read_failed(self.path, exc, win) from exc
         keys = self._encode(data)
         if not self.colors:
             if self.info.nodata is not None:
