@@ -455,6 +455,7 @@ class UnetClassifier:
         resample: bool = True,
         allow_no_crs: bool = False,
         engine: str = "auto",
+        asset: str | None = None,
     ) -> Path:
         """Classify a raster of any size into a georeferenced class raster.
 

@@ -46,7 +46,11 @@ def resolve_model(model: PathLike | None) -> Path:
 
 
 def default_output(image: PathLike, suffix: str = "_classified.tif") -> Path:
-    """``<image stem>_classified.tif`` beside the image."""
+    """``<image stem>_classified.tif`` beside the image (in the working folder when remote)."""
+    from geounet.io.remote import gdal_path, is_remote
+
+    if is_remote(image):
+        return Path.cwd() / (gdal_path(image).stem + suffix)
     p = Path(image)
     return p.with_name(p.stem + suffix)
 
@@ -63,7 +67,8 @@ def classify_scene(
     """Classify one scene with a saved model, and optionally vectorize the result.
 
     Args:
-        image: Input raster.
+        image: Input raster: a path, an ``http(s)://``/``s3://``/``gs://``/``az://`` URL or a
+            STAC Item (then ``options.asset`` names the asset).
         model: Model folder (default: see :func:`resolve_model`).
         out: Output class raster (default: ``<image stem>_classified.tif`` beside the image).
         vector: Also write polygons / centre lines to this vector file.
@@ -79,8 +84,9 @@ def classify_scene(
             ``options.overwrite`` is False; raised before the network runs.
     """
     from geounet.app.classifier import UnetClassifier
+    from geounet.io.remote import is_remote
 
-    if not Path(image).exists():
+    if not is_remote(image) and not Path(image).exists():
         raise InputNotFoundError(f"{image}: no such file; check the path.")
     clf = UnetClassifier.from_model(resolve_model(model), device=device)
     out_path = Path(out) if out else default_output(image)

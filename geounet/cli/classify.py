@@ -20,7 +20,7 @@ from geounet.cli.options import (
 
 
 @click.command("classify")
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=str)
 @click.option(
     "--model",
     type=click.Path(path_type=Path),
@@ -51,6 +51,11 @@ from geounet.cli.options import (
     help="Also write per-class probabilities (uint8 0-255, one band per class).",
 )
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
+@click.option(
+    "--asset",
+    default=None,
+    help="Asset key when IMAGE is a STAC Item (JSON file or URL), e.g. --asset visual.",
+)
 @device_opt
 @engine_opt
 @allow_no_crs_opt
@@ -58,7 +63,7 @@ from geounet.cli.options import (
 @click.pass_context
 def command(
     ctx: click.Context,
-    image: Path,
+    image: str,
     model: Path | None,
     out: Path | None,
     vector: Path | None,
@@ -69,6 +74,7 @@ def command(
     tta: str | None,
     probabilities: Path | None,
     cog: bool,
+    asset: str | None,
     device: str | None,
     engine: str,
     allow_no_crs: bool,
@@ -76,9 +82,14 @@ def command(
 ) -> None:
     """Classify IMAGE into a georeferenced class raster.
 
+    IMAGE is a path, an http(s):// URL of a (Cloud-Optimized) GeoTIFF, an s3:// gs:// or
+    az:// URI (credentials from the environment), or a STAC Item with --asset; remote
+    images are read with range requests.
+
     \b
     Example:
       geounet classify scene.tif --model models/buildings --vector buildings.gpkg
+      geounet classify https://host/item.json --asset visual --out scene_classes.tif
     """
     from geounet.app.workflows import classify_scene
     from geounet.inference.options import ClassifyOptions
@@ -95,6 +106,7 @@ def command(
         progress=not ctx.obj.get("quiet"),
         allow_no_crs=allow_no_crs,
         engine=engine,
+        asset=asset,
     )
     result = classify_scene(
         image, model=model, out=out, vector=vector, device=device, options=options

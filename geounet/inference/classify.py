@@ -60,6 +60,7 @@ from geounet.io.raster import (
     read_window,
     valid_mask,
 )
+from geounet.io.remote import check_local_output
 from geounet.vectorizing.sizes import MIN_AREA_TAG, min_area_from_sizes
 
 __all__ = [
@@ -235,13 +236,13 @@ def _working_grid(info: RasterInfo, config: Any, resample: bool) -> Grid:
 
 
 def _open_input(
-    model: Any, in_raster: PathLike, allow_no_crs: bool, resample: bool
+    model: Any, in_raster: PathLike, opts: ClassifyOptions
 ) -> tuple[RasterInfo, list[int], Grid]:
-    info = open_raster(in_raster, allow_no_crs=allow_no_crs)
+    info = open_raster(in_raster, allow_no_crs=opts.allow_no_crs, asset=opts.asset)
     bands = _model_bands(info, model.config)
     with rasterio.open(info.path) as src:
         _check_range(src, info, bands, model.config)
-    return info, bands, _working_grid(info, model.config, resample)
+    return info, bands, _working_grid(info, model.config, opts.resample)
 
 
 def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
@@ -314,6 +315,7 @@ def classify_raster(
     resample: bool = True,
     allow_no_crs: bool = False,
     engine: str = "auto",
+    asset: str | None = None,
 ) -> Path:
     """Classify a raster of any size into a georeferenced class raster, streamed.
 
@@ -323,7 +325,8 @@ def classify_raster(
     Args:
         model: Object with ``network``, ``config`` (:class:`~geounet.model.files.ModelConfig`) and
             ``device``, e.g. a :class:`~geounet.app.classifier.UnetClassifier`.
-        in_raster: Input image with the model's bands.
+        in_raster: Input image with the model's bands: a path, an ``http(s)://``, ``s3://``,
+            ``gs://`` or ``az://`` URL of a (Cloud-Optimized) GeoTIFF, or a STAC Item.
         out_raster: Output GeoTIFF: uint8 class indices, 255 = nodata, the class colours as
             a colour table, the class names in the ``CLASSES`` tag.
         tile_size: See :class:`~geounet.inference.options.ClassifyOptions`.
@@ -338,6 +341,7 @@ def classify_raster(
         resample: See :class:`~geounet.inference.options.ClassifyOptions`.
         allow_no_crs: See :class:`~geounet.inference.options.ClassifyOptions`.
         engine: See :class:`~geounet.inference.options.ClassifyOptions`.
+        asset: See :class:`~geounet.inference.options.ClassifyOptions`.
 
     Returns:
         The output path.
@@ -370,8 +374,11 @@ def classify_with_options(
         BandMismatchError: The input does not have the model's bands.
         InvalidParameterError: ``options.probabilities`` is ``out_raster`` itself.
     """
+    for out in (out_raster, options.probabilities):
+        if out is not None:
+            check_local_output(out)
     outs = _check_outputs(Path(out_raster), options)
-    info, bands, grid = _open_input(model, in_raster, options.allow_no_crs, options.resample)
+    info, bands, grid = _open_input(model, in_raster, options)
     prepare_network(model)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_bounded_gdal_cache())
@@ -490,7 +497,7 @@ def classify_rows(
         ``(classes, probabilities)``: ``uint8 (n, W)`` (255 = nodata) and ``float32 (K, n, W)``.
     """
     opts = options or ClassifyOptions(progress=False)
-    info, bands, grid = _open_input(model, in_raster, opts.allow_no_crs, opts.resample)
+    info, bands, grid = _open_input(model, in_raster, opts)
     if not 0 <= row_start < row_end <= info.height:
         raise InvalidParameterError(
             f"{info.path}: rows [{row_start}, {row_end}) are not within the raster's "

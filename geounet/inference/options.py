@@ -65,6 +65,10 @@ class ClassifyOptions:
             "geounet[openvino]"``), or a variant such as ``"torch-bf16"`` or ``"onnx-int8"``
             (see :mod:`geounet.inference.engines`). The output's ``GEOUNET_ENGINE`` tag names
             the engine that ran.
+        asset: The asset key (e.g. ``"visual"``) when the input is a STAC Item (a JSON file
+            or URL); may be left out when the Item has a single GeoTIFF asset. Inputs may also
+            be ``http(s)://``, ``s3://``, ``gs://`` or ``az://`` URLs of GeoTIFFs, read with
+            range requests (:mod:`geounet.io.remote`).
 
     Raises:
         InvalidParameterError: A value is out of range or not one of the allowed choices
@@ -83,6 +87,7 @@ class ClassifyOptions:
     resample: bool = True
     allow_no_crs: bool = False
     engine: str = "auto"
+    asset: str | None = None
 
     def __post_init__(self) -> None:
         if self.tta is not None:

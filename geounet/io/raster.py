@@ -41,6 +41,7 @@ from geounet.core.errors import (
     MissingCRSError,
 )
 from geounet.core.types import PathLike, check_choice
+from geounet.io.remote import RemotePath, gdal_path
 from geounet.io.stats import BandStats, StatsAccumulator
 from geounet.io.windows import pad_amounts
 from geounet.io.write import RasterWriter, WriterOptions, atomic_output, write_raster
@@ -74,7 +75,7 @@ class RasterInfo:
     """What geounet needs to know about a raster, read once when it is opened.
 
     Attributes:
-        path: The file.
+        path: The file (a :class:`~geounet.io.remote.RemotePath` for a remote one).
         width: Columns.
         height: Rows.
         count: Number of bands.
@@ -86,7 +87,7 @@ class RasterInfo:
         alpha_band: 1-based index of the alpha band, or None.
     """
 
-    path: Path
+    path: Path | RemotePath
     width: int
     height: int
     count: int
@@ -136,12 +137,17 @@ def _is_virtual(path: str) -> bool:
     return path.startswith("/vsi") or "://" in path or (len(prefix) > 1 and prefix.isalnum())
 
 
-def open_raster(path: PathLike, *, allow_no_crs: bool = False) -> RasterInfo:
+def open_raster(
+    path: PathLike, *, allow_no_crs: bool = False, asset: str | None = None
+) -> RasterInfo:
     """Open a raster, check it is usable and describe it.
 
     Args:
-        path: Any file GDAL/rasterio reads (GeoTIFF, JPEG2000, VRT, ``/vsicurl/`` ...).
+        path: Any file GDAL/rasterio reads (GeoTIFF, JPEG2000, VRT, ``/vsicurl/`` ...), an
+            ``http(s)://``, ``s3://``, ``gs://`` or ``az://`` URL of one (read with range
+            requests), or a STAC Item (see :func:`geounet.io.remote.gdal_path`).
         allow_no_crs: Accept a raster without a CRS and work in pixel coordinates.
+        asset: The asset key when ``path`` is a STAC Item.
 
     Returns:
         A :class:`RasterInfo`.
@@ -151,7 +157,7 @@ def open_raster(path: PathLike, *, allow_no_crs: bool = False) -> RasterInfo:
         InvalidRasterError: Not a raster, no bands or an unsupported data type.
         MissingCRSError: No CRS and ``allow_no_crs`` is False.
     """
-    p = Path(path)
+    p: Any = gdal_path(path, asset)
     if not _is_virtual(str(path)) and not p.exists():
         raise InputNotFoundError(f"{p}: no such file; check the path (cwd is {Path.cwd()}).")
     if not _is_virtual(str(path)) and p.is_dir():
@@ -162,11 +168,17 @@ def open_raster(path: PathLike, *, allow_no_crs: bool = False) -> RasterInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with rasterio.open(p) as src:
                 info = _describe(p, src)
                 subdatasets = list(src.subdatasets) if not info.count else []
                 dtypes = set(src.dtypes)
     except RasterioError as exc:
+        if isinstance(p, RemotePath):
+            raise InvalidRasterError(
+                f"{path}: could not open the remote raster ({exc}); check the URL and that it "
+                "is a GeoTIFF, and for s3/gs/az the credentials in the environment (e.g. "
+                "AWS_ACCESS_KEY_ID or AWS_NO_SIGN_REQUEST=YES)."
+            ) from exc
         raise InvalidRasterError(
             f"{p}: not a raster GDAL can read ({exc}); give a GeoTIFF or another GDAL raster "
             "(if it is one, it is damaged or incomplete: copy or download it again)."
@@ -208,7 +220,7 @@ def _check_usable(info: RasterInfo, subdatasets: list[str], dtypes: set[str]) ->
         )
 
 
-def _describe(p: Path, src: Any) -> RasterInfo:
+def _describe(p: Path | RemotePath, src: Any) -> RasterInfo:
     alpha = None
     for i, ci in enumerate(src.colorinterp, start=1):
         if ci == ColorInterp.alpha:

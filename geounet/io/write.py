@@ -55,6 +55,7 @@ from geounet.core.errors import (
     OutputNotWritableError,
 )
 from geounet.core.types import PathLike, check_choice
+from geounet.io.remote import check_local_output
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -86,6 +87,7 @@ class _AtomicTarget:
     """
 
     def __init__(self, target: PathLike, overwrite: bool) -> None:
+        check_local_output(target)
         self.target, self.overwrite = Path(target), overwrite
         self._refuse_existing()
         check_writable(self.target)
