@@ -25,8 +25,10 @@ Splits (``split=``):
 - ``"rows"``: the top ``1 - val_fraction`` of every image's rows is training, the bottom
   ``val_fraction`` validation; each part is chipped on its own, so no chip crosses the cut.
   ("train on the top 70 %, validate on the bottom 30 %" is ``split="rows", val_fraction=0.3``.)
-- ``"random"``: chips drawn at random. Overlapping chips (``stride < chip_size``) then share
-  pixels between training and validation, so validation scores are optimistic (leaky).
+- ``"random"``: chips drawn at random for validation; training chips that overlap one (with
+  ``stride < chip_size``, and the edge chips shifted inwards to end at the border) are dropped
+  as gap, so no pixel is both trained and validated on. With overlapping chips this drops
+  many; prefer ``"spatial"``.
 
 Example:
     >>> chip_grid(600, 600, 256, 256, split="random")
@@ -299,7 +301,6 @@ def assign_splits(
         n_val = min(max(n_val, 1 if len(chips) > 1 else 0), len(chips) - 1)
         for i in rng.permutation(len(chips))[:n_val]:
             chips[i].split = VALID
-        return 0
     else:
         _spatial_split(chips, val_fraction, seed)
     return _drop_gap(chips, chip_size)
