@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,9 +19,12 @@ from geounet.cli.options import (
     tta_opt,
 )
 
+if TYPE_CHECKING:
+    from geounet.inference.options import ClassifyOptions
+
 
 @click.command("classify")
-@click.argument("image", type=str)
+@click.argument("images", nargs=-1, required=True, type=str)
 @click.option(
     "--model",
     type=click.Path(path_type=Path),
@@ -32,6 +36,23 @@ from geounet.cli.options import (
     type=click.Path(path_type=Path),
     default=None,
     help="Output class raster (default: <image stem>_classified.tif beside the image).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Classify every IMAGE on Dask into DIR/<stem>_classified.tif (several images need it).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="With --out-dir: address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --out-dir: start a local Dask cluster of N single-threaded worker processes.",
 )
 @click.option(
     "--vector",
@@ -63,9 +84,12 @@ from geounet.cli.options import (
 @click.pass_context
 def command(
     ctx: click.Context,
-    image: str,
+    images: tuple[str, ...],
     model: Path | None,
     out: Path | None,
+    out_dir: Path | None,
+    scheduler: str | None,
+    workers: int | None,
     vector: Path | None,
     tile_size: int,
     overlap: int,
@@ -80,7 +104,7 @@ def command(
     allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
-    """Classify IMAGE into a georeferenced class raster.
+    """Classify IMAGE into a georeferenced class raster (several IMAGES: on Dask).
 
     IMAGE is a path, an http(s):// URL of a (Cloud-Optimized) GeoTIFF, an s3:// gs:// or
     az:// URI (credentials from the environment), or a STAC Item with --asset; remote
@@ -90,6 +114,8 @@ def command(
     Example:
       geounet classify scene.tif --model models/buildings --vector buildings.gpkg
       geounet classify https://host/item.json --asset visual --out scene_classes.tif
+      geounet classify a.tif b.tif --out-dir classified --workers 2
+      geounet classify s3://bucket/huge.tif --out-dir out --scheduler tcp://HOST:8786
     """
     from geounet.app.workflows import classify_scene
     from geounet.inference.options import ClassifyOptions
@@ -108,8 +134,41 @@ def command(
         engine=engine,
         asset=asset,
     )
+    if out_dir is not None or len(images) > 1 or scheduler or workers:
+        _classify_on_dask(images, model, out_dir, scheduler, workers, device, options, out, vector)
+        return
     result = classify_scene(
-        image, model=model, out=out, vector=vector, device=device, options=options
+        images[0], model=model, out=out, vector=vector, device=device, options=options
     )
     for kind, path in result.items():
         click.echo(f"{kind}: {path}")
+
+
+def _classify_on_dask(
+    images: tuple[str, ...],
+    model: Path | None,
+    out_dir: Path | None,
+    scheduler: str | None,
+    workers: int | None,
+    device: str | None,
+    options: ClassifyOptions,
+    out: Path | None,
+    vector: Path | None,
+) -> None:
+    """``geounet classify IMAGES... --out-dir DIR``: :func:`geounet.app.scale.classify_many`."""
+    from geounet.app.scale import classify_many, dask_client
+    from geounet.app.workflows import resolve_model
+    from geounet.core.errors import InvalidParameterError
+
+    if out_dir is None or out is not None or vector is not None:
+        raise InvalidParameterError(
+            f"{' '.join(images)}: several images (or --scheduler/--workers) are classified on "
+            "Dask into --out-dir DIR, one <stem>_classified.tif each; give --out-dir and leave "
+            "out --out and --vector (vectorize each output afterwards)."
+        )
+    folder = resolve_model(model)
+    with dask_client(None, scheduler, workers) as client:
+        click.echo(f"dashboard: {client.dashboard_link}", err=True)
+        outs = classify_many(folder, images, out_dir, client, options=options, device=device)
+    for path in outs:
+        click.echo(f"classified: {path}")

@@ -69,6 +69,7 @@ __all__ = [
     "RESAMPLE_TOLERANCE",
     "RESOLUTION_WARN",
     "ClassifyOptions",
+    "class_writer",
     "classify_raster",
     "classify_rows",
     "classify_with_options",
@@ -421,15 +422,8 @@ def _open_writers(
     """Writers of the class raster (and the probabilities), closed by ``stack``."""
     geo = (info.crs, info.transform)
     common = {"output_format": options.output_format, "overwrite": options.overwrite}
-    classes = WriterOptions(
-        nodata=IGNORE_INDEX,
-        colormap=colormap(config.classes),
-        tags=_class_tags(config, engine),
-        descriptions=["class"],
-        **common,
-    )
     size = (info.width, info.height)
-    writer = stack.enter_context(RasterWriter(outs[0], *size, 1, "uint8", *geo, classes))
+    writer = stack.enter_context(class_writer(outs[0], info, config, options, engine))
     prob_writer = None
     if len(outs) > 1:
         probs = WriterOptions(
@@ -439,6 +433,38 @@ def _open_writers(
             RasterWriter(outs[1], *size, config.n_classes, "uint8", *geo, probs)
         )
     return WriterSink(writer, prob_writer)
+
+
+def class_writer(
+    out_raster: PathLike, info: RasterInfo, config: Any, options: ClassifyOptions, engine: str
+) -> RasterWriter:
+    """The writer of a class raster as :func:`classify_raster` writes it (to enter with ``with``).
+
+    uint8 on the input's grid, 255 = nodata, the class colours, the ``CLASSES``,
+    ``GEOUNET_CLASSES``, engine and minimum-area tags, ``options.output_format`` and
+    ``options.overwrite``. Scale-out code writes finished rows into it in order.
+
+    Args:
+        out_raster: The output file.
+        info: The input raster (grid, CRS, transform).
+        config: The model's :class:`~geounet.model.files.ModelConfig`.
+        options: The classification options (format, overwrite).
+        engine: The engine variant that ran (the ``GEOUNET_ENGINE`` tag), e.g. ``"torch-fp32"``.
+
+    Returns:
+        A :class:`~geounet.io.write.RasterWriter` (not yet entered).
+    """
+    classes = WriterOptions(
+        nodata=IGNORE_INDEX,
+        colormap=colormap(config.classes),
+        tags=_class_tags(config, engine),
+        descriptions=["class"],
+        output_format=options.output_format,
+        overwrite=options.overwrite,
+    )
+    return RasterWriter(
+        out_raster, info.width, info.height, 1, "uint8", info.crs, info.transform, classes
+    )
 
 
 def _plan(grid: Grid, opts: ClassifyOptions) -> TilePlan:

@@ -1,0 +1,158 @@
+"""Scale-out on Dask (issue 16): a LocalCluster of 2 single-threaded worker processes.
+
+Outputs must be bitwise identical to single-process classification, for many scenes (one task
+per scene) and for one scene split into row bands; a worker killed mid-run changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+distributed = pytest.importorskip("distributed")
+
+from geounet.app.classifier import UnetClassifier  # noqa: E402
+from geounet.app.scale import band_ranges, classify_many, model_loads  # noqa: E402
+from geounet.cli.main import cli  # noqa: E402
+from geounet.core.errors import InvalidParameterError, OutputExistsError  # noqa: E402
+from geounet.inference.classify import classify_with_options  # noqa: E402
+from geounet.inference.options import ClassifyOptions  # noqa: E402
+from tests.model_fakes import make_fake_data, synthetic_scene  # noqa: E402
+
+OPTS = ClassifyOptions(tile_size=64, overlap=16, engine="torch", progress=False)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    clf = UnetClassifier(make_fake_data(), backbone=None, base_channels=4, depth=2, seed=0)
+    return clf.save(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def local_model(model_dir):
+    return UnetClassifier.from_model(model_dir, device="cpu")
+
+
+def cluster(**kw):
+    return distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=":0", **kw,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client():
+    with cluster() as c, distributed.Client(c) as cl:
+        yield cl
+
+
+def scene_file(make_raster, name, h, w, seed):
+    return make_raster(synthetic_scene(max(h, w), seed=seed)[0][:, :h, :w], name=name)
+
+
+def single_process(model, scene, out, opts=OPTS):
+    return classify_with_options(model, scene, out, opts)
+
+
+def assert_same_raster(a, b):
+    with rasterio.open(a) as ra, rasterio.open(b) as rb:
+        assert (ra.crs, ra.transform, ra.shape, ra.nodata) == (
+            rb.crs,
+            rb.transform,
+            rb.shape,
+            rb.nodata,
+        )
+        assert ra.tags() == rb.tags() and ra.colormap(1) == rb.colormap(1)
+        x, y = ra.read(), rb.read()
+    np.testing.assert_array_equal(x, y)
+    assert len(np.unique(x)) >= 2, "a one-class map would prove little"
+
+
+def test_many_scenes_one_task_each_equal_single_process(client, model_dir, local_model,
+                                                        make_raster, tmp_path):  # fmt: skip
+    scenes = [scene_file(make_raster, f"s{i}.tif", h, w, i)
+              for i, (h, w) in enumerate([(200, 260), (150, 300), (256, 256)])]  # fmt: skip
+    outs = classify_many(model_dir, scenes, tmp_path / "out", client=client, options=OPTS)
+    assert [o.name for o in outs] == ["s0_classified.tif", "s1_classified.tif", "s2_classified.tif"]
+    for scene, out in zip(scenes, outs):
+        assert_same_raster(out, single_process(local_model, scene, tmp_path / f"ref_{out.name}"))
+    loads = client.run(model_loads)
+    assert sum(loads.values()) >= 1 and max(loads.values()) <= 1  # once per worker, not per task
+
+
+def test_one_scene_in_row_bands_equals_single_process(client, model_dir, local_model,
+                                                      make_raster, tmp_path):  # fmt: skip
+    scene = scene_file(make_raster, "big.tif", 600, 300, 7)
+    ranges = band_ranges(600, 70)
+    assert len(ranges) == 9 and ranges[-1] == (560, 600)  # bands not aligned with tiles
+    (out,) = classify_many(model_dir, [scene], tmp_path / "out", client=client, options=OPTS,
+                           band_rows=70)  # fmt: skip
+    assert_same_raster(out, single_process(local_model, scene, tmp_path / "ref.tif"))
+    assert max(client.run(model_loads).values()) <= 1
+
+
+def test_a_worker_killed_mid_run_changes_nothing(model_dir, local_model, make_raster, tmp_path):
+    scene = scene_file(make_raster, "long.tif", 1600, 400, 3)
+    with cluster() as c, distributed.Client(c) as cl:
+        pids = cl.run(os.getpid)
+        result, killed = {}, []
+
+        def run():
+            result["out"] = classify_many(model_dir, [scene], tmp_path / "out", client=cl,
+                                          options=OPTS, band_rows=32)  # fmt: skip
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not killed and thread.is_alive() and time.monotonic() < deadline:
+            busy = [w for w, keys in cl.processing().items() if keys and w in pids]
+            if busy:
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(pids[busy[0]])
+            time.sleep(0.005)
+        assert killed, "no worker was busy: the run ended before the kill"
+        thread.join(300)
+        assert not thread.is_alive()
+        assert killed[0] not in cl.run(os.getpid).values()  # that process is gone
+    assert_same_raster(result["out"][0], single_process(local_model, scene, tmp_path / "ref.tif"))
+
+
+def test_cli_classifies_many_scenes_on_a_scheduler(client, model_dir, local_model, make_raster,
+                                                   tmp_path):  # fmt: skip
+    scenes = [scene_file(make_raster, f"c{i}.tif", 130, 170, 10 + i) for i in range(2)]
+    args = ["classify", *map(str, scenes), "--model", str(model_dir), "--out-dir",
+            str(tmp_path / "cli"), "--scheduler", client.scheduler.address,
+            "--tile-size", "64", "--overlap", "16", "--engine", "torch"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "dashboard" in res.output
+    for scene in scenes:
+        out = tmp_path / "cli" / f"{scene.stem}_classified.tif"
+        assert_same_raster(out, single_process(local_model, scene, tmp_path / f"r{scene.name}"))
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_bad_runs_are_refused_before_any_work(model_dir, make_raster, tmp_path):
+    a = scene_file(make_raster, "a.tif", 64, 64, 1)
+    (tmp_path / "sub").mkdir()
+    b = make_raster(np.zeros((3, 64, 64), np.uint8), name="sub/a.tif")
+    with pytest.raises(InvalidParameterError, match="same name"):
+        classify_many(model_dir, [a, b], tmp_path / "o")
+    with pytest.raises(InvalidParameterError, match="probabilities"):
+        classify_many(
+            model_dir, [a], tmp_path / "o", options=ClassifyOptions(probabilities="p.tif")
+        )
+    with pytest.raises(InvalidParameterError, match="local path"):
+        classify_many(model_dir, [a], "s3://bucket/out")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "a_classified.tif").write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match=r"a_classified\.tif"):
+        classify_many(model_dir, [a], tmp_path / "o")
