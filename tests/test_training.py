@@ -187,7 +187,7 @@ def test_lr_find_suggests_and_restores_weights():
     ratios = np.asarray(result.lrs[1:]) / np.asarray(result.lrs[:-1])
     assert result.lrs[0] == pytest.approx(1e-7) and np.allclose(ratios, (1e7) ** (1 / 19))
     assert np.isfinite(result.losses).all() and min(result.losses) < result.losses[0]
-    candidates = {result.steepest, result.minimum / 10, result.extra["divergence"] / 10}
+    candidates = {result.steepest, result.minimum / 10, result.extra["divergence"] / 10, 1e-3}
     assert result.suggestion in candidates | {*LR_BOUNDS}  # the rule: the scripted tests below
     assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())
 
@@ -270,6 +270,15 @@ def test_lr_suggestion_is_capped_for_fine_tuning_and_bounded():
     lrs, losses = _curve(centre=-5.6, bottom=-5.4)
     assert suggest_lr(lrs, losses, cap=FINE_TUNE_LR_CAP).suggestion == LR_BOUNDS[0]
     assert suggest_lr(lrs[:4], losses[:4], cap=2e-4).suggestion == 2e-4  # fallback, capped
+
+
+def test_lr_suggestion_of_a_sweep_cut_before_divergence_falls_back():
+    # a time limit stopped the sweep at 1e-4, still descending: its steepest point (tiny)
+    # says nothing about a good rate, so the fine-tuning default is used
+    lrs, losses = _curve(centre=-2.5, bottom=-2.0)
+    r = suggest_lr(lrs[:21], losses[:21], cap=FINE_TUNE_LR_CAP)
+    assert r.extra["fallback"] and r.suggestion == FINE_TUNE_LR_CAP
+    assert r.steepest < 1e-4
 
 
 def test_lr_find_sweep_keeps_to_its_time_limit():

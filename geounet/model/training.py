@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from geounet.core.errors import InvalidParameterError
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
+from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
 
 __all__ = [
     "DEFAULT_BUDGET_S",
@@ -432,6 +433,8 @@ class Trainer:
         progress: bool = True,
         start_epoch: int = 1,
         warmup: float = WARMUP,
+        state_dir: Path | None = None,
+        resume: bool = False,
     ) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs; returns this run's history.
 
@@ -454,9 +457,18 @@ class Trainer:
             progress: Show a progress bar with live loss and mIoU.
             start_epoch: Number of the first epoch in the history.
             warmup: Share of the schedule that raises the learning rate to ``lr``.
+            state_dir: Save the whole state of the run there after every epoch
+                (:mod:`geounet.model.resume`); removed when the run ends normally.
+            resume: Continue the run saved in ``state_dir`` (same loaders and settings)
+                with its next epoch, instead of starting again.
 
         Returns:
-            A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch.
+            A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch (with
+            ``resume``, the saved epochs too).
+
+        Raises:
+            InvalidParameterError: Bad settings, an empty loader, or ``resume`` without a
+                state saved with the same settings.
         """
         if epochs < 1 or lr <= 0 or not math.isfinite(lr) or not 0 < warmup < 1:
             raise InvalidParameterError(
@@ -467,9 +479,20 @@ class Trainer:
         loop = _Loop(self, epochs * len(train_dl), lr, time_budget_s, warmup)
         rule, best = StopRule(early_stopping, warmup), _Best(checkpoint)
         rows: list[dict[str, Any]] = []
+        run = {"loop": loop, "rule": rule, "best": best, "rows": rows}
+        key = {
+            "epochs": epochs,
+            "lr": lr,
+            "batches": len(train_dl),
+            "start": start_epoch,
+            "checkpoint": checkpoint,
+            "early_stopping": early_stopping,
+        }
+        first = load_fit_state(state_dir, self, run, key, train_dl) if resume else 0
         bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
+        bar.update(first)
         try:
-            for i in range(epochs):
+            for i in range(first, epochs):
                 result = loop.epoch(train_dl, valid_dl, bar)
                 if result is None:  # the budget ran out before this epoch trained a batch
                     break
@@ -477,10 +500,15 @@ class Trainer:
                 _show(bar, result)
                 score = result.valid_miou if valid_dl is not None else -result.train_loss
                 best.offer(score, i + 1, self.network, result.confusion)
-                if rule.update(score, loop.progress) or loop.out_of_time:
+                stop = rule.update(score, loop.progress) or loop.out_of_time
+                if state_dir is not None:
+                    save_fit_state(state_dir, self, run, key, train_dl)
+                if stop:
                     break
         finally:
             bar.close()
+        if state_dir is not None:
+            clear_fit_state(state_dir)
         self.best_confusion, self.best_epochs = best.restore(self.network, len(rows))
         return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
@@ -676,8 +704,10 @@ def suggest_lr(
     before its minimum, or a tenth of the minimum's LR when the steepest point lies more than
     two decades below it (a steep drop at the very start of a sweep is noise). The suggestion
     is that candidate, but at most a tenth of the divergence point (the first LR past the
-    minimum where the loss doubles; none when the sweep ended first) and at most ``cap``,
-    kept within :data:`LR_BOUNDS`. Fewer than 5 points give 1e-3 (or ``cap`` when lower).
+    minimum where the loss doubles) and at most ``cap``, kept within :data:`LR_BOUNDS`. A
+    sweep that never diverged (cut short by its time limit, or too few points) says nothing
+    about where training breaks: it gives 1e-3 (or ``cap`` when lower), flagged
+    ``extra["fallback"]``.
 
     Example:
         >>> import numpy as np
@@ -692,8 +722,8 @@ def suggest_lr(
     """
     lo, hi = LR_BOUNDS
     hi = min(hi, cap) if cap is not None else hi
+    fallback = min(1e-3, hi)
     if len(lrs) < 5:
-        fallback = min(1e-3, hi)
         return LRFindResult(
             list(lrs), list(losses), fallback, fallback, fallback, {"fallback": True}
         )
@@ -707,7 +737,10 @@ def suggest_lr(
     steepest, minimum = float(lrs[i_steep]), float(lrs[i_min])
     candidate = steepest if minimum / 100 <= steepest <= minimum else minimum / 10
     above = np.flatnonzero(loss[i_min:] > 2 * loss[i_min])
-    divergence = float(lrs[i_min + above[0]]) if above.size else math.inf
+    if not above.size:  # no divergence seen: the sweep ended too early to tell
+        extra = {"fallback": True, "divergence": math.inf, "cap": hi}
+        return LRFindResult(list(lrs), list(losses), fallback, steepest, minimum, extra)
+    divergence = float(lrs[i_min + above[0]])
     suggestion = float(min(max(min(candidate, divergence / 10), lo), max(hi, lo)))
     extra = {"divergence": divergence, "cap": hi}
     return LRFindResult(list(lrs), list(losses), suggestion, steepest, minimum, extra)
