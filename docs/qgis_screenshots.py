@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("GDAL_PAM_ENABLED", "NO")  # no .aux.xml statistics beside the sample data
 REPO = Path(__file__).resolve().parents[1]
 
 
