@@ -39,6 +39,7 @@ from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accura
 from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
 from geounet.model.files import ModelConfig, build_network, load_model, reset_head, save_model
 from geounet.model.losses import build_loss
+from geounet.model.resume import read_fit_key
 from geounet.model.training import (
     FINE_TUNE_LR_CAP,
     HISTORY_COLUMNS,
@@ -233,6 +234,7 @@ class UnetClassifier:
         progress: bool = True,
         seed: int | None = None,
         refit_on_all: bool = False,
+        resume: bool = False,
     ) -> pd.DataFrame:
         """Train; returns the history of this call (also appended to :attr:`history`).
 
@@ -263,20 +265,33 @@ class UnetClassifier:
                 large share of the labels, and the final model learns from them too; the
                 cost is a second run (about twice the time) and that the final weights have
                 no held-out score: the reported validation metrics are the first run's.
+            resume: Continue an interrupted run (Ctrl-C, a crash, a killed job) with the
+                epoch after the last one it finished, instead of starting again. The state
+                of a run is saved after every epoch in the chip folder
+                (``.geounet_fit_state``, see :mod:`geounet.model.resume`) and removed when
+                the run ends; resuming needs the same data and settings (epochs, lr...: the
+                saved ones are used when not given), and on the CPU gives the same weights
+                as a run that was never interrupted. Not with ``refit_on_all``.
+
+        Raises:
+            InvalidParameterError: ``resume`` without a saved run (or one with other
+                settings), or with ``refit_on_all``.
         """
         data = self._require_data()
-        if seed is not None:
-            seed_everything(seed)
-            reseed_loader(data.train_dl, seed)
-        t0 = time.perf_counter()
-        epochs, budget = self._plan(data, epochs, time_budget_s)
-        lr = self._peak_lr(lr, budget, progress)
-        if budget is not None:
-            budget = max(budget - (time.perf_counter() - t0), 1.0)
+        state = _fit_state_dir(data)
+        if resume:
+            epochs, lr, budget = _resume_plan(state, epochs, lr, time_budget_s, refit_on_all)
+        else:
+            if seed is not None:
+                seed_everything(seed)
+                reseed_loader(data.train_dl, seed)
+            epochs, lr, budget = self._fresh_plan(data, epochs, lr, time_budget_s, progress)
         valid = _valid_loader(data)
         start_state = _state_copy(self.network) if refit_on_all and valid is not None else None
         opts = {"early_stopping": early_stopping, "checkpoint": checkpoint, "budget": budget}
-        run = self._run(data.train_dl, valid, epochs, lr, progress, **opts)
+        run = self._run(
+            data.train_dl, valid, epochs, lr, progress, state=state, resume=resume, **opts
+        )
         confusion = self._trainer.best_confusion
         if start_state is not None:
             self.network.load_state_dict(start_state)
@@ -287,6 +302,22 @@ class UnetClassifier:
         self._confusion = confusion  # the held-out score (the first run's when refitting)
         self._record_metrics()
         return run
+
+    def _fresh_plan(
+        self,
+        data: Any,
+        epochs: int | None,
+        lr: float | None,
+        time_budget_s: float | None,
+        progress: bool,
+    ) -> tuple[int, float, float | None]:
+        """Epochs, peak learning rate and time budget of a new run (LR sweep when needed)."""
+        t0 = time.perf_counter()
+        epochs, budget = self._plan(data, epochs, time_budget_s)
+        lr = self._peak_lr(lr, budget, progress)
+        if budget is not None:
+            budget = max(budget - (time.perf_counter() - t0), 1.0)
+        return epochs, lr, budget
 
     def _plan(
         self, data: Any, epochs: int | None, time_budget_s: float | None
@@ -319,9 +350,13 @@ class UnetClassifier:
         early_stopping: int | None,
         checkpoint: bool,
         budget: float | None,
+        state: Path | None = None,
+        resume: bool = False,
     ) -> pd.DataFrame:
         """One :meth:`Trainer.fit` run, numbered after and appended to :attr:`history`."""
         start = int(self._history["epoch"].max()) + 1 if len(self._history) else 1
+        if resume and state is not None:
+            start = (read_fit_key(state) or {}).get("start", start)
         run = self._trainer.fit(
             train_dl,
             valid_dl,
@@ -332,6 +367,8 @@ class UnetClassifier:
             time_budget_s=budget,
             progress=progress,
             start_epoch=start,
+            state_dir=state,
+            resume=resume,
         )
         frames = [f for f in (self._history, run) if len(f)]
         self._history = pd.concat(frames, ignore_index=True) if frames else run
@@ -690,6 +727,41 @@ def _all_chips_loader(data: Any) -> DataLoader:
 
 def _state_copy(network: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+
+#: Folder, in the chip folder, holding the state of the last unfinished fit run.
+FIT_STATE_DIR = ".geounet_fit_state"
+
+
+def _fit_state_dir(data: Any) -> Path | None:
+    """Where a fit run on ``data`` saves its state: in its chip folder (None without one)."""
+    chip_dir = getattr(data, "chip_dir", None)
+    return Path(chip_dir) / FIT_STATE_DIR if chip_dir is not None else None
+
+
+def _resume_plan(
+    state: Path | None,
+    epochs: int | None,
+    lr: float | None,
+    budget: float | None,
+    refit_on_all: bool,
+) -> tuple[int, float, float | None]:
+    """Epochs, learning rate and budget of a resumed run: as given, else as saved.
+
+    Raises:
+        InvalidParameterError: Nothing saved to resume, or ``refit_on_all``.
+    """
+    key = read_fit_key(state) if state is not None else None
+    if key is None or refit_on_all:
+        why = (
+            "resume=True cannot be combined with refit_on_all=True"
+            if refit_on_all
+            else f"{state or 'this data'}: no interrupted fit run was saved here"
+        )
+        raise InvalidParameterError(f"{why}; call fit() without resume=True.")
+    epochs = key["epochs"] if epochs is None else epochs
+    lr = key["lr"] if lr is None else lr
+    return epochs, lr, key["budget"] if budget is None else budget
 
 
 def _valid_loader(data: Any) -> Any | None:

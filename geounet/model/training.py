@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from geounet.core.errors import InvalidParameterError
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
+from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
 
 __all__ = [
     "DEFAULT_BUDGET_S",
@@ -432,6 +433,8 @@ class Trainer:
         progress: bool = True,
         start_epoch: int = 1,
         warmup: float = WARMUP,
+        state_dir: Path | None = None,
+        resume: bool = False,
     ) -> pd.DataFrame:
         """Train for up to ``epochs`` epochs; returns this run's history.
 
@@ -454,9 +457,18 @@ class Trainer:
             progress: Show a progress bar with live loss and mIoU.
             start_epoch: Number of the first epoch in the history.
             warmup: Share of the schedule that raises the learning rate to ``lr``.
+            state_dir: Save the whole state of the run there after every epoch
+                (:mod:`geounet.model.resume`); removed when the run ends normally.
+            resume: Continue the run saved in ``state_dir`` (same loaders and settings)
+                with its next epoch, instead of starting again.
 
         Returns:
-            A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch.
+            A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch (with
+            ``resume``, the saved epochs too).
+
+        Raises:
+            InvalidParameterError: Bad settings, an empty loader, or ``resume`` without a
+                state saved with the same settings.
         """
         if epochs < 1 or lr <= 0 or not math.isfinite(lr) or not 0 < warmup < 1:
             raise InvalidParameterError(
@@ -467,9 +479,21 @@ class Trainer:
         loop = _Loop(self, epochs * len(train_dl), lr, time_budget_s, warmup)
         rule, best = StopRule(early_stopping, warmup), _Best(checkpoint)
         rows: list[dict[str, Any]] = []
+        run = {"loop": loop, "rule": rule, "best": best, "rows": rows}
+        key = {
+            "epochs": epochs,
+            "lr": lr,
+            "batches": len(train_dl),
+            "start": start_epoch,
+            "checkpoint": checkpoint,
+            "early_stopping": early_stopping,
+            "budget": time_budget_s,
+        }
+        first = load_fit_state(state_dir, self, run, key, train_dl) if resume else 0
         bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
+        bar.update(first)
         try:
-            for i in range(epochs):
+            for i in range(first, epochs):
                 result = loop.epoch(train_dl, valid_dl, bar)
                 if result is None:  # the budget ran out before this epoch trained a batch
                     break
@@ -477,10 +501,15 @@ class Trainer:
                 _show(bar, result)
                 score = result.valid_miou if valid_dl is not None else -result.train_loss
                 best.offer(score, i + 1, self.network, result.confusion)
-                if rule.update(score, loop.progress) or loop.out_of_time:
+                stop = rule.update(score, loop.progress) or loop.out_of_time
+                if state_dir is not None:
+                    save_fit_state(state_dir, self, run, key, train_dl)
+                if stop:
                     break
         finally:
             bar.close()
+        if state_dir is not None:
+            clear_fit_state(state_dir)
         self.best_confusion, self.best_epochs = best.restore(self.network, len(rows))
         return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
