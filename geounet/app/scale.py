@@ -72,7 +72,7 @@ SPLITS = ("auto", "scenes", "bands")
 #: Target pixels of a row band (its rows are a whole number of tile strides in between
 #: :data:`MIN_BAND_STRIDES` and :data:`MAX_BAND_STRIDES`); see the scale study in
 #: benchmarks/README.md for the trade-off between recomputed halo tiles and worker memory.
-BAND_PIXELS = 32 * 2**20
+BAND_PIXELS = 64 * 2**20
 MIN_BAND_STRIDES, MAX_BAND_STRIDES = 2, 16
 _MODELS: dict[tuple[str, str | None], Any] = {}
 _LOADS: list[int] = [0]
@@ -168,15 +168,22 @@ def _band_task(
     return classify_rows(model, scene, rows[0], rows[1], options)[0]
 
 
-def default_band_rows(width: int, height: int, options: ClassifyOptions) -> int:
+def default_band_rows(width: int, height: int, options: ClassifyOptions, threads: int = 1) -> int:
     """Rows of a band: about :data:`BAND_PIXELS` pixels, a whole number of tile strides.
 
     Each band recomputes about one row of tiles shared with its neighbour (the halo), so
     bands of ``k`` strides cost about ``1/k`` extra; memory on a worker grows with the band
-    (``rows x width x (4 K + 1)`` bytes for ``K`` classes).
+    (``rows x width x (4 K + 1)`` bytes for ``K`` classes). Bands are made smaller (down to
+    :data:`MIN_BAND_STRIDES` strides) until there are two per worker thread.
+
+    Example:
+        >>> default_band_rows(60000, 60000, ClassifyOptions())   # 2 strides of 448 rows
+        896
+        >>> default_band_rows(4000, 4000, ClassifyOptions(), threads=2)  # 4 bands: 2 per thread
+        1344
     """
     stride = max(1, options.tile_size - options.overlap)
-    k = BAND_PIXELS // max(1, width) // stride
+    k = min(BAND_PIXELS // max(1, width) // stride, -(-height // (2 * threads * stride)))
     k = min(MAX_BAND_STRIDES, max(MIN_BAND_STRIDES, k))
     return max(1, min(height, k * stride))
 
@@ -321,9 +328,11 @@ def _run_bands(job: _Job, scene: PathLike, out: Path, band_rows: int | None) -> 
     """Row bands of one scene; the driver writes each band's rows in order as it arrives."""
     client, opts = job.client, job.options
     info = open_raster(scene, allow_no_crs=opts.allow_no_crs, asset=opts.asset)
-    ranges = band_ranges(info.height, band_rows or default_band_rows(info.width, info.height, opts))
+    threads = max(1, sum(client.nthreads().values()))
+    rows = band_rows or default_band_rows(info.width, info.height, opts, threads)
+    ranges = band_ranges(info.height, rows)
     task_opts, engine = _band_engine(opts)
-    in_flight = 2 * max(1, sum(client.nthreads().values()))
+    in_flight = 2 * threads
     todo = iter(ranges)
     pending: deque[tuple[tuple[int, int], Any]] = deque()
 
