@@ -54,6 +54,12 @@ def chips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def save_every_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state is saved at most every 30 s; here after every epoch."""
+    monkeypatch.setattr(training, "STATE_EVERY_S", 0.0)
+
+
 def classifier(chips: Path, seed: int = 0) -> UnetClassifier:
     data = prepare_data(chips, batch_size=4)
     return UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=seed)

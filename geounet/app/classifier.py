@@ -266,8 +266,9 @@ class UnetClassifier:
                 cost is a second run (about twice the time) and that the final weights have
                 no held-out score: the reported validation metrics are the first run's.
             resume: Continue an interrupted run (Ctrl-C, a crash, a killed job) with the
-                epoch after the last one it finished, instead of starting again. The state
-                of a run is saved after every epoch in the chip folder
+                epoch after the last one it saved, instead of starting again. The state
+                of a run is saved after an epoch (at most every
+                :data:`~geounet.model.training.STATE_EVERY_S` seconds) in the chip folder
                 (``.geounet_fit_state``, see :mod:`geounet.model.resume`) and removed when
                 the run ends; resuming needs the same data and settings (epochs, lr...: the
                 saved ones are used when not given), and on the CPU gives the same weights

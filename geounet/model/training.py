@@ -23,6 +23,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_BUDGET_S",
     "FINE_TUNE_LR_CAP",
     "HISTORY_COLUMNS",
+    "STATE_EVERY_S",
     "TARGET_CHIP_VIEWS",
     "WARMUP",
     "EpochResult",
@@ -75,6 +77,9 @@ LR_BOUNDS = (1e-5, 1e-2)
 FINE_TUNE_LR_CAP = 1e-3
 #: Share of the one-cycle schedule that warms the learning rate up (no early stop in it).
 WARMUP = 0.25
+#: Shortest time between two saves of a fit run's state (for ``resume``): the weights and
+#: the optimiser's moments of a large network are hundreds of MB.
+STATE_EVERY_S = 30.0
 #: ``fit`` without an epoch count plans about this many chip views (epochs x chips), at
 #: least :data:`MIN_EPOCHS` and at most :data:`MAX_EPOCHS` epochs...
 TARGET_CHIP_VIEWS = 6000
@@ -490,6 +495,7 @@ class Trainer:
             "budget": time_budget_s,
         }
         first = load_fit_state(state_dir, self, run, key, train_dl) if resume else 0
+        saver = _StateSaver(state_dir, fresh=not resume)
         bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not progress, leave=True)
         bar.update(first)
         try:
@@ -502,8 +508,7 @@ class Trainer:
                 score = result.valid_miou if valid_dl is not None else -result.train_loss
                 best.offer(score, i + 1, self.network, result.confusion)
                 stop = rule.update(score, loop.progress) or loop.out_of_time
-                if state_dir is not None:
-                    save_fit_state(state_dir, self, run, key, train_dl)
+                saver.after_epoch(self, run, key, train_dl, last=stop or i + 1 == epochs)
                 if stop:
                     break
         finally:
@@ -633,6 +638,44 @@ class _Loop:
         if self.budget and time.perf_counter() - self.start >= self.budget:
             self.out_of_time = True
         return EpochResult(train_loss, valid_loss, miou, accuracy, lr, time.perf_counter() - t0, cm)
+
+
+class _StateSaver:
+    """Saves a fit run's state after an epoch, at most every :data:`STATE_EVERY_S` seconds.
+
+    A new run (``fresh``) first removes the state of an older one, so that a later resume
+    cannot continue that one. A folder that cannot be written (read-only chips) only costs
+    the ability to resume: a warning, then no more saving.
+    """
+
+    def __init__(self, folder: Path | None, *, fresh: bool) -> None:
+        self.folder, self.last = folder, time.perf_counter()
+        if folder is not None and fresh:
+            clear_fit_state(folder)
+
+    def after_epoch(
+        self,
+        trainer: Trainer,
+        run: dict[str, Any],
+        key: dict[str, Any],
+        train_dl: Any,
+        *,
+        last: bool,
+    ) -> None:
+        """Save now unless saved less than STATE_EVERY_S ago (never after the last epoch)."""
+        if self.folder is None or last or time.perf_counter() - self.last < STATE_EVERY_S:
+            return
+        try:
+            save_fit_state(self.folder, trainer, run, key, train_dl)
+        except OSError as exc:
+            warnings.warn(
+                f"{self.folder}: cannot save the training state ({exc}); this run will not be "
+                "resumable. Train from a writable chip folder to be able to resume.",
+                UserWarning,
+                stacklevel=4,
+            )
+            self.folder = None
+        self.last = time.perf_counter()
 
 
 class _Best:
