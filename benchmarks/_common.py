@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 
 #: Networks of the inference benchmarks: the paper U-Net with 4 base channels (the pipeline's
-#: cost, not the network's), the efficientnet-lite0 U-Net and a resnet18 U-Net.
+#: cost, not the network's), the efficientnet-lite0 U-Net and resnet18 / resnet34 U-Nets.
 NETWORKS = {
     "tiny": {"arch": "unet-classic", "backbone": None, "unet_kwargs": {"base_channels": 4}},
     "lite0": {"arch": "unet", "backbone": "efficientnet-lite0", "unet_kwargs": {}},
     "resnet18": {"arch": "unet", "backbone": "resnet18", "unet_kwargs": {}},
+    "resnet34": {"arch": "unet", "backbone": "resnet34", "unet_kwargs": {}},
 }
 #: The generated scenes lie in UTM zone 16N at 0.5 m.
 EPSG = 32616
