@@ -212,8 +212,14 @@ def _quantize(fp32: Path, sample: np.ndarray) -> Callable[[Path], Any]:
                 return next(self.feeds, None)
 
         log.info("quantizing the network to int8 (calibrated on %d tiles)", len(sample))
+        source = tmp.with_name(f"{tmp.stem}-pre.onnx")  # shapes inferred, graph optimised
+        try:
+            q.shape_inference.quant_pre_process(str(fp32), str(source))
+        except Exception as exc:  # pre-processing only helps; quantize the export as it is
+            log.debug("int8 pre-processing failed (%s); quantizing the export directly", exc)
+            source.unlink(missing_ok=True)
         q.quantize_static(
-            str(fp32),
+            str(source if source.exists() else fp32),
             str(tmp),
             Reader(),
             quant_format=q.QuantFormat.QDQ,
@@ -221,6 +227,7 @@ def _quantize(fp32: Path, sample: np.ndarray) -> Callable[[Path], Any]:
             activation_type=q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8,
         )
+        source.unlink(missing_ok=True)
 
     return build
 
