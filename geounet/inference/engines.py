@@ -7,7 +7,8 @@ softmax probabilities. The engines:
 ========================  ====================================================================
 name                      what runs
 ========================  ====================================================================
-``torch-fp32``            PyTorch eager, channels-last, float32 (CUDA: float16 autocast)
+``torch-fp32``            PyTorch eager, channels-last, float32 (on CUDA: ``torch-cuda-fp16``,
+                          float16 autocast)
 ``torch-bf16``            PyTorch eager, channels-last, bfloat16 autocast (CPUs with BF16)
 ``onnx-fp32``             ONNX Runtime (CPU) on an ONNX export of the bare network
 ``onnx-int8``             ONNX Runtime on a statically quantized (QDQ, int8) copy of that export
@@ -105,7 +106,7 @@ class TorchEngine:
         self.device = torch.device(model.device)
         self.bf16 = bool(bf16)
         if self.device.type == "cuda":
-            self.name = "torch-fp32"  # float16 autocast on CUDA, float32 accumulation
+            self.name = "torch-cuda-fp16"  # float16 autocast on CUDA, float32 accumulation
         else:
             self.name = "torch-bf16" if self.bf16 else "torch-fp32"
 
