@@ -494,6 +494,7 @@ class UnetClassifier:
         allow_no_crs: bool = False,
         engine: str = "auto",
         asset: str | None = None,
+        resume: bool = False,
     ) -> Path:
         """Classify a raster of any size into a georeferenced class raster.
 

@@ -77,6 +77,12 @@ if TYPE_CHECKING:
     default=None,
     help="Asset key when IMAGE is a STAC Item (JSON file or URL), e.g. --asset visual.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep finished rows beside the output (.NAME.resume) and, after an interruption, "
+    "continue from the last completed band of rows (same image, model and options).",
+)
 @device_opt
 @engine_opt
 @allow_no_crs_opt
@@ -99,6 +105,7 @@ def command(
     probabilities: Path | None,
     cog: bool,
     asset: str | None,
+    resume: bool,
     device: str | None,
     engine: str,
     allow_no_crs: bool,
@@ -133,6 +140,7 @@ def command(
         allow_no_crs=allow_no_crs,
         engine=engine,
         asset=asset,
+        resume=resume,
     )
     if out_dir is not None or len(images) > 1 or scheduler or workers:
         _classify_on_dask(images, model, out_dir, scheduler, workers, device, options, out, vector)

@@ -28,6 +28,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from geounet.inference.blending import TilePlan
 from geounet.inference.engine import prepare_network, run_network, run_tiles, select_engine
 from geounet.inference.engine_choice import ENGINE_TAG
 from geounet.inference.options import ClassifyOptions
+from geounet.inference.resume import classify_resumable
 from geounet.inference.streams import (
     ArraySink,
     ArraySource,
@@ -317,6 +319,7 @@ def classify_raster(
     allow_no_crs: bool = False,
     engine: str = "auto",
     asset: str | None = None,
+    resume: bool = False,
 ) -> Path:
     """Classify a raster of any size into a georeferenced class raster, streamed.
 
@@ -343,6 +346,7 @@ def classify_raster(
         allow_no_crs: See :class:`~geounet.inference.options.ClassifyOptions`.
         engine: See :class:`~geounet.inference.options.ClassifyOptions`.
         asset: See :class:`~geounet.inference.options.ClassifyOptions`.
+        resume: See :class:`~geounet.inference.options.ClassifyOptions`.
 
     Returns:
         The output path.
@@ -378,6 +382,17 @@ def classify_with_options(
     for out in (out_raster, options.probabilities):
         if out is not None:
             check_local_output(out)
+    if options.resume:
+        steps = SimpleNamespace(
+            check_outputs=_check_outputs,
+            open_input=_open_input,
+            gdal_cache=_bounded_gdal_cache,
+            plan=_plan,
+            opener=_opener,
+            grid_sink=_grid_sink,
+            open_writers=_open_writers,
+        )
+        return classify_resumable(model, in_raster, out_raster, options, steps)
     outs = _check_outputs(Path(out_raster), options)
     info, bands, grid = _open_input(model, in_raster, options)
     prepare_network(model)

@@ -69,6 +69,10 @@ class ClassifyOptions:
             or URL); may be left out when the Item has a single GeoTIFF asset. Inputs may also
             be ``http(s)://``, ``s3://``, ``gs://`` or ``az://`` URLs of GeoTIFFs, read with
             range requests (:mod:`geounet.io.remote`).
+        resume: Keep the finished rows, every 512, in a hidden folder beside the output
+            (``.<name>.resume``) and, when it already holds rows of an interrupted run with
+            the same input, model and options, continue from the last completed band; the
+            result is identical to an uninterrupted run (:mod:`geounet.inference.resume`).
 
     Raises:
         InvalidParameterError: A value is out of range or not one of the allowed choices
@@ -88,6 +92,7 @@ class ClassifyOptions:
     allow_no_crs: bool = False
     engine: str = "auto"
     asset: str | None = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.tta is not None:

@@ -63,6 +63,8 @@ __all__ = [
     "WriterOptions",
     "atomic_output",
     "check_writable",
+    "lock_path",
+    "output_lock",
     "write_raster",
 ]
 
@@ -160,6 +162,25 @@ def lock_path(target: PathLike) -> Path:
     """The lock file of an output: ``.<name>.lock`` beside it."""
     t = Path(target)
     return t.with_name(f".{t.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(target: PathLike) -> Iterator[Path]:
+    """Hold the lock file of ``target`` (``.<name>.lock`` beside it) for a block.
+
+    The same lock an atomic output holds while it is written: a second run that wants
+    ``target`` meanwhile is refused.
+
+    Raises:
+        OutputLockedError: Another live process holds the lock.
+    """
+    lock = lock_path(target)
+    _acquire_lock(lock, Path(target))
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
 
 
 def _holder(lock: Path) -> int | None:
