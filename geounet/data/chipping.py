@@ -49,8 +49,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,11 @@ import rasterio
 from rasterio import windows
 from rasterio.windows import Window
 
-from geounet.core.classes import ClassSpec, colormap
+from geounet.core.classes import ClassSpec
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX, SPLIT_MODES, SplitMode, check_choice
-from geounet.io.raster import RasterInfo, read_window, write_raster
+from geounet.data.chip_files import ChipWriter
+from geounet.io.raster import RasterInfo, read_window
 from geounet.io.windows import tile_starts
 
 __all__ = [
@@ -359,49 +361,72 @@ def _chip_bounds(win: Window, info: RasterInfo) -> tuple[float, float, float, fl
 class _ChipContext:
     folder: Path
     classes: Sequence[ClassSpec]
-    band_names: list[str]
     chip_size: int
     nodata: float | None
     min_valid: int
+    writer: ChipWriter
 
 
-def _write_mask(path: Path, valid: np.ndarray) -> None:
-    """Add a GDAL mask band (255 valid, 0 invalid) inside the GeoTIFF ``path``."""
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
-        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+def _row_bands(
+    grid: list[tuple[int, int, int]],
+) -> Iterator[tuple[int, list[tuple[int, int, int]]]]:
+    """The grid's chips grouped by row: ``(row, chips of that row)`` (grid order kept)."""
+    for row, chips in groupby(grid, key=lambda g: g[0]):
+        yield row, list(chips)
 
 
-def _write_pair(
+def _band_labels(labels: Any, row: int, c0: int, width: int, size: int) -> Any:
+    """A reader of the label chips of one row band: the band read once when exact, else per chip.
+
+    Label sources that say ``reads_by_band`` (vector labels, label rasters on the image grid)
+    give the same pixels for a band as for each chip in it; others (resampled label rasters)
+    are read chip by chip, as the chips would be on their own.
+    """
+    if getattr(labels, "reads_by_band", False):
+        band = labels.read(row, c0, size, width)
+        return lambda col: band[:, col - c0 : col - c0 + size].copy()
+    return lambda col: labels.read(row, col, size, size)
+
+
+def _chip_band(
     ctx: _ChipContext,
-    chip: Chip,
+    idx: int,
     info: RasterInfo,
-    data: np.ndarray,
-    valid: np.ndarray,
-    lab: np.ndarray,
-) -> None:
-    win = Window(chip.col, chip.row, ctx.chip_size, ctx.chip_size)
-    tr = windows.transform(win, info.transform)
-    chip.nodata = ctx.nodata if ctx.nodata is not None else info.nodata
-    image = write_raster(
-        ctx.folder / "images" / chip.name,
-        data,
-        info.crs,
-        tr,
-        nodata=chip.nodata,
-        descriptions=ctx.band_names,
-    )
-    if not valid.all():
-        _write_mask(image, valid)
-    write_raster(
-        ctx.folder / "labels" / chip.name,
-        lab,
-        info.crs,
-        tr,
-        nodata=IGNORE_INDEX,
-        colormap=colormap(ctx.classes),
-        class_names={i: c.name for i, c in enumerate(ctx.classes)},
-    )
-    chip.bounds = _chip_bounds(win, info)
+    src: Any,
+    labels: Any,
+    bands: list[int],
+    row: int,
+    chips: list[tuple[int, int, int]],
+) -> tuple[list[Chip], int]:
+    """Chip one row band: the image rows read once, each chip cut from them in memory."""
+    size, n_cls = ctx.chip_size, len(ctx.classes)
+    c0 = min(c for _, c, _ in chips)
+    width = max(c for _, c, _ in chips) + size - c0
+    band, band_valid = read_window(
+        src, row, c0, size, width, bands, nodata=ctx.nodata, alpha_band=info.alpha_band,
+        pad_mode="constant",
+    )  # fmt: skip
+    label_chip = _band_labels(labels, row, c0, width, size)
+    nodata = ctx.nodata if ctx.nodata is not None else info.nodata
+    kept, dropped = [], 0
+    for _, col, region in chips:
+        valid = band_valid[:, col - c0 : col - c0 + size]
+        lab = label_chip(col)
+        lab[~valid] = IGNORE_INDEX
+        known = lab != IGNORE_INDEX
+        n_known = int(np.count_nonzero(known))
+        if n_known == 0 or n_known < ctx.min_valid:
+            dropped += 1
+            continue
+        chip = Chip(idx, row, col, region, name=f"{idx:03d}_{row:06d}_{col:06d}.tif", nodata=nodata)
+        chip.counts = np.bincount(lab[known], minlength=n_cls).astype(np.int64)
+        win = Window(col, row, size, size)
+        tr = windows.transform(win, info.transform)
+        data = band[:, :, col - c0 : col - c0 + size]
+        ctx.writer.submit(chip.name, data, valid, lab, info.crs, tr, nodata)
+        chip.bounds = _chip_bounds(win, info)
+        kept.append(chip)
+    return kept, dropped
 
 
 def _chip_image(
@@ -414,31 +439,11 @@ def _chip_image(
 ) -> tuple[list[Chip], int]:
     kept: list[Chip] = []
     dropped = 0
-    n_cls, size = len(ctx.classes), ctx.chip_size
     with rasterio.open(info.path) as src:
-        for row, col, region in grid:
-            data, valid = read_window(
-                src,
-                row,
-                col,
-                size,
-                size,
-                bands,
-                nodata=ctx.nodata,
-                alpha_band=info.alpha_band,
-                pad_mode="constant",
-            )
-            lab = labels.read(row, col, size, size)
-            lab[~valid] = IGNORE_INDEX
-            known = lab != IGNORE_INDEX
-            n_known = int(np.count_nonzero(known))
-            if n_known == 0 or n_known < ctx.min_valid:
-                dropped += 1
-                continue
-            chip = Chip(idx, row, col, region, name=f"{idx:03d}_{row:06d}_{col:06d}.tif")
-            chip.counts = np.bincount(lab[known], minlength=n_cls).astype(np.int64)
-            _write_pair(ctx, chip, info, data, valid, lab)
-            kept.append(chip)
+        for row, chips in _row_bands(grid):
+            k, d = _chip_band(ctx, idx, info, src, labels, bands, row, chips)
+            kept += k
+            dropped += d
     return kept, dropped
 
 
@@ -459,8 +464,11 @@ def write_chips(
 ) -> tuple[list[Chip], int]:
     """Write image and label chips of every image into ``folder/images`` and ``folder/labels``.
 
-    Reads one chip window at a time, so memory does not depend on the image size. Chips with
-    fewer than ``min_valid_fraction`` labelled valid pixels (or none) are skipped.
+    Reads one row band (``chip_size`` rows) at a time and cuts its chips in memory; vector
+    labels are rasterized once per band (see :func:`_band_labels`); a bounded pool of
+    threads writes the chips (:class:`~geounet.data.chip_files.ChipWriter`). Memory does not
+    depend on the image height. Chips with fewer than ``min_valid_fraction`` labelled valid
+    pixels (or none) are skipped.
 
     Args:
         folder: The chip folder being built.
@@ -486,17 +494,18 @@ def write_chips(
     min_valid = math.ceil(min_valid_fraction * chip_size * chip_size)
     many = split == "spatial" and len(infos) >= WHOLE_IMAGES_FROM
     mode: SplitMode = "random" if many else split  # many images: whole images validate
-    ctx = _ChipContext(folder, classes, list(band_names), chip_size, nodata, min_valid)
     chips: list[Chip] = []
     dropped = 0
-    for idx, (info, lab, use) in enumerate(zip(infos, labels, bands)):
-        grid = chip_grid(
-            info.height, info.width, chip_size, stride, split=mode, val_fraction=val_fraction
-        )
-        kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)
-        chips += kept
-        dropped += n_drop
-        log.info("%s: %d chips kept, %d dropped", info.path.name, len(kept), n_drop)
+    with ChipWriter(folder, classes, band_names) as writer:
+        ctx = _ChipContext(folder, classes, chip_size, nodata, min_valid, writer)
+        for idx, (info, lab, use) in enumerate(zip(infos, labels, bands)):
+            grid = chip_grid(
+                info.height, info.width, chip_size, stride, split=mode, val_fraction=val_fraction
+            )
+            kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)
+            chips += kept
+            dropped += n_drop
+            log.info("%s: %d chips kept, %d dropped", info.path.name, len(kept), n_drop)
     return chips, dropped
 
 

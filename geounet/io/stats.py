@@ -59,11 +59,33 @@ def _lerp(a: float, b: float, t: float) -> float:
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
+def _hist_moments(hist: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per band mean and sum of squared deviations of histograms, exactly (integer sums).
+
+    Example:
+        >>> _hist_moments(np.array([[0, 2, 0, 2]]), 0)
+        (array([2.]), array([4.]))
+    """
+    mean, m2 = np.zeros(len(hist)), np.zeros(len(hist))
+    for b, h in enumerate(hist):
+        nz = np.flatnonzero(h)
+        vals, counts = (nz - offset).tolist(), h[nz].tolist()
+        n = sum(counts)
+        if n == 0:
+            continue
+        s1 = sum(v * c for v, c in zip(vals, counts))
+        s2 = sum(v * v * c for v, c in zip(vals, counts))
+        mean[b], m2[b] = s1 / n, (n * s2 - s1 * s1) / n  # Python ints: exact until divided
+    return mean, m2
+
+
 class StatsAccumulator:
     """Streams windows into exact moments and histograms (or a bounded sample) per band.
 
-    Means and variances are merged window by window (Chan et al.), which stays accurate for
-    large values with a small spread. Percentiles use numpy's default (linear) definition:
+    For 8/16-bit integers only the histograms are kept: means and variances come from them
+    exactly (integer sums) at the end. Other types merge means and variances window by window
+    (Chan et al.), which stays accurate for large values with a small spread. Percentiles
+    use numpy's default (linear) definition:
     exactly from full histograms for 8/16-bit integers, else from a uniform random sample of
     at most ``sample_size`` pixels (bottom-k of random keys: every pixel has the same chance,
     whatever window it comes from), which is exact while the raster has fewer valid pixels.
@@ -94,6 +116,12 @@ class StatsAccumulator:
         m = values.shape[1]
         if m == 0:
             return
+        if self.hist is not None:  # moments come exactly from the histograms at the end
+            self.n += m
+            for b in range(values.shape[0]):
+                idx = values[b] if self.offset == 0 else values[b].astype(np.int64) + self.offset
+                self.hist[b] += np.bincount(idx, minlength=self.hist.shape[1])
+            return
         v = values.astype(np.float64)
         wmean = v.mean(axis=1)
         wm2 = ((v - wmean[:, None]) ** 2).sum(axis=1)
@@ -101,12 +129,7 @@ class StatsAccumulator:
         self.mean = self.mean + delta * (m / total)
         self.m2 = self.m2 + wm2 + delta * delta * (self.n * m / total)
         self.n = total
-        if self.hist is not None:
-            for b in range(values.shape[0]):
-                idx = values[b].astype(np.int64) + self.offset
-                self.hist[b] += np.bincount(idx, minlength=self.hist.shape[1])
-        else:
-            self._add_sample(values.astype(self.dtype, copy=False))
+        self._add_sample(values.astype(self.dtype, copy=False))
 
     def _add_sample(self, values: np.ndarray) -> None:
         keys = self.rng.random(values.shape[1])
@@ -143,6 +166,8 @@ class StatsAccumulator:
         """The statistics of everything added."""
         if self.pending:
             self._merge()
+        if self.hist is not None:
+            self.mean, self.m2 = _hist_moments(self.hist, self.offset)
         n = max(self.n, 1)
         std = np.sqrt(np.maximum(self.m2 / n, 0.0))
         nb = len(self.mean)

@@ -81,6 +81,9 @@ class LabelSource:
 
     path: Path
     image: RasterInfo
+    #: Whether a window read at once gives exactly the pixels of its parts read one by one
+    #: (then chipping reads one row band of labels for all its chips).
+    reads_by_band: bool = False
 
     def found_values(self) -> list[Any]:
         """Raw label values (or colours) present over the image, sorted."""

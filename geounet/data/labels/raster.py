@@ -97,6 +97,9 @@ class RasterLabels(LabelSource):
             )
         self._bands = bands[:3] if self.colors and len(bands) >= 3 else bands[:1]
         self._reader = self._open_on_grid()
+        # on the image grid pixels are read as they are; a WarpedVRT's approximate
+        # transformer may place a resampled pixel differently in a larger window
+        self.reads_by_band = self._reader is self._src
 
     def _read_palette(self) -> np.ndarray | None:
         if self._src.count != 1 or self._src.colorinterp[0] != ColorInterp.palette:

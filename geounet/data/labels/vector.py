@@ -64,6 +64,8 @@ class VectorLabels(LabelSource):
         CRSMismatchError: The features do not overlap the image.
     """
 
+    reads_by_band = True  # rasterization burns pixel centres, whatever the window
+
     def __init__(
         self,
         path: PathLike,
