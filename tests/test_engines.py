@@ -322,3 +322,15 @@ def test_cli_engine_option_runs_the_engine_and_logs_it(make_raster, tmp_path, ca
     assert "engine: onnx-fp32" in caplog.text
     bad = CliRunner().invoke(cli, [*args[:-1], "tensorrt"])
     assert bad.exit_code == 2 and "tensorrt" in bad.output
+
+
+def test_the_weights_digest_follows_the_weights():
+    a, b = Net(), Net()
+    assert engine_choice.weights_digest(a) == engine_choice.weights_digest(b)  # same values
+    before = engine_choice.weights_digest(a)
+    assert engine_choice.weights_digest(a) == before  # remembered, unchanged
+    with torch.no_grad():
+        a.head.bias.add_(1)  # trained further in place: another cache key
+    assert engine_choice.weights_digest(a) != before
+    b.head.bias.data = b.head.bias.data + 1  # a tensor replaced
+    assert engine_choice.weights_digest(b) == engine_choice.weights_digest(a)

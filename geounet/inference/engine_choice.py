@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,33 @@ def variant(choice: str) -> str:
     return ENGINE_FAMILIES.get(choice, choice)
 
 
+#: ``network -> (version counters of its tensors, digest)``: a network is hashed again only when
+#: a tensor of it changed in place (training) or was replaced.
+_DIGESTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def weights_digest(network: torch.nn.Module) -> str:
-    """A 16-hex-digit BLAKE2b hash of the network's state (names, dtypes, shapes, values)."""
+    """A 16-hex-digit BLAKE2b hash of the network's state (names, dtypes, shapes, values).
+
+    Remembered per network object until one of its tensors changes (torch's version counters),
+    so that many small jobs (ArcGIS blocks, row bands) do not hash the weights each time.
+    """
+    state = network.state_dict()
+    versions = tuple(t._version for t in state.values()) + tuple(
+        t.data_ptr() for t in state.values()
+    )
+    known = _DIGESTS.get(network)
+    if known is not None and known[0] == versions:
+        return known[1]
     h = hashlib.blake2b(digest_size=8)
-    for name, tensor in sorted(network.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().to("cpu")
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         flat = t.contiguous().reshape(-1).clone()  # one stride, whatever the memory format
         h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    _DIGESTS[network] = (versions, h.hexdigest())
     return h.hexdigest()
 
 
