@@ -99,7 +99,7 @@ def test_one_scene_in_row_bands_equals_single_process(client, model_dir, local_m
 
 
 def test_a_worker_killed_mid_run_changes_nothing(model_dir, local_model, make_raster, tmp_path):
-    scene = scene_file(make_raster, "long.tif", 1600, 400, 3)
+    scene = scene_file(make_raster, "long.tif", 1024, 320, 3)
     with cluster() as c, distributed.Client(c) as cl:
         pids = cl.run(os.getpid)
         result, killed = {}, []
@@ -156,3 +156,19 @@ def test_bad_runs_are_refused_before_any_work(model_dir, make_raster, tmp_path):
     (tmp_path / "o" / "a_classified.tif").write_bytes(b"x")
     with pytest.raises(OutputExistsError, match=r"a_classified\.tif"):
         classify_many(model_dir, [a], tmp_path / "o")
+
+
+def test_cli_workers_starts_a_local_cluster_for_one_scene(model_dir, local_model, make_raster,
+                                                          tmp_path):  # fmt: skip
+    scene = scene_file(make_raster, "w.tif", 150, 90, 4)
+    args = ["classify", str(scene), "--model", str(model_dir), "--out-dir", str(tmp_path / "w"),
+            "--workers", "1", "--tile-size", "64", "--overlap", "16",
+            "--engine", "torch"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "dashboard: http" in res.output
+    out = tmp_path / "w" / "w_classified.tif"
+    assert_same_raster(out, single_process(local_model, scene, tmp_path / "ref.tif"))
+    lone = CliRunner().invoke(cli, ["classify", str(scene), "--workers", "2", "--out",
+                                    str(tmp_path / "x.tif")])  # fmt: skip
+    assert lone.exit_code == 2 and "--out-dir" in lone.output
