@@ -9,7 +9,8 @@ Usage::
 
     python benchmarks/prepare_data.py [--size 10000] [--chip-size 256] [--work bench_out/prepare_data]
 
-The last line printed is a JSON object with ``seconds`` (prepare_data only), ``peak_rss_mb``
+The last line printed is a JSON object with ``seconds`` (prepare_data only), ``mpx_per_s``
+(scene megapixels per second of ``seconds``), ``peak_rss_mb``
 (the whole process, torch import included), ``baseline_rss_mb`` (RSS before chipping), chip
 counts and the scene size.
 """
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "valid_chips": len(data.valid_ds),
         "dropped_chips": data.manifest["dropped_chips"],
         "seconds": round(seconds, 2),
+        "mpx_per_s": round(args.size**2 / 1e6 / seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "baseline_rss_mb": round(baseline, 1),
     }

@@ -26,7 +26,7 @@ from geounet.core.classes import parse_classes
 from geounet.data.chipping import chip_grid
 from geounet.data.labels import open_labels, resolve_classes
 from geounet.data.prepare import prepare_data
-from geounet.io.raster import open_raster
+from geounet.io.raster import band_stats, open_raster
 from geounet.io.stats import StatsAccumulator
 
 
@@ -92,9 +92,11 @@ def reference(image, labels, classes, size, stride, split, min_valid=0.5, label_
     return kept, dropped
 
 
-def check_same(folder, kept, dropped, classes_n):
-    """Every written chip equals its reference; the chip list is the reference's."""
+def check_same(folder, kept, dropped, classes_n, image):
+    """Every written chip equals its reference; the chip list is the reference's; the
+    statistics (gathered in the chipping pass) are those of a separate pass over the image."""
     manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["stats"] == band_stats([image]).to_dict()
     assert manifest["dropped_chips"]["low_valid_fraction"] == dropped
     assert len(manifest["chips"]) + manifest["dropped_chips"]["split_gap"] == len(kept)
     assert manifest["chip_counts"]["valid"] > 0
@@ -130,7 +132,7 @@ def test_vector_labels_overlapping_chips_identical_to_per_chip(tmp_path, res, or
     )  # fmt: skip
     kept, dropped = reference(image, labels, classes, 64, 48, "spatial", 0.3, "class")
     assert dropped > 0  # the nodata corner drops chips: the drop rule is exercised
-    check_same(out, kept, dropped, 3)
+    check_same(out, kept, dropped, 3, image)
 
 
 def test_raster_labels_and_mask_band_identical_to_per_chip(tmp_path) -> None:
@@ -150,7 +152,7 @@ def test_raster_labels_and_mask_band_identical_to_per_chip(tmp_path) -> None:
     prepare_data(image, tmp_path / "lab.tif", classes=classes, chip_size=64, split="rows",
                  out_dir=out)  # fmt: skip
     kept, dropped = reference(image, tmp_path / "lab.tif", classes, 64, 64, "rows")
-    check_same(out, kept, dropped, 3)
+    check_same(out, kept, dropped, 3, image)
     masked = [k for k, (_, valid, _, _) in kept.items() if not valid.all()]
     assert masked  # chips of the masked corner carry a mask band
 
@@ -171,3 +173,14 @@ def test_exact_histogram_moments_match_numpy(dtype) -> None:
     assert result.p2 == [float(v) for v in np.percentile(x, 2, axis=1)]
     assert result.p98 == [float(v) for v in np.percentile(x, 98, axis=1)]
     assert result.count == values.shape[1]
+
+
+def test_statistics_of_rows_no_chip_covers(tmp_path) -> None:
+    """A part too short to chip (the bottom 60 rows here) still counts in the statistics."""
+    image = write_scene(tmp_path / "img.tif", 300, 200, 0.5, (500000.0, 3700000.0))
+    labels = write_vectors(tmp_path / "lab.gpkg", 300, 200, 0.5, (500000.0, 3700000.0))
+    with pytest.warns(UserWarning, match="no validation chip"):
+        data = prepare_data(image, labels, classes={1: "b", 2: "r"}, label_field="class",
+                            chip_size=64, stride=48, split="rows")  # fmt: skip
+    assert max(c["window"][0] for c in data.manifest["chips"]) + 64 == 240
+    assert data.manifest["stats"] == band_stats([image]).to_dict()

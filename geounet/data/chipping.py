@@ -65,6 +65,7 @@ from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX, SPLIT_MODES, SplitMode, check_choice
 from geounet.data.chip_files import ChipWriter
 from geounet.io.raster import RasterInfo, read_window
+from geounet.io.stats import StatsAccumulator
 from geounet.io.windows import tile_starts
 
 __all__ = [
@@ -365,6 +366,41 @@ class _ChipContext:
     nodata: float | None
     min_valid: int
     writer: ChipWriter
+    stats: StatsAccumulator | None = None
+
+
+@dataclass
+class _RowStats:
+    """Adds every row of one image to the statistics once, as the row bands go by.
+
+    Row bands overlap (``stride < chip_size``, the last band flush with the border) or leave
+    rows out (a part too short to chip): rows already added are skipped, rows no band read are
+    read by :meth:`fill` (in bands of at most ``chip_size`` rows), so each valid pixel counts
+    exactly once, as in :func:`~geounet.io.raster.band_stats`.
+    """
+
+    acc: StatsAccumulator
+    info: RasterInfo
+    done: int = 0
+
+    def add(self, band: np.ndarray, valid: np.ndarray, row: int) -> None:
+        """Add the rows of a band (read from column 0, at least the image wide) not yet added."""
+        r0 = max(row, self.done) - row
+        r1 = min(row + band.shape[1], self.info.height) - row
+        if r1 > r0:
+            w = self.info.width
+            self.acc.add(band[:, r0:r1, :w][:, valid[r0:r1, :w]])
+        self.done = max(self.done, row + r1)
+
+    def fill(self, ctx: _ChipContext, src: Any, bands: list[int], until: int) -> None:
+        """Read and add the rows from the last one added up to ``until`` (exclusive)."""
+        while self.done < min(until, self.info.height):
+            h = min(ctx.chip_size, until - self.done)
+            data, valid = read_window(
+                src, self.done, 0, h, self.info.width, bands, nodata=ctx.nodata,
+                alpha_band=self.info.alpha_band, pad_mode="constant",
+            )  # fmt: skip
+            self.add(data, valid, self.done)
 
 
 def _row_bands(
@@ -397,6 +433,7 @@ def _chip_band(
     bands: list[int],
     row: int,
     chips: list[tuple[int, int, int]],
+    rows: _RowStats | None = None,
 ) -> tuple[list[Chip], int]:
     """Chip one row band: the image rows read once, each chip cut from them in memory."""
     size, n_cls = ctx.chip_size, len(ctx.classes)
@@ -406,6 +443,11 @@ def _chip_band(
         src, row, c0, size, width, bands, nodata=ctx.nodata, alpha_band=info.alpha_band,
         pad_mode="constant",
     )  # fmt: skip
+    if rows is not None:
+        if c0 != 0 or width < info.width:
+            raise RuntimeError(f"row band {row} of {info.path} does not span the image")
+        rows.fill(ctx, src, bands, row)
+        rows.add(band, band_valid, row)
     label_chip = _band_labels(labels, row, c0, width, size)
     nodata = ctx.nodata if ctx.nodata is not None else info.nodata
     kept, dropped = [], 0
@@ -439,11 +481,14 @@ def _chip_image(
 ) -> tuple[list[Chip], int]:
     kept: list[Chip] = []
     dropped = 0
+    rows = None if ctx.stats is None else _RowStats(ctx.stats, info)
     with rasterio.open(info.path) as src:
         for row, chips in _row_bands(grid):
-            k, d = _chip_band(ctx, idx, info, src, labels, bands, row, chips)
+            k, d = _chip_band(ctx, idx, info, src, labels, bands, row, chips, rows)
             kept += k
             dropped += d
+        if rows is not None:
+            rows.fill(ctx, src, bands, info.height)
     return kept, dropped
 
 
@@ -461,6 +506,7 @@ def write_chips(
     split: SplitMode = "spatial",
     val_fraction: float = 0.2,
     min_valid_fraction: float = 0.5,
+    stats: StatsAccumulator | None = None,
 ) -> tuple[list[Chip], int]:
     """Write image and label chips of every image into ``folder/images`` and ``folder/labels``.
 
@@ -484,6 +530,10 @@ def write_chips(
             :data:`WHOLE_IMAGES_FROM` images cut each image, see :func:`chip_grid`).
         val_fraction: Validation share (sets the cut of ``"rows"`` and ``"spatial"``).
         min_valid_fraction: Minimum share of valid, labelled pixels for a chip to be kept.
+        stats: When given, every valid pixel of the chipped bands is added to it once, in
+            the same pass (the statistics of :func:`~geounet.io.raster.band_stats` without a
+            second read; use an accumulator whose result does not depend on the order, i.e.
+            exact histograms of 8/16-bit integers).
 
     Returns:
         ``(chips, dropped)``: the chips written (split not yet assigned) and how many
@@ -497,7 +547,7 @@ def write_chips(
     chips: list[Chip] = []
     dropped = 0
     with ChipWriter(folder, classes, band_names) as writer:
-        ctx = _ChipContext(folder, classes, chip_size, nodata, min_valid, writer)
+        ctx = _ChipContext(folder, classes, chip_size, nodata, min_valid, writer, stats)
         for idx, (info, lab, use) in enumerate(zip(infos, labels, bands)):
             grid = chip_grid(
                 info.height, info.width, chip_size, stride, split=mode, val_fraction=val_fraction

@@ -49,7 +49,8 @@ from geounet.data.manifest import (
     write_manifest,
 )
 from geounet.data.settings import PrepareSettings
-from geounet.io.raster import RasterInfo, atomic_output, band_stats, open_raster
+from geounet.io.raster import RasterInfo, atomic_output, band_stats, open_raster, stats_result
+from geounet.io.stats import StatsAccumulator
 
 __all__ = ["MANIFEST", "ChipDataset", "GeoData", "load_manifest", "prepare_data"]
 
@@ -257,8 +258,10 @@ def _prepare(
         specs = resolve_classes(s.classes, sources)
         for src in sources:
             src.bind(specs)
-        stats = band_stats(infos, s.bands, nodata=s.nodata, seed=s.seed)
-        log.info("statistics done; chipping %d image(s)", len(infos))
+        acc = StatsAccumulator(len(per_bands[0]), infos[0].dtype, s.seed)
+        if not acc.exact:  # a sample depends on the order: its own pass, as band_stats reads
+            stats = band_stats(infos, s.bands, nodata=s.nodata, seed=s.seed)
+            log.info("statistics done; chipping %d image(s)", len(infos))
         chips, n_low = write_chips(
             folder,
             infos,
@@ -272,7 +275,10 @@ def _prepare(
             split=s.split,
             val_fraction=s.val_fraction,
             min_valid_fraction=s.min_valid_fraction,
+            stats=acc if acc.exact else None,  # exact histograms: added in the chipping pass
         )
+        if acc.exact:
+            stats = stats_result(acc, infos)
     finally:
         for src in sources:
             src.close()

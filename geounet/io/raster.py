@@ -61,6 +61,7 @@ __all__ = [
     "pixel_size_m",
     "read_failed",
     "read_window",
+    "stats_result",
     "valid_mask",
     "write_raster",
 ]
@@ -484,6 +485,15 @@ def band_stats(
             for win in iter_windows(info.height, info.width, block):
                 data, valid = _read_valid(src, use, win, nd, info.alpha_band, source)
                 acc.add(data[:, valid])
+    return stats_result(acc, infos)
+
+
+def stats_result(acc: StatsAccumulator, infos: Sequence[RasterInfo]) -> BandStats:
+    """The statistics of ``acc``, filled from ``infos``; an error when no pixel was valid.
+
+    Raises:
+        InvalidRasterError: No valid pixel was added (the message names the rasters).
+    """
     if acc.n == 0:
         names = ", ".join(str(i.path) for i in infos)
         raise InvalidRasterError(
