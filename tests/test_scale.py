@@ -172,3 +172,20 @@ def test_cli_workers_starts_a_local_cluster_for_one_scene(model_dir, local_model
     lone = CliRunner().invoke(cli, ["classify", str(scene), "--workers", "2", "--out",
                                     str(tmp_path / "x.tif")])  # fmt: skip
     assert lone.exit_code == 2 and "--out-dir" in lone.output
+
+
+def test_remote_scenes_are_read_by_the_workers_over_http(client, model_dir, local_model,
+                                                         make_raster, tmp_path):  # fmt: skip
+    from tests.http_range_server import RangeServer
+
+    scenes = [scene_file(make_raster, f"r{i}.tif", 140, 180, 20 + i) for i in range(2)]
+    server = RangeServer(tmp_path, lifetime_s=120).start()
+    try:
+        urls = [server.url(s.name) for s in scenes]
+        outs = classify_many(model_dir, urls, tmp_path / "remote", client=client, options=OPTS)
+        assert all(server.requests[s.name] > 0 for s in scenes)  # the workers fetched them
+    finally:
+        server.stop()
+    for scene, out in zip(scenes, outs):
+        assert out.name == f"{scene.stem}_classified.tif"
+        assert_same_raster(out, single_process(local_model, scene, tmp_path / f"ref{scene.name}"))
