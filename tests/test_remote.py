@@ -174,3 +174,15 @@ def test_cli_classifies_a_stac_item_url_with_asset(served, tmp_path, monkeypatch
         np.testing.assert_array_equal(a.read(), b.read())
     bad = CliRunner().invoke(cli, [*args[:2], "--asset", "nir", "--model", str(tmp_path)])
     assert bad.exit_code == 2 and "visual" in bad.output
+
+
+def test_a_cog_output_is_served_the_same_way(served, tmp_path):
+    out = served.root / "classes_cog.tif"
+    classify_raster(make_model(), served.url("small.tif"), out, tile_size=128, overlap=32,
+                    output_format="COG", progress=False)  # fmt: skip
+    served.reset()
+    info = open_raster(served.url("classes_cog.tif"))
+    with rasterio.open(info.path) as remote, rasterio.open(out) as local:
+        assert remote.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        np.testing.assert_array_equal(remote.read(1), local.read(1))
+    assert served.bytes_served["classes_cog.tif"] > 0
