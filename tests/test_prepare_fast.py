@@ -184,3 +184,19 @@ def test_statistics_of_rows_no_chip_covers(tmp_path) -> None:
                             chip_size=64, stride=48, split="rows")  # fmt: skip
     assert max(c["window"][0] for c in data.manifest["chips"]) + 64 == 240
     assert data.manifest["stats"] == band_stats([image]).to_dict()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_chip_that_cannot_be_written_is_one_clear_error(tmp_path, workers) -> None:
+    """A failed chip write (here: no images/ folder) raises OutputNotWritableError naming it."""
+    from affine import Affine
+
+    from geounet.core.classes import make_classes
+    from geounet.core.errors import OutputNotWritableError
+    from geounet.data.chip_files import ChipWriter
+
+    data, lab = np.ones((2, 32, 32), np.uint16), np.zeros((32, 32), np.uint8)
+    writer = ChipWriter(tmp_path, make_classes({1: "a"}), ["b1", "b2"], workers=workers)
+    valid, tr = np.ones((32, 32), bool), Affine(1, 0, 0, 0, -1, 0)
+    with pytest.raises(OutputNotWritableError, match=r"images/c\.tif"), writer as w:
+        w.submit("c.tif", data, valid, lab, UTM, tr, 0)

@@ -40,11 +40,13 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from geounet.core.classes import ClassSpec, classes_tag, colormap
 from geounet.core.types import IGNORE_INDEX
+from geounet.io.write import write_failed
 
 __all__ = ["CHIP_COMPRESSION", "ChipWriter", "chip_profile", "write_chip_pair"]
 
@@ -109,7 +111,28 @@ def write_chip_pair(
         nodata: Nodata value recorded in the image chip.
         classes: The class list (colour table and ``CLASSES`` tag of the label chip).
         band_names: Band descriptions of the image chip.
+
+    Raises:
+        OutputNotWritableError: Writing failed (disk full, read-only folder...).
     """
+    try:
+        _write_pair(folder, name, data, valid, lab, crs, transform, nodata, classes, band_names)
+    except (OSError, RasterioError, CPLE_BaseError) as exc:  # a full disk: one clear error
+        raise write_failed(folder / "images" / name, exc) from exc
+
+
+def _write_pair(
+    folder: Path,
+    name: str,
+    data: np.ndarray,
+    valid: np.ndarray,
+    lab: np.ndarray,
+    crs: CRS | None,
+    transform: Affine,
+    nodata: float | None,
+    classes: Sequence[ClassSpec],
+    band_names: Sequence[str],
+) -> None:
     size = data.shape[-1]
     prof = chip_profile(data.shape[0], str(data.dtype), size, crs, transform, nodata)
     with warnings.catch_warnings():
