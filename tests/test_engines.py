@@ -334,3 +334,17 @@ def test_the_weights_digest_follows_the_weights():
     assert engine_choice.weights_digest(a) != before
     b.head.bias.data = b.head.bias.data + 1  # a tensor replaced
     assert engine_choice.weights_digest(b) == engine_choice.weights_digest(a)
+
+
+@needs_ort
+def test_in_memory_and_row_band_classification_take_the_engine_too(make_raster, tmp_path):
+    from geounet.inference.classify import classify_rows, predict_array
+    from geounet.inference.options import ClassifyOptions
+
+    model = make_model(tmp_path / "model")
+    arr = np.random.default_rng(3).integers(0, 256, size=(3, 160, 160)).astype(np.uint8)
+    onnx, plain = (ClassifyOptions(**TILING, progress=False, engine=e) for e in ("onnx", "torch"))
+    classes, probs = predict_array(model, arr, onnx)
+    np.testing.assert_allclose(probs, predict_array(model, arr, plain)[1], atol=1e-4)
+    rows, _ = classify_rows(model, make_raster(arr), 40, 100, onnx)
+    np.testing.assert_array_equal(rows, classes[40:100])
