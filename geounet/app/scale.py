@@ -382,7 +382,9 @@ def classify_many(
     """Classify many scenes, or one huge scene in row bands, on a Dask cluster.
 
     The outputs are identical to :func:`~geounet.inference.classify.classify_raster` with the
-    same model and options (bands run the named engine, PyTorch for ``"auto"``).
+    same model and options. Row bands of one scene all run one engine: the one
+    ``options.engine`` names, PyTorch for ``"auto"`` (which decides per process by timing);
+    whole scenes run ``"auto"`` as on one machine, decided once per worker.
 
     Args:
         model: A model folder, or a loaded model with ``save`` (a ``UnetClassifier``).
