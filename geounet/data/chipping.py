@@ -389,7 +389,8 @@ class _RowStats:
         r1 = min(row + band.shape[1], self.info.height) - row
         if r1 > r0:
             w = self.info.width
-            self.acc.add(band[:, r0:r1, :w][:, valid[r0:r1, :w]])
+            part, ok = band[:, r0:r1, :w], valid[r0:r1, :w]
+            self.acc.add(part.reshape(len(part), -1) if ok.all() else part[:, ok])
         self.done = max(self.done, row + r1)
 
     def fill(self, ctx: _ChipContext, src: Any, bands: list[int], until: int) -> None:
