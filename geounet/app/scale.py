@@ -174,16 +174,16 @@ def default_band_rows(width: int, height: int, options: ClassifyOptions, threads
     Each band recomputes about one row of tiles shared with its neighbour (the halo), so
     bands of ``k`` strides cost about ``1/k`` extra; memory on a worker grows with the band
     (``rows x width x (4 K + 1)`` bytes for ``K`` classes). Bands are made smaller (down to
-    :data:`MIN_BAND_STRIDES` strides) until there are two per worker thread.
+    :data:`MIN_BAND_STRIDES` strides) until every worker thread gets one.
 
     Example:
         >>> default_band_rows(60000, 60000, ClassifyOptions())   # 2 strides of 448 rows
         896
-        >>> default_band_rows(4000, 4000, ClassifyOptions(), threads=2)  # 4 bands: 2 per thread
-        1344
+        >>> default_band_rows(4000, 4000, ClassifyOptions(), threads=8)  # 8 bands of 1 stride
+        896
     """
     stride = max(1, options.tile_size - options.overlap)
-    k = min(BAND_PIXELS // max(1, width) // stride, -(-height // (2 * threads * stride)))
+    k = min(BAND_PIXELS // max(1, width) // stride, -(-height // (threads * stride)))
     k = min(MAX_BAND_STRIDES, max(MIN_BAND_STRIDES, k))
     return max(1, min(height, k * stride))
 
