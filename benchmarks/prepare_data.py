@@ -7,7 +7,8 @@ corner) and its labels (a GeoPackage of ~10 000 building squares and a road grid
 
 Usage::
 
-    python benchmarks/prepare_data.py [--size 10000] [--chip-size 256] [--work bench_out/prepare_data]
+    python benchmarks/prepare_data.py [--size 10000] [--chip-size 256] \
+        [--work bench_out/prepare_data]
 
 The last line printed is a JSON object with ``seconds`` (prepare_data only), ``mpx_per_s``
 (scene megapixels per second of ``seconds``), ``peak_rss_mb``
