@@ -147,7 +147,7 @@ def train_model(
     classes: Mapping[Any, str] | None = None,
     backbone: str = DEFAULT_BACKBONE,
     encoder_weights: str | None = "imagenet",
-    epochs: int = 10,
+    epochs: int | None = None,
     lr: float | None = None,
     batch_size: int = 8,
     chip_size: int = 256,
@@ -163,7 +163,8 @@ def train_model(
         classes: Class mapping passed to ``prepare_data``.
         backbone: Encoder name (``efficientnet-lite0`` works offline).
         encoder_weights: ``"imagenet"``, None or a local weights file.
-        epochs: Maximum epochs (early stopping may end sooner).
+        epochs: Maximum epochs (early stopping may end sooner; None: as ``fit`` plans from
+            the data and the device).
         lr: Learning rate (default: found with the LR finder).
         batch_size: Training batch size.
         chip_size: Chip size when chipping images.
