@@ -150,10 +150,11 @@ def contender(args: Any) -> int:
         model.network.eval()
     out = args.work / f"peers_{args.size}_{name}.tif"
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        engine = {"naive": run_naive, "monai": run_monai}.get(name, run_geounet)(
-            args, model, scene, out
-        )
+    if name.startswith("geounet"):  # geounet runs its network under inference_mode itself
+        engine = run_geounet(args, model, scene, out)
+    else:
+        with torch.inference_mode():
+            engine = {"naive": run_naive, "monai": run_monai}[name](args, model, scene, out)
     seconds = time.perf_counter() - t0
     engine = engine or "eager-nchw"
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "engine": engine}))

@@ -348,3 +348,13 @@ def test_in_memory_and_row_band_classification_take_the_engine_too(make_raster, 
     np.testing.assert_allclose(probs, predict_array(model, arr, plain)[1], atol=1e-4)
     rows, _ = classify_rows(model, make_raster(arr), 40, 100, onnx)
     np.testing.assert_array_equal(rows, classes[40:100])
+
+
+def test_a_network_prepared_under_inference_mode_is_hashed_too(make_raster, tmp_path):
+    model = SimpleNamespace(**{**vars(make_model()), "network": Net().eval()})
+    with torch.inference_mode():  # its weights become inference tensors (no version counter)
+        prepare_network(model)
+        out = classify_raster(model, scene(make_raster), tmp_path / "a.tif", **TILING,
+                              progress=False)  # fmt: skip
+    assert tag(out) == "torch-fp32"
+    assert engine_choice.weights_digest(model.network) == engine_choice.weights_digest(Net())

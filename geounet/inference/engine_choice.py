@@ -89,7 +89,8 @@ def variant(choice: str) -> str:
 
 
 #: ``network -> (version counters of its tensors, digest)``: a network is hashed again only when
-#: a tensor of it changed in place (training) or was replaced.
+#: a tensor of it changed in place (training) or was replaced; inference tensors, which have no
+#: version counter, are hashed every time.
 _DIGESTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], str]] = (
     weakref.WeakKeyDictionary()
 )
@@ -102,19 +103,23 @@ def weights_digest(network: torch.nn.Module) -> str:
     so that many small jobs (ArcGIS blocks, row bands) do not hash the weights each time.
     """
     state = network.state_dict()
-    versions = tuple(t._version for t in state.values()) + tuple(
-        t.data_ptr() for t in state.values()
-    )
+    try:
+        versions = tuple(t._version for t in state.values())
+    except RuntimeError:  # inference tensors (made under inference_mode) have no counter
+        versions = None
     known = _DIGESTS.get(network)
-    if known is not None and known[0] == versions:
-        return known[1]
+    if versions is not None:
+        versions += tuple(t.data_ptr() for t in state.values())
+        if known is not None and known[0] == versions:
+            return known[1]
     h = hashlib.blake2b(digest_size=8)
     for name, tensor in sorted(state.items()):
         t = tensor.detach().to("cpu")
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         flat = t.contiguous().reshape(-1).clone()  # one stride, whatever the memory format
         h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    _DIGESTS[network] = (versions, h.hexdigest())
+    if versions is not None:
+        _DIGESTS[network] = (versions, h.hexdigest())
     return h.hexdigest()
 
 
