@@ -10,7 +10,8 @@ is unpickled: the folder is safetensors + JSON, like a model folder.
 Example:
     Not run as a doctest: it needs a classifier and chips.
 
-    >>> model.fit(epochs=30)                # interrupted in epoch 12 (Ctrl-C, a crash)
+    >>> model.fit(epochs=30)  # doctest: +SKIP
+    ... # interrupted in epoch 12 (Ctrl-C, a crash), then:
     >>> model.fit(epochs=30, resume=True)   # doctest: +SKIP
 """
 
