@@ -131,3 +131,17 @@ def test_show_results_of_a_classifier_draws_its_band_named_red_as_red():
     expected = image_to_rgb(chip, data.stats, BGRN)
     np.testing.assert_allclose(drawn, expected, atol=1e-6)
     assert not np.allclose(drawn, image_to_rgb(chip, data.stats, ["a", "b", "c", "d"]))
+
+
+def test_geodata_is_what_the_pictures_read(make_raster):
+    """viz reads chipped data through the ChipData protocol and never imports geounet.data."""
+    from geounet.data.prepare import prepare_data
+    from geounet.viz.batches import ChipData, summary_frame
+
+    rng = np.random.default_rng(0)
+    image = make_raster(rng.integers(0, 255, (3, 96, 96)).astype(np.uint8))
+    labels = make_raster((rng.random((96, 96)) > 0.7).astype(np.uint8), name="labels.tif")
+    data = prepare_data(image, labels, classes={1: "building"}, chip_size=32)
+    assert isinstance(data, ChipData)
+    assert not isinstance(object(), ChipData)
+    assert summary_frame(data).loc["chips", "total"] == len(data.train_ds) + len(data.valid_ds)

@@ -9,8 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,13 +18,31 @@ from geounet.core.classes import hex_to_rgb
 from geounet.core.types import IGNORE_INDEX, check_choice
 from geounet.viz.bands import rgb_bands
 
-if TYPE_CHECKING:
-    from geounet.data.prepare import GeoData
-
-__all__ = ["mask_overlay", "show_batch", "stretch", "summary_frame"]
+__all__ = ["ChipData", "mask_overlay", "show_batch", "stretch", "summary_frame"]
 
 
-def summary_frame(data: GeoData) -> Any:
+@runtime_checkable
+class ChipData(Protocol):
+    """What the pictures read from chipped data (``GeoData`` has it; viz never imports it)."""
+
+    manifest: Mapping[str, Any]
+    train_ds: Sequence[Any]
+    valid_ds: Sequence[Any]
+    classes: list[str]
+    colors: list[str]
+    class_pixel_counts: Sequence[int]
+    class_weights: Sequence[float]
+    band_names: list[str]
+    stats: Mapping[str, Sequence[float]]
+    seed: int | None
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes, background included."""
+        ...
+
+
+def summary_frame(data: ChipData) -> Any:
     """The table of :meth:`GeoData.summary` (a pandas DataFrame)."""
     import pandas as pd
 
@@ -88,7 +106,7 @@ def mask_overlay(mask: np.ndarray, colors: Sequence[str], alpha: float = 0.45) -
 
 
 def show_batch(
-    data: GeoData, rows: int = 3, *, cols: int = 3, split: str = "train", alpha: float = 0.45
+    data: ChipData, rows: int = 3, *, cols: int = 3, split: str = "train", alpha: float = 0.45
 ) -> Any:
     """Draw chips with their masks overlaid (see :meth:`GeoData.show_batch`)."""
     from matplotlib.figure import Figure
