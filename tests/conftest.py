@@ -57,6 +57,38 @@ def shared_data(sub: str) -> Path:
     return p
 
 
+def write_geotiff(
+    path: Path,
+    array: np.ndarray,
+    crs: CRS | str | None = UTM,
+    res: float = 0.5,
+    origin: tuple[float, float] = (500000.0, 3700000.0),
+    nodata: float | None = None,
+    descriptions: list[str] | None = None,
+    colorinterp: list | None = None,
+) -> Path:
+    """Write ``array`` ((bands, h, w) or (h, w)) as a north-up GeoTIFF at ``path``."""
+    arr = array[None] if array.ndim == 2 else array
+    profile = {
+        "driver": "GTiff",
+        "width": arr.shape[2],
+        "height": arr.shape[1],
+        "count": arr.shape[0],
+        "dtype": str(arr.dtype),
+        "transform": from_origin(origin[0], origin[1], res, res),
+        "nodata": nodata,
+    }
+    if crs is not None:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+        if colorinterp:
+            dst.colorinterp = colorinterp
+    return path
+
+
 @pytest.fixture
 def make_raster(tmp_path: Path) -> Callable[..., Path]:
     """Factory writing a small georeferenced GeoTIFF into tmp_path.
@@ -75,26 +107,9 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
         descriptions: list[str] | None = None,
         colorinterp: list | None = None,
     ) -> Path:
-        arr = array[None] if array.ndim == 2 else array
-        path = tmp_path / name
-        profile = {
-            "driver": "GTiff",
-            "width": arr.shape[2],
-            "height": arr.shape[1],
-            "count": arr.shape[0],
-            "dtype": str(arr.dtype),
-            "transform": from_origin(origin[0], origin[1], res, res),
-            "nodata": nodata,
-        }
-        if crs is not None:
-            profile["crs"] = crs
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(arr)
-            for i, d in enumerate(descriptions or [], start=1):
-                dst.set_band_description(i, d)
-            if colorinterp:
-                dst.colorinterp = colorinterp
-        return path
+        return write_geotiff(
+            tmp_path / name, array, crs, res, origin, nodata, descriptions, colorinterp
+        )
 
     return _make
 

@@ -142,3 +142,24 @@ def write_crafted_pickle(path: Path, marker: Path, *, torch_format: bool = False
     else:
         path.write_bytes(pickle.dumps(payload, protocol=4))
     return path
+
+
+def tiny_config(**kw: Any) -> Any:
+    """A tiny paper U-Net config (3 bands, one class); ``kw`` overrides fields."""
+    from geounet.model.files import ModelConfig
+
+    base = dict(
+        arch="unet-classic",
+        backbone=None,
+        in_channels=3,
+        classes=make_classes({1: "building"}),
+        bands=[1, 2, 3],
+        band_names=["red", "green", "blue"],
+        stats={"mean": [1.0, 2.0, 3.0], "std": [1.0, 1.0, 1.0]},
+        chip_size=32,
+        gsd_m=0.3,
+        source_dtype="uint8",
+        unet_kwargs={"base_channels": 4},
+    )
+    base.update(kw)
+    return ModelConfig(**base)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from rasterio.transform import from_origin
+from conftest import write_geotiff
 from shapely.geometry import Polygon, box
 
 from geounet.cli.main import cli
@@ -68,22 +68,7 @@ class Env:
         nodata: float | None = None,
     ) -> Path:
         """Write a GeoTIFF (bands, h, w) or (h, w) into the case folder."""
-        arr = array[None] if array.ndim == 2 else array
-        path = self.root / name
-        profile = {
-            "driver": "GTiff",
-            "width": arr.shape[2],
-            "height": arr.shape[1],
-            "count": arr.shape[0],
-            "dtype": str(arr.dtype),
-            "transform": from_origin(origin[0], origin[1], res, res),
-            "nodata": nodata,
-        }
-        if crs is not None:
-            profile["crs"] = crs
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(arr)
-        return path
+        return write_geotiff(self.root / name, array, crs, res, origin, nodata)
 
     def image(self, name: str = "img.tif", size: int = 64, bands: int = 3) -> Path:
         """A textured uint8 image with the model's 3 bands."""

@@ -8,10 +8,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from model_fakes import write_crafted_pickle
+from model_fakes import tiny_config, write_crafted_pickle
 from safetensors.torch import save_file
 
-from geounet.core.classes import make_classes
 from geounet.core.errors import InvalidParameterError, ModelFileError, OutputExistsError
 from geounet.model import backbones
 from geounet.model.backbones import (
@@ -26,7 +25,6 @@ from geounet.model.files import (
     CONFIG_FILE,
     SCHEMA_VERSION,
     WEIGHTS_FILE,
-    ModelConfig,
     build_network,
     load_model,
     reset_head,
@@ -38,24 +36,6 @@ TINY_SMP = {"encoder_depth": 3, "decoder_channels": (16, 8, 4)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_config(**kw) -> ModelConfig:
-    base = dict(
-        arch="unet-classic",
-        backbone=None,
-        in_channels=3,
-        classes=make_classes({1: "building"}),
-        bands=[1, 2, 3],
-        band_names=["red", "green", "blue"],
-        stats={"mean": [1.0, 2.0, 3.0], "std": [1.0, 1.0, 1.0]},
-        chip_size=32,
-        gsd_m=0.3,
-        source_dtype="uint8",
-        unet_kwargs={"base_channels": 4},
-    )
-    base.update(kw)
-    return ModelConfig(**base)
 
 
 # ------------------------------------------------------------------- backbones

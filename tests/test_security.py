@@ -11,30 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from model_fakes import tiny_config
 from rasterio.transform import from_origin
 
-from geounet.core.classes import make_classes
 from geounet.core.errors import InputNotFoundError, InvalidParameterError, ModelFileError
 from geounet.data.manifest import MANIFEST, load_manifest
-from geounet.model.files import CONFIG_FILE, ModelConfig, build_network, read_config, save_model
+from geounet.model.files import CONFIG_FILE, build_network, read_config, save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = ModelConfig(
-        arch="unet-classic",
-        backbone=None,
-        in_channels=3,
-        classes=make_classes({1: "building"}),
-        bands=[1, 2, 3],
-        band_names=["red", "green", "blue"],
-        stats={"mean": [1.0, 2.0, 3.0], "std": [1.0, 1.0, 1.0]},
-        chip_size=32,
-        gsd_m=0.3,
-        unet_kwargs={"base_channels": 4, "depth": 2},
-    )
+    config = tiny_config(source_dtype=None, unet_kwargs={"base_channels": 4, "depth": 2})
     return save_model(tmp_path_factory.mktemp("m") / "model", build_network(config), config)
 
 

@@ -116,39 +116,24 @@ def write_chip_pair(
         OutputNotWritableError: Writing failed (disk full, read-only folder...).
     """
     try:
-        _write_pair(folder, name, data, valid, lab, crs, transform, nodata, classes, band_names)
+        size = data.shape[-1]
+        prof = chip_profile(data.shape[0], str(data.dtype), size, crs, transform, nodata)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+                with rasterio.open(folder / "images" / name, "w", **prof) as dst:
+                    for i, d in enumerate(band_names, start=1):
+                        dst.set_band_description(i, d)
+                    dst.write(np.ascontiguousarray(data))
+                    if not valid.all():
+                        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+                prof = chip_profile(1, "uint8", size, crs, transform, IGNORE_INDEX)
+                with rasterio.open(folder / "labels" / name, "w", **prof) as dst:
+                    dst.write_colormap(1, colormap(classes))
+                    dst.update_tags(CLASSES=classes_tag({i: c.name for i, c in enumerate(classes)}))
+                    dst.write(np.ascontiguousarray(lab)[None])
     except (OSError, RasterioError, CPLE_BaseError) as exc:  # a full disk: one clear error
         raise write_failed(folder / "images" / name, exc) from exc
-
-
-def _write_pair(
-    folder: Path,
-    name: str,
-    data: np.ndarray,
-    valid: np.ndarray,
-    lab: np.ndarray,
-    crs: CRS | None,
-    transform: Affine,
-    nodata: float | None,
-    classes: Sequence[ClassSpec],
-    band_names: Sequence[str],
-) -> None:
-    size = data.shape[-1]
-    prof = chip_profile(data.shape[0], str(data.dtype), size, crs, transform, nodata)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-            with rasterio.open(folder / "images" / name, "w", **prof) as dst:
-                for i, d in enumerate(band_names, start=1):
-                    dst.set_band_description(i, d)
-                dst.write(np.ascontiguousarray(data))
-                if not valid.all():
-                    dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
-            prof = chip_profile(1, "uint8", size, crs, transform, IGNORE_INDEX)
-            with rasterio.open(folder / "labels" / name, "w", **prof) as dst:
-                dst.write_colormap(1, colormap(classes))
-                dst.update_tags(CLASSES=classes_tag({i: c.name for i, c in enumerate(classes)}))
-                dst.write(np.ascontiguousarray(lab)[None])
 
 
 class ChipWriter:
