@@ -235,6 +235,7 @@ class UnetClassifier:
         seed: int | None = None,
         refit_on_all: bool = False,
         resume: bool = False,
+        ddp: bool = False,
     ) -> pd.DataFrame:
         """Train; returns the history of this call (also appended to :attr:`history`).
 
@@ -273,12 +274,26 @@ class UnetClassifier:
                 the run ends; resuming needs the same data and settings (epochs, lr...: the
                 saved ones are used when not given), and on the CPU gives the same weights
                 as a run that was never interrupted. Not with ``refit_on_all``.
+            ddp: Distributed data parallel over the processes started by ``torchrun``
+                (every process calls ``fit`` the same way; see
+                :mod:`geounet.model.distributed`): each process trains on its share of every
+                global batch of ``batch_size x processes`` chips (the same chips a single
+                process would see with that batch size), one GPU per process on CUDA (NCCL),
+                gloo on the CPU. Rank 0 runs the LR finder and keeps the clock; the process
+                group is created and destroyed here unless the caller created it, and
+                :meth:`save` writes only on rank 0. Not with ``resume`` or
+                ``refit_on_all`` (no run state is saved).
 
         Raises:
             InvalidParameterError: ``resume`` without a saved run (or one with other
-                settings), or with ``refit_on_all``.
+                settings), or with ``refit_on_all``; ``ddp`` outside a distributed launch.
         """
         data = self._require_data()
+        if ddp:
+            if refit_on_all or resume:
+                _no_refit_with_ddp("resume=True" if resume else "refit_on_all=True")
+            opts = {"early_stopping": early_stopping, "checkpoint": checkpoint}
+            return self._fit_ddp(data, epochs, lr, time_budget_s, progress, seed, **opts)
         state = _fit_state_dir(data)
         if resume:
             epochs, lr, budget = _resume_plan(state, epochs, lr, time_budget_s, refit_on_all)
@@ -303,6 +318,44 @@ class UnetClassifier:
         self._confusion = confusion  # the held-out score (the first run's when refitting)
         self._record_metrics()
         return run
+
+    def _fit_ddp(
+        self,
+        data: Any,
+        epochs: int | None,
+        lr: float | None,
+        time_budget_s: float | None,
+        progress: bool,
+        seed: int | None,
+        **opts: Any,
+    ) -> pd.DataFrame:
+        """``fit(ddp=True)``: plan on rank 0, then train every rank's shard in step."""
+        from geounet.model.distributed import DistributedRun, DistributedTrainer
+
+        with DistributedRun(self.device) as run:
+            self.device = run.device
+            self._trainer = self._make_trainer()
+            seed = run.agree_seed(seed)
+            seed_everything(seed)
+            plan = (0, 0.0, None)
+            if run.main:
+                plan = self._fresh_plan(data, epochs, lr, time_budget_s, progress)
+            n, lr, budget = run.broadcast([plan[0], plan[1], -1.0 if plan[2] is None else plan[2]])
+            trainer = DistributedTrainer(self._trainer, run)
+            self._trainer, plain = trainer, self._trainer
+            try:
+                history = self._run(
+                    run.train_loader(data.train_dl, seed),
+                    run.valid_loader(_valid_loader(data)),
+                    int(n), lr, progress and run.main, budget=None if budget < 0 else budget,
+                    **opts,
+                )  # fmt: skip
+            finally:
+                self._trainer, self.network = plain, trainer.release()
+            self._writer = run.main
+        self._confusion = trainer.best_confusion
+        self._record_metrics()
+        return history
 
     def _fresh_plan(
         self,
@@ -576,7 +629,12 @@ class UnetClassifier:
         return {"image": str(image), **result}
 
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
-        """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically."""
+        """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically.
+
+        After ``fit(ddp=True)`` only rank 0 writes; the other ranks return ``path`` unwritten.
+        """
+        if not getattr(self, "_writer", True):
+            return Path(path)
         if self.data is not None and len(self._history):
             self.config.history = _json_records(self._history)
         return save_model(path, self.network, self.config, overwrite=overwrite)
@@ -764,6 +822,14 @@ def _resume_plan(
     epochs = key["epochs"] if epochs is None else epochs
     lr = key["lr"] if lr is None else lr
     return epochs, lr, key["budget"] if budget is None else budget
+
+
+def _no_refit_with_ddp(what: str) -> None:
+    """Refuse a fit option that distributed training does not support."""
+    raise InvalidParameterError(
+        f"fit(ddp=True) cannot be combined with {what} (a distributed run saves no run "
+        "state and trains once); call fit(ddp=True) without it."
+    )
 
 
 def _valid_loader(data: Any) -> Any | None:
