@@ -183,6 +183,7 @@ def _open_sources(labels: list[Path], infos: list[RasterInfo], s: PrepareSetting
                 label_field=s.label_field,
                 line_width_m=s.line_width_m,
                 colors=colors,
+                separate=s.separate_touching,
                 allow_no_crs=s.allow_no_crs,
             )
             sources.append(src)
@@ -231,6 +232,7 @@ def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[st
         "seed",
         "label_field",
         "line_width_m",
+        "separate_touching",
     )
     return {
         "bands": bands,
@@ -309,6 +311,7 @@ def prepare_data(
     split: str = "spatial",
     min_valid_fraction: float = 0.5,
     line_width_m: float = 4.0,
+    separate_touching: str | None = "building",
     batch_size: int = 8,
     augment: bool = True,
     out_dir: PathLike | None = None,
@@ -364,6 +367,12 @@ def prepare_data(
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped
             (and counted in the manifest's ``dropped_chips``).
         line_width_m: Width in metres given to line (and point) features.
+        separate_touching: Vector labels only: the class (by name, case-insensitive) whose
+            touching polygons are parted by a background gap of about 2 pixels in the chip
+            masks (where two features meet or overlap), so the network learns to leave a
+            gap between touching roofs and they vectorize as separate buildings (the U-Net
+            paper's treatment of touching cells). None burns the polygons as they are (for
+            land-cover parcels that should stay one surface).
         batch_size: Batch size of the loaders.
         augment: Augment training chips for aerial imagery: flips and 90° rotations, small
             scale jitter, per-band brightness/contrast/gamma (same geometry on image and
@@ -427,6 +436,7 @@ def prepare_data(
         split=split,
         min_valid_fraction=min_valid_fraction,
         line_width_m=line_width_m,
+        separate_touching=separate_touching,
         allow_no_crs=allow_no_crs,
         seed=seed,
     )

@@ -43,6 +43,8 @@ class PrepareSettings:
         split: ``"spatial"``, ``"rows"`` or ``"random"``.
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped.
         line_width_m: Width in metres given to line (and point) features.
+        separate_touching: Class whose touching vector polygons are parted by a background
+            gap in the masks (None: off).
         allow_no_crs: Accept images without a CRS.
         seed: Seed of the split (and of the statistics' sampling).
 
@@ -61,6 +63,7 @@ class PrepareSettings:
     split: str = "spatial"
     min_valid_fraction: float = 0.5
     line_width_m: float = 4.0
+    separate_touching: str | None = "building"
     allow_no_crs: bool = False
     seed: int = 0
 

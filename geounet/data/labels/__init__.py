@@ -73,6 +73,7 @@ def open_labels(
     line_width_m: float = 4.0,
     colors: bool | None = None,
     allow_no_crs: bool = False,
+    separate: str | None = None,
 ) -> VectorLabels | RasterLabels:
     """Open a label file for an image: a vector file by suffix, else a raster.
 
@@ -84,6 +85,8 @@ def open_labels(
         colors: Colour-coded raster mask (True), integer values (False) or decide (None).
         allow_no_crs: Take a vector file without a CRS to be in the image's CRS (refused
             otherwise).
+        separate: Class whose touching polygons are parted by a background gap (vectors
+            only; see :class:`VectorLabels`).
 
     Returns:
         A :class:`VectorLabels` or :class:`RasterLabels`.
@@ -95,7 +98,12 @@ def open_labels(
         )
     if is_vector_path(p):
         return VectorLabels(
-            p, image, label_field=label_field, line_width_m=line_width_m, allow_no_crs=allow_no_crs
+            p,
+            image,
+            label_field=label_field,
+            line_width_m=line_width_m,
+            allow_no_crs=allow_no_crs,
+            separate=separate,
         )
     return RasterLabels(p, image, colors=colors)
 
