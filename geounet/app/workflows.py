@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geounet.core.errors import InputNotFoundError, ModelFileError
+from geounet.core.errors import InputNotFoundError, InvalidParameterError, ModelFileError
 from geounet.core.paths import default_model_dir
 from geounet.core.types import DEFAULT_BACKBONE, PathLike
 from geounet.inference.options import ClassifyOptions
+from geounet.io.remote import is_remote
 
 __all__ = [
     "classify_and_vectorize",
@@ -152,6 +153,7 @@ def train_model(
     batch_size: int = 8,
     chip_size: int = 256,
     overwrite: bool = False,
+    ddp: bool = False,
     **prepare_options: Any,
 ) -> dict[str, Any]:
     """Train a U-Net from a chip folder or from images + labels and save the model folder.
@@ -169,14 +171,28 @@ def train_model(
         batch_size: Training batch size.
         chip_size: Chip size when chipping images.
         overwrite: Replace an existing model folder.
+        ddp: Distributed data parallel in the processes started by ``torchrun`` (``fit(...,
+            ddp=True)``; ``batch_size`` chips per process and step); only rank 0 writes the
+            model folder. Needs a chip folder (every process reads it).
         **prepare_options: More ``prepare_data`` keywords.
 
     Returns:
-        ``{"model": path, "metrics": {...}}``.
+        ``{"model": path, "metrics": {...}, "written": bool}`` (``written``: False on the
+        ranks other than 0 of a distributed run).
+
+    Raises:
+        InvalidParameterError: ``ddp`` with images instead of a chip folder.
     """
     from geounet.data.prepare import prepare_data
 
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+    chip_folder = len(inputs) == 1 and not is_remote(inputs[0]) and Path(inputs[0]).is_dir()
+    if ddp and not chip_folder:
+        raise InvalidParameterError(
+            f"{', '.join(map(str, inputs))}: distributed training (--ddp) reads a chip folder, "
+            "which every process shares; chip the images first (geounet prepare IMAGE --labels "
+            "LABELS --out CHIPS), then run torchrun ... -m geounet train CHIPS --ddp."
+        )
+    if chip_folder:
         data = prepare_data(inputs[0], batch_size=batch_size)
     else:
         data = prepare_data(
@@ -189,9 +205,9 @@ def train_model(
         )
     clf = fit_and_save(
         data, out, backbone=backbone, encoder_weights=encoder_weights, epochs=epochs, lr=lr,
-        overwrite=overwrite,
+        overwrite=overwrite, fit_options={"ddp": True} if ddp else None,
     )  # fmt: skip
-    return {"model": Path(out), "metrics": clf.config.metrics}
+    return {"model": Path(out), "metrics": clf.config.metrics, "written": clf.writes_files}
 
 
 def fit_and_save(
@@ -230,7 +246,13 @@ def fit_and_save(
 
 
 def describe(path: PathLike) -> list[tuple[str, str]]:
-    """Rows ``(field, value)`` describing a raster, a model folder or a chip folder."""
+    """Rows ``(field, value)`` describing a raster, a model folder or a chip folder.
+
+    A raster may be remote (a URL, an ``s3://``/``gs://``/``az://`` URI, a STAC Item):
+    only its header is read, with range requests.
+    """
+    if is_remote(path):
+        return _describe_raster(path)
     p = Path(path)
     if not p.exists():
         raise InputNotFoundError(f"{p}: no such file or folder; check the path.")
@@ -262,7 +284,7 @@ def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _describe_raster(path: Path) -> list[tuple[str, str]]:
+def _describe_raster(path: PathLike) -> list[tuple[str, str]]:
     from geounet.evaluation.scores import class_names_of
     from geounet.io.raster import open_raster
 

@@ -7,17 +7,26 @@ from typing import Any
 
 import click
 
-from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt, parse_value_map
+from geounet.cli.options import (
+    IMAGE,
+    OUTPUT,
+    allow_no_crs_opt,
+    asset_opt,
+    classes_opt,
+    overwrite_opt,
+    parse_value_map,
+    resolve_image,
+)
 from geounet.core.classes import parse_classes
 from geounet.core.errors import OutputExistsError
 
 
 @click.command("evaluate")
-@click.argument("pred", type=click.Path(path_type=Path))
+@click.argument("pred", type=IMAGE)
 @click.option(
     "--truth",
     required=True,
-    type=click.Path(path_type=Path),
+    type=IMAGE,
     help="Truth: a class raster (same class indices, or see --truth-values) or a vector file "
     "(a layer per class, or a 'class' field).",
 )
@@ -49,27 +58,28 @@ from geounet.core.errors import OutputExistsError
 @click.option(
     "--json",
     "json_path",
-    type=click.Path(path_type=Path),
+    type=OUTPUT,
     default=None,
     help="Write every figure as JSON.",
 )
 @click.option(
     "--report",
-    type=click.Path(path_type=Path),
+    type=OUTPUT,
     default=None,
     help="Write a single-file HTML report.",
 )
 @click.option(
     "--error-map",
-    type=click.Path(path_type=Path),
+    type=OUTPUT,
     default=None,
     help="Write a GeoTIFF of true/false positives and false negatives (styled for QGIS).",
 )
+@asset_opt
 @allow_no_crs_opt
 @overwrite_opt
 def command(
-    pred: Path,
-    truth: Path,
+    pred: Path | str,
+    truth: Path | str,
     classes: str | None,
     truth_values: str | None,
     building_class: str,
@@ -79,12 +89,15 @@ def command(
     json_path: Path | None,
     report: Path | None,
     error_map: Path | None,
+    asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Score PRED against --truth: pixels, buildings (SpaceNet F1) and roads (APLS).
 
     PRED and --truth may each be a class raster or a vector file (GeoPackage, GeoJSON...).
+    A raster may be an http(s):// URL, an s3:// gs:// or az:// URI or a STAC Item (PRED's
+    asset: --asset); the outputs are local files.
 
     \b
     Example:
@@ -99,7 +112,7 @@ def command(
             "another name."
         )
     result = evaluate(
-        pred,
+        resolve_image(pred, asset),
         truth,
         classes=parse_classes(classes),
         building_class=building_class,

@@ -11,7 +11,12 @@ from geounet.core.errors import InvalidParameterError
 from geounet.core.types import BLEND_MODES, ENGINE_CHOICES, TTA_MODES
 
 __all__ = [
+    "IMAGE",
+    "OUTPUT",
+    "ImageSource",
+    "LocalOutput",
     "allow_no_crs_opt",
+    "asset_opt",
     "batch_size_opt",
     "blend_opt",
     "classes_opt",
@@ -21,6 +26,7 @@ __all__ = [
     "overwrite_opt",
     "parse_bands",
     "parse_value_map",
+    "resolve_image",
     "tile_size_opt",
     "tta_opt",
 ]
@@ -82,6 +88,71 @@ device_opt = click.option(
     metavar="DEVICE",
     help="cpu, cuda or cuda:N (default: CUDA when present, else CPU).",
 )
+
+
+class ImageSource(click.ParamType):
+    """An image argument: a local path, a URL or object-store URI, or a STAC Item.
+
+    ``click.Path`` would fold the ``//`` of ``https://host/scene.tif``; remote names are kept
+    as the string typed (opened with range requests, see :mod:`geounet.io.remote`), local
+    ones become :class:`~pathlib.Path`.
+    """
+
+    name = "image"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """``value`` unchanged when remote, else a :class:`~pathlib.Path`."""
+        from pathlib import Path
+
+        from geounet.io.remote import is_remote
+
+        if isinstance(value, Path) or is_remote(str(value)):
+            return value
+        return Path(value)
+
+
+class LocalOutput(click.ParamType):
+    """An output path: local (or a mounted file system); URLs and object stores are refused.
+
+    Checked on the string typed, before :class:`~pathlib.Path` folds ``s3://b/x`` into
+    ``s3:/b/x`` (which would write into a local folder named ``s3:``).
+    """
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """A :class:`~pathlib.Path`; :class:`InvalidParameterError` for a remote name."""
+        from pathlib import Path
+
+        from geounet.io.remote import check_local_output
+
+        check_local_output(str(value))
+        return Path(value)
+
+
+#: The type of every image argument and option (local, URL, s3/gs/az, STAC Item).
+IMAGE = ImageSource()
+#: The type of every output path option.
+OUTPUT = LocalOutput()
+asset_opt = click.option(
+    "--asset",
+    default=None,
+    help="Asset key when an image is a STAC Item (JSON file or URL), e.g. --asset visual.",
+)
+
+
+def resolve_image(source: Any, asset: str | None) -> Any:
+    """``source``, or the asset ``asset`` of the STAC Item ``source`` when one is given.
+
+    Raises:
+        InvalidParameterError: ``asset`` for an input that is not a STAC Item, or an asset
+            the Item does not have (its keys are named).
+    """
+    if asset is None:
+        return source
+    from geounet.io.remote import gdal_path
+
+    return gdal_path(source, asset)
 
 
 def classes_opt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

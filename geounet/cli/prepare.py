@@ -6,12 +6,21 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt, parse_bands
+from geounet.cli.options import (
+    IMAGE,
+    OUTPUT,
+    allow_no_crs_opt,
+    asset_opt,
+    classes_opt,
+    overwrite_opt,
+    parse_bands,
+    resolve_image,
+)
 from geounet.core.classes import parse_classes
 
 
 @click.command("prepare")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=IMAGE)
 @click.option(
     "--labels",
     multiple=True,
@@ -19,7 +28,7 @@ from geounet.core.classes import parse_classes
     type=click.Path(path_type=Path),
     help="Label raster or vector file, one per image (repeat the option).",
 )
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Chip folder.")
+@click.option("--out", required=True, type=OUTPUT, help="Chip folder.")
 @classes_opt("Label classes")
 @click.option("--label-field", default=None, help="Vector attribute holding the class.")
 @click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
@@ -31,10 +40,11 @@ from geounet.core.classes import parse_classes
 )
 @click.option("--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all).")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True)
+@asset_opt
 @allow_no_crs_opt
 @overwrite_opt
 def command(
-    images: tuple[Path, ...],
+    images: tuple[Path | str, ...],
     labels: tuple[Path, ...],
     out: Path,
     classes: str | None,
@@ -43,20 +53,25 @@ def command(
     stride: int | None,
     bands: str | None,
     val_fraction: float,
+    asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Chip IMAGES and their labels into a georeferenced training folder.
 
+    An IMAGE may be an http(s):// URL, an s3:// gs:// or az:// URI or a STAC Item (with
+    --asset), read with range requests; the chip folder is local.
+
     \b
     Example:
       geounet prepare scene.tif --labels buildings.gpkg --classes building --out chips/
+      geounet prepare https://host/scene.tif --labels b.gpkg --classes building --out chips/
     """
     from geounet.data.prepare import prepare_data
 
     band_list = parse_bands(bands)
     data = prepare_data(
-        list(images),
+        [resolve_image(image, asset) for image in images],
         labels=list(labels),
         classes=parse_classes(classes),
         label_field=label_field,

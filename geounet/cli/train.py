@@ -6,20 +6,28 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt
+from geounet.cli.options import (
+    IMAGE,
+    OUTPUT,
+    allow_no_crs_opt,
+    asset_opt,
+    classes_opt,
+    overwrite_opt,
+    resolve_image,
+)
 from geounet.core.classes import parse_classes
 from geounet.core.types import DEFAULT_BACKBONE
 
 
 @click.command("train")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=IMAGE)
 @click.option(
     "--labels",
     multiple=True,
     type=click.Path(path_type=Path),
     help="Label raster or vector file per image (not with a chip folder).",
 )
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Model folder.")
+@click.option("--out", required=True, type=OUTPUT, help="Model folder.")
 @classes_opt("Label classes (with --labels)")
 @click.option(
     "--label-field",
@@ -48,10 +56,17 @@ from geounet.core.types import DEFAULT_BACKBONE
 @click.option("--lr", type=float, default=None, help="Learning rate (default: LR finder).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
+@click.option(
+    "--ddp",
+    is_flag=True,
+    help="Distributed data parallel in the processes torchrun starts (gloo on CPU, NCCL on "
+    "GPUs; --batch-size chips per process); needs a chip folder; rank 0 writes --out.",
+)
+@asset_opt
 @allow_no_crs_opt
 @overwrite_opt
 def command(
-    inputs: tuple[Path, ...],
+    inputs: tuple[Path | str, ...],
     labels: tuple[Path, ...],
     out: Path,
     classes: str | None,
@@ -62,20 +77,26 @@ def command(
     lr: float | None,
     batch_size: int,
     chip_size: int,
+    ddp: bool,
+    asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Train on a chip folder (from `geounet prepare`) or on IMAGES with --labels.
 
+    An IMAGE may be an http(s):// URL, an s3:// gs:// or az:// URI or a STAC Item (with
+    --asset); the model folder is local.
+
     \b
     Examples:
       geounet train chips/ --out models/buildings --epochs 20
       geounet train scene.tif --labels buildings.gpkg --classes building --out models/b
+      torchrun --standalone --nproc_per_node 2 -m geounet train chips/ --out models/b --ddp
     """
     from geounet.app.workflows import train_model
 
     result = train_model(
-        list(inputs),
+        [resolve_image(i, asset) for i in inputs],
         out,
         labels=list(labels) or None,
         classes=parse_classes(classes),
@@ -86,9 +107,12 @@ def command(
         batch_size=batch_size,
         chip_size=chip_size,
         overwrite=overwrite,
+        ddp=ddp,
         allow_no_crs=allow_no_crs,
         **({"label_field": label_field} if label_field else {}),
     )
+    if not result["written"]:  # another rank of a distributed run reports and writes
+        return
     for key, value in (result["metrics"] or {}).items():
         if isinstance(value, int | float):
             click.echo(f"{key}: {value:.4f}")

@@ -6,16 +6,24 @@ from pathlib import Path
 
 import click
 
-from geounet.cli.options import allow_no_crs_opt, classes_opt, overwrite_opt
+from geounet.cli.options import (
+    IMAGE,
+    OUTPUT,
+    allow_no_crs_opt,
+    asset_opt,
+    classes_opt,
+    overwrite_opt,
+    resolve_image,
+)
 from geounet.core.classes import parse_classes
 
 
 @click.command("vectorize")
-@click.argument("classified", type=click.Path(path_type=Path))
+@click.argument("classified", type=IMAGE)
 @click.option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=OUTPUT,
     help="Vector file: .gpkg (one layer per class), .geojson, .shp, .fgb, .parquet.",
 )
 @classes_opt("For rasters without geounet metadata")
@@ -70,14 +78,15 @@ from geounet.core.classes import parse_classes
 )
 @click.option(
     "--probabilities",
-    type=click.Path(path_type=Path),
+    type=IMAGE,
     default=None,
     help="Probability raster from classify, adds mean_confidence.",
 )
+@asset_opt
 @allow_no_crs_opt
 @overwrite_opt
 def command(
-    classified: Path,
+    classified: Path | str,
     out: Path,
     classes: str | None,
     min_area_m2: float | None,
@@ -90,14 +99,19 @@ def command(
     no_separate: bool,
     min_separation_m: float | None,
     probabilities: Path | None,
+    asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
 ) -> None:
     """Turn a CLASSIFIED raster into polygons (buildings regularized) and road centre lines.
 
+    CLASSIFIED may be a local file, an http(s):// URL, an s3:// gs:// or az:// URI or a STAC
+    Item (with --asset); the output is a local file.
+
     \b
     Example:
       geounet vectorize scene_classified.tif --out features.gpkg
+      geounet vectorize https://host/scene_classified.tif --out features.gpkg
       geounet vectorize labels.tif --classes 1=house,2=street --building-class house \\
           --road-class street --spur-length 10 --out features.fgb
     """
@@ -105,7 +119,7 @@ def command(
 
     extra = {} if min_separation_m is None else {"min_separation_m": min_separation_m}
     layers = vectorize(
-        classified,
+        resolve_image(classified, asset),
         out,
         classes=parse_classes(classes),
         min_area_m2=min_area_m2,
