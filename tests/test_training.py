@@ -66,24 +66,33 @@ def test_early_stopping_when_validation_miou_stalls_but_not_in_warm_up():
     trainer, data = tiny_trainer(batchnorm=False, dropout=0.0)
     hist = trainer.fit(data.train_dl, data.valid_dl, 20, 1e-12, early_stopping=2, progress=False)
     # 1e-12 learns nothing: the mIoU is flat from epoch 1. Warm-up is epochs 1-5 (25 % of
-    # 20), and a stop needs 20 % of the schedule (4 epochs) without improvement after it.
-    assert len(hist) == 9
+    # 20), a stop needs 20 % of the schedule (4 epochs) without improvement after it, and
+    # the rate halved by the annealing (62.5 %: epoch 13 is the first past it).
+    assert len(hist) == 13
     assert trainer.best_epochs == 1  # the checkpoint watches the same score: epoch 1 kept
 
 
 def test_stop_rule_never_fires_during_warm_up():
-    rule = StopRule(patience=1, warmup=0.3, min_span=0.0)
+    rule = StopRule(patience=1, warmup=0.3, min_span=0.0, min_progress=0.0)
     falling = [rule.update(1.0 - i / 100, i / 100) for i in range(30)]  # 30 epochs of warm-up
     assert not any(falling)
     assert rule.update(0.5, 0.30) is True  # first epoch after warm-up without improvement
 
 
 def test_stop_rule_counts_from_the_last_improvement_and_needs_a_span():
-    rule = StopRule(patience=2, warmup=0.1, min_span=0.25)
+    rule = StopRule(patience=2, warmup=0.1, min_span=0.25, min_progress=0.0)
     assert not rule.update(0.5, 0.2)  # improves after warm-up
     assert not rule.update(0.4, 0.3) and not rule.update(0.4, 0.4)  # 2 stale, span 0.2
     assert rule.update(0.4, 0.45)  # span 0.25 reached
     assert not StopRule(patience=None).update(0.0, 0.9)  # None: never
+
+
+def test_stop_rule_waits_until_the_rate_has_annealed_to_half_its_peak():
+    rule = StopRule(patience=1, warmup=0.25, min_span=0.0)  # half-annealed at 0.625
+    assert not rule.update(0.9, 0.3)  # best score, right after the warm-up
+    stale = [rule.update(0.5, p / 100) for p in range(31, 62)]
+    assert not any(stale)  # no improvement for 31 epochs, but the rate is still high
+    assert rule.update(0.5, 0.63)
 
 
 def test_plan_training_follows_the_data_and_the_device():

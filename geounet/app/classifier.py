@@ -149,6 +149,11 @@ class UnetClassifier:
         )
 
     @property
+    def writes_files(self) -> bool:
+        """False on the ranks other than 0 after ``fit(ddp=True)``: :meth:`save` skips there."""
+        return getattr(self, "_writer", True)
+
+    @property
     def _pretrained(self) -> bool:
         """True when the encoder starts from trained weights (ImageNet, a file, a model)."""
         return self.config.encoder_weights is not None
@@ -253,7 +258,9 @@ class UnetClassifier:
                 running a short sweep first if there is none (16 steps from 1e-5 to 1, at
                 most 10 % of the time budget; 1e-3 when it ends before the loss diverges).
             early_stopping: Patience in epochs without a better validation mIoU, counted
-                after the warm-up, over at least 20 % of the schedule (None/0: off).
+                after the warm-up, over at least 20 % of the schedule, and never before the
+                annealing has halved the learning rate (62.5 % of the schedule; see
+                :class:`~geounet.model.training.StopRule`) (None/0: off).
             checkpoint: Restore the weights of the epoch with the best validation mIoU.
             time_budget_s: Stop after this many seconds (the schedule follows the clock);
                 None with ``epochs=None`` is the device's default budget.
@@ -633,7 +640,7 @@ class UnetClassifier:
 
         After ``fit(ddp=True)`` only rank 0 writes; the other ranks return ``path`` unwritten.
         """
-        if not getattr(self, "_writer", True):
+        if not self.writes_files:
             return Path(path)
         if self.data is not None and len(self._history):
             self.config.history = _json_records(self._history)

@@ -53,6 +53,7 @@ __all__ = [
     "configure_cpu_threads",
     "default_device",
     "encoder_parameters",
+    "half_annealed",
     "plan_training",
     "reseed_loader",
     "seed_everything",
@@ -213,22 +214,29 @@ def plan_training(n_train_chips: int, device: torch.device | str) -> tuple[int, 
 
 @dataclass
 class StopRule:
-    """Early stopping on the validation score (higher is better), never during warm-up.
+    """Early stopping on the validation score (higher is better), never at a high rate.
 
     An epoch improves when its score beats the best so far by more than ``min_delta``.
     Epochs without improvement count only once the schedule's warm-up is over, and a stop
     also needs ``min_span`` of the schedule to have passed since the last improvement (or
     since the warm-up ended), so a small, noisy validation set cannot end the run a few short
-    epochs after the peak learning rate.
+    epochs after the peak learning rate. Nor can it stop before ``min_progress`` of the
+    schedule, by default the point where the one-cycle cosine annealing has brought the
+    learning rate down to half its peak (``warmup + (1 - warmup) / 2``): the epochs at a low
+    rate are where the weights settle, and on ``oam_kampala`` (1 validation chip) and
+    ``oam_zanzibar`` (14) the validation mIoU at the peak rate jumped by 0.1 from epoch to
+    epoch, so a stop there kept weights that had never annealed.
 
     Args:
         patience: Epochs without improvement before stopping; None or 0: never stop.
         warmup: Share of the schedule that is warm-up (no stop before it ends).
         min_span: Share of the schedule without improvement needed to stop.
         min_delta: Smallest improvement of the score that counts.
+        min_progress: Earliest share of the schedule at which a stop may happen (None: the
+            half-annealed point above).
 
     Example:
-        >>> rule = StopRule(patience=2, warmup=0.5, min_span=0.0)
+        >>> rule = StopRule(patience=2, warmup=0.5, min_span=0.0, min_progress=0.5)
         >>> [rule.update(s, p) for s, p in [(0.5, 0.1), (0.4, 0.3), (0.4, 0.6), (0.4, 0.7)]]
         [False, False, False, True]
     """
@@ -237,6 +245,7 @@ class StopRule:
     warmup: float = WARMUP
     min_span: float = 0.2
     min_delta: float = 1e-4
+    min_progress: float | None = None
     best: float = -math.inf
     stale: int = 0
     since: float = 0.0
@@ -254,7 +263,24 @@ class StopRule:
             return False
         self.stale += 1
         long_enough = progress - self.since >= self.min_span
-        return bool(self.patience) and self.stale >= int(self.patience or 0) and long_enough
+        settled = self.min_progress if self.min_progress is not None else half_annealed(self.warmup)
+        late_enough = progress >= settled
+        return (
+            bool(self.patience)
+            and self.stale >= int(self.patience or 0)
+            and long_enough
+            and late_enough
+        )
+
+
+def half_annealed(warmup: float = WARMUP) -> float:
+    """Share of a one-cycle schedule at which cosine annealing halves the peak rate.
+
+    Example:
+        >>> half_annealed(0.25)
+        0.625
+    """
+    return warmup + (1.0 - warmup) / 2
 
 
 @dataclass
