@@ -26,12 +26,22 @@ from geounet.core.errors import InvalidParameterError
 from geounet.core.types import BLEND_MODES, IGNORE_INDEX, BlendMode, check_choice
 from geounet.io.windows import core_ranges, tile_starts
 
-__all__ = ["MIN_HALO", "MULTIPLE", "RowAccumulator", "TilePlan", "TileRegion", "blend_weights"]
+__all__ = [
+    "MIN_HALO",
+    "MULTIPLE",
+    "POP_ROWS",
+    "RowAccumulator",
+    "TilePlan",
+    "TileRegion",
+    "blend_weights",
+]
 
 #: Tile sides are multiples of this (the U-Net encoders downsample 5 times).
 MULTIPLE = 32
 #: Smallest halo of mirrored context added around the raster, in pixels.
 MIN_HALO = 16
+#: Rows :meth:`RowAccumulator.pop` normalises at a time (bounds its temporaries).
+POP_ROWS = 32
 
 
 def _ramp_1d(size: int, ramp: int, mode: BlendMode, floor: float) -> np.ndarray:
@@ -271,13 +281,24 @@ class RowAccumulator:
         self.sums[:, a:b, c:d] += probs[:, r0:r1, c0:c1] * w
         self.wsum[a:b, c:d] += w
 
-    def pop(self, upto: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+    def pop(
+        self, upto: int, probs: bool = True
+    ) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray] | None:
         """Remove the finished rows ``[row0, upto)`` and return them.
+
+        The rows are normalised :data:`POP_ROWS` at a time, so the temporaries stay a few rows
+        high whatever the band's height (only the results are full size).
+
+        Args:
+            upto: One past the last finished row.
+            probs: Also return the probabilities (False: None in their place, and no
+                full-size float array is made).
 
         Returns:
             ``(row0, classes, probabilities, valid)`` with classes ``uint8 (n, W)`` (255 where
-            invalid), probabilities ``float32 (K, n, W)`` (0 where invalid) and the validity
-            ``(n, W)``; or None when there is nothing to pop.
+            invalid), probabilities ``float32 (K, n, W)`` (0 where invalid; None when
+            ``probs`` is False) and the validity ``(n, W)``; or None when there is nothing
+            to pop.
 
         Raises:
             InvalidParameterError: ``upto`` lies beyond the band's capacity.
@@ -286,15 +307,21 @@ class RowAccumulator:
         if n <= 0:
             return None
         self._check_rows(self.row0, upto, "pop")
-        w = self.wsum[:n]
-        valid = self.valid[:n] & (w > 0)
-        probs = self.sums[:, :n] / np.where(w > 0, w, 1.0)
-        probs *= valid
-        classes = np.argmax(probs, axis=0).astype(np.uint8)
+        valid = self.valid[:n] & (self.wsum[:n] > 0)
+        classes = np.empty(valid.shape, np.uint8)
+        out = np.empty((self.sums.shape[0], *valid.shape), np.float32) if probs else None
+        for s in range(0, n, POP_ROWS):
+            e = min(s + POP_ROWS, n)
+            w = self.wsum[s:e]
+            p = self.sums[:, s:e] / np.where(w > 0, w, 1.0)
+            p *= valid[s:e]
+            classes[s:e] = np.argmax(p, axis=0)
+            if out is not None:
+                out[:, s:e] = p
         classes[~valid] = IGNORE_INDEX
         start = self.row0
         self._shift(n)
-        return start, classes, probs, valid
+        return start, classes, out, valid
 
     def _check_rows(self, start: int, stop: int, what: str) -> None:
         """Raise unless raster rows ``[start, stop)`` all lie in the band."""

@@ -188,7 +188,7 @@ def run_tiles(
                     p, k = probs[k], k + 1
                 acc.add(plan.region(i, j), p, valid, plan.weights, plan.height)
                 if j == ncols - 1:
-                    popped = acc.pop(plan.finished_row(i))
+                    popped = acc.pop(plan.finished_row(i), probs=sink.wants_probs)
                     if popped is not None:
                         sink.put(*popped)
             bar.update(len(batch.tiles))
