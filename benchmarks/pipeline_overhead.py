@@ -1,0 +1,244 @@
+"""Pipeline overhead: end-to-end ``classify`` against the bare forward of its engine, same tiles.
+
+On an N x N 4-band uint16 scene (``--size``, default 4096; generated once) and an untrained
+network (``--network``, default lite0: the weights do not change the speed), in one process:
+
+1. the engine ``classify`` runs is chosen once (``--engine``, default ``auto``; its decision is
+   cached in the work folder, so the first, unreported end-to-end run is also the warm-up);
+2. the batches ``classify`` feeds that engine are made by the pipeline's own reader
+   (:func:`geounet.inference.engine._batches`: same tiles, same mirror padding and
+   normalisation, same batch composition, empty tiles skipped) and kept in memory;
+3. ``--rounds`` times, back to back (so that a change of machine load weighs on both):
+   :func:`geounet.inference.classify.classify_with_options` end to end (engine built, scene
+   read, blended, class raster written), then ``engine.probabilities`` alone over the batches
+   in memory (the bare forward, softmax included, as every engine returns it). Each figure is
+   the best of the rounds; the overhead is ``end_to_end / bare - 1`` (target <= 10 %);
+4. a cProfile of one more end-to-end run (main thread: the network, blending, writing, and the
+   time it waited for the reader thread) and the busy time of the reader thread;
+5. the open question (a bare forward timed separately was slower than inside the pipeline):
+   the same batches through a fresh engine (cold: its first call included), through the warm
+   engine with the reading done in the same thread between batches (how
+   ``inference_speed.py`` times it), and, for the torch engine, with NCHW input.
+
+The last line is a JSON object.
+
+Usage::
+
+    python benchmarks/pipeline_overhead.py                      # 4096², lite0, auto engine
+    python benchmarks/pipeline_overhead.py --engine torch --size 2048
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import pstats
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import (
+    add_scene_args,
+    add_tiling_args,
+    cached_scene,
+    classify_options,
+    emit,
+    inference_scene,
+    make_model,
+    parser,
+    work_dir,
+)
+
+import geounet.inference.engine as engine_module
+from geounet.inference.classify import _open_input, _opener, _plan, classify_with_options
+from geounet.inference.engine import prepare_network, select_engine
+
+#: End-to-end time at most this much above the bare forward (issue 13).
+TARGET = 0.10
+#: Profile categories: (label, substrings of ``file:function`` of the main thread's callees).
+CATEGORIES = (
+    ("network (engine.probabilities)", ("engines.py:probabilities",)),
+    ("waiting for the reader thread", ("streams.py:_iterate",)),
+    ("blending (RowAccumulator.add)", ("blending.py:add",)),
+    ("finished rows (RowAccumulator.pop)", ("blending.py:pop",)),
+    ("writing (sink.put, writer)", ("streams.py:put", "streams.py:close")),
+    ("engine choice and build", ("engine.py:select_engine",)),
+    ("input checks (open, range sample)", ("classify.py:_open_input",)),
+    ("closing the output (flush, rename)", ("write.py:__exit__",)),
+)
+
+
+def pipeline_engine(model: Any, scene: Path, options: Any) -> tuple[Any, Callable[[], Any]]:
+    """The engine ``classify`` picks (built as it builds it), and its batch generator."""
+    info, bands, grid = _open_input(model, scene, options)
+    plan = _plan(grid, options)
+    rows = range(len(plan.row_starts))
+    opener = _opener(info, bands, grid)
+    engine = select_engine(model, plan, rows, opener, options)
+    tiles = [(i, j) for i in rows for j in range(len(plan.col_starts))]
+    stats = model.config.stats
+
+    def batches() -> Iterator[np.ndarray]:
+        gen = engine_module._batches(opener, plan, tiles, options.batch_size, stats)
+        return (b.x for b in gen if len(b.x))
+
+    return engine, batches
+
+
+def bare(engine: Any, batches: list[np.ndarray]) -> float:
+    """Seconds of ``engine.probabilities`` over the batches."""
+    t0 = time.perf_counter()
+    for x in batches:
+        engine.probabilities(x)
+    return time.perf_counter() - t0
+
+
+def end_to_end(model: Any, scene: Path, out: Path, options: Any) -> float:
+    """Seconds of one ``classify_with_options`` run."""
+    t0 = time.perf_counter()
+    classify_with_options(model, scene, out, options)
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def reader_clock() -> Iterator[list[float]]:
+    """Seconds the reader thread spends making batches (patched into the tile loop)."""
+    spent: list[float] = []
+    real = engine_module._batches
+
+    def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        gen = real(*args, **kwargs)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(gen)
+            except StopIteration:
+                spent.append(time.perf_counter() - t0)
+                return
+            if threading.current_thread().name == "geounet-reader":
+                spent.append(time.perf_counter() - t0)
+            yield item
+
+    engine_module._batches = timed
+    try:
+        yield spent
+    finally:
+        engine_module._batches = real
+
+
+def profile_run(model: Any, scene: Path, out: Path, options: Any) -> dict[str, Any]:
+    """Profile one end-to-end run (cProfile): seconds per category, reader busy time, the top."""
+    prof = cProfile.Profile()
+    with reader_clock() as reader:
+        t0 = time.perf_counter()
+        prof.runcall(classify_with_options, model, scene, out, options)
+        wall = time.perf_counter() - t0
+    stats = pstats.Stats(prof)
+    cum: dict[str, float] = {}
+    for (file, _, func), (_, _, _, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+        key = f"{Path(file).name}:{func}"
+        cum[key] = max(cum.get(key, 0.0), ct)
+    found = {
+        label: round(sum(v for k, v in cum.items() if any(k.endswith(m) for m in keys)), 2)
+        for label, keys in CATEGORIES
+    }
+    own = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]  # type: ignore[attr-defined]
+    top = [f"{Path(f).name}:{fn} {v[2]:.2f} s" for (f, _, fn), v in own]
+    return {"wall_s": round(wall, 2), "categories": found, "reader_busy_s": round(sum(reader), 2),
+            "top_tottime": top}  # fmt: skip
+
+
+def open_question(
+    model: Any, engine: Any, batches: list[np.ndarray], remake: Callable[[], Any],
+    lazy: Callable[[], Iterator[np.ndarray]],
+) -> dict[str, float]:  # fmt: skip
+    """Bare forward variants on the same batches: cold engine, reading interleaved, NCHW."""
+    out = {"warm": bare(engine, batches)}
+    t0 = time.perf_counter()
+    fresh = remake()
+    out["fresh_engine_build"] = time.perf_counter() - t0
+    out["fresh_engine_first_pass"] = bare(fresh, batches)
+    t0, busy = time.perf_counter(), 0.0
+    for x in lazy():
+        t1 = time.perf_counter()
+        engine.probabilities(x)
+        busy += time.perf_counter() - t1
+    out["reading_in_same_thread_forward"] = busy
+    out["reading_in_same_thread_total"] = time.perf_counter() - t0
+    if engine.name.startswith("torch"):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for x in batches:
+                torch.softmax(model.network(torch.from_numpy(x)), 1).numpy()  # NCHW input
+        out["torch_nchw_input"] = time.perf_counter() - t0
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def report(args: Any, e2e: list[float], net: list[float], prof: dict, q: dict, name: str) -> dict:
+    """Print the table; the JSON result."""
+    best_e2e, best_net = min(e2e), min(net)
+    overhead = best_e2e / best_net - 1
+    mpx = args.size**2 / 1e6
+    print(f"{args.size}² ({mpx:.1f} Mpx), {args.network}, engine {name}, "
+          f"{torch.get_num_threads()} torch threads")  # fmt: skip
+    print("| run | rounds (s) | best s | Mpx/s |\n|---|---|---|---|")
+    for label, xs in (("end-to-end classify", e2e), ("bare forward, same tiles", net)):
+        print(f"| {label} | {', '.join(f'{x:.1f}' for x in xs)} | {min(xs):.1f} | "
+              f"{mpx / min(xs):.3f} |")  # fmt: skip
+    met = "met" if overhead <= TARGET else "not met"
+    print(f"overhead {100 * overhead:.1f} % (target <= {100 * TARGET:.0f} %: {met})")
+    print(f"profiled run {prof['wall_s']} s; main thread, cumulative s:")
+    for label, s in prof["categories"].items():
+        print(f"  {label:38s} {s:7.2f}")
+    print(f"  reader thread busy (read, pad, normalise) {prof['reader_busy_s']:.2f}")
+    print("  top own time: " + "; ".join(prof["top_tottime"][:8]))
+    print("open question, bare forward variants (s):")
+    for k, v in q.items():
+        print(f"  {k:34s} {v:7.2f}")
+    return {
+        "benchmark": "pipeline_overhead", "size": args.size, "network": args.network,
+        "engine": name, "threads": torch.get_num_threads(), "end_to_end_s": e2e,
+        "bare_forward_s": net, "overhead_fraction": round(overhead, 4),
+        "target_met": overhead <= TARGET, "profile": prof, "open_question": q,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    add_scene_args(p, size=4096)
+    add_tiling_args(p, network="lite0")
+    p.add_argument("--engine", default="auto", help="engine of classify (auto, torch, onnx...)")
+    p.add_argument("--rounds", type=int, default=2, help="end-to-end / bare pairs")
+    args = p.parse_args(argv)
+    work = work_dir(args.work).resolve()
+    scene = cached_scene(work / f"scene_{args.size}.tif", partial(inference_scene, size=args.size))
+    model = make_model(args.network)
+    model.model_dir = work / f"overhead_{args.network}"  # the auto engine's cache
+    options = classify_options(args, engine=args.engine)
+    out = work / f"overhead_{args.size}.tif"
+    first = end_to_end(model, scene, out, options)  # warm-up; fills the engine cache
+    print(f"warm-up end-to-end run {first:.1f} s (not counted)", flush=True)
+    prepare_network(model)
+    engine, lazy = pipeline_engine(model, scene, options)
+    batches = list(lazy())
+    e2e, net = [], []
+    for _ in range(args.rounds):
+        e2e.append(round(end_to_end(model, scene, out, options), 2))
+        net.append(round(bare(engine, batches), 2))
+        print(f"round: end to end {e2e[-1]} s, bare {net[-1]} s", flush=True)
+    prof = profile_run(model, scene, out, options)
+    remake = partial(lambda: pipeline_engine(model, scene, options)[0])
+    q = open_question(model, engine, batches, remake, lazy)
+    out.unlink()
+    emit(report(args, e2e, net, prof, q, engine.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
