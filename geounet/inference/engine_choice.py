@@ -80,6 +80,8 @@ ENGINE_TAG = "GEOUNET_ENGINE"
 DECISION_FILE = "decision.json"
 ONNX_FILE = "network.onnx"
 INT8_FILE = "network-int8.onnx"
+#: OpenVINO's cache of compiled networks (its ``CACHE_DIR``), in the engine cache folder.
+OPENVINO_CACHE = "openvino"
 
 
 def variant(choice: str) -> str:
@@ -285,14 +287,19 @@ def make_engine(
         return TorchEngine(model, bf16=name == "torch-bf16")
     family = name.split("-")[0]
     import_optional(family if family == "openvino" else "onnxruntime", extra=family)
-    onnx_path = folder / ONNX_FILE
-    fp32 = _load_or_build(onnx_path, _export(model, shape), OnnxEngine)
+    onnx_path, export = folder / ONNX_FILE, _export(model, shape)
     if name == "onnx-fp32":
-        return fp32
+        return _load_or_build(onnx_path, export, OnnxEngine)
     if name == "onnx-int8":
-        load = lambda p: OnnxEngine(p, "onnx-int8")  # noqa: E731
-        return _load_or_build(folder / INT8_FILE, _quantize(onnx_path, sample()), load)
-    return OpenVinoEngine(onnx_path, bf16=name == "openvino-bf16")
+
+        def quantize(tmp: Path) -> None:  # only when the int8 copy is missing or unreadable
+            _load_or_build(onnx_path, export, OnnxEngine)  # a readable float32 export
+            _quantize(onnx_path, sample())(tmp)
+
+        return _load_or_build(folder / INT8_FILE, quantize, lambda p: OnnxEngine(p, "onnx-int8"))
+    # no ONNX Runtime session here: it cost 0.1-0.3 s and 90-230 MiB for nothing
+    bf16, compiled = name == "openvino-bf16", folder / OPENVINO_CACHE
+    return _load_or_build(onnx_path, export, lambda p: OpenVinoEngine(p, bf16, compiled))
 
 
 def candidates(model: Any) -> list[str]:

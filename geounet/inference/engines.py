@@ -165,21 +165,31 @@ class OpenVinoEngine:
     Args:
         path: The ONNX file of the bare network.
         bf16: Infer in bfloat16 (on CPUs with BF16), else float32.
+        cache_dir: OpenVINO's cache of compiled networks (``CACHE_DIR``): a later build of
+            the same network loads the compiled one (0.1 s instead of 0.6-0.9 s for a
+            ResNet34 or EfficientNet-Lite0 U-Net). None: compiled every time.
 
     Raises:
         DependencyNotFoundError: ``openvino`` is not installed (``pip install
             "geounet[openvino]"``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], bf16: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        bf16: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         ov = import_optional("openvino", extra="openvino")
         core = ov.Core()
-        config = {
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": _threads(),
         }
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        if cache_dir is not None:
+            config["CACHE_DIR"] = str(cache_dir)
+        self.compiled = core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(0)
         self.name = "openvino-bf16" if bf16 else "openvino-fp32"

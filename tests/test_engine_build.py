@@ -1,0 +1,94 @@
+"""Building an engine from its cache costs only what that engine needs (issue 13).
+
+An OpenVINO engine reads the cached ONNX export itself (no ONNX Runtime session on the side)
+and keeps its compiled network in the cache; a cached int8 copy loads without the float32
+session and without reading tiles of the scene for calibration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from geounet.inference import engine_choice
+from geounet.inference.engine_choice import INT8_FILE, ONNX_FILE, OPENVINO_CACHE, make_engine
+from geounet.inference.engines import TorchEngine
+
+HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+HAS_OV = HAS_ORT and importlib.util.find_spec("openvino") is not None
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason='needs pip install "geounet[onnx]"')
+needs_ov = pytest.mark.skipif(not HAS_OV, reason='needs pip install "geounet[openvino]"')
+SHAPE = (3, 64, 64)
+
+
+def _model() -> SimpleNamespace:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 2, 1)).eval()  # fmt: skip
+    return SimpleNamespace(network=net, device=torch.device("cpu"))
+
+
+def _tiles(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, *SHAPE)).astype(np.float32)
+
+
+@pytest.fixture()
+def sessions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the ONNX Runtime engines ``make_engine`` creates."""
+    made: list[str] = []
+    real = engine_choice.OnnxEngine
+
+    def counting(path: Path, name: str = "onnx-fp32") -> object:
+        made.append(name)
+        return real(path, name)
+
+    monkeypatch.setattr(engine_choice, "OnnxEngine", counting)
+    return made
+
+
+@needs_ov
+def test_openvino_needs_no_onnxruntime_session_and_caches_its_compiled_network(tmp_path, sessions):
+    model = _model()
+    for _ in range(2):  # exported, then loaded from the cache
+        engine = make_engine("openvino-fp32", model, tmp_path, SHAPE, _tiles)
+        assert engine.name == "openvino-fp32"
+    assert sessions == []
+    assert any((tmp_path / OPENVINO_CACHE).iterdir())
+    x = _tiles()
+    np.testing.assert_allclose(
+        engine.probabilities(x), TorchEngine(model).probabilities(x), atol=1e-4
+    )
+
+
+@needs_ov
+def test_openvino_rebuilds_an_unreadable_export(tmp_path):
+    model = _model()
+    (tmp_path / ONNX_FILE).write_bytes(b"not an onnx file")
+    engine = make_engine("openvino", model, tmp_path, SHAPE, _tiles)
+    x = _tiles()
+    np.testing.assert_allclose(
+        engine.probabilities(x), TorchEngine(model).probabilities(x), atol=1e-4
+    )
+
+
+@needs_ort
+def test_a_cached_int8_copy_loads_without_float32_session_or_calibration_tiles(tmp_path, sessions):
+    model = _model()
+    samples = []
+
+    def sample() -> np.ndarray:
+        samples.append(1)
+        return _tiles(4)
+
+    make_engine("onnx-int8", model, tmp_path, SHAPE, sample)
+    assert (tmp_path / INT8_FILE).is_file() and len(samples) == 1
+    sessions.clear()
+    engine = make_engine("onnx-int8", model, tmp_path, SHAPE, sample)
+    assert engine.name == "onnx-int8"
+    assert sessions == ["onnx-int8"] and len(samples) == 1
+    assert engine.probabilities(_tiles()).shape == (2, 2, 64, 64)
