@@ -24,6 +24,8 @@ from model_fakes import make_fake_data
 
 #: Chips per rank and step; epochs; peak learning rate (one-cycle).
 BATCH, EPOCHS, LR = 2, 2, 1e-2
+#: Time budget (s) of the run planned by ``fit`` itself (no epochs, no learning rate).
+BUDGET_S = 3.0
 #: name -> UnetClassifier keywords. Without BatchNorm and with the pixel-mean CE loss the
 #: average of the ranks' gradients is the gradient of the global batch ("exact"); the Dice
 #: term is a ratio of sums, and the mean of two half-batch Dice losses is not the Dice loss
@@ -52,18 +54,28 @@ def fit_options() -> dict[str, Any]:
     return {"lr": LR, "seed": 0, "progress": False, "early_stopping": None, "checkpoint": False}
 
 
-def main(out: Path) -> None:
-    """Train every configuration distributed and write each rank's results into ``out``."""
-    torch.set_num_threads(1)
+def _write(out: Path, name: str, clf: Any, history: Any) -> None:
+    """This rank's weights and history, and the model folder (written by rank 0 only)."""
     rank = int(os.environ["RANK"])
+    state = {k: v.detach().contiguous() for k, v in clf.network.state_dict().items()}
+    save_file(state, str(out / f"{name}_rank{rank}.safetensors"))
+    (out / f"{name}_rank{rank}.json").write_text(json.dumps(history.to_dict("list")))
+    clf.save(out / f"{name}_model")
+
+
+def main(out: Path) -> None:
+    """Train every configuration distributed and write each rank's results into ``out``.
+
+    Last, ``budget``: ``fit`` plans the run (400 epochs), rank 0 runs the LR finder and
+    its clock ends the run after :data:`BUDGET_S` seconds, with early stopping on.
+    """
+    torch.set_num_threads(1)
     for name in CONFIGS:
         clf = build(make_fake_data(batch_size=BATCH), name)
-        history = clf.fit(EPOCHS, ddp=True, **fit_options())
-        state = {k: v.detach().contiguous() for k, v in clf.network.state_dict().items()}
-        save_file(state, str(out / f"{name}_rank{rank}.safetensors"))
-        rows = history.to_dict("list")
-        (out / f"{name}_rank{rank}.json").write_text(json.dumps(rows))
-        clf.save(out / f"{name}_model")
+        _write(out, name, clf, clf.fit(EPOCHS, ddp=True, **fit_options()))
+    clf = build(make_fake_data(batch_size=BATCH), "bn_dice")
+    history = clf.fit(time_budget_s=BUDGET_S, ddp=True, seed=0, progress=False)
+    _write(out, "budget", clf, history)
 
 
 if __name__ == "__main__":

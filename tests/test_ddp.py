@@ -145,6 +145,15 @@ def test_ddp_with_dice_and_batchnorm_within_tolerance(ddp_results):
     np.testing.assert_allclose(hist["valid_miou"], ref_hist["valid_miou"], atol=0.05)
 
 
+def test_ddp_budget_and_lr_finder_of_rank_0_keep_the_ranks_in_step(ddp_results):
+    r0, r1, hist = _ranks(ddp_results, "budget")
+    other = json.loads((ddp_results / "budget_rank1.json").read_text())
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert hist == other  # same epochs, losses, scores, learning rates (rank 0's clock)
+    assert 1 <= len(hist["epoch"]) < 400  # the 3 s budget (or early stopping) ended the plan
+    assert (ddp_results / "budget_model" / "geounet.json").exists()
+
+
 def test_global_batches_are_the_single_process_batches():
     ranks = [GlobalBatchSampler(23, 3, world_size=2, rank=r, seed=7) for r in (0, 1)]
     whole = GlobalBatchSampler(23, 6, seed=7)

@@ -287,8 +287,8 @@ class UnetClassifier:
                 global batch of ``batch_size x processes`` chips (the same chips a single
                 process would see with that batch size), one GPU per process on CUDA (NCCL),
                 gloo on the CPU. Rank 0 runs the LR finder and keeps the clock; the process
-                group is created and destroyed here unless the caller created it, and
-                :meth:`save` writes only on rank 0. Not with ``resume`` or
+                group is created here unless the caller created it (and then kept until the
+                process exits), and :meth:`save` writes only on rank 0. Not with ``resume`` or
                 ``refit_on_all`` (no run state is saved).
 
         Raises:

@@ -24,8 +24,11 @@ Every process (rank) runs the same ``fit``; :class:`DistributedRun` joins them:
   step and follow the same learning-rate schedule;
 - the LR finder and the planning run on rank 0 alone (on its plain, unwrapped network), and
   the epochs, learning rate and budget are broadcast;
-- only rank 0 writes files (the caller checks :attr:`DistributedRun.main`); the process group
-  is destroyed at the end when this run created it.
+- only rank 0 writes files (the caller checks :attr:`DistributedRun.main`); the ranks leave
+  the run together (a barrier). A process group created here is kept for later runs of the
+  same processes and destroyed when the process exits: destroying and re-creating the default
+  group races in torch (its store keys restart from the same names, so a fast rank can read
+  a slow rank's address of the previous group and fail with "Connection refused").
 
 Example:
     Not run as a doctest: it needs several processes started by torchrun.
@@ -36,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -190,6 +194,8 @@ class DistributedRun:
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.owns_group = not dist.is_initialized()
         self.group = _join(default_device(device), self.owns_group)
+        if self.owns_group:
+            atexit.register(_destroy_at_exit)
 
     @property
     def rank(self) -> int:
@@ -215,10 +221,10 @@ class DistributedRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.owns_group and dist.is_initialized():
-            if exc[0] is None:
-                dist.barrier()  # nobody leaves while another rank still communicates
-            dist.destroy_process_group()
+        if exc[0] is None:
+            dist.barrier()  # nobody leaves while another rank still communicates
+        elif self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()  # a failed rank must not wait for the others
 
     def broadcast(self, values: Sequence[float]) -> list[float]:
         """Rank 0's ``values`` (float64) on every rank."""
@@ -288,6 +294,12 @@ def _join(device: torch.device, create: bool) -> _Group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return _Group(dist.get_rank(), dist.get_world_size(), device, str(dist.get_backend()))
+
+
+def _destroy_at_exit() -> None:
+    """Destroy the process group this module created (registered with :mod:`atexit`)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _comm_device(group: _Group) -> torch.device:
