@@ -33,6 +33,7 @@ from geounet.data.normalize import normalize_valid
 from geounet.io.raster import read_failed, valid_mask
 
 __all__ = [
+    "CHIP_CACHE_MB",
     "MANIFEST",
     "ChipDataset",
     "FolderOwner",
@@ -41,6 +42,12 @@ __all__ = [
     "chip_valid",
     "load_manifest",
 ]
+
+#: Decoded chips a dataset keeps in memory after their first read, in MiB (per dataset, and
+#: per DataLoader worker process). Later epochs then skip opening and decoding two GeoTIFFs
+#: per chip (about a quarter of the loader's time with augmentation on); chips beyond the
+#: budget are read from disk each time. 0 turns the cache off.
+CHIP_CACHE_MB = 512
 
 
 class FolderOwner:
@@ -104,6 +111,8 @@ class ChipDataset(Dataset):
             workers use torch's per-worker seeded generator instead).
         owner: A :class:`FolderOwner` of a temporary ``chip_dir``, kept alive with the
             dataset.
+        cache_mb: Keep decoded chips in memory up to this many MiB (None:
+            :data:`CHIP_CACHE_MB`); they are returned read-only.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class ChipDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         owner: FolderOwner | None = None,
+        cache_mb: float | None = None,
     ) -> None:
         self.chip_dir = Path(chip_dir)
         self.chips = list(chips)
@@ -123,6 +133,15 @@ class ChipDataset(Dataset):
         self.nodata, self.augment = nodata, augment
         self.owner = owner
         self._gen = torch.Generator().manual_seed(seed)
+        self.cache_mb = CHIP_CACHE_MB if cache_mb is None else cache_mb
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for DataLoader worker processes) without the cached chips."""
+        state = dict(self.__dict__)
+        state["_cache"], state["_cached_bytes"] = {}, 0
+        return state
 
     def __len__(self) -> int:
         return len(self.chips)
@@ -133,7 +152,25 @@ class ChipDataset(Dataset):
         return img, lab
 
     def read_valid(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Chip ``i``: raw image ``(C, H, W)``, validity ``(H, W)`` bool, mask ``(H, W)`` uint8."""
+        """Chip ``i``: raw image ``(C, H, W)``, validity ``(H, W)`` bool, mask ``(H, W)`` uint8.
+
+        Read from the chip files, or from memory once read (read-only arrays, see
+        ``cache_mb``).
+        """
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        arrays = self._read_files(i)
+        size = sum(a.nbytes for a in arrays)
+        if self._cached_bytes + size <= self.cache_mb * 2**20:
+            for a in arrays:
+                a.setflags(write=False)
+            self._cache[i] = arrays
+            self._cached_bytes += size
+        return arrays
+
+    def _read_files(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chip ``i`` read from its image and label files."""
         rec = self.chips[i]
         path = self.chip_dir / rec["image"]
         try:
@@ -156,7 +193,7 @@ class ChipDataset(Dataset):
         if self.augment:
             in_worker = torch.utils.data.get_worker_info() is not None
             gen = None if in_worker else self._gen
-            image, mask = augment_chip(image, mask, torch.from_numpy(valid), gen)
+            image, mask = augment_chip(image, mask, torch.from_numpy(valid.copy()), gen)
         return image, mask
 
 
