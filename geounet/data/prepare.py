@@ -246,6 +246,7 @@ def _prepare(
     image_paths: list[Path], label_paths: list[Path], folder: Path, s: PrepareSettings
 ) -> dict[str, Any]:
     infos = [open_raster(p, allow_no_crs=s.allow_no_crs) for p in image_paths]
+    s = s.for_area([(i.height, i.width) for i in infos])
     if len({(i.crs.to_wkt() if i.crs else None) for i in infos}) > 1:
         warnings.warn(
             "the images have different CRSs; the manifest records the first one's.",
@@ -354,7 +355,10 @@ def prepare_data(
             or for a vector file without ``label_field`` one class named after the file.
         label_field: Vector attribute holding each feature's class.
         chip_size: Chip size in pixels, a multiple of 32.
-        stride: Step between chips (default ``chip_size``; smaller gives overlapping chips).
+        stride: Step between chips (smaller than ``chip_size`` gives overlapping chips).
+            Default: half a chip on a small area (fewer than
+            :data:`~geounet.data.settings.SMALL_AREA_CHIPS` chips side by side: more views
+            of few labels), else ``chip_size``.
         bands: 1-based bands to use (default all but alpha; an alpha band marks validity).
         nodata: Image nodata value overriding the files'.
         val_fraction: Share of chips set aside for validation, in [0, 1).
