@@ -188,7 +188,7 @@ def test_each_image_keeps_its_own_nodata(make_raster, tmp_path) -> None:
     img_b = make_raster(b, "b.tif", nodata=7)
     lab = make_raster(labels(64, 64), "l.tif")
     data = prepare_data(
-        [img_a, img_b], lab, classes=["b"], chip_size=32, augment=False,
+        [img_a, img_b], lab, classes=["b"], chip_size=32, stride=32, augment=False,
         min_valid_fraction=0.1, split="random",
     )  # fmt: skip
     n_b, _ = check_same_as_inference(data, img_b, np.all(b == 7, axis=0), tmp_path / "out_b.tif")

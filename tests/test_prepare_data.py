@@ -105,8 +105,9 @@ def blocks_mask(h: int = 256, w: int = 256, value: int = 1) -> np.ndarray:
 def inria() -> GeoData:
     d = shared_data("inria_austin")
     return prepare_data(
-        d / "image.tif", d / "buildings_mask.tif", classes={255: "building"}, chip_size=128
-    )
+        d / "image.tif", d / "buildings_mask.tif", classes={255: "building"}, chip_size=128,
+        stride=128,
+    )  # fmt: skip
 
 
 @pytest.mark.realdata
@@ -304,7 +305,9 @@ def test_stats_over_valid_pixels_only(make_raster) -> None:
     arr = scene(bands=2)
     arr[:, :64, :] = 0  # nodata rows
     img = make_raster(arr, nodata=0)
-    data = prepare_data(img, make_raster(blocks_mask(), "l.tif"), classes=["x"], chip_size=64)
+    data = prepare_data(
+        img, make_raster(blocks_mask(), "l.tif"), classes=["x"], chip_size=64, stride=64
+    )
     valid = arr[:, 64:, :].reshape(2, -1).astype(np.float64)
     assert data.stats["mean"] == pytest.approx(valid.mean(axis=1).tolist())
     assert data.stats["std"] == pytest.approx(valid.std(axis=1).tolist(), rel=1e-4)
@@ -414,6 +417,7 @@ def test_rows_split_top_train_bottom_valid(make_raster) -> None:
         make_raster(blocks_mask(), "l.tif"),
         classes=["b"],
         chip_size=32,
+        stride=32,
         split="rows",
         val_fraction=0.25,
     )
@@ -565,8 +569,11 @@ def test_prepare_settings_refuse_bad_values_before_any_file_is_read(
 
 def test_prepare_settings_resolve_the_stride_and_are_frozen() -> None:
     s = PrepareSettings(classes={1: "x"}, chip_size=128, bands=[3, 2, 1])
-    assert (s.stride, s.bands) == (128, (3, 2, 1))
-    assert PrepareSettings(classes=None, chip_size=128, stride=64).stride == 64
+    assert (s.stride, s.bands) == (None, (3, 2, 1))  # chosen from the area when chipping
+    small, large = [(1000, 1000)], [(4000, 4000), (2000, 2000)]  # 64 and 1 250 chips of 128
+    assert (s.for_area(small).stride, s.for_area(large).stride) == (64, 128)
+    given = PrepareSettings(classes=None, chip_size=128, stride=96)
+    assert given.stride == given.for_area(small).stride == given.for_area(large).stride == 96
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.chip_size = 64  # type: ignore[misc]
 
