@@ -132,3 +132,32 @@ def test_without_recorded_sizes_the_fallback_applies(tmp_path, make_raster):
     b = vectorize(out)["building"]
     assert b.attrs["min_area_m2"] == MIN_AREA_FALLBACK_M2
     assert b["area_m2"].tolist() == [9.0]
+
+
+def test_without_a_crs_sizes_are_in_pixels_and_reach_only_unreferenced_rasters(
+    tmp_path, make_raster
+):
+    labels = np.zeros((128, 128), np.uint8)
+    for r in range(4, 120, 12):
+        for c in range(4, 120, 12):
+            labels[r : r + 6, c : c + 6] = 1  # 36 pixels each
+    image = np.where(labels[None] == 1, 160, 60).astype(np.uint8).repeat(3, axis=0)
+    data = prepare_data(
+        make_raster(image, "scene.tif", crs=None), make_raster(labels, "labels.tif", crs=None),
+        classes={1: "building"}, chip_size=32, allow_no_crs=True,
+    )  # fmt: skip
+    model = UnetClassifier(data, **TINY)
+    assert model.config.object_sizes["building"]["p10_m2"] == 36.0  # square pixels
+    # a pixel-unit model tags only rasters that vectorize measures in pixels too
+    sized = pointwise_model({"building": {"count": 40, "p10_m2": 36.0}})
+    sized.config.gsd_m = None
+    img = np.zeros((1, 40, 40), np.uint8)
+    img[0, 20:26, 20:26] = 200
+    bare = classify_raster(
+        sized, make_raster(img, "bare.tif", crs=None), tmp_path / "b.tif", progress=False,
+        allow_no_crs=True,
+    )  # fmt: skip
+    mapped = classify_raster(sized, make_raster(img, "geo.tif"), tmp_path / "g.tif", progress=False)
+    with rasterio.open(bare) as b, rasterio.open(mapped) as g:
+        assert json.loads(b.tags()[MIN_AREA_TAG]) == {"building": 36.0}
+        assert MIN_AREA_TAG not in g.tags()

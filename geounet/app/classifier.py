@@ -697,9 +697,13 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
     """Area distribution of the objects of each class in ``data``'s label chips.
 
     Reads the label chips of both splits (at most :data:`SIZE_CHIPS`, spread evenly); see
-    :func:`geounet.vectorizing.sizes.object_sizes`. Empty without a pixel size in metres.
+    :func:`geounet.vectorizing.sizes.object_sizes`. Imagery without a CRS is measured in
+    square pixels (the unit ``vectorize`` works in there); empty when the imagery has a CRS
+    but no pixel size in metres.
     """
     gsd = getattr(data, "gsd_m", None)
+    if not gsd and getattr(data, "crs", None) is None:
+        gsd = 1.0  # no CRS: pixel units
     sets = [getattr(data, n, None) for n in ("train_ds", "valid_ds")]
     chips = [(ds, i) for ds in sets if ds is not None for i in range(len(ds))]
     if not gsd or not chips:

@@ -256,10 +256,13 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
-def _class_tags(config: Any, engine: str) -> dict[str, str]:
+def _class_tags(config: Any, engine: str, georeferenced: bool = True) -> dict[str, str]:
     """Class raster tags: class names, the engine, and the default ``min_area_m2`` per class.
 
     The minimum areas come from the training labels' object sizes; ``vectorize`` uses them.
+    A model trained without a CRS measured them in square pixels, which is what ``vectorize``
+    works in on a raster without a CRS: the tag is written only when the units agree
+    (training data and the classified raster both georeferenced, or neither).
     """
     tags = {
         "CLASSES": classes_tag({i: c.name for i, c in enumerate(config.classes)}),
@@ -267,7 +270,8 @@ def _class_tags(config: Any, engine: str) -> dict[str, str]:
         ENGINE_TAG: engine,
     }
     min_area = min_area_from_sizes(getattr(config, "object_sizes", None))
-    if min_area:
+    same_units = (getattr(config, "gsd_m", None) is not None) == georeferenced
+    if min_area and same_units:
         tags[MIN_AREA_TAG] = json.dumps(min_area)
     return tags
 
@@ -472,7 +476,7 @@ def class_writer(
     classes = WriterOptions(
         nodata=IGNORE_INDEX,
         colormap=colormap(config.classes),
-        tags=_class_tags(config, engine),
+        tags=_class_tags(config, engine, info.crs is not None),
         descriptions=["class"],
         output_format=options.output_format,
         overwrite=options.overwrite,
