@@ -252,14 +252,15 @@ class UnetClassifier:
         Args:
             epochs: Maximum number of epochs. None: the data and the device decide
                 (:func:`~geounet.model.training.plan_training`: about 6 000 chip views, 20
-                to 400 epochs, and at most 10 minutes on a CPU, 15 on a GPU, LR sweep
+                to 1 500 epochs, and at most 14 minutes on a CPU, 15 on a GPU, LR sweep
                 included), so a small labelled area still trains long enough.
             lr: Peak learning rate (of the decoder); None uses :meth:`lr_find`'s suggestion,
                 running a short sweep first if there is none (16 steps from 1e-5 to 1, at
                 most 10 % of the time budget; 1e-3 when it ends before the loss diverges).
             early_stopping: Patience in epochs without a better validation mIoU, counted
                 after the warm-up, over at least 20 % of the schedule, and never before the
-                annealing has halved the learning rate (62.5 % of the schedule; see
+                annealing has brought the learning rate to a tenth of its peak (84.6 % of
+                the schedule; see
                 :class:`~geounet.model.training.StopRule`) (None/0: off).
             checkpoint: Restore the weights of the epoch with the best validation mIoU.
             time_budget_s: Stop after this many seconds (the schedule follows the clock);
