@@ -103,7 +103,11 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
         )
     warm = launch(args, sizes[0])
     print(f"warm-up {sizes[0]}: {warm['seconds']} s ({warm['engine']}), not reported", flush=True)
-    runs = [launch(args, size) for size in sizes]
+    runs = []
+    for size in sizes:
+        r = launch(args, size)
+        runs.append(r)
+        print(f"{size}: {r['seconds']} s, peak RSS {r['peak_rss_mb']} MiB", flush=True)
     low = min(r["peak_rss_mb"] for r in runs)
     print(f"network {args.network}, engine {args.engine}, tile {args.tile}, batch {args.batch}")
     print("| scene | Mpx | engine | seconds | Mpx/s | RSS before MiB | peak RSS MiB | vs lowest |")
