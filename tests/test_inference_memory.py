@@ -12,10 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rasterio.env
 import torch
 
 from geounet.core.classes import make_classes
 from geounet.core.types import IGNORE_INDEX
+from geounet.inference import classify
 from geounet.inference.blending import POP_ROWS, RowAccumulator
 from geounet.inference.classify import classify_raster
 from geounet.model.files import ModelConfig
@@ -113,3 +115,10 @@ def test_pop_without_probabilities_gives_the_same_classes():
     assert without[2] is None
     np.testing.assert_array_equal(with_probs[1], without[1])
     np.testing.assert_array_equal(with_probs[3], without[3])
+
+
+def test_classify_caps_the_gdal_block_cache_in_bytes(monkeypatch):
+    """rasterio sets GDAL_CACHEMAX in bytes: 256 once meant a 256-byte cache (no cache)."""
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    with classify._bounded_gdal_cache():
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == classify.GDAL_CACHE_MB * 2**20

@@ -84,8 +84,10 @@ RESAMPLE_TOLERANCE = 0.05
 #: Warn when the pixel sizes differ by more than this fraction.
 RESOLUTION_WARN = 0.25
 #: GDAL block cache (MiB) used while classifying, unless GDAL_CACHEMAX is set by the user;
-#: GDAL's default (5 % of RAM) would let the cache, not the scene, dominate peak memory.
-GDAL_CACHE_MB = 256
+#: GDAL's default (5 % of RAM) would let the cache, not the scene, dominate peak memory. It
+#: holds the few input blocks that neighbouring tiles share (each block is then decoded once
+#: per tile row instead of once per tile) whatever the scene's size, so peak memory stays flat.
+GDAL_CACHE_MB = 64
 #: Warn when the input's 98th percentile and the training one differ by more than this factor.
 RANGE_RATIO_WARN = 4.0
 
@@ -253,7 +255,7 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
     active = rasterio.env.getenv() if rasterio.env.hasenv() else {}
     if os.environ.get("GDAL_CACHEMAX") or "GDAL_CACHEMAX" in active:
         return contextlib.nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20)  # rasterio takes bytes
 
 
 def _class_tags(config: Any, engine: str, georeferenced: bool = True) -> dict[str, str]:
