@@ -117,8 +117,9 @@ def test_pop_without_probabilities_gives_the_same_classes():
     np.testing.assert_array_equal(with_probs[3], without[3])
 
 
-def test_classify_caps_the_gdal_block_cache_in_bytes(monkeypatch):
-    """rasterio sets GDAL_CACHEMAX in bytes: 256 once meant a 256-byte cache (no cache)."""
+def test_classify_keeps_gdal_from_caching_blocks(monkeypatch):
+    """rasterio sets GDAL_CACHEMAX in bytes: 256 bytes holds no block, so no written block
+    waits in the cache for a flush whose errors (a full disk) would go unreported."""
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     with classify._bounded_gdal_cache():
-        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == classify.GDAL_CACHE_MB * 2**20
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 256

@@ -83,11 +83,14 @@ __all__ = [
 RESAMPLE_TOLERANCE = 0.05
 #: Warn when the pixel sizes differ by more than this fraction.
 RESOLUTION_WARN = 0.25
-#: GDAL block cache (MiB) used while classifying, unless GDAL_CACHEMAX is set by the user;
-#: GDAL's default (5 % of RAM) would let the cache, not the scene, dominate peak memory. It
-#: holds the few input blocks that neighbouring tiles share (each block is then decoded once
-#: per tile row instead of once per tile) whatever the scene's size, so peak memory stays flat.
-GDAL_CACHE_MB = 64
+#: GDAL block cache used while classifying, unless GDAL_CACHEMAX is set by the user: 256
+#: *bytes* (rasterio passes the number to GDAL as bytes), i.e. no cache. A 64 MiB cache let
+#: neighbouring tiles share decoded input blocks (indicatively 1.5x faster reading), but it
+#: also held the *written* blocks, whose write errors (a full disk) then surfaced only when
+#: GDAL flushed them at close, where they were not raised: ``classify`` reported success
+#: with a truncated output (``tests/test_faults.py``). A read-only cache for the input is the
+#: way to get the gain back; until then no cache, so every failed write raises.
+GDAL_CACHE_MB = 256 / 2**20
 #: Warn when the input's 98th percentile and the training one differ by more than this factor.
 RANGE_RATIO_WARN = 4.0
 
@@ -255,7 +258,7 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
     active = rasterio.env.getenv() if rasterio.env.hasenv() else {}
     if os.environ.get("GDAL_CACHEMAX") or "GDAL_CACHEMAX" in active:
         return contextlib.nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20)  # rasterio takes bytes
+    return rasterio.Env(GDAL_CACHEMAX=round(GDAL_CACHE_MB * 2**20))  # rasterio takes bytes
 
 
 def _class_tags(config: Any, engine: str, georeferenced: bool = True) -> dict[str, str]:
