@@ -156,20 +156,9 @@ def test_cli_resume_after_sigkill_is_identical(model_dir, tmp_path):
     of 512 rows), then `geounet classify --resume` finishes the job."""
     image = write_image(tmp_path / "big.tif", 2048, 1024)
     out = tmp_path / "out.tif"
-    cmd = [
-        sys.executable,
-        "-m",
-        "geounet",
-        "-q",
-        "classify",
-        str(image),
-        "--model",
-        str(model_dir),
-        "--out",
-        str(out),
-        "--resume",
-        *CLI_OPTS,
-    ]
+    args = ["-q", "classify", str(image), "--model", str(model_dir), "--out", str(out)]
+    args += ["--resume", *CLI_OPTS]
+    cmd = [sys.executable, "-m", "geounet", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first_band = resume_dir(out) / "band_000000.classes.npy"
@@ -181,20 +170,7 @@ def test_cli_resume_after_sigkill_is_identical(model_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert not out.exists() and first_band.exists()
-    result = CliRunner().invoke(
-        cli,
-        [
-            "-q",
-            "classify",
-            str(image),
-            "--model",
-            str(model_dir),
-            "--out",
-            str(out),
-            "--resume",
-            *CLI_OPTS,
-        ],
-    )
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output + result.stderr
     plain = tmp_path / "plain.tif"
     again = CliRunner().invoke(

@@ -54,7 +54,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from geounet.core.errors import InvalidParameterError
-from geounet.evaluation.metrics import ConfusionAccumulator
 from geounet.model.training import Trainer, default_device
 
 __all__ = [
@@ -376,14 +375,7 @@ class DistributedTrainer(Trainer):
             (loss.nan_to_num() * 0.0).backward()  # completes DDP's gradient reduction
             optimizer.zero_grad(set_to_none=True)
             return float("nan")
-        self.scaler.scale(loss).backward()
-        if self.grad_clip:
-            self.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(
-                [p for g in optimizer.param_groups for p in g["params"]], self.grad_clip
-            )
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        self.step(loss, optimizer)
         self._average_buffers()
         return total / self.run.world_size
 
@@ -401,20 +393,15 @@ class DistributedTrainer(Trainer):
 
     @torch.inference_mode()
     def evaluate(self, loader: Any) -> tuple[float, np.ndarray]:
-        """Mean loss and confusion matrix over every rank's shard of the validation set."""
-        was_training = self.network.training
-        self.network.eval()
-        acc = ConfusionAccumulator(self.n_classes)
-        total, count = 0.0, 0
-        for batch in loader:
-            x, y = self._to_device(batch)
-            logits = self._forward(x).float()
-            total += float(self.loss_fn(logits, y)) * len(x)
-            count += len(x)
-            acc.update(logits.argmax(1).cpu().numpy(), y.cpu().numpy())
-        self.network.train(was_training)
-        sums = self._sum(torch.tensor([total, count]))
-        cm = self._sum(torch.from_numpy(acc.matrix.astype(np.float64)))
+        """Mean loss and confusion matrix over every rank's shard of the validation set.
+
+        ``loader`` is this rank's shard (:meth:`DistributedRun.valid_loader`): its sampler's
+        length is the number of chips the rank's mean loss was taken over.
+        """
+        loss, matrix = super().evaluate(loader)
+        count = len(loader.sampler)
+        sums = self._sum(torch.tensor([loss * count if count else 0.0, count]))
+        cm = self._sum(torch.from_numpy(matrix.astype(np.float64)))
         total, count = sums.tolist()
-        matrix = cm.cpu().numpy().round().astype(acc.matrix.dtype)
-        return (total / count if count else float("nan")), matrix
+        summed = cm.cpu().numpy().round().astype(matrix.dtype)
+        return (total / count if count else float("nan")), summed
