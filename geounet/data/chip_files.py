@@ -118,20 +118,21 @@ def write_chip_pair(
     try:
         size = data.shape[-1]
         prof = chip_profile(data.shape[0], str(data.dtype), size, crs, transform, nodata)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-                with rasterio.open(folder / "images" / name, "w", **prof) as dst:
-                    for i, d in enumerate(band_names, start=1):
-                        dst.set_band_description(i, d)
-                    dst.write(np.ascontiguousarray(data))
-                    if not valid.all():
-                        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
-                prof = chip_profile(1, "uint8", size, crs, transform, IGNORE_INDEX)
-                with rasterio.open(folder / "labels" / name, "w", **prof) as dst:
-                    dst.write_colormap(1, colormap(classes))
-                    dst.update_tags(CLASSES=classes_tag({i: c.name for i, c in enumerate(classes)}))
-                    dst.write(np.ascontiguousarray(lab)[None])
+        # no warnings.catch_warnings() here: it runs in writer threads, and that context
+        # manager swaps the process-wide filters and hooks, racing with the caller's (it
+        # once made a caller's pytest.warns miss its warning); ChipWriter quiets them instead
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            with rasterio.open(folder / "images" / name, "w", **prof) as dst:
+                for i, d in enumerate(band_names, start=1):
+                    dst.set_band_description(i, d)
+                dst.write(np.ascontiguousarray(data))
+                if not valid.all():
+                    dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+            prof = chip_profile(1, "uint8", size, crs, transform, IGNORE_INDEX)
+            with rasterio.open(folder / "labels" / name, "w", **prof) as dst:
+                dst.write_colormap(1, colormap(classes))
+                dst.update_tags(CLASSES=classes_tag({i: c.name for i, c in enumerate(classes)}))
+                dst.write(np.ascontiguousarray(lab)[None])
     except (OSError, RasterioError, CPLE_BaseError) as exc:  # a full disk: one clear error
         raise write_failed(folder / "images" / name, exc) from exc
 
@@ -164,8 +165,13 @@ class ChipWriter:
         self.max_pending = max(1, max_pending)
         self._pool = ThreadPoolExecutor(workers, "geounet-chips") if workers > 0 else None
         self._pending: deque[Future] = deque()
+        self._quiet = warnings.catch_warnings()
 
     def __enter__(self) -> ChipWriter:
+        # in the caller's thread, for the writer threads too (the filters are process-wide):
+        # chips of imagery without a CRS are not georeferenced, as asked
+        self._quiet.__enter__()
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return self
 
     def submit(
@@ -190,12 +196,14 @@ class ChipWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._pool is None:
+            self._quiet.__exit__(exc_type, exc, tb)
             return
         try:
             errors = [f.exception() for f in self._pending]
         finally:
             self._pending.clear()
             self._pool.shutdown(wait=True)
+            self._quiet.__exit__(exc_type, exc, tb)
         first = next((e for e in errors if e is not None), None)
         if exc_type is None and first is not None:
             raise first
