@@ -1,17 +1,21 @@
 """geounet ``classify`` side by side with what users would pick instead, on the same scene.
 
 On an N x N 4-band uint16 scene (``--size``, default 4096; generated once,
-:func:`_common.inference_scene`) with the same untrained ResNet34 U-Net weights (``--network``),
-the same tile (512) and overlap (64), each contender runs in its own process (so that its peak
-RSS is its own):
+:func:`_common.inference_scene`) with the same ResNet34 U-Net weights (``--network``), the same
+tile (512) and overlap (64), each contender runs in its own process (so that its peak RSS is its
+own). The weights are trained once on a pointwise rule (:func:`_common.trained_model_dir`), so
+that agreement with the naive result measures each contender's arithmetic, not its blending
+(``--untrained`` uses random weights, whose near-tie scores make any blending disagree):
 
 - ``naive``: the raster read into memory, normalised, cut into overlapping tiles that run
   ``--batch`` at a time through PyTorch eager float32 (NCHW); probabilities averaged in a
   full-scene array; the class raster written with rasterio;
 - ``monai``: MONAI's ``sliding_window_inference`` (Gaussian blending) on the raster read into
   memory, written with rasterio (``pip install monai``; skipped when it is not installed);
-- ``geounet-first``: :func:`geounet.inference.classify.classify_with_options` with
-  ``engine="auto"`` and an empty engine cache: it measures the installed engines, exports and
+- ``geounet-first``: the model folder loaded as a user loads it
+  (:meth:`geounet.app.classifier.UnetClassifier.from_model`) and
+  :func:`geounet.inference.classify.classify_with_options` with ``engine="auto"``, geounet's
+  default batch size and an empty engine cache: it measures the installed engines, exports and
   caches, then classifies;
 - ``geounet``: the same once the decision is cached (every later run of that model).
 
@@ -42,12 +46,12 @@ from _common import (
     NETWORKS,
     add_scene_args,
     cached_scene,
-    classify_options,
     emit,
     inference_scene,
     make_model,
     parser,
     peak_rss_mb,
+    trained_model_dir,
     work_dir,
 )
 
@@ -124,14 +128,22 @@ def run_monai(args: Any, model: Any, scene: Path, out: Path) -> None:
     write_classes(out, logits[0].argmax(0).numpy(), profile)
 
 
-def run_geounet(args: Any, model: Any, scene: Path, out: Path) -> str:
+def run_geounet(args: Any, scene: Path, out: Path) -> str:
     """The streamed classify of geounet with the auto engine; the engine it ran."""
     import rasterio
 
+    from geounet.app.classifier import UnetClassifier
     from geounet.inference.classify import classify_with_options
+    from geounet.inference.options import ClassifyOptions
 
-    model.model_dir = args.work / f"peers_{args.network}"
-    classify_with_options(model, scene, out, classify_options(args, engine="auto"))
+    if args.trained:
+        model = UnetClassifier.from_model(args.trained)
+    else:
+        model = make_model(args.network)
+        model.model_dir = args.work / f"peers_{args.network}"
+    fields = {"tile_size": args.tile, "overlap": args.overlap, "engine": "auto"}
+    opts = ClassifyOptions(overwrite=True, progress=False, **fields)
+    classify_with_options(model, scene, out, opts)
     with rasterio.open(out) as src:
         return src.tags()["GEOUNET_ENGINE"]
 
@@ -145,14 +157,12 @@ def contender(args: Any) -> int:
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     name = args.contender
     scene = args.work / f"scene_{args.size}.tif"
-    model = make_model(args.network)
-    if name == "naive":  # eager NCHW; geounet makes its own network channels-last
-        model.network.eval()
     out = args.work / f"peers_{args.size}_{name}.tif"
     t0 = time.perf_counter()
-    if name.startswith("geounet"):  # geounet runs its network under inference_mode itself
-        engine = run_geounet(args, model, scene, out)
+    if name.startswith("geounet"):  # geounet loads and runs its network itself
+        engine = run_geounet(args, scene, out)
     else:
+        model = make_model(args.network, args.trained)  # eager NCHW, evaluation mode
         with torch.inference_mode():
             engine = {"naive": run_naive, "monai": run_monai}[name](args, model, scene, out)
     seconds = time.perf_counter() - t0
@@ -208,24 +218,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--network", choices=sorted(NETWORKS), default="resnet34")
     p.add_argument("--tile", type=int, default=512, help="tile side in pixels")
     p.add_argument("--overlap", type=int, default=64, help="overlap of tiles in pixels")
-    p.add_argument("--batch", type=int, default=4, help="tiles per network call")
+    p.add_argument("--batch", type=int, default=4, help="tiles per call of naive and MONAI")
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument("--untrained", action="store_true", help="random weights (see the docs)")
     p.add_argument("--contender", choices=CONTENDERS, help=argparse_hidden())
+    p.add_argument("--trained", type=Path, help=argparse_hidden())
     args = p.parse_args(argv)
     args.work = work_dir(args.work).resolve()
     if args.contender:
         return contender(args)
 
     cached_scene(args.work / f"scene_{args.size}.tif", partial(inference_scene, size=args.size))
-    shutil.rmtree(args.work / f"peers_{args.network}", ignore_errors=True)  # first = measures
+    args.trained = None if args.untrained else trained_model_dir(args.network, args.work)
+    engines = args.trained or args.work / f"peers_{args.network}"
+    shutil.rmtree(Path(engines) / ".engines", ignore_errors=True)  # first = measures
     child_argv = [
         "--size", str(args.size), "--work", str(args.work), "--network", args.network,
         "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch),
+        *(["--trained", str(args.trained)] if args.trained else []),
     ]  # fmt: skip
     results = {name: launch(args, name, child_argv) for name in args.contenders}
     table(args, results)
     emit({"benchmark": "peers", "size": args.size, "network": args.network, "tile": args.tile,
-          "overlap": args.overlap, "results": results})  # fmt: skip
+          "overlap": args.overlap, "trained": bool(args.trained), "results": results})  # fmt: skip
     return 0
 
 

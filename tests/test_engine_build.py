@@ -92,3 +92,21 @@ def test_a_cached_int8_copy_loads_without_float32_session_or_calibration_tiles(t
     assert engine.name == "onnx-int8"
     assert sessions == ["onnx-int8"] and len(samples) == 1
     assert engine.probabilities(_tiles()).shape == (2, 2, 64, 64)
+
+
+@needs_ov
+def test_openvino_int8_runs_the_cached_int8_copy_without_onnxruntime(tmp_path, sessions):
+    model = _model()
+    samples = []
+
+    def sample() -> np.ndarray:
+        samples.append(1)
+        return _tiles(4)
+
+    onnx_int8 = make_engine("onnx-int8", model, tmp_path, SHAPE, sample)
+    sessions.clear()
+    engine = make_engine("openvino-int8", model, tmp_path, SHAPE, sample)
+    assert engine.name == "openvino-int8"
+    assert sessions == [] and len(samples) == 1  # the same int8 copy, not quantized again
+    x = _tiles()
+    np.testing.assert_allclose(engine.probabilities(x), onnx_int8.probabilities(x), atol=0.05)

@@ -259,7 +259,7 @@ def test_small_runs_use_torch_without_measuring_or_caching(make_raster, tmp_path
 
 @pytest.mark.parametrize(("engine", "module", "extra"), [
     ("onnx", "onnxruntime", "onnx"), ("onnx-int8", "onnxruntime", "onnx"),
-    ("openvino", "openvino", "openvino"),
+    ("openvino", "openvino", "openvino"), ("openvino-int8", "openvino", "openvino"),
 ])  # fmt: skip
 def test_a_missing_extra_asked_for_by_name_says_what_to_install(
     make_raster, tmp_path, monkeypatch, engine, module, extra

@@ -37,7 +37,16 @@ from geounet.core.errors import BandMismatchError, InvalidParameterError
 from geounet.core.types import PathLike
 from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
 from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
-from geounet.model.files import ModelConfig, build_network, load_model, reset_head, save_model
+from geounet.model.files import (
+    ModelConfig,
+    build_network,
+    load_model,
+    load_network,
+    read_config,
+    reset_head,
+    save_model,
+    weights_file,
+)
 from geounet.model.losses import build_loss
 from geounet.model.resume import read_fit_key
 from geounet.model.training import (
@@ -127,11 +136,15 @@ class UnetClassifier:
         self._trainer = self._make_trainer()
 
     # ------------------------------------------------------------------ set-up
-    def _setup(self, network: nn.Module, config: ModelConfig, data: Any, device: Any) -> None:
+    def _setup(
+        self, network: nn.Module | None, config: ModelConfig, data: Any, device: Any
+    ) -> None:
         self.device = default_device(device)
         if self.device.type == "cpu":
             configure_cpu_threads()
-        self.network = network.to(self.device)
+        self._weights: Path | None = None  # the weights file of a network not loaded yet
+        self._network = None if network is None else network.to(self.device)
+        self._plain_trainer: Trainer | None = None
         self.config = config
         self.data = data
         self._history = pd.DataFrame(columns=HISTORY_COLUMNS)
@@ -149,6 +162,45 @@ class UnetClassifier:
         )
 
     @property
+    def network(self) -> nn.Module:
+        """The network; a model loaded with :meth:`from_model` reads its weights on first use.
+
+        Raises:
+            ModelFileError: The weights file is unreadable or does not fit the network.
+        """
+        if self._network is None:
+            assert self._weights is not None  # set by from_model
+            network = load_network(self.config, self._weights).to(self.device)
+            self._network = network.to(memory_format=torch.channels_last)  # as Trainer keeps it
+            self._weights = None
+        return self._network
+
+    @network.setter
+    def network(self, network: nn.Module) -> None:
+        self._network, self._weights = network, None
+
+    @property
+    def unloaded_weights(self) -> Path | None:
+        """The weights file while the network is not loaded yet, else None.
+
+        Inference with an engine cached for these weights (ONNX Runtime, OpenVINO) never loads
+        the PyTorch network: no segmentation-models-pytorch import, no second copy of the
+        weights in memory (:mod:`geounet.inference.engine_choice`).
+        """
+        return self._weights
+
+    @property
+    def _trainer(self) -> Trainer:
+        """The trainer of the network (made on first use)."""
+        if self._plain_trainer is None:
+            self._plain_trainer = self._make_trainer()
+        return self._plain_trainer
+
+    @_trainer.setter
+    def _trainer(self, trainer: Trainer) -> None:
+        self._plain_trainer = trainer
+
+    @property
     def writes_files(self) -> bool:
         """False on the ranks other than 0 after ``fit(ddp=True)``: :meth:`save` skips there."""
         return getattr(self, "_writer", True)
@@ -162,6 +214,10 @@ class UnetClassifier:
     def from_model(cls, path: PathLike, device: str | torch.device | None = None) -> UnetClassifier:
         """Load a model saved with :meth:`save` (no download, no pickle).
 
+        The description is read and checked now; the weights when the network is first used
+        (:attr:`network`), so that a classification by a cached ONNX Runtime or OpenVINO engine
+        never builds the PyTorch network.
+
         Args:
             path: The model folder (``geounet.json`` + ``model.safetensors``).
             device: Torch device; default CUDA when available, else the CPU.
@@ -169,13 +225,12 @@ class UnetClassifier:
         Raises:
             ModelFileError: Missing, invalid or pickle-based model files.
         """
-        network, config = load_model(path)
+        config = read_config(path)
         self = cls.__new__(cls)
-        self._setup(network, config, None, device)
+        self._setup(None, config, None, device)
+        self._weights = weights_file(path)  # read on first use of the network (see .network)
         self.loss_name, self.class_weights, self.boundary_weight = "ce+dice", None, 0.0
-        self._trainer = self._make_trainer()
         self._history = pd.DataFrame(config.history, columns=HISTORY_COLUMNS)
-        self.network.eval()
         folder = Path(path)  # the engine cache goes to <model_dir>/.engines
         self.model_dir = folder.parent if folder.is_file() else folder
         return self

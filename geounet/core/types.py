@@ -63,6 +63,7 @@ EngineChoice = Literal[
     "onnx-int8",
     "openvino-fp32",
     "openvino-bf16",
+    "openvino-int8",
 ]
 ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
 

@@ -24,7 +24,7 @@ from geounet.core.types import TTA_MODES, TTAMode, check_choice
 from geounet.data.normalize import normalize_valid
 from geounet.inference.blending import RowAccumulator, TilePlan
 from geounet.inference.engine_choice import AUTO_SAMPLE_TILES, choose_engine
-from geounet.inference.engines import Engine, TorchEngine
+from geounet.inference.engines import Engine, TorchEngine, run_engine
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import Prefetch, Sink
 
@@ -68,7 +68,8 @@ def run_network(
     """Class probabilities of a batch of normalised tiles: the one place the network runs.
 
     The ``engine`` runs it (default: PyTorch eager in channels-last layout on the model's
-    device, with CUDA mixed precision on a GPU; see :mod:`geounet.inference.engines`);
+    device, with CUDA mixed precision on a GPU; see :mod:`geounet.inference.engines`), one tile
+    per call on a CPU (:func:`~geounet.inference.engines.run_engine`);
     test-time augmentation averages the probabilities of the flipped (4) or dihedral (8)
     versions after transforming them back.
 
@@ -85,7 +86,7 @@ def run_network(
     engine = engine or TorchEngine(model)
     ops = _tta_ops(tta)
     versions = (
-        inverse(engine.probabilities(np.ascontiguousarray(forward(batch), dtype=np.float32)))
+        inverse(run_engine(engine, np.ascontiguousarray(forward(batch), dtype=np.float32)))
         for forward, inverse in ops
     )
     total = sum(versions, np.zeros((), np.float32))
@@ -93,7 +94,14 @@ def run_network(
 
 
 def prepare_network(model: Any) -> None:
-    """Evaluation mode and channels-last weights, once per call."""
+    """Evaluation mode and channels-last weights, once per call.
+
+    A network not loaded yet (``model.unloaded_weights``: a model folder read lazily) is left
+    alone: the engine that needs it loads and prepares it (a cached ONNX Runtime or OpenVINO
+    engine never does).
+    """
+    if getattr(model, "unloaded_weights", None) is not None:
+        return
     model.network.eval()
     model.network.to(memory_format=torch.channels_last)
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from geounet.inference.engines import (
     TorchEngine,
     cpu_has_bf16,
     openvino_has_bf16,
+    run_engine,
 )
+from geounet.model.digest import file_digest, state_digest
 from geounet.model.onnx_export import cpu_copy, export_onnx
 
 __all__ = [
@@ -114,15 +117,10 @@ def weights_digest(network: torch.nn.Module) -> str:
         versions += tuple(t.data_ptr() for t in state.values())
         if known is not None and known[0] == versions:
             return known[1]
-    h = hashlib.blake2b(digest_size=8)
-    for name, tensor in sorted(state.items()):
-        t = tensor.detach().to("cpu")
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        flat = t.contiguous().reshape(-1).clone()  # one stride, whatever the memory format
-        h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    digest = state_digest(state.items())
     if versions is not None:
-        _DIGESTS[network] = (versions, h.hexdigest())
-    return h.hexdigest()
+        _DIGESTS[network] = (versions, digest)
+    return digest
 
 
 def _version(dist: str) -> str | None:
@@ -158,7 +156,9 @@ def _cache_folders(model: Any, tile_shape: tuple[int, int]) -> list[Path]:
     """Where the cache of ``model`` for ``tile_shape`` may be, in order of preference."""
     versions = hashlib.blake2b(json.dumps(_versions()).encode(), digest_size=4).hexdigest()
     device = torch.device(model.device).type
-    key = f"{weights_digest(model.network)}-{tile_shape[0]}x{tile_shape[1]}-{device}-{versions}"
+    unloaded = getattr(model, "unloaded_weights", None)  # a model folder read lazily
+    digest = file_digest(unloaded) if unloaded else weights_digest(model.network)
+    key = f"{digest}-{tile_shape[0]}x{tile_shape[1]}-{device}-{versions}"
     roots = [_user_cache()]
     if getattr(model, "model_dir", None):
         roots.insert(0, Path(model.model_dir) / ".engines")
@@ -290,15 +290,21 @@ def make_engine(
     onnx_path, export = folder / ONNX_FILE, _export(model, shape)
     if name == "onnx-fp32":
         return _load_or_build(onnx_path, export, OnnxEngine)
-    if name == "onnx-int8":
+    compiled = folder / OPENVINO_CACHE
+    if name.endswith("-int8"):
 
         def quantize(tmp: Path) -> None:  # only when the int8 copy is missing or unreadable
             _load_or_build(onnx_path, export, OnnxEngine)  # a readable float32 export
             _quantize(onnx_path, sample())(tmp)
 
-        return _load_or_build(folder / INT8_FILE, quantize, lambda p: OnnxEngine(p, "onnx-int8"))
+        load: Callable[[Path], Engine] = (
+            partial(OnnxEngine, name="onnx-int8")
+            if name == "onnx-int8"
+            else partial(OpenVinoEngine, cache_dir=compiled, int8=True)
+        )
+        return _load_or_build(folder / INT8_FILE, quantize, load)
     # no ONNX Runtime session here: it cost 0.1-0.3 s and 90-230 MiB for nothing
-    bf16, compiled = name == "openvino-bf16", folder / OPENVINO_CACHE
+    bf16 = name == "openvino-bf16"
     return _load_or_build(onnx_path, export, lambda p: OpenVinoEngine(p, bf16, compiled))
 
 
@@ -311,6 +317,7 @@ def candidates(model: Any) -> list[str]:
         names += ["onnx-fp32", "onnx-int8"]
         if importlib.util.find_spec("openvino"):
             names += ["openvino-fp32"] + (["openvino-bf16"] if openvino_has_bf16() else [])
+            names += ["openvino-int8"]
     return names
 
 
@@ -325,11 +332,11 @@ def measure(engine: Engine, sample: np.ndarray, repeats: int = 2) -> tuple[float
     Returns:
         ``(megapixels per second, probabilities of the sample)``.
     """
-    probs = engine.probabilities(sample)  # warm-up: lazy initialisation, caches
+    probs = run_engine(engine, sample)  # warm-up: lazy initialisation, caches
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        engine.probabilities(sample)
+        run_engine(engine, sample)
         best = min(best, time.perf_counter() - t)
     pixels = sample.shape[0] * sample.shape[2] * sample.shape[3]
     return pixels / 1e6 / max(best, 1e-9), probs

@@ -39,9 +39,11 @@ __all__ = [
     "check_meta",
     "check_not_pickle",
     "load_model",
+    "load_network",
     "read_config",
     "reset_head",
     "save_model",
+    "weights_file",
 ]
 
 SCHEMA_VERSION = 1
@@ -441,26 +443,31 @@ def check_meta(path: PathLike, meta: dict[str, Any]) -> None:
         raise ModelFileError(f"{path}: invalid model description: {'; '.join(bad)}; {_RESAVE}")
 
 
-def load_model(folder: PathLike) -> tuple[nn.Module, ModelConfig]:
-    """Rebuild a saved model without any download and load its weights strictly.
-
-    Args:
-        folder: A model folder (or its ``geounet.json`` / ``model.safetensors``).
-
-    Returns:
-        ``(network, config)``; the network is on the CPU, in evaluation mode.
+def weights_file(folder: PathLike) -> Path:
+    """The weights file of a model folder, checked to exist and not to be a pickle.
 
     Raises:
-        ModelFileError: Missing/invalid files, a pickle, or weights that do not fit.
+        ModelFileError: No such model folder, no weights file, or a pickle.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    config = read_config(folder)
     weights = _model_folder(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFileError(f"{weights}: missing; the model folder is incomplete.")
     check_not_pickle(weights)
+    return weights
+
+
+def load_network(config: ModelConfig, weights: PathLike) -> nn.Module:
+    """Build the network ``config`` describes and load ``weights`` (safetensors) strictly.
+
+    Returns:
+        The network, on the CPU, in evaluation mode.
+
+    Raises:
+        ModelFileError: An unreadable file, or weights that do not fit the network.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -476,4 +483,20 @@ def load_model(folder: PathLike) -> tuple[nn.Module, ModelConfig]:
             f"{weights}: the weights do not fit the network described in {CONFIG_FILE} "
             f"({first} ...)."
         ) from exc
-    return network.eval(), config
+    return network.eval()
+
+
+def load_model(folder: PathLike) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild a saved model without any download and load its weights strictly.
+
+    Args:
+        folder: A model folder (or its ``geounet.json`` / ``model.safetensors``).
+
+    Returns:
+        ``(network, config)``; the network is on the CPU, in evaluation mode.
+
+    Raises:
+        ModelFileError: Missing/invalid files, a pickle, or weights that do not fit.
+    """
+    config = read_config(folder)
+    return load_network(config, weights_file(folder)), config
