@@ -35,6 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from geounet.core.errors import BandMismatchError, InvalidParameterError
 from geounet.core.types import PathLike
+from geounet.evaluation.decision import DecisionSample
 from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
 from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
 from geounet.model.files import (
@@ -302,7 +303,11 @@ class UnetClassifier:
         The default recipe: AdamW with a one-cycle schedule (25 % warm-up); the encoder of a
         pretrained network learns at :data:`ENCODER_LR_RATIO` of the decoder's rate; the
         validation mIoU picks the weights kept and drives early stopping, which never fires
-        in the warm-up (:class:`~geounet.model.training.StopRule`).
+        in the warm-up (:class:`~geounet.model.training.StopRule`). Then the class decision
+        is calibrated on the validation chips: a weight per class on its probability, kept
+        when it raises the validation mIoU (``config.decision_weights``, saved with the model
+        and used by :meth:`classify`; ``config.metrics["decision"]``; see
+        :mod:`geounet.evaluation.decision`).
 
         Args:
             epochs: Maximum number of epochs. None: the data and the device decide
@@ -372,6 +377,7 @@ class UnetClassifier:
             data.train_dl, valid, epochs, lr, progress, state=state, resume=resume, **opts
         )
         confusion = self._trainer.best_confusion
+        self._calibrate_decision(valid)
         if start_state is not None:
             self.network.load_state_dict(start_state)
             again = {"early_stopping": None, "checkpoint": False, "budget": budget}
@@ -508,6 +514,23 @@ class UnetClassifier:
         """Figure of training/validation loss and validation mIoU per epoch."""
         return plot_losses(self._history)
 
+    def _calibrate_decision(self, valid: Any) -> None:
+        """Choose the class decision weights on the validation chips (kept in the config).
+
+        See :mod:`geounet.evaluation.decision`; no validation chips: the plain arg-max.
+        """
+        self.config.decision_weights, self._decision = None, None
+        if valid is None:
+            return
+        sample = DecisionSample(self.config.n_classes)
+        with torch.inference_mode():
+            for batch in valid:
+                x, y = unpack_batch(batch)
+                probs = torch.softmax(self._trainer.predict_logits(x), dim=1)
+                sample.add(probs.cpu().numpy(), y.cpu().numpy())
+        self._decision = sample.calibrate()
+        self.config.decision_weights = self._decision.weights
+
     # ----------------------------------------------------------------- metrics
     def _validation_confusion(self) -> np.ndarray:
         if self._confusion is None:
@@ -527,6 +550,8 @@ class UnetClassifier:
             "accuracy": pixel_accuracy(cm),
             "per_class": _json_table(table),
         }
+        if getattr(self, "_decision", None) is not None:
+            self.config.metrics["decision"] = self._decision.to_json()
         self.config.history = _json_records(self._history)
 
     def confusion_matrix(self) -> pd.DataFrame:

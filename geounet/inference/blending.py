@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,11 +235,28 @@ class RowAccumulator:
     """Weighted sums of class probabilities for a rolling band of raster rows.
 
     The band starts at :attr:`row0` and is ``capacity`` rows tall; :meth:`pop` hands out the
-    finished rows at its top and shifts the rest up.
+    finished rows at its top and shifts the rest up. A pixel's class is the one of highest
+    ``probability x decision weight`` (the model's calibrated decision weights,
+    :attr:`geounet.model.files.ModelConfig.decision_weights`; all 1: the most probable class).
     """
 
-    def __init__(self, n_classes: int, width: int, capacity: int, row0: int = 0) -> None:
+    def __init__(
+        self,
+        n_classes: int,
+        width: int,
+        capacity: int,
+        row0: int = 0,
+        decision_weights: Sequence[float] | None = None,
+    ) -> None:
         self.row0 = row0
+        self.decision = None
+        if decision_weights is not None and any(w != 1 for w in decision_weights):
+            if len(decision_weights) != n_classes or min(decision_weights) <= 0:
+                raise InvalidParameterError(
+                    f"decision_weights {list(decision_weights)} must be {n_classes} positive "
+                    "numbers, one per class."
+                )
+            self.decision = np.asarray(decision_weights, np.float32)[:, None, None]
         self.sums = np.zeros((n_classes, capacity, width), np.float32)
         self.wsum = np.zeros((capacity, width), np.float32)
         self.valid = np.zeros((capacity, width), bool)
@@ -315,7 +333,7 @@ class RowAccumulator:
             w = self.wsum[s:e]
             p = self.sums[:, s:e] / np.where(w > 0, w, 1.0)
             p *= valid[s:e]
-            classes[s:e] = np.argmax(p, axis=0)
+            classes[s:e] = np.argmax(p if self.decision is None else p * self.decision, axis=0)
             if out is not None:
                 out[:, s:e] = p
         classes[~valid] = IGNORE_INDEX

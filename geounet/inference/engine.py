@@ -173,7 +173,10 @@ def run_tiles(
     if not tiles:
         return
     row0 = plan.span(tile_rows[0])[0]
-    acc = RowAccumulator(model.config.n_classes, plan.width, plan.tile_h, row0=row0)
+    weights = getattr(model.config, "decision_weights", None)
+    acc = RowAccumulator(
+        model.config.n_classes, plan.width, plan.tile_h, row0=row0, decision_weights=weights
+    )
     stats = model.config.stats
 
     def batches() -> Iterator[_Batch]:

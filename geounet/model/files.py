@@ -99,6 +99,10 @@ class ModelConfig:
             ``{name: {"count", "p5_m2", ...}}`` (see :mod:`geounet.vectorizing.sizes`); the
             default ``min_area_m2`` of vectorizing this model's output. Empty in files
             written before it was recorded.
+        decision_weights: Per class, the weight its probability gets when a pixel's class is
+            decided (the class of highest ``probability x weight``), calibrated on the
+            validation chips after training (:mod:`geounet.evaluation.decision`); None (files
+            written before it was recorded, or no validation chips): the most probable class.
     """
 
     arch: str
@@ -118,6 +122,7 @@ class ModelConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     object_sizes: dict[str, dict[str, float]] = field(default_factory=dict)
+    decision_weights: list[float] | None = None
 
     @property
     def n_classes(self) -> int:
@@ -409,6 +414,13 @@ def _meta_problems(meta: dict[str, Any]) -> list[str]:
         bad.append(f"gsd_m {gsd!r} is not a positive number or null")
     if not isinstance(meta.get("unet_kwargs", {}), dict):
         bad.append("unet_kwargs is not an object")
+    weights = meta.get("decision_weights")
+    if weights is not None and not (
+        _numbers(weights)
+        and len(weights) == (len(classes) if isinstance(classes, list) else -1)
+        and min(weights) > 0
+    ):
+        bad.append(f"decision_weights {weights!r} is not null or a positive number per class")
     return bad
 
 
