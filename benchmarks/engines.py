@@ -1,14 +1,15 @@
 """Inference engines side by side: the same tiles through every engine, in one run.
 
 For each network (``--networks``, default the efficientnet-lite0 U-Net and the ResNet34 U-Net,
-untrained, 4 uint16 bands, 2 classes) the benchmark reads ``--tiles`` tiles of ``--tile`` pixels
+untrained, or ``--trained`` on the pointwise rule of :func:`_common.trained_model_dir`, 4 uint16
+bands, 2 classes) the benchmark reads ``--tiles`` tiles of ``--tile`` pixels
 from the generated inference scene (:func:`_common.inference_scene`), normalises them as the
 pipeline does and runs them, ``--batch`` at a time, through:
 
 - ``eager-nchw``: PyTorch eager float32 on contiguous (NCHW) tensors, the naive baseline;
 - every engine of :mod:`geounet.inference.engines` that is installed (``torch-fp32`` is the
   channels-last eager engine geounet uses, ``torch-bf16``, ``onnx-fp32``, ``onnx-int8``,
-  ``openvino-fp32``, ``openvino-bf16``), built by
+  ``openvino-fp32``, ``openvino-bf16``, ``openvino-int8``), built by
   :func:`geounet.inference.engine_choice.make_engine` exactly as ``engine=...`` builds them;
 - ``torch-compile`` (``--compile``): ``torch.compile`` of the channels-last network.
 
@@ -45,6 +46,7 @@ from _common import (
     inference_scene,
     make_model,
     parser,
+    trained_model_dir,
     work_dir,
 )
 
@@ -132,8 +134,9 @@ def run_network(args: Any, name: str, scene: Any, work: Any) -> dict[str, Any]:
     from geounet.inference.engine import prepare_network
     from geounet.inference.engine_choice import AGREEMENT_MIN, AUTO_SAMPLE_TILES, candidates
 
-    model = make_model(name)
-    model.model_dir = work / f"engines_{name}"  # the exports are cached here between runs
+    trained = trained_model_dir(name, work) if args.trained else None
+    model = make_model(name, trained)
+    model.model_dir = work / f"engines_{name}{'_trained' if trained else ''}"  # export cache
     baseline = EagerNCHW(model.network)  # before prepare_network makes it channels-last
     prepare_network(model)
     tiles = read_tiles(scene, model, AUTO_SAMPLE_TILES + args.tiles, args.tile)
@@ -179,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     add_scene_args(p, size=4096)
     p.add_argument("--networks", nargs="+", choices=sorted(NETWORKS), default=["lite0", "resnet34"])
+    p.add_argument("--trained", action="store_true", help="trained pointwise weights (_common)")
     p.add_argument("--tile", type=int, default=512, help="tile side in pixels")
     p.add_argument("--batch", type=int, default=4, help="tiles per engine call")
     p.add_argument("--tiles", type=int, default=8, help="tiles measured per engine")

@@ -108,3 +108,33 @@ def test_bad_options_name_the_field():
         AugmentOptions(scale=(1.2, 1.5))
     with pytest.raises(InvalidParameterError, match="gamma"):
         AugmentOptions(gamma=2.0)
+
+
+def test_photometric_on_a_fully_valid_chip_equals_the_masked_path(monkeypatch):
+    """The dense fast path (no gather/scatter) gives bit-identical chips."""
+
+    image = torch.randn(4, 48, 48)
+    opts = AugmentOptions(dihedral=False, scale=(0.9, 1.1), p_photometric=1.0)
+    mask = torch.zeros(48, 48, dtype=torch.int64)
+    fast, _ = augment_chip(image, mask, None, torch.Generator().manual_seed(5), opts)
+    real_all = torch.Tensor.all
+    # make the chip look partly invalid to the dense test only: the masked path runs
+    monkeypatch.setattr(torch.Tensor, "all", lambda t, *a, **k: torch.tensor(False))
+    slow, _ = augment_chip(image, mask, None, torch.Generator().manual_seed(5), opts)
+    monkeypatch.setattr(torch.Tensor, "all", real_all)
+    assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_normalize_valid_fast_paths_equal_the_formula(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 200, (3, 16, 16)).astype(dtype)
+    stats = {"mean": [90.0, 100.0, 110.0], "std": [30.0, 0.0, 20.0]}
+    for valid in (np.ones((16, 16), bool), rng.random((16, 16)) > 0.3):
+        expected = (x.astype(np.float32) - np.float32([[[90]], [[100]], [[110]]])) / np.float32(
+            [[[30]], [[1e-6]], [[20]]]
+        )
+        expected[:, ~valid] = 0
+        np.testing.assert_array_equal(normalize_valid(x, stats, valid), expected)
+    bad = {"mean": [float("nan"), 100.0, 110.0], "std": [30.0, 1.0, 20.0]}
+    assert (normalize_valid(x, bad, np.ones((16, 16), bool))[0] == 0).all()  # NaN -> 0

@@ -181,6 +181,8 @@ def test_ddp_outside_torchrun_is_refused(monkeypatch):
         clf.fit(1, lr=1e-3, ddp=True, progress=False)
     with pytest.raises(InvalidParameterError, match="resume"):
         clf.fit(1, lr=1e-3, ddp=True, resume=True, progress=False)
+    with pytest.raises(InvalidParameterError, match="calibrate_decision"):
+        clf.fit(1, lr=1e-3, ddp=True, calibrate_decision=True, progress=False)
 
 
 def test_cli_train_ddp_writes_one_loadable_model(tmp_path):

@@ -83,9 +83,11 @@ def test_the_accumulator_decides_with_the_weights():
         RowAccumulator(2, width=4, capacity=4, decision_weights=[1.0, 0.0])
 
 
-def test_fit_calibrates_saves_and_classify_uses_the_weights(tmp_path, make_raster):
+def test_fit_can_calibrate_and_classify_uses_the_saved_weights(tmp_path, make_raster):
     model = UnetClassifier(make_fake_data(), backbone=None, base_channels=4, depth=2, seed=0)
     model.fit(1, 1e-3, progress=False)
+    assert model.config.decision_weights is None and "decision" not in model.config.metrics
+    model.fit(1, 1e-3, progress=False, calibrate_decision=True)
     record = model.config.metrics["decision"]
     assert record["weights"] == model.config.decision_weights and record["pixels"] > 0
     folder = model.save(tmp_path / "m")

@@ -76,7 +76,8 @@ def _photometric(
     c = image.shape[0]
     if not valid.any():
         return image
-    px = image[:, valid]  # (C, n) valid values
+    dense = bool(valid.all())  # the common case: a view, no gather and no scatter
+    px = image.reshape(c, -1) if dense else image[:, valid]  # (C, n) valid values
     lo, hi = px.min(1).values, px.max(1).values
     span = torch.clamp(hi - lo, min=1e-6)
     g = torch.exp(_uniform(-math.log1p(opt.gamma), math.log1p(opt.gamma), c, gen))
@@ -85,6 +86,8 @@ def _photometric(
     mean = px.mean(1, keepdim=True)
     px = mean + (px - mean) * _uniform(1 - opt.contrast, 1 + opt.contrast, c, gen)[:, None]
     px = px + _uniform(-opt.brightness, opt.brightness, c, gen)[:, None]
+    if dense:
+        return px.to(image.dtype).reshape(image.shape)
     out = image.clone()
     out[:, valid] = px.to(image.dtype)
     return out

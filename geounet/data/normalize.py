@@ -61,5 +61,12 @@ def normalize_valid(
         [[[1.0, 0.0]]]
     """
     out = normalize(array, stats)
-    out[:, ~np.asarray(valid, bool)] = 0.0
+    invalid = ~np.asarray(valid, bool)
+    if invalid.any():  # the scatter costs a pass even when nothing is invalid
+        out[:, invalid] = 0.0
+    finite_stats = np.isfinite(stats["mean"]).all() and np.isfinite(stats["std"]).all()
+    if np.issubdtype(array.dtype, np.integer) and finite_stats:
+        # (x - mean) / std of 64-bit integers stays under 1e25 with std >= 1e-6 (normalize):
+        # finite in float32, so the pass of nan_to_num would change nothing
+        return out
     return np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
