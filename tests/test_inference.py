@@ -32,6 +32,7 @@ from geounet.inference.classify import (
     predict_array,
 )
 from geounet.inference.engine import run_network
+from geounet.inference.engines import CPU_TILES_PER_CALL
 from geounet.inference.options import ClassifyOptions
 from geounet.model.files import ModelConfig
 
@@ -194,7 +195,11 @@ def test_every_blend_and_tta_mode_is_exact_with_a_pointwise_model(
     )  # fmt: skip
     np.testing.assert_array_equal(read(out), expected(arr))
     n_versions = {None: 1, "flips": 4, "dihedral": 8}[tta]
-    assert model.network.calls == n_versions  # one batch of all tiles per version
+    # on the CPU one tile per network call (CPU_TILES_PER_CALL), every version of every tile
+    plan = TilePlan.build(*arr.shape[1:], tile_size=64, overlap=16, blend=blend)
+    tiles = len(plan.row_starts) * len(plan.col_starts)
+    assert model.network.calls == n_versions * tiles
+    assert {shape[0] for shape in model.network.shapes} == {CPU_TILES_PER_CALL}
 
 
 @pytest.mark.parametrize("tta", ["flips", "dihedral"])

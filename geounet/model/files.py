@@ -456,15 +456,28 @@ def check_meta(path: PathLike, meta: dict[str, Any]) -> None:
 
 
 def weights_file(folder: PathLike) -> Path:
-    """The weights file of a model folder, checked to exist and not to be a pickle.
+    """The weights file of a model folder, checked (exists, no pickle, readable safetensors).
+
+    Only the safetensors header and the file's length are checked; the tensors are read when
+    the network is built.
 
     Raises:
-        ModelFileError: No such model folder, no weights file, or a pickle.
+        ModelFileError: No such model folder, no weights file, a pickle, or a truncated or
+            foreign file.
     """
+    from safetensors import SafetensorError, safe_open
+
     weights = _model_folder(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelFileError(f"{weights}: missing; the model folder is incomplete.")
     check_not_pickle(weights)
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"{weights}: not a readable safetensors file ({exc}); {_RESAVE}"
+        ) from exc
     return weights
 
 
