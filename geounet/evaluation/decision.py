@@ -1,7 +1,7 @@
 """Calibrated class decisions: per-class weights on the probabilities, chosen on validation.
 
-A network trained on a small labelled area is often under-confident on a class: on the
-validation chips its building probability sits below 0.5 on small or dim roofs, and the most
+A network trained on a small labelled area can be under-confident on a class: on the
+validation chips its building probability may sit below 0.5 on small or dim roofs, and the most
 probable class misses them. :class:`DecisionSample` keeps a sample of validation pixels
 (probabilities and labels) and :meth:`DecisionSample.calibrate` picks, per class, the weight its
 probability gets before the arg-max (:data:`DECISION_GRID`; background fixed at 1) that gives

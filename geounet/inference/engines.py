@@ -91,8 +91,8 @@ CPU_TILES_PER_CALL = 1
 def run_engine(engine: Engine, batch: np.ndarray) -> np.ndarray:
     """``engine.probabilities`` of ``batch``, :data:`CPU_TILES_PER_CALL` tiles a call on a CPU."""
     device = getattr(engine, "device", None)  # ONNX Runtime and OpenVINO engines run on the CPU
-    n = len(batch) if device is not None and torch.device(device).type != "cpu" else None
-    n = n or CPU_TILES_PER_CALL
+    on_gpu = device is not None and torch.device(device).type != "cpu"
+    n = max(len(batch), 1) if on_gpu else CPU_TILES_PER_CALL
     if len(batch) <= n:
         return engine.probabilities(batch)
     return np.concatenate([engine.probabilities(batch[k : k + n]) for k in range(0, len(batch), n)])
