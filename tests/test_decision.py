@@ -16,7 +16,7 @@ from model_fakes import make_fake_data
 
 from geounet.app.classifier import UnetClassifier
 from geounet.core.errors import InvalidParameterError, ModelFileError
-from geounet.evaluation.decision import MIN_GAIN, DecisionSample
+from geounet.evaluation.decision import MIN_GAIN, Calibration, DecisionSample
 from geounet.inference.blending import RowAccumulator, TileRegion
 from geounet.model.files import CONFIG_FILE, read_config
 
@@ -28,26 +28,27 @@ def _binary(p_building: np.ndarray, labels: np.ndarray) -> DecisionSample:
     return sample
 
 
+def _separable(
+    seed: int, shape: tuple[int, ...], share: float, *, building: tuple, background: tuple
+) -> Calibration:
+    """Calibrate on random labels (``share`` buildings) whose building probabilities lie in
+    ``building`` on buildings and in ``background`` elsewhere."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(shape) < share).astype(np.uint8)
+    p = np.where(labels == 1, rng.uniform(*building, shape), rng.uniform(*background, shape))
+    return _binary(p, labels).calibrate()
+
+
 def test_an_under_confident_class_gets_a_weight_that_recovers_it():
-    rng = np.random.default_rng(0)
-    labels = (rng.random((4, 32, 32)) < 0.3).astype(np.uint8)
     # buildings at 0.3-0.45, background at 0.0-0.25: a threshold of 0.5 misses every building
-    p = np.where(
-        labels == 1, rng.uniform(0.3, 0.45, labels.shape), rng.uniform(0, 0.25, labels.shape)
-    )
-    result = _binary(p, labels).calibrate()
+    result = _separable(0, (4, 32, 32), 0.3, building=(0.3, 0.45), background=(0, 0.25))
     assert result.weights is not None and result.weights[0] == 1.0 and result.weights[1] > 1.5
     assert result.miou_after == pytest.approx(1.0) and result.miou_before < 0.5
     assert result.pixels == 4 * 16 * 16  # every second row and column
 
 
 def test_a_calibrated_model_keeps_the_plain_argmax():
-    rng = np.random.default_rng(1)
-    labels = (rng.random((2, 32, 32)) < 0.5).astype(np.uint8)
-    p = np.where(
-        labels == 1, rng.uniform(0.6, 1.0, labels.shape), rng.uniform(0, 0.4, labels.shape)
-    )
-    result = _binary(p, labels).calibrate()
+    result = _separable(1, (2, 32, 32), 0.5, building=(0.6, 1.0), background=(0, 0.4))
     assert result.weights is None and result.miou_after == result.miou_before == 1.0
 
 

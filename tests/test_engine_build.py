@@ -8,6 +8,7 @@ session and without reading tiles of the scene for calibration.
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +36,12 @@ def _model() -> SimpleNamespace:
 
 def _tiles(n: int = 2) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, *SHAPE)).astype(np.float32)
+
+
+def _counted_tiles(calls: list[int]) -> np.ndarray:
+    """Four calibration tiles; each call is counted in ``calls``."""
+    calls.append(1)
+    return _tiles(4)
 
 
 @pytest.fixture()
@@ -78,12 +85,8 @@ def test_openvino_rebuilds_an_unreadable_export(tmp_path):
 
 @needs_ort
 def test_a_cached_int8_copy_loads_without_float32_session_or_calibration_tiles(tmp_path, sessions):
-    model = _model()
-    samples = []
-
-    def sample() -> np.ndarray:
-        samples.append(1)
-        return _tiles(4)
+    model, samples = _model(), []
+    sample = partial(_counted_tiles, samples)
 
     make_engine("onnx-int8", model, tmp_path, SHAPE, sample)
     assert (tmp_path / INT8_FILE).is_file() and len(samples) == 1
@@ -96,12 +99,8 @@ def test_a_cached_int8_copy_loads_without_float32_session_or_calibration_tiles(t
 
 @needs_ov
 def test_openvino_int8_runs_the_cached_int8_copy_without_onnxruntime(tmp_path, sessions):
-    model = _model()
-    samples = []
-
-    def sample() -> np.ndarray:
-        samples.append(1)
-        return _tiles(4)
+    model, samples = _model(), []
+    sample = partial(_counted_tiles, samples)
 
     onnx_int8 = make_engine("onnx-int8", model, tmp_path, SHAPE, sample)
     sessions.clear()

@@ -166,6 +166,8 @@ class UnetClassifier:
     def network(self) -> nn.Module:
         """The network; a model loaded with :meth:`from_model` reads its weights on first use.
 
+        A network read that way comes in evaluation mode and channels-last, as inference uses it.
+
         Raises:
             ModelFileError: The weights file is unreadable or does not fit the network.
         """

@@ -56,7 +56,7 @@ __all__ = ["MANIFEST", "ChipDataset", "GeoData", "load_manifest", "prepare_data"
 
 log = logging.getLogger(__name__)
 
-_GDAL_CACHE_MB = 256  # keeps GDAL's block cache (and so the RSS) bounded on big scenes
+_GDAL_CACHE_BYTES = 256  # rasterio passes bytes: no GDAL block cache, so the RSS stays bounded
 
 
 def _as_paths(items: PathLike | Sequence[PathLike] | None) -> list[Path]:
@@ -465,7 +465,7 @@ def _chip_folder(
     def build(folder: Path) -> None:
         box["manifest"] = _prepare(paths, label_paths, folder, settings)
 
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), warnings.catch_warnings():
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), warnings.catch_warnings():
         if settings.allow_no_crs:  # asked for pixel coordinates: GDAL's reminders are noise
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
         folder = _build_folder(out_dir, overwrite, build)

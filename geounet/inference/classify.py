@@ -66,7 +66,7 @@ from geounet.io.remote import check_local_output
 from geounet.vectorizing.sizes import MIN_AREA_TAG, min_area_from_sizes
 
 __all__ = [
-    "GDAL_CACHE_MB",
+    "GDAL_CACHE_BYTES",
     "RANGE_RATIO_WARN",
     "RESAMPLE_TOLERANCE",
     "RESOLUTION_WARN",
@@ -90,7 +90,7 @@ RESOLUTION_WARN = 0.25
 #: GDAL flushed them at close, where they were not raised: ``classify`` reported success
 #: with a truncated output (``tests/test_faults.py``). A read-only cache for the input is the
 #: way to get the gain back; until then no cache, so every failed write raises.
-GDAL_CACHE_MB = 256 / 2**20
+GDAL_CACHE_BYTES = 256
 #: Warn when the input's 98th percentile and the training one differ by more than this factor.
 RANGE_RATIO_WARN = 4.0
 
@@ -258,7 +258,7 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
     active = rasterio.env.getenv() if rasterio.env.hasenv() else {}
     if os.environ.get("GDAL_CACHEMAX") or "GDAL_CACHEMAX" in active:
         return contextlib.nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=round(GDAL_CACHE_MB * 2**20))  # rasterio takes bytes
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)  # rasterio takes bytes
 
 
 def _class_tags(config: Any, engine: str, georeferenced: bool = True) -> dict[str, str]:

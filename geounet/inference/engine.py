@@ -97,8 +97,8 @@ def prepare_network(model: Any) -> None:
     """Evaluation mode and channels-last weights, once per call.
 
     A network not loaded yet (``model.unloaded_weights``: a model folder read lazily) is left
-    alone: the engine that needs it loads and prepares it (a cached ONNX Runtime or OpenVINO
-    engine never does).
+    alone: its loader gives it prepared when an engine first uses it (a cached ONNX Runtime or
+    OpenVINO engine never does).
     """
     if getattr(model, "unloaded_weights", None) is not None:
         return

@@ -122,8 +122,6 @@ class TorchEngine:
     """
 
     def __init__(self, model: Any, bf16: bool = False) -> None:
-        if getattr(model, "unloaded_weights", None) is not None:  # load it, prepared
-            model.network.eval().to(memory_format=torch.channels_last)
         self.model = model
         self.device = torch.device(model.device)
         self.bf16 = bool(bf16)

@@ -475,10 +475,12 @@ def weights_file(folder: PathLike) -> Path:
         with safe_open(str(weights), framework="numpy") as f:
             f.keys()
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(
-            f"{weights}: not a readable safetensors file ({exc}); {_RESAVE}"
-        ) from exc
+        raise _unreadable(weights, exc) from exc
     return weights
+
+
+def _unreadable(weights: PathLike, exc: BaseException) -> ModelFileError:
+    return ModelFileError(f"{weights}: not a readable safetensors file ({exc}); {_RESAVE}")
 
 
 def load_network(config: ModelConfig, weights: PathLike) -> nn.Module:
@@ -496,9 +498,7 @@ def load_network(config: ModelConfig, weights: PathLike) -> nn.Module:
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(
-            f"{weights}: not a readable safetensors file ({exc}); {_RESAVE}"
-        ) from exc
+        raise _unreadable(weights, exc) from exc
     network = build_network(config, encoder_weights=None)
     try:
         network.load_state_dict(state, strict=True)
