@@ -5,7 +5,9 @@ a halo of mirrored pixels on every side (the U-Net paper's overlap-tile strategy
 which weight each tile pixel gets. A :class:`RowAccumulator` holds the blended class
 probabilities of only the few rows that tiles still touch: after a row of tiles is added, the
 rows above the next row of tiles are final and are popped (and written) at once, so memory
-depends on the tile size and the raster width, never on its height.
+depends on the tile size and the band's width, never on the raster's height. A raster wider
+than :data:`STRIP_COLUMNS` is run as column strips (:meth:`TilePlan.column_strips`), each
+with its own band, so memory does not grow with the width either.
 
 Example:
     >>> plan = TilePlan.build(1000, 700, tile_size=256, overlap=64, blend="spline")
@@ -31,6 +33,7 @@ __all__ = [
     "MIN_HALO",
     "MULTIPLE",
     "POP_ROWS",
+    "STRIP_COLUMNS",
     "RowAccumulator",
     "TilePlan",
     "TileRegion",
@@ -43,6 +46,11 @@ MULTIPLE = 32
 MIN_HALO = 16
 #: Rows :meth:`RowAccumulator.pop` normalises at a time (bounds its temporaries).
 POP_ROWS = 32
+#: Widest column strip a raster is run in (a multiple of every output block side, 512).
+#: A wider raster is run strip by strip; the tile column that straddles a strip boundary runs
+#: in both strips (about one tile column per 8 192 px of width more network work), and peak
+#: memory stays that of an 8 192 px wide raster, whatever the width.
+STRIP_COLUMNS = 8192
 
 
 def _ramp_1d(size: int, ramp: int, mode: BlendMode, floor: float) -> np.ndarray:
@@ -224,6 +232,35 @@ class TilePlan:
             b = a + self.tile_h
         return max(a - self.halo, 0), min(b - self.halo, self.height)
 
+    def col_span(self, j: int) -> tuple[int, int]:
+        """Raster columns that tile column ``j`` contributes to (clipped to the raster)."""
+        if self.blend == "none":
+            a, b = self.col_cores[j]
+        else:
+            a = self.col_starts[j]
+            b = a + self.tile_w
+        return max(a - self.halo, 0), min(b - self.halo, self.width)
+
+    def tile_cols_for(self, col_start: int, col_end: int) -> range:
+        """Tile columns whose tiles touch raster columns ``[col_start, col_end)``."""
+        hit = [
+            j
+            for j in range(len(self.col_starts))
+            if self.col_span(j)[0] < col_end and self.col_span(j)[1] > col_start
+        ]
+        return range(hit[0], hit[-1] + 1) if hit else range(0)
+
+    def column_strips(self, max_width: int | None = None) -> list[tuple[int, int]]:
+        """Raster column ranges ``[a, b)`` of at most ``max_width`` columns covering the raster.
+
+        ``max_width`` defaults to :data:`STRIP_COLUMNS`. Every boundary is a multiple of
+        ``max_width``, so strips of a multiple of the output's block width write whole blocks.
+        """
+        max_width = STRIP_COLUMNS if max_width is None else max_width
+        if max_width < 1:
+            raise InvalidParameterError(f"max_width must be >= 1, got {max_width}.")
+        return [(a, min(a + max_width, self.width)) for a in range(0, self.width, max_width)]
+
     def finished_row(self, i: int) -> int:
         """Rows above this one are final once tile rows ``0..i`` have been added."""
         if i + 1 >= len(self.row_starts):
@@ -234,8 +271,9 @@ class TilePlan:
 class RowAccumulator:
     """Weighted sums of class probabilities for a rolling band of raster rows.
 
-    The band starts at :attr:`row0` and is ``capacity`` rows tall; :meth:`pop` hands out the
-    finished rows at its top and shifts the rest up. A pixel's class is the one of highest
+    The band starts at :attr:`row0` and is ``capacity`` rows tall; it covers the raster
+    columns ``[col0, col0 + width)`` (a column strip, or the whole width). :meth:`pop` hands
+    out the finished rows at its top and shifts the rest up. A pixel's class is the one of highest
     ``probability x decision weight`` (the model's calibrated decision weights,
     :attr:`geounet.model.files.ModelConfig.decision_weights`; all 1: the most probable class).
     """
@@ -247,8 +285,9 @@ class RowAccumulator:
         capacity: int,
         row0: int = 0,
         decision_weights: Sequence[float] | None = None,
+        col0: int = 0,
     ) -> None:
-        self.row0 = row0
+        self.row0, self.col0 = row0, col0
         self.decision = None
         if decision_weights is not None and any(w != 1 for w in decision_weights):
             if len(decision_weights) != n_classes or min(decision_weights) <= 0:
@@ -269,7 +308,7 @@ class RowAccumulator:
         weights: np.ndarray,
         height: int,
     ) -> None:
-        """Blend one tile in.
+        """Blend one tile in (the part of it in the band's columns).
 
         Args:
             region: The tile's placement and contributing part.
@@ -282,16 +321,16 @@ class RowAccumulator:
             InvalidParameterError: The tile's raster rows do not all lie in the band
                 (rows beyond its capacity, or rows already popped).
         """
-        width = self.wsum.shape[1]
+        col = region.col - self.col0  # the tile's left edge in band columns
         r0 = max(region.r0, -region.row)
         r1 = min(region.r1, height - region.row)
-        c0 = max(region.c0, -region.col)
-        c1 = min(region.c1, width - region.col)
+        c0 = max(region.c0, -col)
+        c1 = min(region.c1, self.wsum.shape[1] - col)
         if r1 <= r0 or c1 <= c0:
             return
         self._check_rows(region.row + r0, region.row + r1, "add")
         a, b = region.row + r0 - self.row0, region.row + r1 - self.row0
-        c, d = region.col + c0, region.col + c1
+        c, d = col + c0, col + c1
         self.valid[a:b, c:d] |= valid[r0:r1, c0:c1]
         if probs is None:
             return

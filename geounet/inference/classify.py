@@ -289,18 +289,21 @@ def _probability_tags(config: Any) -> dict[str, str]:
     }
 
 
-def _input_valid(info: RasterInfo, bands: Sequence[int]) -> Callable[[int, int], Any]:
-    """Validity of input-grid rows read from the input itself (None when it has no mask)."""
+def _input_valid(info: RasterInfo, bands: Sequence[int]) -> Callable[[int, int, int, int], Any]:
+    """Validity of an input-grid window (row, rows, col, cols) read from the input itself.
+
+    None when the input has no mask.
+    """
     src = rasterio.open(info.path)
     flags = src.mask_flag_enums[0] if src.count else ()
     masked = MaskFlags.per_dataset in flags or MaskFlags.nodata in flags
     if info.nodata is None and info.alpha_band is None and not masked:
         src.close()
-        return lambda row, n: None
+        return lambda row, n, col, n_cols: None
 
-    def valid(row: int, n: int) -> np.ndarray:
+    def valid(row: int, n: int, col: int, n_cols: int) -> np.ndarray:
         return read_window(
-            src, row, 0, n, info.width, bands, nodata=info.nodata, alpha_band=info.alpha_band
+            src, row, col, n, n_cols, bands, nodata=info.nodata, alpha_band=info.alpha_band
         )[1]
 
     valid.close = src.close  # type: ignore[attr-defined]

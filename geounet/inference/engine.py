@@ -143,6 +143,23 @@ def _batches(
             yield _Batch(chunk, valids, has, x)
 
 
+def _strip_jobs(
+    plan: TilePlan, tile_rows: range, strips_ok: bool
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """The column strips, and the ``(tile row, tile column, strip)`` to run in order.
+
+    Strip by strip (one strip of the whole width unless ``strips_ok``), row by row.
+    """
+    strips = plan.column_strips() if strips_ok else [(0, plan.width)]
+    jobs = [
+        (i, j, s)
+        for s, (a, b) in enumerate(strips)
+        for i in tile_rows
+        for j in plan.tile_cols_for(a, b)
+    ]
+    return strips, jobs
+
+
 def run_tiles(
     model: Any,
     plan: TilePlan,
@@ -154,6 +171,11 @@ def run_tiles(
     engine: Engine | None = None,
 ) -> None:
     """Run the tile rows ``tile_rows`` of ``plan`` and pass finished rows to ``sink``.
+
+    A sink with a true ``column_strips`` attribute takes the rows of a raster wider than
+    :data:`~geounet.inference.blending.STRIP_COLUMNS` strip by strip (each strip from its top
+    row down, ``put(..., col=a)``), so the blended band is never wider than a strip; any
+    other sink gets whole rows.
 
     Args:
         model: Object with ``network``, ``config`` and ``device``.
@@ -168,40 +190,54 @@ def run_tiles(
         engine: The engine (:func:`select_engine`; default PyTorch on the model's device).
     """
     runner = runner or run_network
-    ncols = len(plan.col_starts)
-    tiles = [(i, j) for i in tile_rows for j in range(ncols)]
-    if not tiles:
+    strips, jobs = _strip_jobs(plan, tile_rows, bool(getattr(sink, "column_strips", False)))
+    if not jobs:
         return
-    row0 = plan.span(tile_rows[0])[0]
-    weights = getattr(model.config, "decision_weights", None)
-    acc = RowAccumulator(
-        model.config.n_classes, plan.width, plan.tile_h, row0=row0, decision_weights=weights
-    )
+    last_col = {s: plan.tile_cols_for(a, b)[-1] for s, (a, b) in enumerate(strips)}
+    n_classes = model.config.n_classes
     stats = model.config.stats
+    tiles = [(i, j) for i, j, _ in jobs]
+
+    def band(s: int) -> RowAccumulator:
+        a, b = strips[s]
+        return RowAccumulator(
+            n_classes,
+            b - a,
+            plan.tile_h,
+            row0=plan.span(tile_rows[0])[0],
+            decision_weights=getattr(model.config, "decision_weights", None),
+            col0=a,
+        )
 
     def batches() -> Iterator[_Batch]:
         return _batches(open_source, plan, tiles, opts.batch_size, stats)
 
+    acc, strip, n = band(0), 0, 0
     bar = tqdm(total=len(tiles), unit="tile", desc="classify", disable=not opts.progress)
     with bar, Prefetch(batches) as stream:
         for batch in stream:
             probs = runner(model, batch.x, opts.tta, engine) if len(batch.x) else None
-            if probs is not None and probs.shape[1] != acc.sums.shape[0]:
+            if probs is not None and probs.shape[1] != n_classes:
                 raise ModelFileError(
                     f"the network gives {probs.shape[1]} class scores per pixel but the model "
-                    f"file lists {acc.sums.shape[0]} classes ({model.config.class_names}); "
+                    f"file lists {n_classes} classes ({model.config.class_names}); "
                     "the model's weights and its geounet.json do not belong together."
                 )
             k = 0
-            for (i, j), valid, has in zip(batch.tiles, batch.valid, batch.has_data):
+            for valid, has in zip(batch.valid, batch.has_data):
+                i, j, s = jobs[n]
+                n += 1
+                if s != strip:
+                    acc, strip = band(s), s
                 p = None
                 if has and probs is not None:
                     p, k = probs[k], k + 1
                 acc.add(plan.region(i, j), p, valid, plan.weights, plan.height)
-                if j == ncols - 1:
+                if j == last_col[s]:
                     popped = acc.pop(plan.finished_row(i), probs=sink.wants_probs)
                     if popped is not None:
-                        sink.put(*popped)
+                        start, classes, prob, ok = popped
+                        sink.put(start, classes, prob, ok, col=acc.col0)
             bar.update(len(batch.tiles))
 
 

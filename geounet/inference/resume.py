@@ -61,13 +61,19 @@ class BandSink:
     def __init__(self, folder: Path, start: int, height: int, probs: bool) -> None:
         self.folder, self.next, self.height = folder, start, height
         self.wants_probs = probs
+        self.column_strips = False  # bands of whole rows
         self._classes: list[np.ndarray] = []
         self._probs: list[np.ndarray] = []
 
     def put(
-        self, row: int, classes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+        self,
+        row: int,
+        classes: np.ndarray,
+        probs: np.ndarray | None,
+        valid: np.ndarray,
+        col: int = 0,
     ) -> None:
-        """Keep the rows from ``self.next`` on; save every band they complete."""
+        """Keep the rows from ``self.next`` on; save every band they complete (whole rows)."""
         skip = self.next + sum(len(c) for c in self._classes) - row
         if skip >= classes.shape[0]:
             return

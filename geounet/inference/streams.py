@@ -43,14 +43,28 @@ __all__ = [
 
 
 class Sink(Protocol):
-    """Receives finished rows in increasing, contiguous order."""
+    """Receives finished rows in increasing, contiguous order (per column strip).
+
+    A sink whose ``column_strips`` is true may be given the raster strip by strip: the rows
+    of columns ``[col, col + W)`` from the top down, then those of the next strip; any
+    other sink gets whole rows (``col`` 0).
+    """
 
     wants_probs: bool
+    column_strips: bool
 
     def put(
-        self, row: int, classes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+        self,
+        row: int,
+        classes: np.ndarray,
+        probs: np.ndarray | None,
+        valid: np.ndarray,
+        col: int = 0,
     ) -> None:
-        """Take rows ``[row, row + n)``: classes ``(n, W)``, probs ``(K, n, W)``, valid."""
+        """Take rows ``[row, row + n)`` of columns ``[col, col + W)``.
+
+        ``classes`` is ``(n, W)``, ``probs`` ``(K, n, W)``, ``valid`` ``(n, W)``.
+        """
 
     def close(self) -> None:
         """Flush what is buffered."""
@@ -159,17 +173,24 @@ class ArraySink:
         self.classes = np.full((y1 - y0, width), IGNORE_INDEX, np.uint8)
         self.probs = np.zeros((n_classes, y1 - y0, width), np.float32)
         self.wants_probs = True
+        self.column_strips = True
 
     def put(
-        self, row: int, classes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+        self,
+        row: int,
+        classes: np.ndarray,
+        probs: np.ndarray | None,
+        valid: np.ndarray,
+        col: int = 0,
     ) -> None:
         """Copy the part of rows ``[row, row + n)`` that lies in ``[y0, y1)``."""
         a, b = max(row, self.y0), min(row + classes.shape[0], self.y1)
         if b <= a:
             return
-        self.classes[a - self.y0 : b - self.y0] = classes[a - row : b - row]
+        cols = slice(col, col + classes.shape[1])
+        self.classes[a - self.y0 : b - self.y0, cols] = classes[a - row : b - row]
         if probs is not None:
-            self.probs[:, a - self.y0 : b - self.y0] = probs[:, a - row : b - row]
+            self.probs[:, a - self.y0 : b - self.y0, cols] = probs[:, a - row : b - row]
 
     def close(self) -> None:
         """Nothing is buffered."""
@@ -179,39 +200,62 @@ class WriterSink:
     """Streams rows into a class raster (and an optional probabilities raster).
 
     Rows are gathered into whole blocks of the output's tiling before they are written, so
-    GDAL never has to rewrite a half-filled compressed block.
+    GDAL never has to rewrite a half-filled compressed block. Column strips are written as
+    windows; strips whose edges are multiples of the block width (those of
+    :meth:`~geounet.inference.blending.TilePlan.column_strips`) write whole blocks too.
     """
 
     def __init__(self, writer: RasterWriter, prob_writer: RasterWriter | None = None) -> None:
         self.writer, self.prob_writer = writer, prob_writer
         self.wants_probs = prob_writer is not None
+        self.column_strips = True
         self.block = int(writer.profile.get("blockysize", 256))
         self._row: int | None = None
+        self._col = 0
         self._parts: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._n = 0
 
     def put(
-        self, row: int, classes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+        self,
+        row: int,
+        classes: np.ndarray,
+        probs: np.ndarray | None,
+        valid: np.ndarray,
+        col: int = 0,
     ) -> None:
-        """Buffer rows; write every complete block of rows."""
+        """Buffer rows; write every complete block of rows (a new strip flushes the last)."""
+        if col != self._col:
+            self._flush()
+            self._row, self._col = None, col
         if self._row is None:
             self._row = row
         p8 = probs_to_uint8(probs) if self.wants_probs and probs is not None else None
         self._parts.append((classes, p8))
         self._n += classes.shape[0]
-        if self._n >= self.block:
-            self._flush()
+        # rows up to the last block boundary reached are written; the rest wait
+        whole = (self._row + self._n) // self.block * self.block - self._row
+        if whole > 0:
+            self._flush(whole)
 
-    def _flush(self) -> None:
+    def _flush(self, n: int | None = None) -> None:
+        """Write the first ``n`` buffered rows (all of them by default)."""
         if not self._parts or self._row is None:
             return
         classes = np.concatenate([c for c, _ in self._parts], axis=0)
-        self.writer.write(classes, self._row, 0)
+        probs = None
         if self.prob_writer is not None:
             probs = np.concatenate([p for _, p in self._parts if p is not None], axis=1)
-            self.prob_writer.write(probs, self._row, 0)
-        self._row += classes.shape[0]
-        self._parts, self._n = [], 0
+        n = classes.shape[0] if n is None else n
+        self.writer.write(classes[:n], self._row, self._col)
+        if self.prob_writer is not None and probs is not None:
+            self.prob_writer.write(probs[:, :n], self._row, self._col)
+        self._row += n
+        self._parts = (
+            []
+            if n == classes.shape[0]
+            else [(classes[n:], None if probs is None else probs[:, n:])]
+        )
+        self._n = classes.shape[0] - n
 
     def close(self) -> None:
         """Write the last, partial block."""
@@ -223,7 +267,9 @@ class RemapSink:
 
     The working grid covers the same extent as the input grid with another pixel size, so
     the nearest working pixel of an input pixel is found separately per row and per column.
-    Only the few working rows that later input rows still need are kept.
+    Only the few working rows that later input rows still need are kept. A column strip of
+    the working grid becomes the strip of input columns whose nearest working column lies in
+    it.
     """
 
     def __init__(
@@ -233,19 +279,38 @@ class RemapSink:
         colmap: np.ndarray,
         y0: int,
         y1: int,
-        input_valid: Callable[[int, int], np.ndarray | None],
+        input_valid: Callable[[int, int, int, int], np.ndarray | None],
     ) -> None:
         self.inner, self.rowmap, self.colmap = inner, rowmap, colmap
-        self.next_y, self.y1 = y0, y1
+        self.y0, self.next_y, self.y1 = y0, y0, y1
         self.input_valid = input_valid
         self.wants_probs = inner.wants_probs
+        self.column_strips = bool(getattr(inner, "column_strips", False))
         self._row = 0
+        self._strip: tuple[int, int] | None = None
+        self._cols = slice(0, colmap.size)
         self._parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
 
+    def _start_strip(self, col: int, width: int) -> None:
+        """Forget the last strip; find the input columns of working columns [col, col+width)."""
+        self._strip = (col, width)
+        self._cols = slice(
+            int(np.searchsorted(self.colmap, col, side="left")),
+            int(np.searchsorted(self.colmap, col + width, side="left")),
+        )
+        self.next_y, self._parts = self.y0, []
+
     def put(
-        self, row: int, classes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+        self,
+        row: int,
+        classes: np.ndarray,
+        probs: np.ndarray | None,
+        valid: np.ndarray,
+        col: int = 0,
     ) -> None:
         """Add working rows; pass on every input row whose working row is now known."""
+        if self._strip != (col, classes.shape[1]):
+            self._start_strip(col, classes.shape[1])
         if not self._parts:
             self._row = row
         self._parts.append((classes, probs if self.wants_probs else None, valid))
@@ -257,8 +322,8 @@ class RemapSink:
         end = self._row + cls.shape[0]
         ys = np.arange(self.next_y, self.y1)
         ys = ys[self.rowmap[ys] < end]
-        if ys.size:
-            self._emit(ys, cls, prb, val)
+        if ys.size and self._cols.stop > self._cols.start:
+            self._emit(ys, cls, prb, val, col)
         keep = self.rowmap[self.next_y] - self._row if self.next_y < self.y1 else cls.shape[0]
         keep = int(np.clip(keep, 0, cls.shape[0]))
         self._parts = []
@@ -267,19 +332,21 @@ class RemapSink:
         self._row += keep
 
     def _emit(
-        self, ys: np.ndarray, cls: np.ndarray, prb: np.ndarray | None, val: np.ndarray
+        self, ys: np.ndarray, cls: np.ndarray, prb: np.ndarray | None, val: np.ndarray, col: int
     ) -> None:
         rows = self.rowmap[ys] - self._row
-        classes = cls[rows][:, self.colmap]
-        valid = val[rows][:, self.colmap]
-        more = self.input_valid(int(ys[0]), ys.size)
+        cols = self.colmap[self._cols] - col
+        classes = cls[rows][:, cols]
+        valid = val[rows][:, cols]
+        j0, n_cols = self._cols.start, self._cols.stop - self._cols.start
+        more = self.input_valid(int(ys[0]), ys.size, j0, n_cols)
         if more is not None:
             valid &= more
         classes[~valid] = IGNORE_INDEX
         probs = None
         if prb is not None:
-            probs = prb[:, rows][:, :, self.colmap] * valid
-        self.inner.put(int(ys[0]), classes, probs, valid)
+            probs = prb[:, rows][:, :, cols] * valid
+        self.inner.put(int(ys[0]), classes, probs, valid, col=j0)
         self.next_y = int(ys[-1]) + 1
 
     def close(self) -> None:
