@@ -17,22 +17,32 @@ that agreement with the naive result measures each contender's arithmetic, not i
   :func:`geounet.inference.classify.classify_with_options` with ``engine="auto"``, geounet's
   default batch size and an empty engine cache: it measures the installed engines, exports and
   caches, then classifies;
-- ``geounet``: the same once the decision is cached (every later run of that model).
+- ``geounet``: the same once the decision is cached (every later run of that model);
+- ``geoai``: geoai-py's ``semantic_segmentation`` (``geoai.train``: ``window_size``, ``overlap``
+  and ``batch_size`` as above), run by ``_geoai_child.py`` with the Python of an environment of
+  its own (``--geoai-python``, or ``$GEOUNET_GEOAI_PYTHON``; skipped without one): geoai-py
+  pulls a large geospatial stack and its own pins, so it is not installed beside geounet. It
+  loads the same weights (a ``torch.save`` state dict) into its own segmentation-models-pytorch
+  U-Net. geoai-py divides every pixel by 255 and takes no per-band statistics, so it is given
+  the scene already normalised with the model's statistics, times 255, as float32 (made once,
+  ``scene_N_geoai.tif``): the same network input as the others; it reads twice the bytes of
+  the uint16 scene for it.
 
-geoai-py is not run: it pulls a large geospatial stack of its own into the environment, which
-this benchmark does not install. Reported: wall time, peak RSS and the share of pixels whose
-class equals the naive result, each also as a ratio to the naive run. The last line is a JSON
-object.
+Reported: wall time, peak RSS and the share of pixels whose class equals the naive result, each
+also as a ratio to the naive run. The last line is a JSON object.
 
 Usage::
 
     flock /tmp/geounet-bench.lock python benchmarks/peers.py
     flock /tmp/geounet-bench.lock python benchmarks/peers.py --size 8192
+    python -m venv /tmp/geoai && /tmp/geoai/bin/pip install torch==2.14.1 geoai-py
+    python benchmarks/peers.py --geoai-python /tmp/geoai/bin/python
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -55,7 +65,7 @@ from _common import (
     work_dir,
 )
 
-CONTENDERS = ("naive", "monai", "geounet-first", "geounet")
+CONTENDERS = ("naive", "monai", "geoai", "geounet-first", "geounet")
 
 
 def read_normalised(scene: Path, model: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -171,6 +181,51 @@ def contender(args: Any) -> int:
     return 0
 
 
+def geoai_scene(path: Path, *, scene: Path, stats: dict[str, list[float]]) -> None:
+    """The scene normalised with ``stats``, times 255, float32: what geoai-py's /255 undoes."""
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "dtype": "float32", "predictor": 3}
+        with rasterio.open(path, "w", **profile) as dst:
+            for _, window in src.block_windows(1):
+                x = src.read(window=window).astype(np.float32)
+                mean = np.asarray(stats["mean"], np.float32)[:, None, None]
+                std = np.asarray(stats["std"], np.float32)[:, None, None]
+                dst.write((x - mean) / std * 255.0, window=window)
+
+
+def launch_geoai(args: Any) -> dict[str, Any]:
+    """Run geoai-py's contender in its own environment; its result (or why it did not run)."""
+    python = args.geoai_python or os.environ.get("GEOUNET_GEOAI_PYTHON")
+    if not python:
+        return {"error": "no environment with geoai-py: give --geoai-python (see the docs)"}
+    import torch
+
+    model = make_model(args.network, args.trained)
+    spec = NETWORKS[args.network]
+    if spec["arch"] != "unet":
+        return {"error": f"geoai-py runs segmentation-models-pytorch U-Nets, not {args.network}"}
+    weights = args.work / f"peers_geoai_{args.network}.pt"
+    torch.save(model.network.state_dict(), weights)
+    stats = model.config.stats
+    scene = cached_scene(
+        args.work / f"scene_{args.size}_geoai.tif",
+        partial(geoai_scene, scene=args.work / f"scene_{args.size}.tif", stats=stats),
+    )
+    cmd = [
+        python, str(Path(__file__).with_name("_geoai_child.py")), str(scene), str(weights),
+        str(args.work / f"peers_{args.size}_geoai.tif"), "--encoder", spec["backbone"],
+        "--channels", "4", "--classes", str(model.config.n_classes), "--tile", str(args.tile),
+        "--overlap", str(args.overlap), "--batch", str(args.batch),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    return json.loads(lines[-1])
+
+
 def agreement(a: Path, b: Path) -> float:
     """Share of pixels with the same class in two class rasters."""
     import rasterio
@@ -223,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--untrained", action="store_true", help="random weights (see the docs)")
     p.add_argument("--contender", choices=CONTENDERS, help=argparse_hidden())
     p.add_argument("--trained", type=Path, help=argparse_hidden())
+    p.add_argument("--geoai-python", help="Python of an environment with geoai-py (see docs)")
     args = p.parse_args(argv)
     args.work = work_dir(args.work).resolve()
     if args.contender:
@@ -237,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch),
         *(["--trained", str(args.trained)] if args.trained else []),
     ]  # fmt: skip
-    results = {name: launch(args, name, child_argv) for name in args.contenders}
+    results = {
+        name: launch_geoai(args) if name == "geoai" else launch(args, name, child_argv)
+        for name in args.contenders
+    }
     table(args, results)
     emit({"benchmark": "peers", "size": args.size, "network": args.network, "tile": args.tile,
           "overlap": args.overlap, "trained": bool(args.trained), "results": results})  # fmt: skip
