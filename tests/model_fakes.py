@@ -51,11 +51,28 @@ def chips(image: np.ndarray, labels: np.ndarray, chip: int) -> tuple[np.ndarray,
 
 
 @dataclass
+class RawChips:
+    """The ``read_valid`` of a ``ChipDataset``: raw chips, all valid, and their labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read_valid(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Chip ``i``: image, validity, label."""
+        return self.images[i], np.ones(self.images.shape[2:], bool), self.labels[i]
+
+
+@dataclass
 class FakeGeoData:
     """The parts of ``GeoData`` the classifier uses."""
 
     train_dl: Any
     valid_dl: Any
+    train_ds: RawChips
+    valid_ds: RawChips
     class_specs: list[ClassSpec]
     bands: list[int]
     band_names: list[str]
@@ -109,6 +126,8 @@ def make_fake_data(
     return FakeGeoData(
         train_dl=loader(xt, yt, True),
         valid_dl=loader(xv, yv, False),
+        train_ds=RawChips(*chips(image[:, :split], labels[:split], chip)),
+        valid_ds=RawChips(*chips(image[:, split:], labels[split:], chip)),
         class_specs=specs,
         bands=list(range(1, bands + 1)),
         band_names=[f"band {i}" for i in range(1, bands + 1)],

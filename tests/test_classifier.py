@@ -360,3 +360,20 @@ def test_resnet34_stays_available_by_name(data):
     x = next(iter(data.valid_dl))[0][:1]
     with torch.inference_mode():
         assert model.network(x.to(model.device)).shape == (1, len(data.class_specs), *x.shape[2:])
+
+
+def test_save_keeps_chips_for_choosing_engines(tmp_path, data, trained):
+    from geounet.data.normalize import normalize_valid
+    from geounet.model.samples import SAMPLE_CHIPS, SAMPLES_FILE, read_samples
+
+    folder = trained.save(tmp_path / "m")
+    kept = read_samples(folder)
+    n_train, n_valid = len(data.train_ds), len(data.valid_ds)
+    assert kept["calibration"].shape == (min(n_train, SAMPLE_CHIPS), data.n_bands, 32, 32)
+    assert kept["validation"].shape == (min(n_valid, SAMPLE_CHIPS), data.n_bands, 32, 32)
+    image, valid, _ = data.valid_ds.read_valid(0)  # the first chip is always kept
+    first = normalize_valid(image, trained.config.stats, valid)
+    np.testing.assert_allclose(kept["validation"][0], first, rtol=1e-3, atol=1e-3)  # float16
+    # a model loaded from its folder and saved again keeps them
+    again = UnetClassifier.from_model(folder).save(tmp_path / "copy")
+    assert (again / SAMPLES_FILE).read_bytes() == (folder / SAMPLES_FILE).read_bytes()

@@ -50,6 +50,7 @@ from geounet.model.files import (
 )
 from geounet.model.losses import build_loss
 from geounet.model.resume import read_fit_key
+from geounet.model.samples import chip_samples, read_samples
 from geounet.model.training import (
     FINE_TUNE_LR_CAP,
     HISTORY_COLUMNS,
@@ -734,7 +735,22 @@ class UnetClassifier:
             return Path(path)
         if self.data is not None and len(self._history):
             self.config.history = _json_records(self._history)
-        return save_model(path, self.network, self.config, overwrite=overwrite)
+        return save_model(
+            path, self.network, self.config, overwrite=overwrite, samples=self._engine_samples()
+        )
+
+    def _engine_samples(self) -> dict[str, np.ndarray]:
+        """Chips kept with the saved model for choosing engines (:mod:`geounet.model.samples`).
+
+        Those of the training data, else those of the folder the model was loaded from.
+        """
+        if self.data is None or not hasattr(self.data, "train_ds"):
+            return read_samples(getattr(self, "model_dir", None))
+        try:
+            return chip_samples(self.data, self.config.stats)
+        except OSError as exc:  # chips removed since training: the model is saved without
+            warnings.warn(f"no chips kept for choosing engines: {exc}", stacklevel=3)
+            return {}
 
     def export(
         self,
@@ -805,7 +821,12 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
 
 
 def _read_label(ds: Any, i: int) -> np.ndarray:
-    """The label chip ``i`` of a :class:`~geounet.data.geodata.ChipDataset` (class indices)."""
+    """The label chip ``i`` of a :class:`~geounet.data.geodata.ChipDataset` (class indices).
+
+    A dataset without chip files (in memory) gives it through ``read_valid``.
+    """
+    if not hasattr(ds, "chip_dir"):
+        return np.asarray(ds.read_valid(i)[2])
     import rasterio
     from rasterio._err import CPLE_BaseError
     from rasterio.errors import NotGeoreferencedWarning, RasterioError

@@ -2,12 +2,15 @@
 
 ``engine="auto"`` runs every installed candidate (:func:`candidates`) on a few tiles of the scene,
 keeps those whose class map agrees with PyTorch float32 on at least :data:`AGREEMENT_MIN` of the
-pixels and picks the fastest. The exported ONNX network, its int8 copy and the decision are
+pixels, there and on the validation chips kept with the model (:mod:`geounet.model.samples`),
+and picks the fastest. The exported ONNX network, its int8 copy and the decision are
 cached in a folder keyed by the weights' hash, the tile shape, the device and the versions of
 the engines (:func:`cache_folder`): ``<model folder>/.engines/<key>/`` when the model came from a
 writable folder, else the user cache (``$XDG_CACHE_HOME/geounet/engines``). A later run with the
 same key reuses the decision and the artefacts; an artefact or decision that cannot be read is
-rebuilt. The int8 engine is calibrated on the scene's first tiles (the first run's scene).
+rebuilt. The int8 engine is calibrated on the training chips kept with the model; a model
+without them (saved before they were kept, or never trained here) is calibrated on the scene's
+first tiles (the first run's scene) and checked on those only.
 
 Example:
     >>> variant("onnx"), variant("onnx-int8")
@@ -49,6 +52,7 @@ from geounet.inference.engines import (
 )
 from geounet.model.digest import file_digest, state_digest
 from geounet.model.onnx_export import cpu_copy, export_onnx
+from geounet.model.samples import model_samples, mosaic
 
 __all__ = [
     "AGREEMENT_MIN",
@@ -342,13 +346,37 @@ def measure(engine: Engine, sample: np.ndarray, repeats: int = 2) -> tuple[float
     return pixels / 1e6 / max(best, 1e-9), probs
 
 
+def _kept_tiles(model: Any, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """The model's kept chips laid into tiles of ``shape`` (``calibration``, ``validation``)."""
+    return {k: mosaic(v, shape[1], shape[2]) for k, v in model_samples(model).items()}
+
+
+def _calibration(
+    model: Any, shape: tuple[int, int, int], sample: Callable[[], np.ndarray]
+) -> Callable[[], np.ndarray]:
+    """The int8 calibration tiles, read when called: the kept training chips, else the scene's."""
+
+    def tiles() -> np.ndarray:
+        kept = _kept_tiles(model, shape).get("calibration")
+        return sample() if kept is None else kept
+
+    return tiles
+
+
 def _measure_candidates(
     model: Any, folder: Path, shape: tuple[int, int, int], sample: np.ndarray
 ) -> tuple[Engine, dict[str, Any]]:
-    """Run every candidate on ``sample``; the fastest agreeing one and the decision record."""
+    """Run every candidate on ``sample``; the fastest agreeing one and the decision record.
+
+    A candidate must agree with the first (PyTorch float32) on the scene's tiles and on the
+    validation chips kept with the model, when there are some.
+    """
     rows: list[dict[str, Any]] = []
     engines: dict[str, Engine] = {}
     reference: np.ndarray | None = None
+    kept = _kept_tiles(model, shape)
+    validation, checked = kept.get("validation"), None
+    calibrate = (lambda: kept["calibration"]) if "calibration" in kept else (lambda: sample)
     for name in candidates(model):
         row: dict[str, Any] = {"engine": name}
         onnx_failed = next(
@@ -358,8 +386,9 @@ def _measure_candidates(
             rows.append({**row, "error": onnx_failed, "accepted": False})
             continue
         try:
-            engine = make_engine(name, model, folder, shape, lambda: sample)
+            engine = make_engine(name, model, folder, shape, calibrate)
             row["mpx_s"], probs = measure(engine, sample)
+            vprobs = None if validation is None else run_engine(engine, validation)
         except GeounetError:
             raise
         except Exception as exc:  # an engine that cannot run this network is left out
@@ -369,16 +398,23 @@ def _measure_candidates(
             continue
         reference = probs if reference is None else reference  # torch-fp32 comes first
         row["agreement"] = agreement(probs, reference)
-        row["accepted"] = row["agreement"] >= AGREEMENT_MIN
+        agree = [row["agreement"]]
+        if vprobs is not None:
+            checked = vprobs if checked is None else checked
+            row["validation_agreement"] = agreement(vprobs, checked)
+            agree.append(row["validation_agreement"])
+        row["accepted"] = min(agree) >= AGREEMENT_MIN
         engines[name] = engine
         rows.append(row)
-        log.debug("engine %s: %.3f Mpx/s, agreement %.4f", name, row["mpx_s"], row["agreement"])
+        log.debug("engine %s: %.3f Mpx/s, agreement %s", name, row["mpx_s"], agree)
     best = max((r for r in rows if r["accepted"]), key=lambda r: r["mpx_s"])
     decision = {
         "engine": best["engine"],
         "versions": _versions(),
         "tile": list(shape),
         "sample_tiles": len(sample),
+        "validation_tiles": 0 if validation is None else len(validation),
+        "int8_calibration": "kept training chips" if "calibration" in kept else "scene tiles",
         "candidates": rows,
     }
     return engines[best["engine"]], decision
@@ -409,7 +445,8 @@ def _auto(
     cached = _read_decision(folder) if folder else None
     if folder and cached:
         try:
-            engine = make_engine(cached, model, folder, shape, sample)
+            calibrate = _calibration(model, shape, sample)
+            engine = make_engine(cached, model, folder, shape, calibrate)
             log.info("engine: %s (auto, decision cached in %s)", engine.name, folder)
             return engine
         except GeounetError:
@@ -456,7 +493,7 @@ def choose_engine(
             variant) or a variant (e.g. ``"onnx-int8"``).
         shape: ``(channels, height, width)`` of one tile.
         sample: Returns a few normalised tiles of the scene ``[N, C, h, w]`` (called only when
-            measuring or calibrating).
+            measuring, or calibrating a model without kept training chips).
         n_tiles: Tiles in the job (``auto`` measures only from :data:`AUTO_MIN_MEGAPIXELS` on).
 
     Returns:
@@ -473,6 +510,6 @@ def choose_engine(
         engine = make_engine(choice, model, Path(), shape, sample)
     else:
         folder = cache_folder(model, shape[1:])
-        engine = make_engine(choice, model, folder, shape, sample)
+        engine = make_engine(choice, model, folder, shape, _calibration(model, shape, sample))
     log.info("engine: %s (asked for)", engine.name)
     return engine

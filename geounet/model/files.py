@@ -28,6 +28,9 @@ from geounet.core.types import PathLike
 from geounet.io.raster import atomic_output
 
 if TYPE_CHECKING:  # torch loads only when a network is built (keeps `geounet info` fast)
+    from collections.abc import Mapping
+
+    import numpy as np
     from torch import nn
 
 __all__ = [
@@ -206,7 +209,12 @@ def _head_slot(network: nn.Module) -> tuple[Any, str | int]:
 
 
 def save_model(
-    folder: PathLike, network: nn.Module, config: ModelConfig, *, overwrite: bool = False
+    folder: PathLike,
+    network: nn.Module,
+    config: ModelConfig,
+    *,
+    overwrite: bool = False,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write ``folder`` with ``model.safetensors`` and ``geounet.json``, atomically.
 
@@ -215,6 +223,8 @@ def save_model(
         network: The trained network (any device, any memory format).
         config: Its configuration.
         overwrite: Replace an existing folder.
+        samples: Normalised chips kept for choosing engines
+            (:mod:`geounet.model.samples`), written as ``engine_samples.safetensors``.
 
     Returns:
         The folder path.
@@ -240,6 +250,10 @@ def save_model(
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+        if samples:
+            from geounet.model.samples import write_samples
+
+            write_samples(tmp, samples)
     return Path(folder)
 
 
