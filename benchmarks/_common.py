@@ -266,20 +266,33 @@ def _pointwise_batch(rng: np.random.Generator, n: int, side: int, config: Any) -
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def _pointwise_samples(config: Any) -> dict[str, np.ndarray]:
+    """Kept chips of a pointwise model: 8 training and 8 validation crops of 256 pixels."""
+    return {
+        "calibration": _pointwise_batch(np.random.default_rng(2), 8, 256, config)[0].numpy(),
+        "validation": _pointwise_batch(np.random.default_rng(3), 8, 256, config)[0].numpy(),
+    }
+
+
 def trained_model_dir(network: str, work: Path, steps: int = 300) -> Path:
     """A geounet model folder of ``network`` trained on the pointwise rule; made once.
 
     AdamW at 1e-3, cross-entropy, ``steps`` batches of 4 random 256-pixel crops of the pattern
     of :func:`inference_scene` labelled with :data:`POINTWISE_THRESHOLD` (about 5 minutes on
     2 cores for ResNet34); the held-out pixel accuracy is printed. Reused from
-    ``work/trained_<network>`` by later runs.
+    ``work/trained_<network>`` by later runs. Like a model trained by ``fit``, it keeps 8
+    training and 8 validation chips (:mod:`geounet.model.samples`), added to a folder made
+    before chips were kept.
     """
     import torch
 
     from geounet.model.files import save_model
+    from geounet.model.samples import SAMPLES_FILE, write_samples
 
     folder = Path(work) / f"trained_{network}"
     if (folder / "geounet.json").is_file():
+        if not (folder / SAMPLES_FILE).is_file():
+            write_samples(folder, _pointwise_samples(make_model(network).config))
         return folder
     t0, model = time.perf_counter(), make_model(network)
     net, rng = model.network.train(), np.random.default_rng(0)
@@ -294,7 +307,7 @@ def trained_model_dir(network: str, work: Path, steps: int = 300) -> Path:
     with torch.inference_mode():
         x, y = _pointwise_batch(np.random.default_rng(1), 4, 512, model.config)
         accuracy = float((net(x).argmax(1) == y).float().mean())
-    save_model(folder, net, model.config, overwrite=True)
+    save_model(folder, net, model.config, overwrite=True, samples=_pointwise_samples(model.config))
     took = time.perf_counter() - t0
     print(f"trained {folder} in {took:.0f} s: pixel accuracy {100 * accuracy:.2f} %", flush=True)
     return folder

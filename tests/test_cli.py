@@ -262,12 +262,12 @@ def test_ctrl_c_exits_130_and_leaves_no_output(
     runner, make_raster, tiny_model, tmp_path, monkeypatch
 ):
     """Ctrl-C in the middle of a run, while rows are already in the temporary output."""
-    from geounet.app.classifier import UnetClassifier
+    from geounet.model.saved import SavedModel
 
     image = make_raster(np.random.default_rng(0).integers(1, 255, (3, 160, 160), np.uint8))
     out = tmp_path / "never.tif"
     hidden_at_interrupt: list[list[str]] = []
-    real = UnetClassifier.from_model.__func__
+    real = SavedModel.open.__func__
 
     def from_model(cls, *args, **kwargs):
         clf = real(cls, *args, **kwargs)
@@ -285,7 +285,7 @@ def test_ctrl_c_exits_130_and_leaves_no_output(
         clf.network.forward = interrupted_at_call_9
         return clf
 
-    monkeypatch.setattr(UnetClassifier, "from_model", classmethod(from_model))
+    monkeypatch.setattr(SavedModel, "open", classmethod(from_model))
     r = runner.invoke(
         cli, ["classify", str(image), "--model", str(tiny_model), "--out", str(out),
               "--tile-size", "64", "--overlap", "16", "--batch-size", "1"],
@@ -355,11 +355,11 @@ def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_m
 # ----------------------------------------------------------- outputs checked before any work
 @pytest.fixture
 def spy_network(monkeypatch):
-    """Record every forward pass of a model loaded by ``UnetClassifier.from_model``."""
-    from geounet.app.classifier import UnetClassifier
+    """Record every forward pass of a model opened by ``geounet classify`` (``SavedModel``)."""
+    from geounet.model.saved import SavedModel
 
     calls: list[int] = []
-    real = UnetClassifier.from_model.__func__
+    real = SavedModel.open.__func__
 
     def from_model(cls, *args, **kwargs):
         clf = real(cls, *args, **kwargs)
@@ -372,7 +372,7 @@ def spy_network(monkeypatch):
         clf.network.forward = counted
         return clf
 
-    monkeypatch.setattr(UnetClassifier, "from_model", classmethod(from_model))
+    monkeypatch.setattr(SavedModel, "open", classmethod(from_model))
     return calls
 
 

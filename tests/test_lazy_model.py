@@ -97,3 +97,78 @@ def test_a_cached_onnx_engine_classifies_without_building_the_network(
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         assert b.tags()[ENGINE_TAG] == "onnx-fp32"
         np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+# ----------------------------------------------------------------------------- without torch
+
+
+def test_saved_model_opens_without_torch_and_builds_its_network_on_first_use(folder):
+    from geounet.model.saved import SavedModel
+
+    saved = SavedModel.open(folder, device="cpu")
+    assert saved.device_type == "cpu" and saved.unloaded_weights == folder / WEIGHTS_FILE
+    assert saved.model_dir == folder and saved.config.n_classes == 2
+    network = saved.network
+    assert saved.unloaded_weights is None and not network.training
+    reference = UnetClassifier.from_model(folder, device="cpu").network
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(network(x), reference(x))
+
+
+def test_gpu_possible_follows_the_visible_devices(monkeypatch):
+    from geounet.model import saved
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not saved.gpu_possible()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(saved.sys, "platform", "linux")
+    monkeypatch.setattr(saved.Path, "exists", lambda self: str(self) == "/dev/kfd")
+    assert saved.gpu_possible()  # a ROCm driver
+    monkeypatch.setattr(saved.Path, "exists", lambda self: False)
+    assert not saved.gpu_possible()
+
+
+def test_file_digest_without_torch_equals_the_network_digest(folder, tmp_path):
+    from safetensors.torch import save_file
+
+    from geounet.model import digest
+
+    weights = folder / WEIGHTS_FILE
+    network = UnetClassifier.from_model(folder, device="cpu").network
+    assert digest._file_digest(str(weights), 0, 0) == weights_digest(network)
+    half = tmp_path / "bf16.safetensors"  # numpy has no bfloat16: hashed through torch
+    tensors = {"w": torch.ones(3, dtype=torch.bfloat16), "b": torch.zeros(2)}
+    save_file(tensors, str(half))
+    assert file_digest(half) == digest.state_digest(tensors.items())
+
+
+@pytest.mark.skipif(not HAS_ORT, reason='needs pip install "geounet[onnx]"')
+def test_geounet_classify_with_a_cached_engine_never_imports_torch(folder, make_raster, tmp_path):
+    import subprocess
+    import sys
+
+    from geounet.app.workflows import classify_scene
+    from geounet.inference.options import ClassifyOptions
+
+    scene = _scene(make_raster)
+    options = ClassifyOptions(engine="onnx", overwrite=True, **TILING)
+    first = classify_scene(scene, model=folder, out=tmp_path / "a.tif", options=options)
+    code = (
+        "import sys\n"
+        "from geounet.cli.main import cli\n"
+        f"args = ['classify', {str(scene)!r}, '--model', {str(folder)!r}, '--out',"
+        f" {str(tmp_path / 'b.tif')!r}, '--engine', 'onnx', '--tile-size', '64',"
+        " '--overlap', '16']\n"
+        "try:\n"
+        "    cli.main(args, standalone_mode=False)\n"
+        "finally:\n"
+        "    print('torch' in sys.modules, 'segmentation_models_pytorch' in sys.modules)\n"
+    )
+    env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "False False"
+    with rasterio.open(first["classified"]) as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+        assert b.tags()[ENGINE_TAG] == "onnx-fp32"

@@ -161,9 +161,9 @@ def test_a_remote_output_is_refused_before_any_work(served, tmp_path):
 
 def test_cli_classifies_a_stac_item_url_with_asset(served, tmp_path, monkeypatch):
     (served.root / "item2.json").write_text(json.dumps(stac_item("small.tif")))
-    from geounet.app import classifier
+    from geounet.model.saved import SavedModel
 
-    monkeypatch.setattr(classifier.UnetClassifier, "from_model", lambda *a, **k: make_model())
+    monkeypatch.setattr(SavedModel, "open", lambda *a, **k: make_model())
     out = tmp_path / "cli.tif"
     args = ["classify", served.url("item2.json"), "--asset", "visual", "--model", str(tmp_path)]
     res = CliRunner().invoke(cli, [*args, "--out", str(out), "--tile-size", "128"])

@@ -133,15 +133,16 @@ def worker_model(payload: ModelPayload) -> Any:
         payload: The model files.
 
     Returns:
-        A :class:`~geounet.app.classifier.UnetClassifier` on ``payload.device``.
+        A :class:`~geounet.model.saved.SavedModel` on ``payload.device`` (torch is imported
+        only when the PyTorch network runs: not with a cached ONNX Runtime / OpenVINO engine).
     """
     key = (payload.digest, payload.device)
     with _LOCK:
         if key not in _MODELS:
-            from geounet.app.classifier import UnetClassifier
+            from geounet.model.saved import SavedModel
 
             folder = _materialize(payload)
-            _MODELS[key] = UnetClassifier.from_model(folder, device=payload.device)
+            _MODELS[key] = SavedModel.open(folder, device=payload.device)
             _LOADS[0] += 1
         return _MODELS[key]
 

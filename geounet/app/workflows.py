@@ -84,12 +84,12 @@ def classify_scene(
         OutputExistsError: An output (class raster, probabilities, vector file) exists and
             ``options.overwrite`` is False; raised before the network runs.
     """
-    from geounet.app.classifier import UnetClassifier
     from geounet.io.remote import is_remote
+    from geounet.model.saved import SavedModel
 
     if not is_remote(image) and not Path(image).exists():
         raise InputNotFoundError(f"{image}: no such file; check the path.")
-    clf = UnetClassifier.from_model(resolve_model(model), device=device)
+    clf = SavedModel.open(resolve_model(model), device=device)  # torch only if it runs
     out_path = Path(out) if out else default_output(image)
     return classify_and_vectorize(clf, image, out_path, vector=vector, options=options)[0]
 

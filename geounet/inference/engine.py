@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from geounet.core.errors import ModelFileError
@@ -102,6 +101,8 @@ def prepare_network(model: Any) -> None:
     """
     if getattr(model, "unloaded_weights", None) is not None:
         return
+    import torch
+
     model.network.eval()
     model.network.to(memory_format=torch.channels_last)
 

@@ -32,10 +32,9 @@ import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from geounet.core.errors import GeounetError
 from geounet.core.types import check_choice, import_optional
@@ -47,12 +46,15 @@ from geounet.inference.engines import (
     OpenVinoEngine,
     TorchEngine,
     cpu_has_bf16,
+    device_type,
     openvino_has_bf16,
     run_engine,
 )
 from geounet.model.digest import file_digest, state_digest
-from geounet.model.onnx_export import cpu_copy, export_onnx
 from geounet.model.samples import model_samples, mosaic
+
+if TYPE_CHECKING:  # torch is imported only where a PyTorch network is used
+    import torch
 
 __all__ = [
     "AGREEMENT_MIN",
@@ -159,7 +161,7 @@ def _writable(folder: Path) -> bool:
 def _cache_folders(model: Any, tile_shape: tuple[int, int]) -> list[Path]:
     """Where the cache of ``model`` for ``tile_shape`` may be, in order of preference."""
     versions = hashlib.blake2b(json.dumps(_versions()).encode(), digest_size=4).hexdigest()
-    device = torch.device(model.device).type
+    device = device_type(model)
     unloaded = getattr(model, "unloaded_weights", None)  # a model folder read lazily
     digest = file_digest(unloaded) if unloaded else weights_digest(model.network)
     key = f"{digest}-{tile_shape[0]}x{tile_shape[1]}-{device}-{versions}"
@@ -224,6 +226,8 @@ def _load_or_build(
 
 def _export(model: Any, shape: tuple[int, int, int]) -> Callable[[Path], Any]:
     def build(tmp: Path) -> None:
+        from geounet.model.onnx_export import cpu_copy, export_onnx
+
         log.info("exporting the network to ONNX (%d x %d tiles)", shape[1], shape[2])
         export_onnx(cpu_copy(model.network), tmp, shape, output_name="logits")
 
@@ -314,7 +318,7 @@ def make_engine(
 
 def candidates(model: Any) -> list[str]:
     """The engine variants ``auto`` measures for ``model``: those installed and sensible here."""
-    if torch.device(model.device).type != "cpu":
+    if device_type(model) != "cpu":
         return ["torch-fp32"]
     names = ["torch-fp32"] + (["torch-bf16"] if cpu_has_bf16() else [])
     if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
@@ -439,7 +443,7 @@ def _auto(
     model: Any, shape: tuple[int, int, int], sample: Callable[[], np.ndarray], n_tiles: int
 ) -> Engine:
     """The engine ``auto`` picks: the cached decision, else measured (large runs only)."""
-    if torch.device(model.device).type != "cpu":
+    if device_type(model) != "cpu":
         return TorchEngine(model)
     folder = _decided_folder(model, shape[1:])
     cached = _read_decision(folder) if folder else None

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
+from geounet.core.threads import engine_threads
 from geounet.core.types import ENGINE_CHOICES, EngineChoice, import_optional
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "OpenVinoEngine",
     "TorchEngine",
     "cpu_has_bf16",
+    "device_type",
     "openvino_has_bf16",
     "run_engine",
 ]
@@ -88,10 +89,23 @@ class Engine(Protocol):
 CPU_TILES_PER_CALL = 1
 
 
+def device_type(model: Any) -> str:
+    """``"cpu"``, ``"cuda"``...: the type of the device ``model`` runs on.
+
+    A model with a ``device_type`` attribute (a saved model opened for inference,
+    :class:`geounet.model.saved.SavedModel`) tells it without importing torch.
+    """
+    kind = getattr(model, "device_type", None)
+    if isinstance(kind, str):
+        return kind
+    device = model.device
+    return str(getattr(device, "type", None) or str(device).split(":")[0])
+
+
 def run_engine(engine: Engine, batch: np.ndarray) -> np.ndarray:
     """``engine.probabilities`` of ``batch``, :data:`CPU_TILES_PER_CALL` tiles a call on a CPU."""
     device = getattr(engine, "device", None)  # ONNX Runtime and OpenVINO engines run on the CPU
-    on_gpu = device is not None and torch.device(device).type != "cpu"
+    on_gpu = device is not None and str(getattr(device, "type", device)).split(":")[0] != "cpu"
     n = max(len(batch), 1) if on_gpu else CPU_TILES_PER_CALL
     if len(batch) <= n:
         return engine.probabilities(batch)
@@ -100,6 +114,8 @@ def run_engine(engine: Engine, batch: np.ndarray) -> np.ndarray:
 
 def cpu_has_bf16() -> bool:
     """True when this CPU runs bfloat16 natively (AVX-512 BF16 or AMX), as oneDNN reports."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -107,9 +123,12 @@ def cpu_has_bf16() -> bool:
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 1 (torch's kernel: threaded, no float64 temporaries)."""
-    with torch.inference_mode():
-        return torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)), 1).numpy()
+    """Softmax over axis 1, float32 in place (no torch: ONNX Runtime and OpenVINO need none)."""
+    x = np.array(logits, dtype=np.float32, copy=True)
+    x -= x.max(axis=1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=1, keepdims=True)
+    return x
 
 
 class TorchEngine:
@@ -122,6 +141,8 @@ class TorchEngine:
     """
 
     def __init__(self, model: Any, bf16: bool = False) -> None:
+        import torch
+
         self.model = model
         self.device = torch.device(model.device)
         self.bf16 = bool(bf16)
@@ -131,6 +152,8 @@ class TorchEngine:
             self.name = "torch-bf16" if self.bf16 else "torch-fp32"
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         if self.bf16:
@@ -139,15 +162,13 @@ class TorchEngine:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """See :class:`Engine`."""
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             out = torch.softmax(self.model.network(x).float(), dim=1)
         return out.cpu().numpy()
-
-
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
 
 
 class OnnxEngine:
@@ -165,7 +186,7 @@ class OnnxEngine:
     def __init__(self, path: str | os.PathLike[str], name: str = "onnx-fp32") -> None:
         ort = import_optional("onnxruntime", extra="onnx")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _threads()
+        options.intra_op_num_threads = engine_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -209,7 +230,7 @@ class OpenVinoEngine:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": _threads(),
+            "INFERENCE_NUM_THREADS": engine_threads(),
         }
         if cache_dir is not None:
             config["CACHE_DIR"] = str(cache_dir)

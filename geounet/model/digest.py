@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from geounet.core.types import PathLike
 
 if TYPE_CHECKING:
@@ -45,11 +47,26 @@ def state_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     return h.hexdigest()
 
 
+def _array_digest(tensors: Iterable[tuple[str, np.ndarray]]) -> str:
+    """:func:`state_digest` of numpy arrays: the same bytes, dtypes named as torch names them."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, array in sorted(tensors, key=lambda item: item[0]):
+        h.update(f"{name}:torch.{array.dtype.name}:{tuple(array.shape)};".encode())
+        h.update(np.ascontiguousarray(array).tobytes() if array.size else b"")
+    return h.hexdigest()
+
+
 @lru_cache(maxsize=16)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(path, framework="pt") as f:  # one tensor in memory at a time
+    try:  # numpy: no torch import (a cached ONNX Runtime / OpenVINO engine never needs it)
+        with safe_open(path, framework="np") as f:  # one tensor in memory at a time
+            names = sorted(f.keys())
+            return _array_digest((name, f.get_tensor(name)) for name in names)
+    except (SafetensorError, TypeError, ValueError):  # bfloat16 and other non-numpy dtypes
+        pass
+    with safe_open(path, framework="pt") as f:
         names = sorted(f.keys())
 
         def tensors() -> Iterable[tuple[str, torch.Tensor]]:

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geounet.core.errors import InvalidParameterError
+from geounet.core.threads import THREADS_ENV, available_cores
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
 from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
 
@@ -94,7 +95,6 @@ MIN_EPOCHS, MAX_EPOCHS = 20, 1500
 #: and the small labelled areas of ``benchmarks/recipe.py`` were still improving at 10), 15
 #: on an accelerator, where the chip-view plan usually ends the run first.
 DEFAULT_BUDGET_S = {"cpu": 840.0, "cuda": 900.0, "mps": 900.0}
-_THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GEOUNET_NUM_THREADS")
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -120,29 +120,14 @@ def configure_cpu_threads() -> int:
     Returns:
         The torch thread count now in use.
     """
-    if any(os.environ.get(k) for k in _THREADS_ENV):
+    if any(os.environ.get(k) for k in THREADS_ENV):
         if os.environ.get("GEOUNET_NUM_THREADS"):
             torch.set_num_threads(max(1, int(os.environ["GEOUNET_NUM_THREADS"])))
         return torch.get_num_threads()
-    cores = _available_cores()
+    cores = available_cores()
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
     return torch.get_num_threads()
-
-
-def _available_cores() -> int:
-    """Cores usable by this process: affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
 
 
 def seed_everything(seed: int) -> torch.Generator:
