@@ -12,12 +12,13 @@ that agreement with the naive result measures each contender's arithmetic, not i
   full-scene array; the class raster written with rasterio;
 - ``monai``: MONAI's ``sliding_window_inference`` (Gaussian blending) on the raster read into
   memory, written with rasterio (``pip install monai``; skipped when it is not installed);
-- ``geounet-first``: the model folder loaded as a user loads it
-  (:meth:`geounet.app.classifier.UnetClassifier.from_model`) and
-  :func:`geounet.inference.classify.classify_with_options` with ``engine="auto"``, geounet's
-  default batch size and an empty engine cache: it measures the installed engines, exports and
-  caches, then classifies;
-- ``geounet``: the same once the decision is cached (every later run of that model);
+- ``geounet-first``: what ``geounet classify scene.tif --model DIR`` runs
+  (:func:`geounet.app.workflows.classify_scene`: the model folder opened for inference,
+  :class:`geounet.model.saved.SavedModel`) with ``engine="auto"``, geounet's default batch size
+  and an empty engine cache: it measures the installed engines, exports and caches, then
+  classifies;
+- ``geounet``: the same once the decision is cached (every later run of that model): with a
+  cached ONNX Runtime / OpenVINO engine it never imports torch;
 - ``geoai``: geoai-py's ``semantic_segmentation`` (``geoai.train``: ``window_size``, ``overlap``
   and ``batch_size`` as above), run by ``_geoai_child.py`` with the Python of an environment of
   its own (``--geoai-python``, or ``$GEOUNET_GEOAI_PYTHON``; skipped without one): geoai-py
@@ -142,27 +143,26 @@ def run_geounet(args: Any, scene: Path, out: Path) -> str:
     """The streamed classify of geounet with the auto engine; the engine it ran."""
     import rasterio
 
-    from geounet.app.classifier import UnetClassifier
+    from geounet.app.workflows import classify_scene
     from geounet.inference.classify import classify_with_options
     from geounet.inference.options import ClassifyOptions
 
-    if args.trained:
-        model = UnetClassifier.from_model(args.trained)
+    fields = {"tile_size": args.tile, "overlap": args.overlap, "engine": "auto"}
+    opts = ClassifyOptions(overwrite=True, progress=False, **fields)
+    if args.trained:  # as `geounet classify` runs it
+        classify_scene(scene, model=args.trained, out=out, options=opts)
     else:
         model = make_model(args.network)
         model.model_dir = args.work / f"peers_{args.network}"
-    fields = {"tile_size": args.tile, "overlap": args.overlap, "engine": "auto"}
-    opts = ClassifyOptions(overwrite=True, progress=False, **fields)
-    classify_with_options(model, scene, out, opts)
+        classify_with_options(model, scene, out, opts)
     with rasterio.open(out) as src:
-        return src.tags()["GEOUNET_ENGINE"]
+        tag = src.tags()["GEOUNET_ENGINE"]
+    return tag + (" (torch not imported)" if "torch" not in sys.modules else "")
 
 
 def contender(args: Any) -> int:
     """Run one contender in this process; print its JSON line."""
     import logging
-
-    import torch
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     name = args.contender
@@ -172,6 +172,8 @@ def contender(args: Any) -> int:
     if name.startswith("geounet"):  # geounet loads and runs its network itself
         engine = run_geounet(args, scene, out)
     else:
+        import torch
+
         model = make_model(args.network, args.trained)  # eager NCHW, evaluation mode
         with torch.inference_mode():
             engine = {"naive": run_naive, "monai": run_monai}[name](args, model, scene, out)

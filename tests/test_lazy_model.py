@@ -145,6 +145,7 @@ def test_file_digest_without_torch_equals_the_network_digest(folder, tmp_path):
 
 @pytest.mark.skipif(not HAS_ORT, reason='needs pip install "geounet[onnx]"')
 def test_geounet_classify_with_a_cached_engine_never_imports_torch(folder, make_raster, tmp_path):
+    """Nor geopandas and scipy, which only vectorizing needs."""
     import subprocess
     import sys
 
@@ -163,12 +164,13 @@ def test_geounet_classify_with_a_cached_engine_never_imports_torch(folder, make_
         "try:\n"
         "    cli.main(args, standalone_mode=False)\n"
         "finally:\n"
-        "    print('torch' in sys.modules, 'segmentation_models_pytorch' in sys.modules)\n"
+        "    heavy = ('torch', 'segmentation_models_pytorch', 'geopandas', 'scipy')\n"
+        "    print(*(m in sys.modules for m in heavy))\n"
     )
     env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip().splitlines()[-1] == "False False"
+    assert run.stdout.strip().splitlines()[-1] == "False False False False"
     with rasterio.open(first["classified"]) as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
         assert b.tags()[ENGINE_TAG] == "onnx-fp32"

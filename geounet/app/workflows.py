@@ -120,15 +120,17 @@ def classify_and_vectorize(
         ``{class name: GeoDataFrame}`` (empty without ``vector``).
     """
     from geounet.inference.classify import classify_with_options
-    from geounet.io.vectors import check_outputs
-    from geounet.vectorizing.pipeline import vectorize
 
     opts = options or ClassifyOptions()
     if vector:  # every output is checked before any work (classify checks its rasters)
+        from geounet.io.vectors import check_outputs  # geopandas: only when vectorizing
+
         check_outputs(vector, clf.config.class_names[1:], overwrite=opts.overwrite)
     result = {"classified": classify_with_options(clf, image, out, opts)}
     layers: dict[str, Any] = {}
     if vector:
+        from geounet.vectorizing.pipeline import vectorize
+
         layers = vectorize(
             out,
             vector,

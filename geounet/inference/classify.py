@@ -248,7 +248,7 @@ def _open_input(
 ) -> tuple[RasterInfo, list[int], Grid]:
     info = open_raster(in_raster, allow_no_crs=opts.allow_no_crs, asset=opts.asset)
     bands = _model_bands(info, model.config)
-    with rasterio.open(info.path) as src:
+    with _bounded_gdal_cache(), rasterio.open(info.path) as src:  # GDAL's default: 5 % of RAM
         _check_range(src, info, bands, model.config)
     return info, bands, _working_grid(info, model.config, opts.resample)
 

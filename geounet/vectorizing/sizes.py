@@ -37,7 +37,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from geounet.core.types import IGNORE_INDEX
 
@@ -61,7 +60,8 @@ MIN_AREA_FALLBACK_M2 = 5.0
 MIN_OBJECTS = 5
 #: Tag of a classified raster: JSON ``{class name: min_area_m2}`` from the training labels.
 MIN_AREA_TAG = "GEOUNET_MIN_AREA_M2"
-_CROSS = ndimage.generate_binary_structure(2, 1)
+#: 4-connectivity.
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 
 
 def _region_sizes(lab: np.ndarray, value: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +73,8 @@ def _region_sizes(lab: np.ndarray, value: int) -> tuple[np.ndarray, np.ndarray]:
     ``H W`` positions, so larger objects are undercounted; each is weighted by the inverse
     of that fraction (the Miles-Lantuejoul edge correction).
     """
+    from scipy import ndimage  # not at import: `geounet classify` reads only the tag helpers
+
     regions, n = ndimage.label(lab == value, structure=_CROSS)
     if n == 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
