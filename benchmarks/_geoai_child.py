@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         overlap=args.overlap, batch_size=args.batch, device=torch.device("cpu"), quiet=True,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    status = Path("/proc/self/status").read_text()  # VmHWM: this program's own peak
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
     import geoai
 
     engine = f"geoai-py {getattr(geoai, '__version__', '?')} eager"
