@@ -238,3 +238,19 @@ def test_accumulator_takes_tiles_inside_its_band_and_clips_the_raster_edges():
     start, classes, _, valid = acc.pop(10)
     assert start == 8 and classes.shape == (2, 8) and valid.all()
     assert acc.pop(10) is None
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("decision", [None, [1.0, 2.5, 1.0]])
+def test_popped_classes_are_the_arg_max_ties_included(n_classes, decision):
+    rng = np.random.default_rng(0)
+    weights = None if decision is None else decision[:n_classes]
+    acc = RowAccumulator(n_classes, width=40, capacity=8, decision_weights=weights)
+    acc.sums[:] = rng.random(acc.sums.shape).astype(np.float32)
+    acc.sums[:, :2] = 0.25  # exact ties: the first class wins, as np.argmax decides
+    acc.wsum[:], acc.valid[:] = 2.0, True
+    scale = 1.0 if weights is None else np.asarray(weights, np.float32)[:, None, None]
+    expected = np.argmax(acc.sums / 2.0 * scale, axis=0)
+    _, classes, _, _ = acc.pop(8)
+    np.testing.assert_array_equal(classes, expected)
+    assert (classes[:2] == (0 if weights is None else int(np.argmax(weights)))).all()

@@ -372,7 +372,11 @@ class RowAccumulator:
             w = self.wsum[s:e]
             p = self.sums[:, s:e] / np.where(w > 0, w, 1.0)
             p *= valid[s:e]
-            classes[s:e] = np.argmax(p if self.decision is None else p * self.decision, axis=0)
+            q = p if self.decision is None else p * self.decision
+            if len(q) == 2:  # one comparison instead of an arg-max (ties go to class 0 alike)
+                np.greater(q[1], q[0], out=classes[s:e], casting="unsafe")
+            else:
+                classes[s:e] = np.argmax(q, axis=0)
             if out is not None:
                 out[:, s:e] = p
         classes[~valid] = IGNORE_INDEX
