@@ -52,9 +52,16 @@ WORKER_MBPS, BUCKET_MBPS = 100.0, 5000.0
 
 
 def _worker_peak_mb() -> float:
-    import resource
+    """A worker's own peak RSS (``VmHWM``; ``ru_maxrss`` would include its parent's)."""
+    from pathlib import Path
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cluster(n: int) -> Any:

@@ -7,9 +7,11 @@ cache goes to ``tmp_path`` so that no test reads or writes the real one.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,7 +34,7 @@ from geounet.inference.engine_choice import (
     ONNX_FILE,
     choose_engine,
 )
-from geounet.inference.engines import ENGINE_NAMES
+from geounet.inference.engines import ENGINE_NAMES, TorchEngine
 from geounet.model.files import ModelConfig
 
 HAS_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
@@ -360,3 +362,40 @@ def test_a_network_prepared_under_inference_mode_is_hashed_too(make_raster, tmp_
                               progress=False)  # fmt: skip
     assert tag(out) == "torch-fp32"
     assert engine_choice.weights_digest(model.network) == engine_choice.weights_digest(Net())
+
+
+#: The Fake engines not yet freed.
+ALIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+class Fake:
+    """Torch's answer, under another engine's name; registered in ALIVE."""
+
+    def __init__(self, name: str, model) -> None:
+        self.name, self.torch = name, TorchEngine(model)
+        ALIVE.add(self)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return self.torch.probabilities(batch)
+
+
+def test_measuring_keeps_only_the_fastest_engine_alive(make_raster, tmp_path, monkeypatch,
+                                                       measure_everything):  # fmt: skip
+    names = ["torch-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8"]
+    speeds = {"torch-fp32": 1.0, "onnx-fp32": 3.0, "onnx-int8": 2.0, "openvino-fp32": 5.0,
+              "openvino-int8": 4.0}  # fmt: skip
+    monkeypatch.setattr(engine_choice, "candidates", lambda model: names)
+    monkeypatch.setattr(engine_choice, "make_engine", lambda name, model, *a: Fake(name, model))
+    alive_at_measure: list[int] = []
+
+    def measure(engine, sample, repeats=2):
+        gc.collect()
+        alive_at_measure.append(len(ALIVE))
+        return speeds[engine.name], engine.probabilities(sample)
+
+    monkeypatch.setattr(engine_choice, "measure", measure)
+    model = make_model(tmp_path / "model")
+    out = classify_raster(model, scene(make_raster), tmp_path / "a.tif", **TILING,
+                          progress=False)  # fmt: skip
+    assert tag(out) == "openvino-fp32"
+    assert max(alive_at_measure) <= 2  # the one measured and the fastest so far
