@@ -48,9 +48,12 @@ def state_digest(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
 
 
 def _array_digest(tensors: Iterable[tuple[str, np.ndarray]]) -> str:
-    """:func:`state_digest` of numpy arrays: the same bytes, dtypes named as torch names them."""
+    """:func:`state_digest` of numpy arrays given in name order, consumed one at a time.
+
+    The same bytes as :func:`state_digest` hashes, dtypes named as torch names them.
+    """
     h = hashlib.blake2b(digest_size=8)
-    for name, array in sorted(tensors, key=lambda item: item[0]):
+    for name, array in tensors:
         h.update(f"{name}:torch.{array.dtype.name}:{tuple(array.shape)};".encode())
         h.update(np.ascontiguousarray(array).tobytes() if array.size else b"")
     return h.hexdigest()
