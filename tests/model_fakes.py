@@ -52,7 +52,7 @@ def chips(image: np.ndarray, labels: np.ndarray, chip: int) -> tuple[np.ndarray,
 
 @dataclass
 class RawChips:
-    """The ``read_valid`` of a ``ChipDataset``: raw chips, all valid, and their labels."""
+    """The reads of a ``ChipDataset``: raw chips, all valid, and their labels."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -63,6 +63,10 @@ class RawChips:
     def read_valid(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Chip ``i``: image, validity, label."""
         return self.images[i], np.ones(self.images.shape[2:], bool), self.labels[i]
+
+    def read_label(self, i: int) -> np.ndarray:
+        """Label chip ``i``."""
+        return self.labels[i]
 
 
 @dataclass

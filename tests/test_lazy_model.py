@@ -90,7 +90,7 @@ def test_a_cached_onnx_engine_classifies_without_building_the_network(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the network was built")
 
-    monkeypatch.setattr(classifier_module, "load_network", refuse)
+    monkeypatch.setattr(classifier_module, "load_for_inference", refuse)
     later = UnetClassifier.from_model(folder, device="cpu")
     later.classify(image, tmp_path / "b.tif", engine="onnx", **TILING)
     assert later.unloaded_weights == folder / WEIGHTS_FILE

@@ -42,7 +42,6 @@ from geounet.model.files import (
     ModelConfig,
     build_network,
     load_model,
-    load_network,
     read_config,
     reset_head,
     save_model,
@@ -50,7 +49,8 @@ from geounet.model.files import (
 )
 from geounet.model.losses import build_loss
 from geounet.model.resume import read_fit_key
-from geounet.model.samples import chip_samples, read_samples
+from geounet.model.samples import model_samples
+from geounet.model.saved import load_for_inference
 from geounet.model.training import (
     FINE_TUNE_LR_CAP,
     HISTORY_COLUMNS,
@@ -174,8 +174,8 @@ class UnetClassifier:
         """
         if self._network is None:
             assert self._weights is not None  # set by from_model
-            network = load_network(self.config, self._weights).to(self.device)
-            self._network = network.to(memory_format=torch.channels_last)  # as Trainer keeps it
+            # channels-last, as the Trainer keeps it
+            self._network = load_for_inference(self.config, self._weights, self.device)
             self._weights = None
         return self._network
 
@@ -736,21 +736,8 @@ class UnetClassifier:
         if self.data is not None and len(self._history):
             self.config.history = _json_records(self._history)
         return save_model(
-            path, self.network, self.config, overwrite=overwrite, samples=self._engine_samples()
+            path, self.network, self.config, overwrite=overwrite, samples=model_samples(self)
         )
-
-    def _engine_samples(self) -> dict[str, np.ndarray]:
-        """Chips kept with the saved model for choosing engines (:mod:`geounet.model.samples`).
-
-        Those of the training data, else those of the folder the model was loaded from.
-        """
-        if self.data is None or not hasattr(self.data, "train_ds"):
-            return read_samples(getattr(self, "model_dir", None))
-        try:
-            return chip_samples(self.data, self.config.stats)
-        except OSError as exc:  # chips removed since training: the model is saved without
-            warnings.warn(f"no chips kept for choosing engines: {exc}", stacklevel=3)
-            return {}
 
     def export(
         self,
@@ -816,31 +803,8 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
         return {}
     pick = np.unique(np.linspace(0, len(chips) - 1, min(len(chips), SIZE_CHIPS)).astype(int))
     names = {i: n for i, n in enumerate(data.classes) if i > 0}
-    labels = (_read_label(*chips[k]) for k in pick)
+    labels = (ds.read_label(i) for ds, i in (chips[k] for k in pick))
     return object_sizes(labels, names, pixel_area_m2=float(gsd) ** 2)
-
-
-def _read_label(ds: Any, i: int) -> np.ndarray:
-    """The label chip ``i`` of a :class:`~geounet.data.geodata.ChipDataset` (class indices).
-
-    A dataset without chip files (in memory) gives it through ``read_valid``.
-    """
-    if not hasattr(ds, "chip_dir"):
-        return np.asarray(ds.read_valid(i)[2])
-    import rasterio
-    from rasterio._err import CPLE_BaseError
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
-
-    from geounet.io.raster import read_failed
-
-    path = ds.chip_dir / ds.chips[i]["label"]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                return src.read(1)
-    except (RasterioError, CPLE_BaseError) as exc:
-        raise read_failed(path, exc) from exc
 
 
 def _fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:

@@ -169,6 +169,20 @@ class ChipDataset(Dataset):
             self._cached_bytes += size
         return arrays
 
+    def read_label(self, i: int) -> np.ndarray:
+        """The label chip ``i`` alone, class indices ``(H, W)`` uint8 (the image is not read)."""
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit[2]
+        path = self.chip_dir / self.chips[i]["label"]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path) as src:
+                    return src.read(1)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise read_failed(path, exc) from exc
+
     def _read_files(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Chip ``i`` read from its image and label files."""
         rec = self.chips[i]

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,39 +216,31 @@ class TilePlan:
 
     def tile_rows_for(self, row_start: int, row_end: int) -> range:
         """Tile rows whose tiles touch raster rows ``[row_start, row_end)``."""
-        hit = [
-            i
-            for i in range(len(self.row_starts))
-            if self.span(i)[0] < row_end and self.span(i)[1] > row_start
-        ]
-        return range(hit[0], hit[-1] + 1) if hit else range(0)
+        return _touching(self.span, len(self.row_starts), row_start, row_end)
 
     def span(self, i: int) -> tuple[int, int]:
         """Raster rows that tile row ``i`` contributes to (clipped to the raster)."""
-        if self.blend == "none":
-            a, b = self.row_cores[i]
-        else:
-            a = self.row_starts[i]
-            b = a + self.tile_h
-        return max(a - self.halo, 0), min(b - self.halo, self.height)
+        return self._span(self.row_starts, self.row_cores, self.tile_h, self.height, i)
 
     def col_span(self, j: int) -> tuple[int, int]:
         """Raster columns that tile column ``j`` contributes to (clipped to the raster)."""
-        if self.blend == "none":
-            a, b = self.col_cores[j]
-        else:
-            a = self.col_starts[j]
-            b = a + self.tile_w
-        return max(a - self.halo, 0), min(b - self.halo, self.width)
+        return self._span(self.col_starts, self.col_cores, self.tile_w, self.width, j)
 
     def tile_cols_for(self, col_start: int, col_end: int) -> range:
         """Tile columns whose tiles touch raster columns ``[col_start, col_end)``."""
-        hit = [
-            j
-            for j in range(len(self.col_starts))
-            if self.col_span(j)[0] < col_end and self.col_span(j)[1] > col_start
-        ]
-        return range(hit[0], hit[-1] + 1) if hit else range(0)
+        return _touching(self.col_span, len(self.col_starts), col_start, col_end)
+
+    def _span(
+        self,
+        starts: tuple[int, ...],
+        cores: tuple[tuple[int, int], ...],
+        tile: int,
+        size: int,
+        k: int,
+    ) -> tuple[int, int]:
+        """One axis: the raster range tile ``k`` adds to (its core alone without blending)."""
+        a, b = cores[k] if self.blend == "none" else (starts[k], starts[k] + tile)
+        return max(a - self.halo, 0), min(b - self.halo, size)
 
     def column_strips(self, max_width: int | None = None) -> list[tuple[int, int]]:
         """Raster column ranges ``[a, b)`` of at most ``max_width`` columns covering the raster.
@@ -266,6 +258,12 @@ class TilePlan:
         if i + 1 >= len(self.row_starts):
             return self.height
         return int(np.clip(self.span(i + 1)[0], 0, self.height))
+
+
+def _touching(span: Callable[[int], tuple[int, int]], n: int, start: int, end: int) -> range:
+    """The consecutive indices ``k < n`` whose ``span(k)`` meets ``[start, end)``."""
+    hit = [k for k in range(n) if span(k)[0] < end and span(k)[1] > start]
+    return range(hit[0], hit[-1] + 1) if hit else range(0)
 
 
 class RowAccumulator:

@@ -415,10 +415,11 @@ def _measure_candidates(
         del engine  # a slower or refused engine is freed now
         rows.append(row)
         log.debug("engine %s: %.3f Mpx/s, agreement %s", name, row["mpx_s"], agree)
-    best = max((r for r in rows if r["accepted"]), key=lambda r: r["mpx_s"])
-    assert kept is not None  # torch-fp32, the reference, is always accepted
+    if kept is None:  # not even the reference ran
+        errors = "; ".join(f"{r['engine']}: {r.get('error')}" for r in rows)
+        raise RuntimeError(f"no inference engine could run the network ({errors})")
     decision = {
-        "engine": best["engine"],
+        "engine": kept[1].name,
         "versions": _versions(),
         "tile": list(shape),
         "sample_tiles": len(sample),

@@ -96,16 +96,18 @@ def device_type(model: Any) -> str:
     :class:`geounet.model.saved.SavedModel`) tells it without importing torch.
     """
     kind = getattr(model, "device_type", None)
-    if isinstance(kind, str):
-        return kind
-    device = model.device
-    return str(getattr(device, "type", None) or str(device).split(":")[0])
+    return kind if isinstance(kind, str) else _kind(model.device)
+
+
+def _kind(device: Any) -> str:
+    """``"cuda"`` of ``torch.device("cuda:1")`` or of ``"cuda:1"``, without importing torch."""
+    return str(getattr(device, "type", None) or device).split(":")[0]
 
 
 def run_engine(engine: Engine, batch: np.ndarray) -> np.ndarray:
     """``engine.probabilities`` of ``batch``, :data:`CPU_TILES_PER_CALL` tiles a call on a CPU."""
     device = getattr(engine, "device", None)  # ONNX Runtime and OpenVINO engines run on the CPU
-    on_gpu = device is not None and str(getattr(device, "type", device)).split(":")[0] != "cpu"
+    on_gpu = device is not None and _kind(device) != "cpu"
     n = max(len(batch), 1) if on_gpu else CPU_TILES_PER_CALL
     if len(batch) <= n:
         return engine.probabilities(batch)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -127,24 +128,24 @@ def mosaic(chips: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def model_samples(model: Any) -> dict[str, np.ndarray]:
-    """The chips of ``model``: kept in its folder, else read from its training data.
+    """The chips of ``model``: from the data it was trained on, else kept in its folder.
 
     Args:
-        model: Object with ``config`` and optionally ``model_dir`` (the folder it was loaded
-            from) or ``data`` (the prepared data it was trained on).
+        model: Object with ``config`` and optionally ``data`` (the prepared data it was
+            trained on) or ``model_dir`` (the folder it was loaded from).
 
     Returns:
-        As :func:`read_samples`; empty when the model has neither, or their band count is
-        not the model's.
+        As :func:`read_samples` (float32); empty when the model has neither, or their band
+        count is not the model's. Chip files removed since training: a warning, then the
+        folder's chips.
     """
-    samples = read_samples(getattr(model, "model_dir", None))
+    samples: dict[str, np.ndarray] = {}
     data = getattr(model, "data", None)
-    if not samples and data is not None and hasattr(data, "train_ds"):
+    if data is not None and hasattr(data, "train_ds"):
         try:
-            samples = {
-                k: v.astype(np.float32) for k, v in chip_samples(data, model.config.stats).items()
-            }
-        except OSError:  # chips removed since training
-            samples = {}
+            samples = chip_samples(data, model.config.stats)
+        except OSError as exc:
+            warnings.warn(f"no training chips for choosing engines: {exc}", stacklevel=2)
+    samples = samples or read_samples(getattr(model, "model_dir", None))
     bands = model.config.in_channels
-    return {k: v for k, v in samples.items() if v.shape[1] == bands}
+    return {k: v.astype(np.float32) for k, v in samples.items() if v.shape[1] == bands}

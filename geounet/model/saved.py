@@ -30,7 +30,7 @@ from geounet.model.files import ModelConfig, load_network, read_config, weights_
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SavedModel", "gpu_possible"]
+__all__ = ["SavedModel", "gpu_possible", "load_for_inference"]
 
 
 def gpu_possible() -> bool:
@@ -45,6 +45,14 @@ def gpu_possible() -> bool:
     if sys.platform.startswith("linux"):
         return Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists()
     return True
+
+
+def load_for_inference(config: ModelConfig, weights: Path, device: Any) -> Any:
+    """The network of ``weights`` on ``device``, in evaluation mode and channels-last."""
+    import torch
+
+    network = load_network(config, weights).to(device)  # load_network gives it in eval mode
+    return network.to(memory_format=torch.channels_last)
 
 
 class SavedModel:
@@ -102,11 +110,8 @@ class SavedModel:
     def network(self) -> Any:
         """The PyTorch network, read on first use (evaluation mode, channels-last)."""
         if self._network is None:
-            import torch
-
             assert self._weights is not None
-            network = load_network(self.config, self._weights).to(self.device)
-            self._network = network.to(memory_format=torch.channels_last).eval()
+            self._network = load_for_inference(self.config, self._weights, self.device)
             self._weights = None
         return self._network
 
