@@ -13,8 +13,9 @@ network (``--network``, default lite0: the weights do not change the speed), in 
    read, blended, class raster written), then ``engine.probabilities`` alone over the batches
    in memory (the bare forward, softmax included, as every engine returns it). Each figure is
    the best of the rounds; the overhead is ``end_to_end / bare - 1`` (target <= 10 %);
-4. a cProfile of one more end-to-end run (main thread: the network, blending, writing, and the
-   time it waited for the reader thread) and the busy time of the reader thread;
+4. a cProfile of one more end-to-end run (main thread: the network, and the time it waited
+   for the reader and writer threads) and the busy time of the reader thread (read, pad,
+   normalise) and of the writer thread (blend, pop finished rows, write);
 5. the open question (a bare forward timed separately was slower than inside the pipeline):
    the same batches through a fresh engine (cold: its first call included), through the warm
    engine with the reading done in the same thread between batches (how
@@ -68,9 +69,7 @@ TARGET = 0.10
 CATEGORIES = (
     ("network (engine.probabilities)", ("engines.py:probabilities",)),
     ("waiting for the reader thread", ("streams.py:_iterate",)),
-    ("blending (RowAccumulator.add)", ("blending.py:add",)),
-    ("finished rows (RowAccumulator.pop)", ("blending.py:pop",)),
-    ("writing (sink.put, writer)", ("streams.py:put", "streams.py:close")),
+    ("waiting for the writer thread", ("streams.py:put",)),  # Drain.put; sinks run there
     ("engine choice and build", ("engine.py:select_engine",)),
     ("input checks (open, range sample)", ("classify.py:_open_input",)),
     ("closing the output (flush, rename)", ("write.py:__exit__",)),
@@ -135,10 +134,34 @@ def reader_clock() -> Iterator[list[float]]:
         engine_module._batches = real
 
 
+@contextlib.contextmanager
+def writer_clock() -> Iterator[list[float]]:
+    """Seconds the writer thread spends blending, popping and writing (``_Blend.__call__``)."""
+    spent: list[float] = []
+    real = engine_module._Blend.__call__
+
+    def timed(self: Any, item: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            real(self, item)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    engine_module._Blend.__call__ = timed  # type: ignore[method-assign]
+    try:
+        yield spent
+    finally:
+        engine_module._Blend.__call__ = real  # type: ignore[method-assign]
+
+
 def profile_run(model: Any, scene: Path, out: Path, options: Any) -> dict[str, Any]:
-    """Profile one end-to-end run (cProfile): seconds per category, reader busy time, the top."""
+    """Profile one end-to-end run (cProfile): seconds per category, thread busy times, the top.
+
+    The profile covers the main thread (the network); the reader and writer threads are
+    timed apart.
+    """
     prof = cProfile.Profile()
-    with reader_clock() as reader:
+    with reader_clock() as reader, writer_clock() as writer:
         t0 = time.perf_counter()
         prof.runcall(classify_with_options, model, scene, out, options)
         wall = time.perf_counter() - t0
@@ -154,7 +177,7 @@ def profile_run(model: Any, scene: Path, out: Path, options: Any) -> dict[str, A
     own = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]  # type: ignore[attr-defined]
     top = [f"{Path(f).name}:{fn} {v[2]:.2f} s" for (f, _, fn), v in own]
     return {"wall_s": round(wall, 2), "categories": found, "reader_busy_s": round(sum(reader), 2),
-            "top_tottime": top}  # fmt: skip
+            "writer_busy_s": round(sum(writer), 2), "top_tottime": top}  # fmt: skip
 
 
 def open_question(
@@ -200,6 +223,7 @@ def report(args: Any, e2e: list[float], net: list[float], prof: dict, q: dict, n
     for label, s in prof["categories"].items():
         print(f"  {label:38s} {s:7.2f}")
     print(f"  reader thread busy (read, pad, normalise) {prof['reader_busy_s']:.2f}")
+    print(f"  writer thread busy (blend, pop, write)    {prof['writer_busy_s']:.2f}")
     print("  top own time: " + "; ".join(prof["top_tottime"][:8]))
     print("open question, bare forward variants (s):")
     for k, v in q.items():

@@ -21,27 +21,35 @@ import numpy as np
 __all__ = ["normalize", "normalize_valid"]
 
 
-def normalize(array: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.ndarray:
+def normalize(
+    array: np.ndarray, stats: Mapping[str, Sequence[float]], out: np.ndarray | None = None
+) -> np.ndarray:
     """``(x - mean) / std`` per band, as float32.
 
     Args:
         array: ``(bands, h, w)`` or ``(batch, bands, h, w)`` in the raster's dtype.
         stats: At least ``mean`` and ``std`` lists, one value per band.
+        out: A float32 array of the same shape to write into (e.g. a slot of a batch), or
+            None for a new one.
 
     Returns:
-        Float32 array of the same shape.
+        Float32 array of the same shape (``out`` when given).
     """
     mean = np.asarray(stats["mean"], dtype=np.float32)
     std = np.asarray(stats["std"], dtype=np.float32)
     shape = (-1, 1, 1)
-    out = array.astype(np.float32, copy=True)
-    out -= mean.reshape(shape)
+    if out is None:
+        out = np.empty(array.shape, np.float32)
+    np.subtract(array, mean.reshape(shape), out=out, dtype=np.float32)
     out /= np.maximum(std, 1e-6).reshape(shape)
     return out
 
 
 def normalize_valid(
-    array: np.ndarray, stats: Mapping[str, Sequence[float]], valid: np.ndarray
+    array: np.ndarray,
+    stats: Mapping[str, Sequence[float]],
+    valid: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The network input: :func:`normalize`, with invalid pixels at 0 (the training mean).
 
@@ -51,16 +59,17 @@ def normalize_valid(
         array: ``(bands, h, w)`` in the raster's dtype.
         stats: At least ``mean`` and ``std`` lists, one value per band.
         valid: Boolean ``(h, w)`` mask of valid pixels.
+        out: A float32 ``(bands, h, w)`` array to write into, or None for a new one.
 
     Returns:
-        Float32 ``(bands, h, w)``.
+        Float32 ``(bands, h, w)`` (``out`` when given).
 
     Example:
         >>> x = np.array([[[10, 99]]], np.uint16)
         >>> normalize_valid(x, {"mean": [5.0], "std": [5.0]}, np.array([[True, False]])).tolist()
         [[[1.0, 0.0]]]
     """
-    out = normalize(array, stats)
+    out = normalize(array, stats, out)
     invalid = ~np.asarray(valid, bool)
     if invalid.any():  # the scatter costs a pass even when nothing is invalid
         out[:, invalid] = 0.0

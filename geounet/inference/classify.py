@@ -147,13 +147,18 @@ def _legacy_model_bands(info: RasterInfo, config: Any, want: list[int]) -> list[
 
 
 def _sample_p98(src: Any, info: RasterInfo, bands: Sequence[int]) -> float | None:
-    """The largest per-band 98th percentile over up to 9 windows spread over the raster."""
+    """The largest per-band 98th percentile over up to 9 windows spread over the raster.
+
+    Each window starts on a block corner, so that it decodes one block, not up to four.
+    """
     size = 256
+    bh, bw = (int(v) for v in src.block_shapes[0])
     values = []
     for fr in (0.1, 0.5, 0.9):
         for fc in (0.1, 0.5, 0.9):
             r = max(0, min(int(fr * info.height) - size // 2, info.height - size))
             c = max(0, min(int(fc * info.width) - size // 2, info.width - size))
+            r, c = (r // bh) * bh if bh >= size else r, (c // bw) * bw if bw >= size else c
             h, w = min(size, info.height), min(size, info.width)
             data, valid = read_window(
                 src, r, c, h, w, bands, nodata=info.nodata, alpha_band=info.alpha_band

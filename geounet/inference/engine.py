@@ -25,7 +25,7 @@ from geounet.inference.blending import RowAccumulator, TilePlan
 from geounet.inference.engine_choice import AUTO_SAMPLE_TILES, choose_engine
 from geounet.inference.engines import Engine, TorchEngine, run_engine
 from geounet.inference.options import ClassifyOptions
-from geounet.inference.streams import Prefetch, Sink
+from geounet.inference.streams import Drain, Prefetch, Sink
 
 __all__ = ["prepare_network", "run_network", "run_tiles", "select_engine"]
 
@@ -83,6 +83,8 @@ def run_network(
         ``float32 [B, K, h, w]`` softmax probabilities.
     """
     engine = engine or TorchEngine(model)
+    if tta is None:  # no sum of versions: the engine's own array, not two more copies
+        return run_engine(engine, np.ascontiguousarray(batch, dtype=np.float32))
     ops = _tta_ops(tta)
     versions = (
         inverse(run_engine(engine, np.ascontiguousarray(forward(batch), dtype=np.float32)))
@@ -129,18 +131,19 @@ def _batches(
     with open_source() as source:
         for k in range(0, len(tiles), batch_size):
             chunk = list(tiles[k : k + batch_size])
-            valids, has, xs = [], [], []
+            valids, has, raw = [], [], []
             for i, j in chunk:
                 region = plan.region(i, j)
                 data, valid = source.read(region.row, region.col, plan.tile_h, plan.tile_w)
                 valids.append(valid)
                 has.append(bool(valid.any()))
                 if has[-1]:
-                    # nodata at the training mean, as the training loader feeds it
-                    x = normalize_valid(data, stats, valid)
-                    xs.append(x)
-            shape = (0, 0, plan.tile_h, plan.tile_w)
-            x = np.stack(xs) if xs else np.zeros(shape, np.float32)
+                    raw.append((data, valid))
+            n_bands = raw[0][0].shape[0] if raw else 0
+            x = np.empty((len(raw), n_bands, plan.tile_h, plan.tile_w), np.float32)
+            for slot, (data, valid) in zip(x, raw):
+                # nodata at the training mean, as the training loader feeds it
+                normalize_valid(data, stats, valid, out=slot)
             yield _Batch(chunk, valids, has, x)
 
 
@@ -194,28 +197,15 @@ def run_tiles(
     strips, jobs = _strip_jobs(plan, tile_rows, bool(getattr(sink, "column_strips", False)))
     if not jobs:
         return
-    last_col = {s: plan.tile_cols_for(a, b)[-1] for s, (a, b) in enumerate(strips)}
     n_classes = model.config.n_classes
-    stats = model.config.stats
+    blend = _Blend(model, plan, tile_rows, sink, strips, jobs)
     tiles = [(i, j) for i, j, _ in jobs]
 
-    def band(s: int) -> RowAccumulator:
-        a, b = strips[s]
-        return RowAccumulator(
-            n_classes,
-            b - a,
-            plan.tile_h,
-            row0=plan.span(tile_rows[0])[0],
-            decision_weights=getattr(model.config, "decision_weights", None),
-            col0=a,
-        )
-
     def batches() -> Iterator[_Batch]:
-        return _batches(open_source, plan, tiles, opts.batch_size, stats)
+        return _batches(open_source, plan, tiles, opts.batch_size, model.config.stats)
 
-    acc, strip, n = band(0), 0, 0
     bar = tqdm(total=len(tiles), unit="tile", desc="classify", disable=not opts.progress)
-    with bar, Prefetch(batches) as stream:
+    with bar, Prefetch(batches) as stream, Drain(blend) as drain:
         for batch in stream:
             probs = runner(model, batch.x, opts.tta, engine) if len(batch.x) else None
             if probs is not None and probs.shape[1] != n_classes:
@@ -224,22 +214,60 @@ def run_tiles(
                     f"file lists {n_classes} classes ({model.config.class_names}); "
                     "the model's weights and its geounet.json do not belong together."
                 )
-            k = 0
-            for valid, has in zip(batch.valid, batch.has_data):
-                i, j, s = jobs[n]
-                n += 1
-                if s != strip:
-                    acc, strip = band(s), s
-                p = None
-                if has and probs is not None:
-                    p, k = probs[k], k + 1
-                acc.add(plan.region(i, j), p, valid, plan.weights, plan.height)
-                if j == last_col[s]:
-                    popped = acc.pop(plan.finished_row(i), probs=sink.wants_probs)
-                    if popped is not None:
-                        start, classes, prob, ok = popped
-                        sink.put(start, classes, prob, ok, col=acc.col0)
+            drain.put((batch, probs))
             bar.update(len(batch.tiles))
+
+
+class _Blend:
+    """Blends each batch into the band of its column strip and passes finished rows on.
+
+    Called in the writer thread (:class:`~geounet.inference.streams.Drain`) with
+    ``(batch, probabilities)``, batch after batch in tile order.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        plan: TilePlan,
+        tile_rows: range,
+        sink: Sink,
+        strips: list[tuple[int, int]],
+        jobs: list[tuple[int, int, int]],
+    ) -> None:
+        self.model, self.plan, self.sink, self.strips, self.jobs = model, plan, sink, strips, jobs
+        self.row0 = plan.span(tile_rows[0])[0]
+        self.last_col = {s: plan.tile_cols_for(a, b)[-1] for s, (a, b) in enumerate(strips)}
+        self.acc, self.strip, self.n = self._band(0), 0, 0
+
+    def _band(self, s: int) -> RowAccumulator:
+        a, b = self.strips[s]
+        return RowAccumulator(
+            self.model.config.n_classes,
+            b - a,
+            self.plan.tile_h,
+            row0=self.row0,
+            decision_weights=getattr(self.model.config, "decision_weights", None),
+            col0=a,
+        )
+
+    def __call__(self, item: tuple[_Batch, np.ndarray | None]) -> None:
+        """Add one batch's tiles; hand the rows each finished tile row completes to the sink."""
+        batch, probs = item
+        plan, k = self.plan, 0
+        for valid, has in zip(batch.valid, batch.has_data):
+            i, j, s = self.jobs[self.n]
+            self.n += 1
+            if s != self.strip:
+                self.acc, self.strip = self._band(s), s
+            p = None
+            if has and probs is not None:
+                p, k = probs[k], k + 1
+            self.acc.add(plan.region(i, j), p, valid, plan.weights, plan.height)
+            if j == self.last_col[s]:
+                popped = self.acc.pop(plan.finished_row(i), probs=self.sink.wants_probs)
+                if popped is not None:
+                    start, classes, prob, ok = popped
+                    self.sink.put(start, classes, prob, ok, col=self.acc.col0)
 
 
 def select_engine(

@@ -1,13 +1,16 @@
 """Where tiled inference reads tiles from and where finished rows go.
 
 Sources hand out mirror-padded windows with their validity mask (an in-memory array, or a
-raster file, optionally seen through an on-the-fly resampling ``WarpedVRT``). Sinks take the
+raster file, optionally seen through an on-the-fly resampling ``WarpedVRT``; a file on its
+own grid is read through a :class:`~geounet.io.blocks.BlockCache`, so overlapping tiles
+decode each block once). Sinks take the
 finished rows that :class:`geounet.inference.blending.RowAccumulator` pops, in row order: into
 arrays, into streamed :class:`geounet.io.raster.RasterWriter` files (in whole blocks of rows), or
 mapped back (nearest) from the model's resolution onto the input grid first.
 
 A prefetching reader thread (:class:`Prefetch`) runs a generator (reading and normalising the
-next batch of tiles) while the caller runs the network.
+next batch of tiles) while the caller runs the network, and a writer thread (:class:`Drain`)
+blends and writes the batch before.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from geounet.core.types import IGNORE_INDEX
+from geounet.io.blocks import BlockCache
 from geounet.io.raster import RasterInfo, RasterWriter, read_window
 from geounet.io.windows import pad_amounts
 
 __all__ = [
     "ArraySink",
     "ArraySource",
+    "Drain",
     "Grid",
     "Prefetch",
     "RasterSource",
@@ -128,6 +133,7 @@ class RasterSource:
         self.info, self.bands, self.grid = info, list(bands), grid
         self._stack = contextlib.ExitStack()
         self._src: Any = None
+        self._cache: BlockCache | None = None
 
     def __enter__(self) -> RasterSource:
         src = self._stack.enter_context(rasterio.open(self.info.path))
@@ -142,10 +148,13 @@ class RasterSource:
                     resampling=Resampling.bilinear,
                 )
             )
+        else:  # overlapping tiles decode each block once
+            self._cache = BlockCache.for_dataset(src, self.bands, self.info.alpha_band)
         self._src = src
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._cache = None
         self._stack.close()
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +168,7 @@ class RasterSource:
             self.bands,
             nodata=self.info.nodata,
             alpha_band=self.info.alpha_band,
+            cache=self._cache,
         )
 
 
@@ -411,3 +421,47 @@ class Prefetch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Drain:
+    """Run ``handle(item)`` for every item put, in order, in a writer thread of its own.
+
+    The caller (the network) goes on while the thread blends, pops and writes the previous
+    batch. At most ``depth`` items wait. An exception raised by ``handle`` is re-raised in
+    the caller at its next :meth:`put` or when the ``with`` block ends; the items after it
+    are dropped. Leaving the ``with`` block always waits for the thread, so a sink is never
+    written to after its owner closes it.
+    """
+
+    def __init__(self, handle: Callable[[Any], None], depth: int = 2) -> None:
+        self._handle = handle
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="geounet-writer", daemon=True)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self._handle(item)
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+
+    def put(self, item: Any) -> None:
+        """Queue ``item`` (blocks while ``depth`` items wait); raises the thread's error."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def __enter__(self) -> Drain:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
