@@ -163,7 +163,7 @@ def _sample_p98(src: Any, info: RasterInfo, bands: Sequence[int]) -> float | Non
             data, valid = read_window(
                 src, r, c, h, w, bands, nodata=info.nodata, alpha_band=info.alpha_band
             )
-            values.append(data[:, valid].astype(np.float64))
+            values.append(data[:, valid][:, ::4].astype(np.float64))  # every 4th: plenty
     allv = np.concatenate(values, axis=1)
     if allv.shape[1] == 0:
         return None

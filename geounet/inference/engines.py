@@ -124,9 +124,16 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 1, float32 in place (no torch: ONNX Runtime and OpenVINO need none)."""
-    x = np.array(logits, dtype=np.float32, copy=True)
+def _softmax(logits: np.ndarray, copy: bool = True) -> np.ndarray:
+    """Softmax over axis 1 in float32 (no torch: ONNX Runtime and OpenVINO need none).
+
+    ``copy=False`` works in place on a float32 array the caller owns.
+    """
+    x = (
+        np.array(logits, dtype=np.float32, copy=True)
+        if copy
+        else logits.astype(np.float32, copy=False)
+    )
     x -= x.max(axis=1, keepdims=True)
     np.exp(x, out=x)
     x /= x.sum(axis=1, keepdims=True)
@@ -199,7 +206,7 @@ class OnnxEngine:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """See :class:`Engine`."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return _softmax(self.session.run(None, {self.input: x})[0])
+        return _softmax(self.session.run(None, {self.input: x})[0], copy=False)  # a fresh array
 
 
 class OpenVinoEngine:
@@ -245,8 +252,8 @@ class OpenVinoEngine:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """See :class:`Engine`."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        result = self.request.infer({0: x})
-        return _softmax(np.array(result[self.output], copy=True))
+        result = self.request.infer({0: x}, share_inputs=True)  # no copy of the input
+        return _softmax(result[self.output])  # a copy: the request reuses its output memory
 
 
 def openvino_has_bf16() -> bool:
