@@ -190,3 +190,67 @@ def test_drain_lets_the_callers_own_error_through_and_waits_for_its_thread() -> 
         drain.put(1)
         raise KeyError("network failed")
     assert not drain._thread.is_alive()  # the sink is free to close
+
+
+def _run_reader(path: Path, budget: int) -> tuple[list[int], int, list, object]:
+    """The pipeline's reader over the whole raster: peaks of the cache, decodes, batches."""
+    from geounet.inference.blending import TilePlan
+    from geounet.inference.engine import _batches
+    from geounet.inference.streams import RasterSource
+    from geounet.io.raster import open_raster
+
+    info = open_raster(path)
+    plan = TilePlan.build(info.height, info.width, tile_size=64, overlap=8, blend="spline")
+    tiles = [(i, j) for i in range(len(plan.row_starts)) for j in range(len(plan.col_starts))]
+    peaks: list[int] = []
+    caches: list[BlockCache] = []
+
+    class Watched(RasterSource):
+        def __enter__(self) -> RasterSource:
+            super().__enter__()
+            self._cache.max_bytes = budget
+            caches.append(self._cache)
+            return self
+
+        def read(self, *args: int, **kwargs: int | None) -> tuple[np.ndarray, np.ndarray]:
+            out = super().read(*args, **kwargs)
+            peaks.append(self._cache.nbytes)
+            return out
+
+    stats = {"mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    batches = list(_batches(lambda: Watched(info, [1, 2]), plan, tiles, 4, stats))
+    assert sum(len(b.tiles) for b in batches) == len(tiles)
+    return peaks, caches[0].decoded, batches, plan
+
+
+def test_the_reader_decodes_each_block_once_and_keeps_to_its_budget(tmp_path: Path) -> None:
+    """Tiles of 64 at a stride of 56 over blocks of 64 (the 512 / 448 / 512 of a real run, / 8)."""
+    path = _tiled(tmp_path / "s.tif", _scene((2, 300, 520)), block=64)
+    block = 64 * 64 * 2 * 2  # 2 bands of uint16
+    n_blocks = 5 * 9
+    peaks, decoded, batches, plan = _run_reader(path, budget=100 * block)
+    assert decoded == n_blocks
+    assert max(peaks) <= 2 * 9 * block  # at most two block rows, and mostly about one
+    assert np.median(peaks) <= 1.5 * 9 * block
+
+    peaks, decoded, _, _ = _run_reader(path, budget=6 * block)  # well under a block row
+    assert max(peaks) <= 6 * block + 4 * block  # the budget, plus the blocks of one window
+    assert n_blocks < decoded <= 2 * n_blocks  # some decoded again; direct reads: ~4x
+
+    first = batches[0]  # the pixels are right (normalised with mean 0, std 1)
+    region = plan.region(*first.tiles[1])
+    with rasterio.open(path) as src:
+        want = read_window(src, region.row, region.col, 64, 64, [1, 2])[0]
+    np.testing.assert_array_equal(first.x[1], want.astype(np.float32))
+
+
+def test_blocks_are_decoded_once_with_the_hint(tmp_path: Path) -> None:
+    path = _tiled(tmp_path / "s.tif", _scene((1, 300, 520)), block=64)
+    with rasterio.open(path) as src:
+        cache = BlockCache.for_dataset(src, [1])
+        rows = list(range(-4, 300, 56))
+        for n, r in enumerate(rows):
+            below = rows[n + 1] if n + 1 < len(rows) else 300
+            for c in range(-4, 520, 56):
+                read_window(src, r, c, 64, 64, [1], cache=cache, keep_from=max(below, 0))
+        assert cache.decoded == 5 * 9  # 300 / 64 -> 5 block rows, 520 / 64 -> 9 columns

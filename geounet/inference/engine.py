@@ -127,14 +127,22 @@ def _batches(
     batch_size: int,
     stats: dict[str, list[float]],
 ) -> Iterator[_Batch]:
-    """Read, mirror-pad and normalise tiles, ``batch_size`` at a time (in the reader thread)."""
+    """Read, mirror-pad and normalise tiles, ``batch_size`` at a time (in the reader thread).
+
+    Each read says where the next row of tiles starts, so a file source can let go of the
+    decoded blocks above it.
+    """
+    planned = set(tiles)
     with open_source() as source:
         for k in range(0, len(tiles), batch_size):
             chunk = list(tiles[k : k + batch_size])
             valids, has, raw = [], [], []
             for i, j in chunk:
                 region = plan.region(i, j)
-                data, valid = source.read(region.row, region.col, plan.tile_h, plan.tile_w)
+                below = plan.region(i + 1, j).row if (i + 1, j) in planned else plan.height
+                data, valid = source.read(
+                    region.row, region.col, plan.tile_h, plan.tile_w, next_row=below
+                )
                 valids.append(valid)
                 has.append(bool(valid.any()))
                 if has[-1]:

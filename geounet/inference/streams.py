@@ -89,8 +89,13 @@ class ArraySource:
     def __init__(self, array: np.ndarray, valid: np.ndarray) -> None:
         self.array, self.valid = array, valid
 
-    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(data (C, h, w), valid (h, w))`` of a window that may run past the edges."""
+    def read(
+        self, row: int, col: int, height: int, width: int, next_row: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(data (C, h, w), valid (h, w))`` of a window that may run past the edges.
+
+        ``next_row`` (where the next row of windows starts) is a hint for file sources.
+        """
         h, w = self.valid.shape
         (r0, c0, r1, c1), (top, bottom, left, right) = pad_amounts(row, col, height, width, h, w)
         data, valid = self.array[:, r0:r1, c0:c1], self.valid[r0:r1, c0:c1]
@@ -157,8 +162,21 @@ class RasterSource:
         self._cache = None
         self._stack.close()
 
-    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(data (C, h, w), valid (h, w))`` of a window that may run past the edges."""
+    def read(
+        self, row: int, col: int, height: int, width: int, next_row: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(data (C, h, w), valid (h, w))`` of a window that may run past the edges.
+
+        Args:
+            row: Window top (may be negative: mirror padding).
+            col: Window left (may be negative).
+            height: Window height.
+            width: Window width.
+            next_row: Where the next row of windows starts (its top row; the raster's height
+                when none follows): decoded blocks above it are let go once passed. None:
+                unknown.
+        """
+        keep = None if next_row is None else max(next_row, 0)
         return read_window(
             self._src,
             row,
@@ -169,6 +187,7 @@ class RasterSource:
             nodata=self.info.nodata,
             alpha_band=self.info.alpha_band,
             cache=self._cache,
+            keep_from=keep,
         )
 
 

@@ -6,8 +6,10 @@ tiny while classifying (it would also hold written blocks: see
 ``geounet.inference.classify``). Read window by window, each input block is then decoded
 about six times. :class:`BlockCache` keeps the decoded blocks of the block rows the current
 windows touch: windows that move left to right, then down (strip by strip) decode each block
-once, and the cache never holds more than the block rows one window spans, over the columns
-read since those rows were entered (one column strip of the scene).
+once. The cache holds at most the block rows one window spans, over the columns read since
+those rows were entered (one column strip of the scene); told where the next row of windows
+starts (``keep_from``), it drops the blocks above it as soon as the windows have passed them,
+so it holds little more than one block row.
 
 Example:
     Not run as a doctest: it needs a raster file.
@@ -29,7 +31,12 @@ from rasterio.windows import Window
 
 from geounet.io.raster import mask_source, read_failed
 
-__all__ = ["MAX_BLOCK_SIDE", "BlockCache"]
+__all__ = ["CACHE_BYTES", "MAX_BLOCK_SIDE", "BlockCache"]
+
+#: Default budget of decoded blocks: two block rows of a 4 096-column, 4-band uint16 scene
+#: in blocks of 512. A wider strip (up to 8 192 columns) keeps the same budget, so memory
+#: does not grow with the scene's width; it then decodes a few blocks twice.
+CACHE_BYTES = 32 * 2**20
 
 #: Blocks wider or higher than this are not cached (a striped file's blocks span the whole
 #: width, so caching them would hold full-width rows): such rasters are read window by window.
@@ -47,10 +54,20 @@ class BlockCache:
         src: An open rasterio dataset (used from one thread only).
         bands: 1-based data bands to read.
         alpha_band: 1-based alpha band read along as the validity mask, or None.
+        max_bytes: Budget of decoded blocks. Over it, blocks the windows have passed are let
+            go (the next row of windows decodes those it needs again); the blocks of the
+            window being read are always kept.
     """
 
-    def __init__(self, src: Any, bands: Sequence[int], alpha_band: int | None = None) -> None:
+    def __init__(
+        self,
+        src: Any,
+        bands: Sequence[int],
+        alpha_band: int | None = None,
+        max_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.src, self.bands, self.alpha_band = src, list(bands), alpha_band
+        self.max_bytes = int(max_bytes)
         self.mask = mask_source(src, alpha_band)
         self.block_h, self.block_w = (int(v) for v in src.block_shapes[0])
         self._blocks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
@@ -76,10 +93,36 @@ class BlockCache:
     @property
     def nbytes(self) -> int:
         """Bytes of the decoded blocks held now."""
-        return sum(d.nbytes + (m.nbytes if m is not None else 0) for d, m in self._blocks.values())
+        return sum(_size(b) for b in self._blocks.values())
 
-    def read(self, win: Window) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(data (C, h, w), alpha or GDAL mask (h, w) or None)`` of a window inside the raster."""
+    def read(
+        self, win: Window, keep_from: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(data (C, h, w), alpha or GDAL mask (h, w) or None)`` of a window inside the raster.
+
+        Args:
+            win: The window (inside the raster).
+            keep_from: A hint: the first row the next row of windows will read (the raster's
+                height when none follows). Blocks entirely above it and left of this window
+                are dropped now, as the reader will not come back to them. None: no hint
+                (the window's block rows are kept).
+        """
+        data, alpha = self._assemble(win)
+        col = int(win.col_off)
+        passed = sorted(k for k in self._blocks if (k[1] + 1) * self.block_w <= col)
+        if keep_from is not None:
+            for br, bc in passed:
+                if (br + 1) * self.block_h <= keep_from:
+                    del self._blocks[(br, bc)]
+        size = self.nbytes
+        for key in passed:  # over the budget: the passed blocks go, top left first
+            if size <= self.max_bytes:
+                break
+            if key in self._blocks:
+                size -= _size(self._blocks.pop(key))
+        return data, alpha
+
+    def _assemble(self, win: Window) -> tuple[np.ndarray, np.ndarray | None]:
         r0, c0 = int(win.row_off), int(win.col_off)
         r1, c1 = r0 + int(win.height), c0 + int(win.width)
         rows = range(r0 // self.block_h, (r1 - 1) // self.block_h + 1)
@@ -121,3 +164,8 @@ class BlockCache:
             self._blocks[key] = (data, alpha)
             self.decoded += 1
         return self._blocks[key]
+
+
+def _size(block: tuple[np.ndarray, np.ndarray | None]) -> int:
+    data, mask = block
+    return data.nbytes + (mask.nbytes if mask is not None else 0)

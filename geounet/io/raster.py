@@ -320,9 +320,10 @@ def _read_valid(
     alpha_band: int | None,
     mask_source: str | None,
     cache: Any = None,
+    keep_from: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if cache is not None:
-        data, alpha = cache.read(win)
+        data, alpha = cache.read(win, keep_from)
         return data, valid_mask(data, nodata, alpha)
     try:
         data = src.read(list(bands), window=win)
@@ -372,6 +373,7 @@ def read_window(
     alpha_band: int | None = None,
     pad_mode: str = "reflect",
     cache: Any = None,
+    keep_from: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a window that may run past the raster edge, mirror-padding the missing part.
 
@@ -393,6 +395,8 @@ def read_window(
             ``"constant"`` (zeros, marked invalid).
         cache: A :class:`geounet.io.blocks.BlockCache` of ``src`` for these ``bands`` and
             this ``alpha_band`` (overlapping windows then decode each block once), or None.
+        keep_from: With ``cache``, a hint: the first raster row the next row of windows
+            reads (the raster's height when none follows); None: unknown.
 
     Returns:
         ``(data, valid)``: data of shape ``(len(bands), height, width)`` in the raster's
@@ -408,7 +412,7 @@ def read_window(
     source = mask_source(src, alpha_band)
     if pad_mode == "constant" or not any(pads):
         win = Window(c0, r0, c1 - c0, r1 - r0)
-        data, valid = _read_valid(src, bands, win, nd, alpha_band, source, cache)
+        data, valid = _read_valid(src, bands, win, nd, alpha_band, source, cache, keep_from)
         if not any(pads):
             return data, valid
         widths = ((pads[0], pads[1]), (pads[2], pads[3]))
@@ -417,7 +421,7 @@ def read_window(
     cols = _mirror_index(np.arange(col, col + width), src.width, pad_mode)
     rr0, cc0 = int(rows.min()), int(cols.min())
     win = Window(cc0, rr0, int(cols.max()) + 1 - cc0, int(rows.max()) + 1 - rr0)
-    data, valid = _read_valid(src, bands, win, nd, alpha_band, source, cache)
+    data, valid = _read_valid(src, bands, win, nd, alpha_band, source, cache, keep_from)
     # one axis at a time, and only a padded one (np.ix_ indexing costs 3-10 times more)
     if pads[0] or pads[1]:
         data, valid = data.take(rows - rr0, axis=1), valid.take(rows - rr0, axis=0)
