@@ -213,7 +213,9 @@ def run_tiles(
         return _batches(open_source, plan, tiles, opts.batch_size, model.config.stats)
 
     bar = tqdm(total=len(tiles), unit="tile", desc="classify", disable=not opts.progress)
-    with bar, Prefetch(batches) as stream, Drain(blend) as drain:
+    # depth 1: the writer is much faster than the network, and each waiting item holds
+    # a batch of probabilities (8 MB for 4 tiles of 512² and 2 classes)
+    with bar, Prefetch(batches) as stream, Drain(blend, depth=1) as drain:
         for batch in stream:
             probs = runner(model, batch.x, opts.tta, engine) if len(batch.x) else None
             if probs is not None and probs.shape[1] != n_classes:
@@ -222,7 +224,7 @@ def run_tiles(
                     f"file lists {n_classes} classes ({model.config.class_names}); "
                     "the model's weights and its geounet.json do not belong together."
                 )
-            drain.put((batch, probs))
+            drain.put((batch.valid, batch.has_data, probs))  # not the input batch: memory
             bar.update(len(batch.tiles))
 
 
@@ -230,7 +232,7 @@ class _Blend:
     """Blends each batch into the band of its column strip and passes finished rows on.
 
     Called in the writer thread (:class:`~geounet.inference.streams.Drain`) with
-    ``(batch, probabilities)``, batch after batch in tile order.
+    ``(validity masks, has-data flags, probabilities)`` of each batch, in tile order.
     """
 
     def __init__(
@@ -258,11 +260,11 @@ class _Blend:
             col0=a,
         )
 
-    def __call__(self, item: tuple[_Batch, np.ndarray | None]) -> None:
+    def __call__(self, item: tuple[list[np.ndarray], list[bool], np.ndarray | None]) -> None:
         """Add one batch's tiles; hand the rows each finished tile row completes to the sink."""
-        batch, probs = item
+        valids, has_data, probs = item
         plan, k = self.plan, 0
-        for valid, has in zip(batch.valid, batch.has_data):
+        for valid, has in zip(valids, has_data):
             i, j, s = self.jobs[self.n]
             self.n += 1
             if s != self.strip:

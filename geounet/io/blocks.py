@@ -7,9 +7,14 @@ tiny while classifying (it would also hold written blocks: see
 about six times. :class:`BlockCache` keeps the decoded blocks of the block rows the current
 windows touch: windows that move left to right, then down (strip by strip) decode each block
 once. The cache holds at most the block rows one window spans, over the columns read since
-those rows were entered (one column strip of the scene); told where the next row of windows
-starts (``keep_from``), it drops the blocks above it as soon as the windows have passed them,
-so it holds little more than one block row.
+those rows were entered (one column strip of the scene). Told where the next row of windows
+starts (``keep_from``), it drops the blocks above it as soon as the windows have passed
+them; a byte budget (:data:`CACHE_BYTES`) bounds the rest, so memory does not grow with the
+scene's width (a strip wider than the budget decodes a few blocks twice).
+
+Measured on a 4096² 4-band uint16 deflate scene in blocks of 512, tiles of 512 at a 448
+stride: the reader's CPU fell from 1.07 to 0.44 s (64 block decodes instead of about 400),
+with this change and the batch normalised in place (``benchmarks/pipeline_overhead.py``).
 
 Example:
     Not run as a doctest: it needs a raster file.
