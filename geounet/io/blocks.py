@@ -158,11 +158,13 @@ class BlockCache:
             w, h = min(self.block_w, self.src.width - x0), min(self.block_h, self.src.height - y0)
             win = Window(x0, y0, w, h)
             try:
-                data = self.src.read(self.bands, window=win)
                 alpha = None
-                if self.mask == "alpha" and self.alpha_band:
-                    alpha = self.src.read(self.alpha_band, window=win)
-                elif self.mask == "mask":
+                if self.mask == "alpha" and self.alpha_band:  # one read: one decode
+                    both = self.src.read([*self.bands, self.alpha_band], window=win)
+                    data, alpha = both[:-1], both[-1]
+                else:
+                    data = self.src.read(self.bands, window=win)
+                if self.mask == "mask":
                     alpha = self.src.read_masks(1, window=win)
             except (RasterioError, CPLE_BaseError) as exc:
                 raise read_failed(self.src.name, exc, win) from exc
