@@ -158,7 +158,10 @@ def _sample_p98(src: Any, info: RasterInfo, bands: Sequence[int]) -> float | Non
         for fc in (0.1, 0.5, 0.9):
             r = max(0, min(int(fr * info.height) - size // 2, info.height - size))
             c = max(0, min(int(fc * info.width) - size // 2, info.width - size))
-            r, c = (r // bh) * bh if bh >= size else r, (c // bw) * bw if bw >= size else c
+            if bh >= size:
+                r -= r % bh
+            if bw >= size:
+                c -= c % bw
             h, w = min(size, info.height), min(size, info.width)
             data, valid = read_window(
                 src, r, c, h, w, bands, nodata=info.nodata, alpha_band=info.alpha_band
