@@ -254,3 +254,24 @@ def test_popped_classes_are_the_arg_max_ties_included(n_classes, decision):
     _, classes, _, _ = acc.pop(8)
     np.testing.assert_array_equal(classes, expected)
     assert (classes[:2] == (0 if weights is None else int(np.argmax(weights)))).all()
+
+
+@pytest.mark.parametrize("decision", [None, [1.0, 2.5, 1.0]])
+def test_popped_classes_do_not_depend_on_asking_for_probabilities(decision):
+    """Classes come from the weighted sums (no division); probabilities are the sums / weight."""
+    rng = np.random.default_rng(1)
+    accs = [RowAccumulator(3, width=24, capacity=6, decision_weights=decision) for _ in range(2)]
+    sums = rng.random(accs[0].sums.shape).astype(np.float32)
+    wsum = rng.uniform(0.1, 3.0, accs[0].wsum.shape).astype(np.float32)
+    wsum[0, :5] = 0.0  # covered by no tile: invalid
+    for acc in accs:
+        acc.sums[:], acc.wsum[:], acc.valid[:] = sums, wsum, True
+    _, with_p, probs, valid = accs[0].pop(6, probs=True)
+    _, without_p, none, _ = accs[1].pop(6, probs=False)
+    assert none is None and not valid[0, :5].any() and valid[1:].all()
+    np.testing.assert_array_equal(with_p, without_p)
+    assert (with_p[0, :5] == 255).all()
+    np.testing.assert_allclose(probs[:, valid], (sums / np.where(wsum > 0, wsum, 1))[:, valid])
+    assert (probs[:, ~valid] == 0).all()
+    scale = 1.0 if decision is None else np.asarray(decision, np.float32)[:, None, None]
+    np.testing.assert_array_equal(with_p[valid], np.argmax(probs * scale, axis=0)[valid])

@@ -297,6 +297,7 @@ class RowAccumulator:
         self.sums = np.zeros((n_classes, capacity, width), np.float32)
         self.wsum = np.zeros((capacity, width), np.float32)
         self.valid = np.zeros((capacity, width), bool)
+        self._scratch: np.ndarray | None = None
 
     def add(
         self,
@@ -333,7 +334,13 @@ class RowAccumulator:
         if probs is None:
             return
         w = weights[r0:r1, c0:c1]
-        self.sums[:, a:b, c:d] += probs[:, r0:r1, c0:c1] * w
+        part = probs[:, r0:r1, c0:c1]
+        if self._scratch is None or self._scratch.size < part.size:
+            self._scratch = np.empty(part.size, np.float32)
+        # the weighted tile in a reused buffer: no temporary (and page faults) per tile
+        weighted = self._scratch[: part.size].reshape(part.shape)
+        np.multiply(part, w, out=weighted)
+        self.sums[:, a:b, c:d] += weighted
         self.wsum[a:b, c:d] += w
 
     def pop(
@@ -341,8 +348,8 @@ class RowAccumulator:
     ) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray] | None:
         """Remove the finished rows ``[row0, upto)`` and return them.
 
-        The rows are normalised :data:`POP_ROWS` at a time, so the temporaries stay a few rows
-        high whatever the band's height (only the results are full size).
+        The rows are decided (and normalised) :data:`POP_ROWS` at a time, so the temporaries
+        stay a few rows high whatever the band's height (only the results are full size).
 
         Args:
             upto: One past the last finished row.
@@ -367,16 +374,17 @@ class RowAccumulator:
         out = np.empty((self.sums.shape[0], *valid.shape), np.float32) if probs else None
         for s in range(0, n, POP_ROWS):
             e = min(s + POP_ROWS, n)
-            w = self.wsum[s:e]
-            p = self.sums[:, s:e] / np.where(w > 0, w, 1.0)
-            p *= valid[s:e]
-            q = p if self.decision is None else p * self.decision
+            # the class from the weighted sums: dividing a pixel's sums by its (positive)
+            # weight does not change which is largest, so only probabilities need it
+            q = self.sums[:, s:e] if self.decision is None else self.sums[:, s:e] * self.decision
             if len(q) == 2:  # one comparison instead of an arg-max (ties go to class 0 alike)
                 np.greater(q[1], q[0], out=classes[s:e], casting="unsafe")
             else:
                 classes[s:e] = np.argmax(q, axis=0)
             if out is not None:
-                out[:, s:e] = p
+                w = self.wsum[s:e]
+                np.divide(self.sums[:, s:e], np.where(w > 0, w, 1.0), out=out[:, s:e])
+                out[:, s:e] *= valid[s:e]
         classes[~valid] = IGNORE_INDEX
         start = self.row0
         self._shift(n)

@@ -279,11 +279,15 @@ def valid_mask(
     A pixel is invalid when every band equals ``nodata`` (a NaN ``nodata`` matches NaN),
     any band is NaN/inf (floats), or ``alpha`` (an alpha band or a GDAL mask) is 0.
     """
+    # band by band into one (h, w) array: no (bands, h, w) temporaries
     valid = np.ones(data.shape[1:], dtype=bool)
-    if nodata is not None and not math.isnan(nodata):
-        valid &= ~np.all(data == nodata, axis=0)
+    if nodata is not None and not math.isnan(nodata) and len(data):
+        np.not_equal(data[0], nodata, out=valid)
+        for band in data[1:]:
+            valid |= band != nodata
     if np.issubdtype(data.dtype, np.floating):
-        valid &= np.all(np.isfinite(data), axis=0)
+        for band in data:
+            valid &= np.isfinite(band)
     if alpha is not None:
         valid &= alpha > 0
     return valid
