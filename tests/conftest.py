@@ -31,6 +31,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _CURRENT[:] = [item]
 
 
+@pytest.fixture(autouse=True)
+def _no_idle_engines() -> None:
+    """Each test loads its own engines: none kept idle from an earlier test's jobs."""
+    from geounet.inference.engine_choice import clear_idle_engines
+
+    clear_idle_engines()
+
+
 def shared_data(sub: str) -> Path:
     """Path to a folder of ../shared/data, or skip the test with the reason.
 

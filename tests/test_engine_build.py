@@ -109,3 +109,67 @@ def test_openvino_int8_runs_the_cached_int8_copy_without_onnxruntime(tmp_path, s
     assert sessions == [] and len(samples) == 1  # the same int8 copy, not quantized again
     x = _tiles()
     np.testing.assert_allclose(engine.probabilities(x), onnx_int8.probabilities(x), atol=0.05)
+
+
+def test_a_released_engine_serves_the_next_job_and_only_one_job_at_a_time(monkeypatch, tmp_path):
+    """The idle pool: a second job of the same kind takes the first job's engine; two jobs
+    at once get two engines; at most IDLE_ENGINES are kept; torch engines are not pooled."""
+    built: list[object] = []
+
+    class FakeEngine:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            built.append(self)
+
+    monkeypatch.setattr(engine_choice, "_build_engine", lambda name, *a: FakeEngine(name))
+    folder = tmp_path / "key"
+
+    def make(name: str = "onnx-fp32", where: Path = folder) -> object:
+        return engine_choice.make_engine(name, None, where, (3, 8, 8), lambda: None)
+
+    first = make()
+    second = make()  # the first is still in use: a job of its own
+    assert first is not second and len(built) == 2
+    engine_choice.release_engine(first)
+    assert make() is first and len(built) == 2  # taken out of the pool again
+    engine_choice.release_engine(first)
+    engine_choice.release_engine(second)  # the same key: the later release is kept
+    assert make() is second and make() is not first
+    for k in range(engine_choice.IDLE_ENGINES + 1):
+        engine_choice.release_engine(make("openvino-fp32", tmp_path / str(k)))
+    assert len(engine_choice._IDLE) == engine_choice.IDLE_ENGINES
+    assert (("openvino-fp32", str(tmp_path / "0"))) not in engine_choice._IDLE  # oldest gone
+    engine_choice.clear_idle_engines()
+    assert not engine_choice._IDLE
+    torch_engine = object()
+    engine_choice.release_engine(torch_engine)  # not built here: let go
+    assert not engine_choice._IDLE
+
+
+@needs_ort
+def test_the_next_job_takes_the_engine_of_the_last_one(tmp_path, sessions):
+    """``job_engine``: one ONNX Runtime session for two jobs in a row; a failed job's goes."""
+    from geounet.inference.blending import TilePlan
+    from geounet.inference.engine import job_engine
+    from geounet.inference.options import ClassifyOptions
+
+    model = _model()
+    model.config = SimpleNamespace(in_channels=3, stats={"mean": [0.0] * 3, "std": [1.0] * 3})
+    model.model_dir = tmp_path
+    opts = ClassifyOptions(engine="onnx", tile_size=SHAPE[1], overlap=0)
+    plan = TilePlan.build(SHAPE[2], SHAPE[1], tile_size=SHAPE[1], overlap=0, blend=opts.blend)
+
+    def job() -> object:
+        return job_engine(model, plan, range(1), lambda: None, opts)
+
+    with job() as first:
+        pass
+    with job() as second:
+        assert second is first
+    assert sessions == ["onnx-fp32"]
+    with pytest.raises(RuntimeError), job() as third:
+        assert third is first
+        raise RuntimeError("the job failed")
+    with job() as fourth:
+        assert fourth is not first  # the failed job's engine was let go
+    assert sessions == ["onnx-fp32", "onnx-fp32"]

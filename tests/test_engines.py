@@ -33,6 +33,7 @@ from geounet.inference.engine_choice import (
     ENGINE_TAG,
     ONNX_FILE,
     choose_engine,
+    clear_idle_engines,
 )
 from geounet.inference.engines import ENGINE_NAMES, TorchEngine
 from geounet.model.files import ModelConfig
@@ -205,6 +206,7 @@ def test_a_corrupted_cache_is_rebuilt(make_raster, tmp_path, measure_everything,
                             progress=False)  # fmt: skip
     (folder,) = (tmp_path / "model" / ".engines").iterdir()
     (folder / ONNX_FILE).write_bytes(b"not an onnx file")
+    clear_idle_engines()  # as in a new process: the engine is loaded from the folder again
     second = classify_raster(model, image, tmp_path / "b.tif", **TILING, engine="onnx",
                              progress=False)  # fmt: skip
     assert calls["export"] == 2  # rebuilt once, after the corruption

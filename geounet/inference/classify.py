@@ -41,7 +41,7 @@ from geounet.core.classes import classes_tag, classes_to_json, colormap
 from geounet.core.errors import BandMismatchError, InvalidParameterError, OutputExistsError
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.inference.blending import TilePlan
-from geounet.inference.engine import prepare_network, run_network, run_tiles, select_engine
+from geounet.inference.engine import job_engine, prepare_network, run_network, run_tiles
 from geounet.inference.engine_choice import ENGINE_TAG
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.resume import classify_resumable
@@ -421,7 +421,7 @@ def classify_with_options(
         plan = _plan(grid, options)
         tile_rows = range(len(plan.row_starts))
         opener = _opener(info, bands, grid)
-        engine = select_engine(model, plan, tile_rows, opener, options)
+        engine = stack.enter_context(job_engine(model, plan, tile_rows, opener, options))
         writers = _open_writers(stack, outs, info, model.config, options, engine.name)
         sink = _grid_sink(stack, writers, info, bands, grid, 0)
         run_tiles(model, plan, tile_rows, opener, sink, options, engine=engine)
@@ -575,7 +575,7 @@ def classify_rows(
         stack.enter_context(_bounded_gdal_cache())
         sink = _grid_sink(stack, out, info, bands, grid, row_start, row_end)
         rows, opener = plan.tile_rows_for(a, b), _opener(info, bands, grid)
-        engine = select_engine(model, plan, rows, opener, opts)
+        engine = stack.enter_context(job_engine(model, plan, rows, opener, opts))
         run_tiles(model, plan, rows, opener, sink, opts, engine=engine)
         sink.close()
     return out.classes, out.probs
@@ -621,6 +621,6 @@ def predict_array(
     out = ArraySink(0, h, w, model.config.n_classes)
     source = ArraySource(array, mask)
     rows, opener = range(len(plan.row_starts)), lambda: contextlib.nullcontext(source)
-    engine = select_engine(model, plan, rows, opener, opts)
-    run_tiles(model, plan, rows, opener, out, opts, engine=engine)
+    with job_engine(model, plan, rows, opener, opts) as engine:
+        run_tiles(model, plan, rows, opener, out, opts, engine=engine)
     return out.classes, out.probs

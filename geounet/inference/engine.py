@@ -22,12 +22,12 @@ from geounet.core.errors import ModelFileError
 from geounet.core.types import TTA_MODES, TTAMode, check_choice
 from geounet.data.normalize import normalize_valid
 from geounet.inference.blending import RowAccumulator, TilePlan
-from geounet.inference.engine_choice import AUTO_SAMPLE_TILES, choose_engine
+from geounet.inference.engine_choice import AUTO_SAMPLE_TILES, choose_engine, release_engine
 from geounet.inference.engines import Engine, TorchEngine, run_engine
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import Drain, Prefetch, Sink
 
-__all__ = ["prepare_network", "run_network", "run_tiles", "select_engine"]
+__all__ = ["job_engine", "prepare_network", "run_network", "run_tiles", "select_engine"]
 
 
 # ----------------------------------------------------------------------------- network
@@ -316,3 +316,22 @@ def select_engine(
 
     shape = (model.config.in_channels, plan.tile_h, plan.tile_w)
     return choose_engine(model, opts.engine, shape, sample, len(tiles))
+
+
+@contextlib.contextmanager
+def job_engine(
+    model: Any,
+    plan: TilePlan,
+    tile_rows: range,
+    open_source: Callable[[], Any],
+    opts: ClassifyOptions,
+) -> Iterator[Engine]:
+    """:func:`select_engine` for one job; after it succeeds the engine is kept for the next.
+
+    The engine goes back to :func:`geounet.inference.engine_choice.release_engine`'s idle
+    pool, so the next job of the same network and tile shape in this process does not load
+    it again. A job that fails lets its engine go.
+    """
+    engine = select_engine(model, plan, tile_rows, open_source, opts)
+    yield engine
+    release_engine(engine)

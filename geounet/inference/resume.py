@@ -30,7 +30,7 @@ import numpy as np
 
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import ENGINE_CHOICES, PathLike
-from geounet.inference.engine import prepare_network, run_tiles, select_engine
+from geounet.inference.engine import job_engine, prepare_network, run_tiles
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import probs_to_uint8
 from geounet.io.write import atomic_output, output_lock
@@ -201,7 +201,7 @@ def classify_resumable(
             else done
         )
         rows = plan.tile_rows_for(start, grid.height)
-        engine = select_engine(model, plan, rows, opener, opts)
+        engine = stack.enter_context(job_engine(model, plan, rows, opener, opts))
         if not (folder / KEY_FILE).is_file():
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_output(folder / KEY_FILE, overwrite=True) as tmp:
