@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -656,3 +657,36 @@ def test_returns_the_output_path(make_raster, tmp_path):
     out = classify_raster(make_model(), make_raster(image(40, 40)), str(tmp_path / "o.tif"),
                           progress=False)  # fmt: skip
     assert out == Path(tmp_path / "o.tif")
+
+
+def test_tiles_read_ahead_give_the_same_result_and_a_wrong_stream_is_refused():
+    """A TileStream entered before the job (as classify does while the engine loads) gives
+    the same classes as run_tiles reading on its own; one of other rows or strip order, or
+    not entered, is refused."""
+    from geounet.inference.engine import TileStream, run_tiles
+    from geounet.inference.streams import ArraySink, ArraySource
+
+    model, arr = make_model(), image(150, 230, seed=5)
+    opts = ClassifyOptions(tile_size=64, overlap=16)
+    plan = TilePlan.build(150, 230, tile_size=64, overlap=16, blend=opts.blend)
+    source = ArraySource(arr, np.ones(arr.shape[1:], bool))
+    rows = range(len(plan.row_starts))
+
+    def opener() -> object:
+        return contextlib.nullcontext(source)
+
+    outs = [ArraySink(0, 150, 230, 2) for _ in range(2)]
+    run_tiles(model, plan, rows, opener, outs[0], opts)
+    with TileStream(model, plan, rows, opener, opts, column_strips=True) as tiles:
+        run_tiles(model, plan, rows, opener, outs[1], opts, tiles=tiles)
+    np.testing.assert_array_equal(outs[0].classes, outs[1].classes)
+    np.testing.assert_array_equal(outs[1].classes, expected(arr))
+    for wrong, strips in ((rows, False), (rows[:1], True)):
+        with (
+            TileStream(model, plan, wrong, opener, opts, column_strips=strips) as tiles,
+            pytest.raises(InvalidParameterError, match="the tiles read ahead cover"),
+        ):
+            run_tiles(model, plan, rows, opener, ArraySink(0, 150, 230, 2), opts, tiles=tiles)
+    unentered = TileStream(model, plan, rows, opener, opts, column_strips=True)
+    with pytest.raises(InvalidParameterError, match="not entered"):
+        run_tiles(model, plan, rows, opener, ArraySink(0, 150, 230, 2), opts, tiles=unentered)

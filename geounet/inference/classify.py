@@ -41,7 +41,13 @@ from geounet.core.classes import classes_tag, classes_to_json, colormap
 from geounet.core.errors import BandMismatchError, InvalidParameterError, OutputExistsError
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.inference.blending import TilePlan
-from geounet.inference.engine import job_engine, prepare_network, run_network, run_tiles
+from geounet.inference.engine import (
+    TileStream,
+    job_engine,
+    prepare_network,
+    run_network,
+    run_tiles,
+)
 from geounet.inference.engine_choice import ENGINE_TAG
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.resume import classify_resumable
@@ -421,10 +427,14 @@ def classify_with_options(
         plan = _plan(grid, options)
         tile_rows = range(len(plan.row_starts))
         opener = _opener(info, bands, grid)
+        # the first tiles are read while the engine loads and the outputs open (the file
+        # sinks take column strips)
+        tiles = TileStream(model, plan, tile_rows, opener, options, column_strips=True)
+        stack.enter_context(tiles)
         engine = stack.enter_context(job_engine(model, plan, tile_rows, opener, options))
         writers = _open_writers(stack, outs, info, model.config, options, engine.name)
         sink = _grid_sink(stack, writers, info, bands, grid, 0)
-        run_tiles(model, plan, tile_rows, opener, sink, options, engine=engine)
+        run_tiles(model, plan, tile_rows, opener, sink, options, engine=engine, tiles=tiles)
         sink.close()
     return outs[0]
 

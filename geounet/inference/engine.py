@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from geounet.core.errors import ModelFileError
+from geounet.core.errors import InvalidParameterError, ModelFileError
 from geounet.core.types import TTA_MODES, TTAMode, check_choice
 from geounet.data.normalize import normalize_valid
 from geounet.inference.blending import RowAccumulator, TilePlan
@@ -27,7 +27,14 @@ from geounet.inference.engines import Engine, TorchEngine, run_engine
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import Drain, Prefetch, Sink
 
-__all__ = ["job_engine", "prepare_network", "run_network", "run_tiles", "select_engine"]
+__all__ = [
+    "TileStream",
+    "job_engine",
+    "prepare_network",
+    "run_network",
+    "run_tiles",
+    "select_engine",
+]
 
 
 # ----------------------------------------------------------------------------- network
@@ -172,6 +179,51 @@ def _strip_jobs(
     return strips, jobs
 
 
+class TileStream:
+    """The tiles of a job, read ahead in the reader thread from the moment it is entered.
+
+    Entered before the engine is loaded and the outputs are opened, the first batch is read
+    while they are (:func:`run_tiles` takes the stream as ``tiles``); otherwise
+    :func:`run_tiles` makes its own.
+
+    Args:
+        model: Object with ``config`` (the normalisation statistics).
+        plan: The tile grid.
+        tile_rows: Consecutive tile rows to run.
+        open_source: As for :func:`run_tiles`.
+        opts: The options (batch size).
+        column_strips: The tiles strip by strip, for a sink whose ``column_strips`` is true
+            (see :func:`run_tiles`); else row by row over the whole width.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        plan: TilePlan,
+        tile_rows: range,
+        open_source: Callable[[], Any],
+        opts: ClassifyOptions,
+        column_strips: bool,
+    ) -> None:
+        self.tile_rows, self.column_strips = tile_rows, column_strips
+        self.strips, self.jobs = _strip_jobs(plan, tile_rows, column_strips)
+        tiles = [(i, j) for i, j, _ in self.jobs]
+        stats = model.config.stats
+        self._prefetch = Prefetch(
+            lambda: _batches(open_source, plan, tiles, opts.batch_size, stats)
+        )
+        self.batches: Iterator[_Batch] | None = None
+
+    def __enter__(self) -> TileStream:
+        if self.jobs:
+            self.batches = self._prefetch.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.batches is not None:
+            self._prefetch.__exit__(*exc)
+
+
 def run_tiles(
     model: Any,
     plan: TilePlan,
@@ -181,6 +233,7 @@ def run_tiles(
     opts: ClassifyOptions,
     runner: Callable[..., np.ndarray] | None = None,
     engine: Engine | None = None,
+    tiles: TileStream | None = None,
 ) -> None:
     """Run the tile rows ``tile_rows`` of ``plan`` and pass finished rows to ``sink``.
 
@@ -200,23 +253,55 @@ def run_tiles(
         runner: The network call (default :func:`run_network`), called as
             ``runner(model, batch, tta, engine)``.
         engine: The engine (:func:`select_engine`; default PyTorch on the model's device).
+        tiles: The job's tiles already being read (an entered :class:`TileStream` of the
+            same tile rows and strip order as ``sink`` takes), or None to read them here.
+
+    Raises:
+        InvalidParameterError: ``tiles`` is not entered, or its tile rows or strip order are
+            not the job's.
     """
     runner = runner or run_network
-    strips, jobs = _strip_jobs(plan, tile_rows, bool(getattr(sink, "column_strips", False)))
-    if not jobs:
-        return
+    strips_ok = bool(getattr(sink, "column_strips", False))
+    with contextlib.ExitStack() as stack:
+        if tiles is None:
+            tiles = stack.enter_context(
+                TileStream(model, plan, tile_rows, open_source, opts, strips_ok)
+            )
+        elif tiles.tile_rows != tile_rows or tiles.column_strips != strips_ok:
+            raise InvalidParameterError(
+                f"run_tiles: the tiles read ahead cover tile rows {tiles.tile_rows} "
+                f"{'strip by strip' if tiles.column_strips else 'row by row'}, but the job "
+                f"runs {tile_rows} {'strip by strip' if strips_ok else 'row by row'}; make the "
+                "TileStream with the job's tile rows and its sink's column_strips."
+            )
+        if not tiles.jobs:
+            return
+        if tiles.batches is None:
+            raise InvalidParameterError(
+                "run_tiles: the TileStream given is not entered; use it in a with-block."
+            )
+        _run_batches(model, plan, tile_rows, sink, opts, runner, engine, tiles, tiles.batches)
+
+
+def _run_batches(
+    model: Any,
+    plan: TilePlan,
+    tile_rows: range,
+    sink: Sink,
+    opts: ClassifyOptions,
+    runner: Callable[..., np.ndarray],
+    engine: Engine | None,
+    tiles: TileStream,
+    batches: Iterator[_Batch],
+) -> None:
+    """The network over the stream's batches; blending and writing in the writer thread."""
     n_classes = model.config.n_classes
-    blend = _Blend(model, plan, tile_rows, sink, strips, jobs)
-    tiles = [(i, j) for i, j, _ in jobs]
-
-    def batches() -> Iterator[_Batch]:
-        return _batches(open_source, plan, tiles, opts.batch_size, model.config.stats)
-
-    bar = tqdm(total=len(tiles), unit="tile", desc="classify", disable=not opts.progress)
+    blend = _Blend(model, plan, tile_rows, sink, tiles.strips, tiles.jobs)
+    bar = tqdm(total=len(tiles.jobs), unit="tile", desc="classify", disable=not opts.progress)
     # depth 1: the writer is much faster than the network, and each waiting item holds
     # a batch of probabilities (8 MB for 4 tiles of 512² and 2 classes)
-    with bar, Prefetch(batches) as stream, Drain(blend, depth=1) as drain:
-        for batch in stream:
+    with bar, Drain(blend, depth=1) as drain:
+        for batch in batches:
             probs = runner(model, batch.x, opts.tta, engine) if len(batch.x) else None
             if probs is not None and probs.shape[1] != n_classes:
                 raise ModelFileError(
