@@ -138,7 +138,7 @@ def test_a_released_engine_serves_the_next_job_and_only_one_job_at_a_time(monkey
     for k in range(engine_choice.IDLE_ENGINES + 1):
         engine_choice.release_engine(make("openvino-fp32", tmp_path / str(k)))
     assert len(engine_choice._IDLE) == engine_choice.IDLE_ENGINES
-    assert (("openvino-fp32", str(tmp_path / "0"))) not in engine_choice._IDLE  # oldest gone
+    assert ("openvino-fp32", str(tmp_path / "0")) not in engine_choice._IDLE  # oldest gone
     engine_choice.clear_idle_engines()
     assert not engine_choice._IDLE
     torch_engine = object()

@@ -22,6 +22,7 @@ from geounet.model.training import (
     StopRule,
     Trainer,
     configure_cpu_threads,
+    freeze_encoder_norms,
     plan_training,
     reseed_loader,
     seed_everything,
@@ -99,6 +100,26 @@ def test_plan_training_follows_the_data_and_the_device():
     assert plan_training(4, "cpu") == (MAX_EPOCHS, DEFAULT_BUDGET_S["cpu"])  # small area
     assert plan_training(60, "cpu")[0] == 100  # 6000 chip views
     assert plan_training(100_000, "cuda") == (MIN_EPOCHS, DEFAULT_BUDGET_S["cuda"])
+
+
+def test_frozen_encoder_norms_keep_their_statistics_and_still_learn_scale_and_shift():
+    seed_everything(0)
+    data = make_fake_data(size=96, chip=32)
+    net = ClassicUNet(3, 2, base_channels=4, depth=2)
+    enc_bn = [m for m in net.down.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    dec_bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m not in enc_bn]
+    assert enc_bn and dec_bn
+    before = [(m.running_mean.clone(), m.weight.detach().clone()) for m in enc_bn]
+    dec_before = [m.running_mean.clone() for m in dec_bn]
+    trainer = Trainer(net, build_loss("ce"), 2, "cpu", encoder_norms_frozen=True)
+    trainer.fit(data.train_dl, None, 2, 1e-2, progress=False)
+    for m, (mean, weight) in zip(enc_bn, before):
+        assert torch.equal(m.running_mean, mean)  # statistics kept
+        assert not torch.equal(m.weight.detach(), weight)  # scale still trained
+    assert not all(torch.equal(m.running_mean, b) for m, b in zip(dec_bn, dec_before))
+    trainer.train_mode()
+    assert all(not m.training for m in enc_bn) and all(m.training for m in dec_bn)
+    assert freeze_encoder_norms(torch.nn.Conv2d(1, 1, 1)) == 0  # no encoder: left alone
 
 
 def test_encoder_gets_a_lower_learning_rate(monkeypatch):

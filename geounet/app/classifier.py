@@ -67,11 +67,14 @@ from geounet.model.training import (
 from geounet.vectorizing.sizes import object_sizes
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
-__all__ = ["ENCODER_LR_RATIO", "UnetClassifier"]
+__all__ = ["ENCODER_LR_RATIO", "ENCODER_NORMS_FROZEN", "UnetClassifier"]
 
 #: Learning rate of a pretrained encoder as a share of the decoder's: the decoder starts
 #: from random weights and needs the larger steps; ImageNet features need only adjusting.
 ENCODER_LR_RATIO = 0.5
+#: A pretrained encoder's batch norms keep their running statistics during training
+#: (:func:`geounet.model.training.freeze_encoder_norms`).
+ENCODER_NORMS_FROZEN = False
 
 
 class UnetClassifier:
@@ -158,9 +161,14 @@ class UnetClassifier:
         loss_fn = build_loss(
             self.loss_name, class_weights=self.class_weights, boundary_weight=self.boundary_weight
         )
-        ratio = ENCODER_LR_RATIO if self._pretrained else 1.0
+        pretrained = self._pretrained
         return Trainer(
-            self.network, loss_fn, self.config.n_classes, self.device, encoder_lr_ratio=ratio
+            self.network,
+            loss_fn,
+            self.config.n_classes,
+            self.device,
+            encoder_lr_ratio=ENCODER_LR_RATIO if pretrained else 1.0,
+            encoder_norms_frozen=pretrained and ENCODER_NORMS_FROZEN,
         )
 
     @property

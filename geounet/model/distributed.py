@@ -328,6 +328,7 @@ class DistributedTrainer(Trainer):
             mixed_precision=base.amp_dtype is not None or base.device.type != "cuda",
             channels_last=base.memory_format == torch.channels_last,
             encoder_lr_ratio=base.encoder_lr_ratio,
+            encoder_norms_frozen=base.encoder_norms_frozen,
         )
         self.run = run
         self.comm = _comm_device(run.group)

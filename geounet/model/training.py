@@ -56,6 +56,7 @@ __all__ = [
     "configure_cpu_threads",
     "default_device",
     "encoder_parameters",
+    "freeze_encoder_norms",
     "plan_training",
     "reseed_loader",
     "seed_everything",
@@ -166,14 +167,40 @@ def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def encoder_parameters(network: nn.Module) -> Iterator[nn.Parameter]:
-    """Parameters of the encoder: ``network.encoder`` (smp) or the contracting path (classic)."""
+def _encoder(network: nn.Module) -> nn.Module:
+    """``network.encoder`` (smp) or the contracting path (classic)."""
     encoder = getattr(network, "encoder", None)
     if encoder is None:
         encoder = getattr(network, "down", None)
     if encoder is None:
         raise InvalidParameterError(f"{type(network).__name__} has no encoder to (un)freeze.")
-    return encoder.parameters()
+    return encoder
+
+
+def encoder_parameters(network: nn.Module) -> Iterator[nn.Parameter]:
+    """Parameters of the encoder: ``network.encoder`` (smp) or the contracting path (classic)."""
+    return _encoder(network).parameters()
+
+
+def freeze_encoder_norms(network: nn.Module) -> int:
+    """Put the encoder's batch-norm layers in evaluation mode (call after ``network.train()``).
+
+    They then normalise with their pretrained running statistics and keep them: a few
+    small batches of one scene would otherwise pull the statistics an ImageNet encoder was
+    trained with towards that scene. Their scale and shift still learn. A network without an
+    encoder is left as it is.
+
+    Returns:
+        How many layers were frozen.
+    """
+    try:
+        encoder = _encoder(network)
+    except InvalidParameterError:
+        return 0
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.eval()
+    return len(norms)
 
 
 def set_encoder_trainable(network: nn.Module, trainable: bool) -> None:
@@ -329,6 +356,8 @@ class Trainer:
         channels_last: Channels-last memory format (faster convolutions on CPU and GPU).
         encoder_lr_ratio: The encoder's learning rate as a share of the decoder's (1: the
             same; below 1 for a pretrained encoder, whose features need smaller steps).
+        encoder_norms_frozen: Keep the encoder's batch-norm statistics as they are (for a
+            pretrained encoder; :func:`freeze_encoder_norms`).
     """
 
     def __init__(
@@ -343,12 +372,14 @@ class Trainer:
         mixed_precision: bool = True,
         channels_last: bool = True,
         encoder_lr_ratio: float = 1.0,
+        encoder_norms_frozen: bool = False,
     ) -> None:
         if not 0 < encoder_lr_ratio <= 1:
             raise InvalidParameterError(
                 f"encoder_lr_ratio={encoder_lr_ratio} must lie in (0, 1]; use 1 for one rate."
             )
         self.encoder_lr_ratio = float(encoder_lr_ratio)
+        self.encoder_norms_frozen = bool(encoder_norms_frozen)
         self.device = default_device(device)
         self.network = network.to(self.device)
         self.loss_fn = loss_fn.to(self.device)
@@ -373,6 +404,12 @@ class Trainer:
     def clock(self) -> float:
         """Seconds on the clock that times :meth:`fit` (the distributed trainer: rank 0's)."""
         return time.perf_counter()
+
+    def train_mode(self) -> None:
+        """The network in training mode (the encoder's batch norms frozen when asked)."""
+        self.network.train()
+        if self.encoder_norms_frozen:
+            freeze_encoder_norms(self.network)
 
     def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = unpack_batch(batch)
@@ -579,7 +616,7 @@ class Trainer:
         gamma = (end_lr / start_lr) ** (1.0 / (num_iter - 1))
         lrs, losses, avg, best = [], [], 0.0, math.inf
         batches = _cycle(train_dl)
-        self.network.train()
+        self.train_mode()
         t0 = time.perf_counter()
         try:
             for i in tqdm(range(num_iter), desc="lr_find", disable=not progress, leave=False):
@@ -643,7 +680,7 @@ class _Loop:
     def epoch(self, train_dl: Any, valid_dl: Any | None, bar: Any) -> EpochResult | None:
         """Train one pass (or until the budget ends) and validate; None if nothing trained."""
         t0 = self.t.clock()
-        self.t.network.train()
+        self.t.train_mode()
         lr = self.opt.param_groups[0]["lr"]
         total, count, steps = 0.0, 0, 0
         for batch in train_dl:
