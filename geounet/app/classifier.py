@@ -73,7 +73,9 @@ __all__ = ["ENCODER_LR_RATIO", "ENCODER_NORMS_FROZEN", "UnetClassifier"]
 #: from random weights and needs the larger steps; ImageNet features need only adjusting.
 ENCODER_LR_RATIO = 0.5
 #: A pretrained encoder's batch norms keep their running statistics during training
-#: (:func:`geounet.model.training.freeze_encoder_norms`).
+#: (:func:`geounet.model.training.freeze_encoder_norms`). Off: with the encoder at a tenth of
+#: the decoder's rate it raised Inria's object F1 0.487 -> 0.549 but lowered Kampala's
+#: 0.636 -> 0.520 and Zanzibar's 0.64 -> 0.375 (``benchmarks/README.md``, issue 12).
 ENCODER_NORMS_FROZEN = False
 
 
