@@ -173,7 +173,17 @@ def start_classify(image: Path, model: Path, out: Path, *extra: str) -> subproce
     cmd = [sys.executable, "-m", "geounet", "classify", str(image), "--model", str(model),
            "--out", str(out), *OPTS, *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # a suite started in the background (`cmd &` without job control) ignores SIGINT, and the
+    # child would inherit that: give it the default, so Ctrl-C reaches Python as it does in a shell
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        if os.name == "posix"
+        else None,
+    )
 
 
 def wait_for_progress(proc: subprocess.Popen, timeout: float = 180) -> bytes:
