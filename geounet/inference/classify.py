@@ -429,8 +429,9 @@ def classify_with_options(
         opener = _opener(info, bands, grid)
         # the first tiles are read while the engine loads and the outputs open (the file
         # sinks take column strips)
-        tiles = TileStream(model, plan, tile_rows, opener, options, column_strips=True)
-        stack.enter_context(tiles)
+        tiles = stack.enter_context(
+            TileStream(model, plan, tile_rows, opener, options, column_strips=True)
+        )
         engine = stack.enter_context(job_engine(model, plan, tile_rows, opener, options))
         writers = _open_writers(stack, outs, info, model.config, options, engine.name)
         sink = _grid_sink(stack, writers, info, bands, grid, 0)
