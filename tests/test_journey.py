@@ -103,6 +103,8 @@ def test_notebook_executes(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("GEOUNET_FAST", "1")
     monkeypatch.setenv("GEOUNET_HOME", str(tmp_path / "home"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the kernel's mkdtemp, not /tmp's
     nb = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

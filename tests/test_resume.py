@@ -12,6 +12,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from geounet.app import classifier as classifier_module
 from geounet.app.classifier import FIT_STATE_DIR, UnetClassifier
 from geounet.core.errors import InvalidParameterError
 from geounet.data.prepare import prepare_data
@@ -84,7 +85,9 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> list[int]:
     return calls
 
 
-def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(chips, monkeypatch):
+@pytest.mark.parametrize("average", [None, 0.9], ids=["last-step", "weight-average"])
+def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(chips, monkeypatch, average):
+    monkeypatch.setattr(classifier_module, "WEIGHT_AVERAGE", average)
     whole = classifier(chips)
     whole.fit(seed=0, **FIT)
     expected = weights(whole)
@@ -96,6 +99,7 @@ def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(chips, monkeyp
         interrupted.fit(seed=0, **FIT)
     saved = json.loads((chips / FIT_STATE_DIR / STATE_JSON).read_text())
     assert saved["epochs_done"] == 2 and (chips / FIT_STATE_DIR / STATE_FILE).is_file()
+    assert (saved["average"] is None) == (average is None)
 
     calls = interrupt_at(monkeypatch, 0)
     resumed = classifier(chips, seed=123)  # a new session: other initial weights

@@ -67,7 +67,7 @@ from geounet.model.training import (
 from geounet.vectorizing.sizes import object_sizes
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
-__all__ = ["ENCODER_LR_RATIO", "ENCODER_NORMS_FROZEN", "UnetClassifier"]
+__all__ = ["ENCODER_LR_RATIO", "ENCODER_NORMS_FROZEN", "WEIGHT_AVERAGE", "UnetClassifier"]
 
 #: Learning rate of a pretrained encoder as a share of the decoder's: the decoder starts
 #: from random weights and needs the larger steps; ImageNet features need only adjusting.
@@ -77,6 +77,11 @@ ENCODER_LR_RATIO = 0.5
 #: the decoder's rate it raised Inria's object F1 0.487 -> 0.549 but lowered Kampala's
 #: 0.636 -> 0.520 and Zanzibar's 0.64 -> 0.375 (``benchmarks/README.md``, issue 12).
 ENCODER_NORMS_FROZEN = False
+#: Decay of the moving average of the weights that ``fit`` validates and keeps
+#: (:class:`geounet.model.averaging.WeightAverage`; None: the last step's weights). Off: at
+#: 0.99 it raised Inria's object F1 0.487 -> 0.532 but gave Kampala 0.540 (0.636 without) and
+#: Zanzibar 0.448 (0.57-0.64 without), one seed each (``benchmarks/README.md``, issue 12).
+WEIGHT_AVERAGE: float | None = None
 
 
 class UnetClassifier:
@@ -171,6 +176,7 @@ class UnetClassifier:
             self.device,
             encoder_lr_ratio=ENCODER_LR_RATIO if pretrained else 1.0,
             encoder_norms_frozen=pretrained and ENCODER_NORMS_FROZEN,
+            weight_average=WEIGHT_AVERAGE,
         )
 
     @property

@@ -329,6 +329,7 @@ class DistributedTrainer(Trainer):
             channels_last=base.memory_format == torch.channels_last,
             encoder_lr_ratio=base.encoder_lr_ratio,
             encoder_norms_frozen=base.encoder_norms_frozen,
+            weight_average=base.weight_average,
         )
         self.run = run
         self.comm = _comm_device(run.group)

@@ -63,6 +63,8 @@ def _tensors(trainer: Any, loop: Any, best: Any, train_dl: Any) -> dict[str, tor
         out.update({f"opt.{idx}.{name}": t for name, t in slots.items()})
     for k, v in (best.state or {}).items():
         out[f"best.{k}"] = v
+    if loop.average is not None:
+        out.update({f"avg.{k}": v for k, v in loop.average.tensors().items()})
     out["rng.torch"] = torch.get_rng_state()
     out.update({k: g.get_state() for k, g in _generators(train_dl).items()})
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
@@ -94,6 +96,7 @@ def save_fit_state(
         "schedule": loop.schedule.state_dict(),
         "scaler": trainer.scaler.state_dict(),
         "rule": dataclasses.asdict(run["rule"]),
+        "average": None if loop.average is None else loop.average.describe(),
         "best": {
             "score": best.score,
             "epoch": best.epoch,
@@ -212,6 +215,8 @@ def _restore(
     ]
     loop.opt.load_state_dict({"state": slots, "param_groups": groups})
     loop.schedule.load_state_dict(meta["schedule"])
+    if loop.average is not None and meta.get("average"):
+        loop.average.load(_pick(tensors, "avg."), meta["average"]["updates"])
     if meta["scaler"]:
         trainer.scaler.load_state_dict(meta["scaler"])
     for name, value in meta["rule"].items():

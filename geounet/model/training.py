@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from geounet.core.errors import InvalidParameterError
 from geounet.core.threads import THREADS_ENV, available_cores
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
+from geounet.model.averaging import WeightAverage
 from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
 
 __all__ = [
@@ -358,6 +359,10 @@ class Trainer:
             same; below 1 for a pretrained encoder, whose features need smaller steps).
         encoder_norms_frozen: Keep the encoder's batch-norm statistics as they are (for a
             pretrained encoder; :func:`freeze_encoder_norms`).
+        weight_average: Decay of an exponential moving average of the weights
+            (:class:`~geounet.model.averaging.WeightAverage`, e.g. 0.99: about the last 100
+            steps); :meth:`fit` then validates, checkpoints and keeps the averaged weights.
+            None: the weights of the last step.
     """
 
     def __init__(
@@ -373,7 +378,14 @@ class Trainer:
         channels_last: bool = True,
         encoder_lr_ratio: float = 1.0,
         encoder_norms_frozen: bool = False,
+        weight_average: float | None = None,
     ) -> None:
+        if weight_average is not None and not 0 < weight_average < 1:
+            raise InvalidParameterError(
+                f"weight_average={weight_average} must lie strictly between 0 and 1 (0.99 "
+                "averages about the last 100 steps), or be None for no averaging."
+            )
+        self.weight_average = weight_average
         if not 0 < encoder_lr_ratio <= 1:
             raise InvalidParameterError(
                 f"encoder_lr_ratio={encoder_lr_ratio} must lie in (0, 1]; use 1 for one rate."
@@ -563,6 +575,7 @@ class Trainer:
             "checkpoint": checkpoint,
             "early_stopping": early_stopping,
             "budget": time_budget_s,
+            "average": self.weight_average,
         }
         first = load_fit_state(state_dir, self, run, key, train_dl) if resume else 0
         saver = _StateSaver(state_dir, fresh=not resume)
@@ -576,7 +589,8 @@ class Trainer:
                 rows.append({"epoch": start_epoch + i, **_row(result)})
                 _show(bar, result)
                 score = result.valid_miou if valid_dl is not None else -result.train_loss
-                best.offer(score, i + 1, self.network, result.confusion)
+                weights = self.network if loop.average is None else loop.average
+                best.offer(score, i + 1, weights, result.confusion)
                 stop = rule.update(score, loop.progress) or loop.out_of_time
                 saver.after_epoch(self, run, key, train_dl, last=stop or i + 1 == epochs)
                 if stop:
@@ -585,7 +599,7 @@ class Trainer:
             bar.close()
         if state_dir is not None:
             clear_fit_state(state_dir)
-        self.best_confusion, self.best_epochs = best.restore(self.network, len(rows))
+        self.best_confusion, self.best_epochs = best.restore(self.network, len(rows), loop.average)
         return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
     # ---------------------------------------------------------------- lr_find
@@ -656,6 +670,8 @@ class _Loop:
         self.start = self.t.clock()
         self.valid_seconds = 0.0
         self.out_of_time = False
+        decay = trainer.weight_average
+        self.average = WeightAverage(trainer.network, decay) if decay is not None else None
 
     @property
     def progress(self) -> float:
@@ -689,6 +705,8 @@ class _Loop:
                 break
             steps += 1
             loss = self.t.train_step(batch, self.opt)
+            if self.average is not None:
+                self.average.update(self.t.network)
             if math.isfinite(loss):
                 total, count = total + loss, count + 1
             lr = self.opt.param_groups[0]["lr"]
@@ -700,7 +718,7 @@ class _Loop:
         train_loss = total / count if count else float("nan")
         v0 = self.t.clock()
         if valid_dl is not None:
-            valid_loss, cm = self.t.evaluate(valid_dl)
+            valid_loss, cm = self._validate(valid_dl)
             miou, accuracy = mean_iou(cm), pixel_accuracy(cm)
         else:
             valid_loss, cm, miou, accuracy = float("nan"), None, float("nan"), float("nan")
@@ -708,6 +726,18 @@ class _Loop:
         if self.budget and self.t.clock() - self.start >= self.budget:
             self.out_of_time = True
         return EpochResult(train_loss, valid_loss, miou, accuracy, lr, self.t.clock() - t0, cm)
+
+    def _validate(self, valid_dl: Any) -> tuple[float, np.ndarray]:
+        """Validation loss and confusion matrix of the weights fit keeps (the average)."""
+        if self.average is None:
+            return self.t.evaluate(valid_dl)
+        network = self.t.network
+        live = _state_copy(network)
+        network.load_state_dict(self.average.state_dict())
+        try:
+            return self.t.evaluate(valid_dl)
+        finally:
+            network.load_state_dict(live)
 
 
 class _StateSaver:
@@ -757,19 +787,31 @@ class _Best:
         self.state: dict[str, torch.Tensor] | None = None
         self.confusion: np.ndarray | None = None
 
-    def offer(self, score: float, epoch: int, network: nn.Module, cm: np.ndarray | None) -> None:
-        """Keep this epoch when it scores best (every epoch without checkpointing)."""
+    def offer(
+        self, score: float, epoch: int, weights: nn.Module | WeightAverage, cm: np.ndarray | None
+    ) -> None:
+        """Keep this epoch when it scores best (every epoch without checkpointing).
+
+        ``weights`` is what was validated: the network, or the average of its weights.
+        """
         if not self.checkpoint:
             self.epoch, self.confusion = epoch, cm
         elif math.isfinite(score) and score > self.score:
             self.score, self.epoch, self.confusion = score, epoch, cm
-            self.state = _state_copy(network)
+            self.state = _state_copy(weights)
 
-    def restore(self, network: nn.Module, n_epochs: int) -> tuple[np.ndarray | None, int]:
-        """Load the kept weights; returns the kept confusion matrix and epoch count."""
+    def restore(
+        self, network: nn.Module, n_epochs: int, average: WeightAverage | None = None
+    ) -> tuple[np.ndarray | None, int]:
+        """Load the kept weights; returns the kept confusion matrix and epoch count.
+
+        Without a kept epoch the network keeps its last weights, or takes ``average``.
+        """
         if self.checkpoint and self.state is not None:
             network.load_state_dict(self.state)
             return self.confusion, self.epoch
+        if average is not None:
+            network.load_state_dict(average.state_dict())
         return self.confusion, n_epochs
 
 
@@ -793,7 +835,7 @@ def _row(r: EpochResult) -> dict[str, float]:
     }
 
 
-def _state_copy(network: nn.Module) -> dict[str, torch.Tensor]:
+def _state_copy(network: nn.Module | WeightAverage) -> dict[str, torch.Tensor]:
     """A detached copy of the state dict (kept on the network's device)."""
     return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
