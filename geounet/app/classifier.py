@@ -79,8 +79,9 @@ ENCODER_LR_RATIO = 0.5
 ENCODER_NORMS_FROZEN = False
 #: Decay of the moving average of the weights that ``fit`` validates and keeps
 #: (:class:`geounet.model.averaging.WeightAverage`; None: the last step's weights). Off: at
-#: 0.99 it raised Inria's object F1 0.487 -> 0.532 but gave Kampala 0.540 (0.636 without) and
-#: Zanzibar 0.448 (0.57-0.64 without), one seed each (``benchmarks/README.md``, issue 12).
+#: 0.99, against the same seed without it, object F1 Inria 0.487 -> 0.532, Kampala 0.636 ->
+#: 0.540, Zanzibar 0.441 -> 0.448: no gain beyond the run-to-run spread (issue 12,
+#: ``benchmarks/README.md``).
 WEIGHT_AVERAGE: float | None = None
 
 
