@@ -21,7 +21,7 @@ from geounet.core.classes import classes_to_json
 from geounet.core.errors import InvalidParameterError, ModelFileError, OutputExistsError
 from geounet.data.prepare import prepare_data
 from geounet.model.files import CONFIG_FILE, SCHEMA_VERSION
-from geounet.model.training import LR_BOUNDS
+from geounet.model.schedule import LR_BOUNDS
 
 TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 

@@ -10,8 +10,8 @@ import torch
 from model_fakes import make_fake_data
 
 from geounet.app.classifier import ENCODER_LR_RATIO, UnetClassifier
-from geounet.model import training
-from geounet.model.training import FINE_TUNE_LR_CAP
+from geounet.model import schedule
+from geounet.model.schedule import FINE_TUNE_LR_CAP
 
 TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 
@@ -24,13 +24,13 @@ def data():
 
 
 def test_fit_without_epochs_follows_the_plan_and_the_budget(data, monkeypatch):
-    monkeypatch.setattr(training, "DEFAULT_BUDGET_S", {"cpu": 4.0})
-    monkeypatch.setattr(training, "TARGET_CHIP_VIEWS", 10 * len(data.train_dl.dataset))
+    monkeypatch.setattr(schedule, "DEFAULT_BUDGET_S", {"cpu": 4.0})
+    monkeypatch.setattr(schedule, "TARGET_CHIP_VIEWS", 10 * len(data.train_dl.dataset))
     model = UnetClassifier(data, **TINY)
     t0 = time.perf_counter()
     hist = model.fit(progress=False)
     assert time.perf_counter() - t0 < 30  # 4 s budget (+ the last epoch's validation)
-    assert 1 <= len(hist) <= training.MIN_EPOCHS  # 10 planned, raised to MIN_EPOCHS
+    assert 1 <= len(hist) <= schedule.MIN_EPOCHS  # 10 planned, raised to MIN_EPOCHS
     r = model.lr_find_result
     assert r is not None and len(r.lrs) <= 16 and r.lrs[0] == pytest.approx(1e-5)
 

@@ -12,22 +12,24 @@ from model_fakes import make_fake_data
 
 from geounet.core.errors import InvalidParameterError
 from geounet.model.losses import build_loss
-from geounet.model.training import (
+from geounet.model.schedule import (
     DEFAULT_BUDGET_S,
     FINE_TUNE_LR_CAP,
-    HISTORY_COLUMNS,
     LR_BOUNDS,
     MAX_EPOCHS,
     MIN_EPOCHS,
     StopRule,
+    plan_training,
+    suggest_lr,
+)
+from geounet.model.training import (
+    HISTORY_COLUMNS,
     Trainer,
     configure_cpu_threads,
     freeze_encoder_norms,
-    plan_training,
     reseed_loader,
     seed_everything,
     set_encoder_trainable,
-    suggest_lr,
     unpack_batch,
 )
 from geounet.model.unet_classic import ClassicUNet

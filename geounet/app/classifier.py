@@ -51,14 +51,12 @@ from geounet.model.losses import build_loss
 from geounet.model.resume import read_fit_key
 from geounet.model.samples import model_samples
 from geounet.model.saved import load_for_inference
+from geounet.model.schedule import FINE_TUNE_LR_CAP, LRFindResult, plan_training
 from geounet.model.training import (
-    FINE_TUNE_LR_CAP,
     HISTORY_COLUMNS,
-    LRFindResult,
     Trainer,
     configure_cpu_threads,
     default_device,
-    plan_training,
     reseed_loader,
     seed_everything,
     set_encoder_trainable,
@@ -283,9 +281,9 @@ class UnetClassifier:
     ) -> float:
         """Sweep the learning rate, plot loss against it, return the suggested rate.
 
-        The suggestion is conservative (:func:`~geounet.model.training.suggest_lr`: the
+        The suggestion is conservative (:func:`~geounet.model.schedule.suggest_lr`: the
         steepest descent, at most a tenth of where the loss diverges) and, for a pretrained
-        encoder, at most :data:`~geounet.model.training.FINE_TUNE_LR_CAP`. The weights are
+        encoder, at most :data:`~geounet.model.schedule.FINE_TUNE_LR_CAP`. The weights are
         restored afterwards. The figure is kept in ``lr_find_figure`` (and displayed in a
         notebook when ``plot``); the sweep in ``lr_find_result``.
         """
@@ -324,11 +322,11 @@ class UnetClassifier:
         The default recipe: AdamW with a one-cycle schedule (25 % warm-up); the encoder of a
         pretrained network learns at :data:`ENCODER_LR_RATIO` of the decoder's rate; the
         validation mIoU picks the weights kept and drives early stopping, which never fires
-        in the warm-up (:class:`~geounet.model.training.StopRule`).
+        in the warm-up (:class:`~geounet.model.schedule.StopRule`).
 
         Args:
             epochs: Maximum number of epochs. None: the data and the device decide
-                (:func:`~geounet.model.training.plan_training`: about 6 000 chip views, 20
+                (:func:`~geounet.model.schedule.plan_training`: about 6 000 chip views, 20
                 to 1 500 epochs, and at most 14 minutes on a CPU, 15 on a GPU, LR sweep
                 included), so a small labelled area still trains long enough.
             lr: Peak learning rate (of the decoder); None uses :meth:`lr_find`'s suggestion,
@@ -338,7 +336,7 @@ class UnetClassifier:
                 after the warm-up, over at least 20 % of the schedule, and never before the
                 annealing has brought the learning rate to a tenth of its peak (84.6 % of
                 the schedule; see
-                :class:`~geounet.model.training.StopRule`) (None/0: off).
+                :class:`~geounet.model.schedule.StopRule`) (None/0: off).
             checkpoint: Restore the weights of the epoch with the best validation mIoU.
             time_budget_s: Stop after this many seconds (the schedule follows the clock);
                 None with ``epochs=None`` is the device's default budget.
