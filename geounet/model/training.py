@@ -5,10 +5,11 @@
 ``"image"`` and ``"mask"``). It uses AdamW with a one-cycle schedule (optionally a lower
 learning rate for a pretrained encoder than for the decoder), gradient clipping, and one
 validation score, the mIoU, for both the best checkpoint and early stopping
-(:class:`StopRule`: never during the schedule's warm-up). On CUDA it trains in mixed
-precision (bfloat16 where supported, else float16 with a gradient scaler) and channels-last;
-on the CPU in float32 channels-last. :func:`suggest_lr` reads an LR finder sweep
-conservatively; :func:`plan_training` sizes a run from the data and the device.
+(:class:`~geounet.model.schedule.StopRule`: never during the schedule's warm-up), and
+optionally a moving average of the weights (:mod:`geounet.model.averaging`). On CUDA it
+trains in mixed precision (bfloat16 where supported, else float16 with a gradient scaler)
+and channels-last; on the CPU in float32 channels-last. The run's plan, the LR suggestion
+and the stop rule live in :mod:`geounet.model.schedule`.
 
 Example:
     Not run as a doctest: it needs a network and data loaders.
