@@ -89,12 +89,15 @@ def _trainer(**kw) -> tuple[Trainer, object]:
 def test_fit_validates_and_keeps_the_average_and_trains_on_from_the_last_step(monkeypatch):
     rec = Recorder(monkeypatch)
     trainer, data = _trainer(weight_average=0.8)
-    steps: list[dict] = []
+    steps: list[dict] = []  # the live weights before each step
+    after: list[dict] = []  # and after it
     real_step = Trainer.train_step
 
     def step(self, batch, optimizer):
         steps.append({k: v.clone() for k, v in self.network.state_dict().items()})
-        return real_step(self, batch, optimizer)
+        loss = real_step(self, batch, optimizer)
+        after.append({k: v.clone() for k, v in self.network.state_dict().items()})
+        return loss
 
     monkeypatch.setattr(Trainer, "train_step", step)
     hist = trainer.fit(
@@ -104,7 +107,9 @@ def test_fit_validates_and_keeps_the_average_and_trains_on_from_the_last_step(mo
     assert avg.updates == len(steps) == 4 * len(data.train_dl)
     for net, averaged in rec.validated:  # every validation saw the average
         assert all(torch.equal(net[k], v) for k, v in averaged.items())
-    # the next epoch's first step starts from the live weights, not from the average
+    # every step starts from the last step's weights, across validations, not the average
+    for before, previous in zip(steps[1:], after[:-1]):
+        assert all(torch.equal(before[k], v) for k, v in previous.items())
     first_of_epoch_2 = steps[len(data.train_dl)]
     _, avg_1 = rec.validated[0]
     assert any(not torch.equal(first_of_epoch_2[k], avg_1[k]) for k in avg_1)
