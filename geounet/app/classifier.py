@@ -78,8 +78,8 @@ ENCODER_NORMS_FROZEN = False
 #: Decay of the moving average of the weights that ``fit`` validates and keeps
 #: (:class:`geounet.model.averaging.WeightAverage`; None: the last step's weights). Off: at
 #: 0.99, against the same seed without it, object F1 Inria 0.487 -> 0.532 and 0.520 ->
-#: 0.479 (seeds 1, 2), Kampala 0.636 -> 0.540 and 0.629 -> 0.619, Zanzibar 0.441 -> 0.448: no gain beyond the
-#: run-to-run spread (issue 12, ``benchmarks/README.md``).
+#: 0.479 (seeds 1, 2), Kampala 0.636 -> 0.540 and 0.629 -> 0.619, Zanzibar 0.441 -> 0.448:
+#: no gain beyond the run-to-run spread (issue 12, ``benchmarks/README.md``).
 WEIGHT_AVERAGE: float | None = None
 
 
