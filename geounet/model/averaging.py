@@ -30,7 +30,20 @@ from torch import nn
 
 from geounet.core.errors import InvalidParameterError
 
-__all__ = ["WeightAverage"]
+__all__ = ["WeightAverage", "check_decay"]
+
+
+def check_decay(decay: float, name: str = "decay") -> None:
+    """Refuse a decay outside ``(0, 1)``, naming the argument ``name`` in the message.
+
+    Raises:
+        InvalidParameterError: ``decay`` is not strictly between 0 and 1.
+    """
+    if not 0.0 < decay < 1.0:
+        raise InvalidParameterError(
+            f"{name}={decay} must lie strictly between 0 and 1 (0.99 averages about the last "
+            "100 steps); use None to train without weight averaging."
+        )
 
 
 class WeightAverage:
@@ -44,21 +57,17 @@ class WeightAverage:
     Attributes:
         decay: The decay.
         updates: Number of :meth:`update` calls so far.
-        start: A copy of the state the average started from.
     """
 
     def __init__(self, network: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise InvalidParameterError(
-                f"weight averaging decay={decay} must lie strictly between 0 and 1 (0.99 "
-                "averages about the last 100 steps); use None to train without it."
-            )
+        check_decay(decay)
         self.decay = float(decay)
         self.updates = 0
-        self.start = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        state = network.state_dict()
+        self._dtypes = {k: v.dtype for k, v in state.items()}
         self._avg = {
-            k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
-            for k, v in self.start.items()
+            k: v.detach().to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
+            for k, v in state.items()
         }
 
     def current_decay(self) -> float:
@@ -80,7 +89,7 @@ class WeightAverage:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """A copy of the averaged state, in the network's dtypes (for ``load_state_dict``)."""
-        return {k: v.to(self.start[k].dtype, copy=True) for k, v in self._avg.items()}
+        return {k: v.to(self._dtypes[k], copy=True) for k, v in self._avg.items()}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """A copy of the average as kept (float32), for saving a training state."""

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from geounet.core.errors import InvalidParameterError
 from geounet.core.threads import THREADS_ENV, available_cores
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
-from geounet.model.averaging import WeightAverage
+from geounet.model.averaging import WeightAverage, check_decay
 from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
 from geounet.model.schedule import WARMUP, LRFindResult, StopRule, suggest_lr
 
@@ -233,11 +233,8 @@ class Trainer:
         encoder_norms_frozen: bool = False,
         weight_average: float | None = None,
     ) -> None:
-        if weight_average is not None and not 0 < weight_average < 1:
-            raise InvalidParameterError(
-                f"weight_average={weight_average} must lie strictly between 0 and 1 (0.99 "
-                "averages about the last 100 steps), or be None for no averaging."
-            )
+        if weight_average is not None:
+            check_decay(weight_average, "weight_average")
         self.weight_average = weight_average
         if not 0 < encoder_lr_ratio <= 1:
             raise InvalidParameterError(
