@@ -1,0 +1,36 @@
+"""The command line of ``benchmarks/recipe.py`` (the protocol itself needs ``../shared/data``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPE = Path(__file__).resolve().parent.parent / "benchmarks" / "recipe.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("recipe_benchmark", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_prepare_overrides_are_python_literals_or_strings(recipe):
+    got = recipe.parse_overrides(["stride=64", "separate_touching=None", "split=rows"])
+    assert got == {"stride": 64, "separate_touching": None, "split": "rows"}
+    with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+        recipe.parse_overrides(["stride"])
+
+
+def test_seed_and_prepare_options_reach_the_arguments(recipe):
+    args = recipe.parse_args(["--scene", "inria_austin", "--seed", "2", "--prepare", "stride=64"])
+    assert (args.scene, args.seed, args.prepare) == ("inria_austin", 2, ["stride=64"])
+    assert recipe.parse_args([]).seed is None
