@@ -71,7 +71,10 @@ def test_photometric_changes_each_band_within_bounds():
     shift = (x.mean((1, 2)) - image.mean((1, 2))).abs()
     ratio = x.std((1, 2)) / image.std((1, 2))
     assert not torch.allclose(x, image)
-    assert (shift < 0.5).all() and ((ratio > 0.7) & (ratio < 1.3)).all()
+    # brightness shifts the mean, contrast scales the spread; gamma (on the band's range of
+    # about 6 standard deviations here) moves both by up to about 0.6 / 20 % more
+    assert (shift < opts.brightness + 0.6).all()
+    assert ((ratio > 1 - opts.contrast - 0.2) & (ratio < 1 + opts.contrast + 0.2)).all()
     # monotone per band: the order of the pixel values is kept
     for b in range(4):
         order = torch.argsort(image[b].flatten())
