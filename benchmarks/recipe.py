@@ -42,7 +42,8 @@ Usage::
 A single run moves object F1 by 0.05-0.20 on these small test parts; compare a variant with
 the defaults over the same seeds (``--seed``) before calling it a gain. ``--prepare KEY=VALUE``
 (repeatable) passes one more keyword to ``prepare_data``; the values are read as Python
-literals (``stride=64``, ``val_fraction=0.1``, ``separate_touching=None``).
+literals (``stride=64``, ``val_fraction=0.1``, ``separate_touching=None``,
+``augment={'grayscale': 0.25}`` for augmentation options).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geounet.core.errors import InvalidParameterError
-from geounet.data.augment import AugmentOptions, augment_chip
+from geounet.data.augment import AugmentOptions, augment_chip, augment_options
 from geounet.data.normalize import normalize_valid
 
 GEOMETRY_ONLY = AugmentOptions(p_photometric=0.0)
@@ -141,3 +141,38 @@ def test_normalize_valid_fast_paths_equal_the_formula(dtype):
         np.testing.assert_array_equal(normalize_valid(x, stats, valid), expected)
     bad = {"mean": [float("nan"), 100.0, 110.0], "std": [30.0, 1.0, 20.0]}
     assert (normalize_valid(x, bad, np.ones((16, 16), bool))[0] == 0).all()  # NaN -> 0
+
+
+def test_grayscale_takes_the_colour_and_keeps_the_labels():
+    image, mask = torch.randn(3, 32, 32), blocks(32)
+    opts = AugmentOptions(dihedral=False, scale=(1.0, 1.0), p_photometric=0.0, grayscale=1.0)
+    out, out_mask = augment_chip(image, mask, None, torch.Generator().manual_seed(0), opts)
+    assert torch.allclose(out, image.mean(0, keepdim=True).expand_as(image))
+    assert torch.equal(out_mask, mask)
+    one_band = torch.randn(1, 32, 32)  # nothing to take from a single band
+    same, _ = augment_chip(one_band, mask, None, torch.Generator().manual_seed(0), opts)
+    assert torch.equal(same, one_band)
+
+
+def test_grayscale_off_draws_nothing_more():
+    """The default (0) leaves the random stream, so seeded runs, as they were."""
+    image, mask = torch.randn(3, 32, 32), blocks(32)
+    a, _ = augment_chip(image, mask, None, torch.Generator().manual_seed(4))
+    b, _ = augment_chip(
+        image, mask, None, torch.Generator().manual_seed(4), AugmentOptions(grayscale=0.0)
+    )
+    assert torch.equal(a, b)
+
+
+def test_augment_options_from_a_flag_a_mapping_or_options():
+    assert augment_options(True) == AugmentOptions()
+    assert augment_options(False) is None and augment_options(None) is None
+    got = augment_options({"grayscale": 0.25, "scale": [0.9, 1.1]})
+    assert got == AugmentOptions(grayscale=0.25, scale=(0.9, 1.1))
+    assert augment_options(got) is got
+    with pytest.raises(InvalidParameterError, match=r"\['colour'\].*'grayscale'"):
+        augment_options({"colour": 0.2})
+    with pytest.raises(InvalidParameterError, match=r"augment='strong'.*mapping"):
+        augment_options("strong")
+    with pytest.raises(InvalidParameterError, match="grayscale"):
+        augment_options({"grayscale": 2.0})

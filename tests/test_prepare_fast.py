@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import torch
 from conftest import UTM
 from rasterio import windows
 from rasterio.transform import from_origin
@@ -203,3 +204,25 @@ def test_a_chip_that_cannot_be_written_is_one_clear_error(tmp_path, workers) -> 
     valid, tr = np.ones((32, 32), bool), Affine(1, 0, 0, 0, -1, 0)
     with pytest.raises(OutputNotWritableError, match=r"images/c\.tif"), writer as w:
         w.submit("c.tif", data, valid, lab, UTM, tr, 0)
+
+
+def test_augmentation_options_reach_the_training_chips_and_the_refit(tmp_path) -> None:
+    """``augment`` takes a mapping of options; a bad one fails before anything is chipped."""
+    from geounet.app.classifier import _all_chips_loader
+    from geounet.core.errors import InvalidParameterError
+    from geounet.data.augment import AugmentOptions
+
+    image = write_scene(tmp_path / "img.tif", 256, 192, 0.5, (500000.0, 3700000.0))
+    labels = write_vectors(tmp_path / "lab.gpkg", 256, 192, 0.5, (500000.0, 3700000.0))
+    kw = {"classes": {1: "b", 2: "r"}, "label_field": "class", "chip_size": 64}
+    with pytest.raises(InvalidParameterError, match="unknown augmentation option"):
+        prepare_data(image, labels, augment={"grey": 1.0}, out_dir=tmp_path / "bad", **kw)
+    assert not (tmp_path / "bad").exists()
+    data = prepare_data(image, labels, augment={"grayscale": 1.0, "p_photometric": 0.0}, **kw)
+    wanted = AugmentOptions(grayscale=1.0, p_photometric=0.0)
+    assert data.train_ds.augment == wanted and data.valid_ds.augment is None
+    x, _ = data.train_ds[0]
+    assert torch.allclose(x[0], x[3])  # every band the same: the colour was taken
+    refit = _all_chips_loader(data).dataset.datasets
+    assert [d.augment for d in refit] == [wanted, wanted]
+    assert prepare_data(image, labels, augment=False, **kw).train_ds.augment is None

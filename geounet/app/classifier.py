@@ -35,6 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from geounet.core.errors import BandMismatchError, InvalidParameterError
 from geounet.core.types import PathLike
+from geounet.data.augment import AugmentOptions
 from geounet.evaluation.decision import DecisionSample
 from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
 from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
@@ -873,8 +874,8 @@ def _all_chips_loader(data: Any) -> DataLoader:
     """A shuffled loader over the training and the validation chips (both augmented)."""
     train = data.train_dl
     valid = copy.copy(data.valid_dl.dataset)
-    if hasattr(valid, "augment"):
-        valid.augment = True
+    if hasattr(valid, "augment"):  # the training chips' options (the defaults if they had none)
+        valid.augment = getattr(train.dataset, "augment", None) or AugmentOptions()
     both = ConcatDataset([train.dataset, valid])
     size = train.batch_size or 1
     return DataLoader(

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX
 
-__all__ = ["AugmentOptions", "augment_chip", "dihedral", "random_dihedral"]
+__all__ = ["AugmentOptions", "augment_chip", "augment_options", "dihedral", "random_dihedral"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class AugmentOptions:
         gamma: Largest per-band change of the gamma exponent (drawn log-uniformly in
             ``[1 / (1 + gamma), 1 + gamma]``), applied to the chip's band range.
         p_photometric: Probability that a chip gets brightness/contrast/gamma at all.
+        grayscale: Probability that a chip of two or more bands loses its colour: every band
+            is replaced by the mean of its normalised bands (before the brightness, contrast
+            and gamma, which may tint it again). 0 (default): off.
 
     The photometric defaults are strong enough to tint a chip (each band shifted by up to
     0.4 of its standard deviation, independently): a labelled part of a scene rarely shows
@@ -62,6 +66,7 @@ class AugmentOptions:
     contrast: float = 0.2
     gamma: float = 0.3
     p_photometric: float = 0.9
+    grayscale: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -69,7 +74,7 @@ class AugmentOptions:
             raise InvalidParameterError(
                 f"AugmentOptions.scale={self.scale} must satisfy 0.5 <= low <= 1 <= high <= 2."
             )
-        for name in ("brightness", "contrast", "gamma", "p_photometric"):
+        for name in ("brightness", "contrast", "gamma", "p_photometric", "grayscale"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InvalidParameterError(f"AugmentOptions.{name}={v} must lie in [0, 1].")
@@ -101,6 +106,57 @@ def _photometric(
     out = image.clone()
     out[:, valid] = px.to(image.dtype)
     return out
+
+
+def _grayscale(image: torch.Tensor) -> torch.Tensor:
+    """Every band replaced by the mean of the chip's normalised bands (its colour removed)."""
+    if image.shape[0] < 2:
+        return image
+    return image.mean(0, keepdim=True).expand_as(image).clone()
+
+
+def augment_options(value: object, source: str = "augment") -> AugmentOptions | None:
+    """The augmentation a ``prepare_data(augment=...)`` value asks for (None: off).
+
+    Args:
+        value: True (the default :class:`AugmentOptions`), False or None (no augmentation), an
+            :class:`AugmentOptions`, or a mapping of some of its fields, e.g.
+            ``{"grayscale": 0.2, "scale": (0.9, 1.1)}`` (the others keep their defaults).
+        source: The argument's name, for the message of a bad value.
+
+    Returns:
+        The options, or None when augmentation is off.
+
+    Raises:
+        InvalidParameterError: Another type, an unknown field or a value out of range (the
+            message lists the fields).
+
+    Example:
+        >>> augment_options({"grayscale": 0.2}).grayscale
+        0.2
+        >>> augment_options(False) is None
+        True
+    """
+    if isinstance(value, AugmentOptions):
+        return value
+    if value is None or isinstance(value, bool):
+        return AugmentOptions() if value else None
+    fields = list(AugmentOptions.__dataclass_fields__)
+    if isinstance(value, Mapping):
+        unknown = sorted(str(k) for k in value if k not in fields)
+        if unknown:
+            raise InvalidParameterError(
+                f"{source}: unknown augmentation option(s) {unknown}; the options are "
+                f"{fields} (see geounet.data.augment.AugmentOptions)."
+            )
+        opts = dict(value)
+        if "scale" in opts:
+            opts["scale"] = tuple(opts["scale"])
+        return AugmentOptions(**opts)
+    raise InvalidParameterError(
+        f"{source}={value!r}: expected True, False, an AugmentOptions or a mapping of its "
+        f"fields {fields}; e.g. augment={{'grayscale': 0.2}}."
+    )
 
 
 def _scale(
@@ -172,6 +228,8 @@ def augment_chip(
     if hi > lo:
         factor = math.exp(float(_uniform(math.log(lo), math.log(hi), 1, generator)))
         image, mask, valid = _scale(image, mask, valid, factor, generator)
+    if opt.grayscale > 0 and float(torch.rand(1, generator=generator)) < opt.grayscale:
+        image = _grayscale(image)
     if float(torch.rand(1, generator=generator)) < opt.p_photometric:
         image = _photometric(image, valid, opt, generator)
     image = torch.where(valid[None], image, torch.zeros((), dtype=image.dtype))

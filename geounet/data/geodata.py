@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from geounet.core.classes import ClassSpec, classes_from_json
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX, PathLike
-from geounet.data.augment import augment_chip
+from geounet.data.augment import AugmentOptions, augment_chip, augment_options
 from geounet.data.manifest import MANIFEST, load_manifest
 from geounet.data.normalize import normalize_valid
 from geounet.io.raster import read_failed, valid_mask
@@ -106,7 +106,9 @@ class ChipDataset(Dataset):
         nodata: Nodata of image chips whose file records none (chips written by
             :func:`prepare_data` record their own).
         augment: Augment every read with :func:`~geounet.data.augment.augment_chip` (flips
-            and quarter turns, scale jitter, per-band brightness/contrast/gamma; nodata kept).
+            and quarter turns, scale jitter, per-band brightness/contrast/gamma; nodata kept):
+            True (the default options), False, an
+            :class:`~geounet.data.augment.AugmentOptions` or a mapping of its fields.
         seed: Seed of the augmentation generator used in the main process (DataLoader
             workers use torch's per-worker seeded generator instead).
         owner: A :class:`FolderOwner` of a temporary ``chip_dir``, kept alive with the
@@ -122,7 +124,7 @@ class ChipDataset(Dataset):
         stats: Mapping[str, Sequence[float]],
         *,
         nodata: float | None = None,
-        augment: bool = False,
+        augment: bool | AugmentOptions | Mapping[str, Any] = False,
         seed: int = 0,
         owner: FolderOwner | None = None,
         cache_mb: float | None = None,
@@ -130,7 +132,8 @@ class ChipDataset(Dataset):
         self.chip_dir = Path(chip_dir)
         self.chips = list(chips)
         self.stats = {k: list(v) for k, v in stats.items()}
-        self.nodata, self.augment = nodata, augment
+        self.nodata = nodata
+        self.augment: AugmentOptions | None = augment_options(augment)
         self.owner = owner
         self._gen = torch.Generator().manual_seed(seed)
         self.cache_mb = CHIP_CACHE_MB if cache_mb is None else cache_mb
@@ -204,10 +207,11 @@ class ChipDataset(Dataset):
         img, valid, lab = self.read_valid(i)
         image = torch.from_numpy(normalize_valid(img, self.stats, valid))
         mask = torch.from_numpy(np.where(valid, lab, IGNORE_INDEX).astype(np.int64))
-        if self.augment:
+        if self.augment is not None:
             in_worker = torch.utils.data.get_worker_info() is not None
             gen = None if in_worker else self._gen
-            image, mask = augment_chip(image, mask, torch.from_numpy(valid.copy()), gen)
+            valid_t = torch.from_numpy(valid.copy())
+            image, mask = augment_chip(image, mask, valid_t, gen, options=self.augment)
         return image, mask
 
 
@@ -247,7 +251,7 @@ class GeoData:
         manifest: Mapping[str, Any] | None = None,
         *,
         batch_size: int = 8,
-        augment: bool = True,
+        augment: bool | AugmentOptions | Mapping[str, Any] = True,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:

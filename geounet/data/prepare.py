@@ -32,6 +32,7 @@ from geounet.core.errors import (
     OutputExistsError,
 )
 from geounet.core.types import PathLike
+from geounet.data.augment import AugmentOptions, augment_options
 from geounet.data.chipping import (
     Chip,
     assign_splits,
@@ -314,7 +315,7 @@ def prepare_data(
     line_width_m: float = 4.0,
     separate_touching: str | None = "building",
     batch_size: int = 8,
-    augment: bool = True,
+    augment: bool | AugmentOptions | Mapping[str, Any] = True,
     out_dir: PathLike | None = None,
     allow_no_crs: bool = False,
     seed: int = 0,
@@ -381,6 +382,8 @@ def prepare_data(
         augment: Augment training chips for aerial imagery: flips and 90° rotations, small
             scale jitter, per-band brightness/contrast/gamma (same geometry on image and
             mask; nodata stays nodata; see :func:`geounet.data.augment.augment_chip`).
+            True uses the recipe's :class:`~geounet.data.augment.AugmentOptions`; a mapping
+            changes some of them (``{"brightness": 0.1, "grayscale": 0.2}``); False is off.
         out_dir: Chip folder to write (built beside it and renamed when complete); None
             writes a temporary folder removed with the returned object.
         allow_no_crs: Accept images without a CRS (pixel coordinates).
@@ -415,7 +418,7 @@ def prepare_data(
     """
     loader = {
         "batch_size": batch_size,
-        "augment": augment,
+        "augment": augment_options(augment),  # a bad value fails before any chipping
         "seed": seed,
         "num_workers": num_workers,
     }
