@@ -176,3 +176,7 @@ def test_augment_options_from_a_flag_a_mapping_or_options():
         augment_options("strong")
     with pytest.raises(InvalidParameterError, match="grayscale"):
         augment_options({"grayscale": 2.0})
+    with pytest.raises(InvalidParameterError, match=r"scale is a \(low, high\) pair"):
+        augment_options({"scale": 1.1})
+    with pytest.raises(InvalidParameterError, match="numbers in"):
+        augment_options({"brightness": "high"})

@@ -150,9 +150,15 @@ def augment_options(value: object, source: str = "augment") -> AugmentOptions | 
                 f"{fields} (see geounet.data.augment.AugmentOptions)."
             )
         opts = dict(value)
-        if "scale" in opts:
-            opts["scale"] = tuple(opts["scale"])
-        return AugmentOptions(**opts)
+        try:
+            if "scale" in opts:
+                opts["scale"] = tuple(float(v) for v in opts["scale"])
+            return AugmentOptions(**opts)
+        except (TypeError, ValueError) as exc:  # e.g. scale=1.1 or brightness="high"
+            raise InvalidParameterError(
+                f"{source}={dict(value)!r}: {exc}; scale is a (low, high) pair, the other "
+                "options numbers in [0, 1] (dihedral True or False)."
+            ) from exc
     raise InvalidParameterError(
         f"{source}={value!r}: expected True, False, an AugmentOptions or a mapping of its "
         f"fields {fields}; e.g. augment={{'grayscale': 0.2}}."
