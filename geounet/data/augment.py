@@ -57,8 +57,9 @@ class AugmentOptions:
     ``seed=2``) over the earlier ±0.1 σ, ±10 %, gamma ±15 % on 80 % of chips. The cost: Inria
     Austin (one lighting throughout) building IoU -0.042 / -0.006 (F1 +0.010 / -0.005);
     Kampala F1 -0.001 / +0.025; Atlanta (panchromatic) F1 0.286 -> 0.476 / 0.300 -> 0.381,
-    IoU 0.377 -> 0.349 / 0.316 -> 0.337 (``benchmarks/README.md``, seventh and eighth rounds). Grey-scale
-    (``grayscale=0.25``) did not help Zanzibar (F1 equal with one seed, -0.058 with another).
+    IoU 0.377 -> 0.349 / 0.316 -> 0.337 (``benchmarks/README.md``, seventh and eighth
+    rounds). Grey-scale (``grayscale=0.25``) did not help Zanzibar (F1 equal with one seed,
+    -0.058 with another).
     """
 
     dihedral: bool = True
