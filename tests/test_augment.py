@@ -155,13 +155,14 @@ def test_grayscale_takes_the_colour_and_keeps_the_labels():
 
 
 def test_grayscale_off_draws_nothing_more():
-    """The default (0) leaves the random stream, so seeded runs, as they were."""
+    """At 0 no number is drawn for it, so seeded runs stay as they were; above 0, one."""
     image, mask = torch.randn(3, 32, 32), blocks(32)
-    a, _ = augment_chip(image, mask, None, torch.Generator().manual_seed(4))
-    b, _ = augment_chip(
-        image, mask, None, torch.Generator().manual_seed(4), AugmentOptions(grayscale=0.0)
-    )
-    assert torch.equal(a, b)
+    off, on = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    augment_chip(image, mask, None, off, AugmentOptions(p_photometric=1.0, grayscale=0.0))
+    augment_chip(image, mask, None, on, AugmentOptions(p_photometric=1.0, grayscale=1e-9))
+    assert not torch.equal(off.get_state(), on.get_state())  # the draw is conditional
+    torch.rand(1, generator=off)  # the one number grayscale > 0 draws
+    assert torch.equal(off.get_state(), on.get_state())
 
 
 def test_augment_options_from_a_flag_a_mapping_or_options():
