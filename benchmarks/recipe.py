@@ -38,6 +38,7 @@ Usage::
     python benchmarks/recipe.py --scene oam_kampala --epochs 1   # smoke run, not the protocol
     python benchmarks/recipe.py --scene inria_austin --seed 2    # fit(seed=2): one more draw
     python benchmarks/recipe.py --scene inria_austin --seed 1 --prepare stride=64  # a variant
+    python benchmarks/recipe.py --scene inria_austin --seed 1 --chip-views 2000  # fit's plan
 
 A single run moves object F1 by 0.05-0.20 on these small test parts; compare a variant with
 the defaults over the same seeds (``--seed``) before calling it a gain. ``--prepare KEY=VALUE``
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import logging
 import os
@@ -58,7 +60,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ from geounet.data.labels import open_labels
 from geounet.data.prepare import prepare_data
 from geounet.evaluation.metrics import confusion_matrix, match_polygons, mean_iou, per_class_metrics
 from geounet.io.raster import open_raster
+from geounet.model import schedule
 from geounet.vectorizing.pipeline import vectorize
 
 HERE = Path(__file__).resolve().parent
@@ -343,6 +346,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="one more prepare_data keyword, a Python literal (repeatable): stride=64",
     )
+    p.add_argument(
+        "--chip-views",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a variant of fit()'s plan: about N chip views instead of TARGET_CHIP_VIEWS",
+    )
     return p.parse_args(argv)
 
 
@@ -363,6 +373,23 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def planned_chip_views(views: int | None) -> Iterator[int]:
+    """``fit()`` plans about ``views`` chip views inside the block (None: the library's plan).
+
+    Sets :data:`geounet.model.schedule.TARGET_CHIP_VIEWS`, which ``plan_training`` reads at
+    each ``fit``, and restores it on leaving; yields the count in force.
+    """
+    if views is not None and views < 1:
+        raise SystemExit(f"--chip-views {views}: expected a positive count")
+    before = schedule.TARGET_CHIP_VIEWS
+    schedule.TARGET_CHIP_VIEWS = before if views is None else int(views)
+    try:
+        yield schedule.TARGET_CHIP_VIEWS
+    finally:
+        schedule.TARGET_CHIP_VIEWS = before
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the protocol and print the figures; the last line is one JSON object."""
     args = parse_args(argv)
@@ -376,20 +403,24 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.scene] if args.scene else list(SCENES)
     prepare = parse_overrides(args.prepare)
     results: dict[str, Any] = {}
-    for name in names:
-        print(f"== {name}", flush=True)
-        try:
-            r = run_scene(name, args.data, out / name, args.epochs, seed=args.seed, prepare=prepare)
-        except GeounetError as exc:
-            r = {"error": str(exc)}
-        results[name] = r
-        print("  " + json.dumps(r), flush=True)
+    with planned_chip_views(args.chip_views) as views:
+        for name in names:
+            print(f"== {name}", flush=True)
+            try:
+                r = run_scene(
+                    name, args.data, out / name, args.epochs, seed=args.seed, prepare=prepare
+                )
+            except GeounetError as exc:
+                r = {"error": str(exc)}
+            results[name] = r
+            print("  " + json.dumps(r), flush=True)
     summary = {
         "scenes": results,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "smoke_epochs": args.epochs,
         "seed": args.seed,
         "prepare": prepare,
+        "chip_views": views,
         "out": str(out),
     }
     print(json.dumps(summary))

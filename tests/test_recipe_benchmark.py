@@ -34,3 +34,19 @@ def test_seed_and_prepare_options_reach_the_arguments(recipe):
     args = recipe.parse_args(["--scene", "inria_austin", "--seed", "2", "--prepare", "stride=64"])
     assert (args.scene, args.seed, args.prepare) == ("inria_austin", 2, ["stride=64"])
     assert recipe.parse_args([]).seed is None
+
+
+def test_chip_views_option_sets_the_plan_inside_the_block_only(recipe):
+    from geounet.model import schedule
+    from geounet.model.schedule import plan_training
+
+    assert recipe.parse_args(["--chip-views", "2000"]).chip_views == 2000
+    before = schedule.TARGET_CHIP_VIEWS
+    with recipe.planned_chip_views(2000) as views:
+        assert views == 2000
+        assert plan_training(50, "cpu")[0] == 40  # 2000 views / 50 chips
+    assert before == schedule.TARGET_CHIP_VIEWS
+    with recipe.planned_chip_views(None) as views:
+        assert views == before
+    with pytest.raises(SystemExit, match="positive"), recipe.planned_chip_views(0):
+        pass
