@@ -14,7 +14,8 @@ and the test part is scored: pixel IoU per class and mIoU (confusion matrix of t
 against the labels rasterized onto the test grid by the library's own label reader), building
 object F1 (one-to-one matching at IoU >= 0.5, the SpaceNet metric, with
 :func:`geounet.evaluation.metrics.match_polygons`), predicted and true building counts, and the
-training minutes.
+training minutes. The trained model (``SCENE/model``), class rasters and probability rasters
+(``SCENE/probabilities_NN.tif``) stay under ``--out`` to compare runs afterwards.
 
 Scenes (``--scene NAME`` runs one):
 
@@ -262,7 +263,12 @@ def score_image(
     image, labels = scene.test_images[i], scene.test_labels[i]
     classified = out / f"classified_{i:02d}.tif"
     model.classify(
-        image, classified, overwrite=True, progress=False, allow_no_crs=scene.allow_no_crs
+        image,
+        classified,
+        overwrite=True,
+        progress=False,
+        allow_no_crs=scene.allow_no_crs,
+        probabilities=out / f"probabilities_{i:02d}.tif",  # kept to compare runs afterwards
     )
     with rasterio.open(classified) as src:
         pred = src.read(1)
@@ -310,6 +316,7 @@ def run_scene(
     fit_args = {} if seed is None else {"seed": seed}
     history = model.fit(**fit_args) if epochs is None else model.fit(epochs, **fit_args)
     train_min = (time.perf_counter() - t1) / 60
+    model.save(out / "model", overwrite=True)  # kept to score other inference options later
     parts = [score_image(model, data, scene, i, out) for i in range(len(scene.test_images))]
     cm = sum(p["cm"] for p in parts)
     tp, n_pred, n_true = (sum(p[k] for p in parts) for k in ("tp", "n_pred", "n_true"))
