@@ -260,7 +260,7 @@ def score_image(
     model: UnetClassifier, data: Any, scene: Scene, i: int, out: Path
 ) -> dict[str, Any]:
     """Classify, vectorize and score one test image; returns its confusion matrix and objects."""
-    image, labels = scene.test_images[i], scene.test_labels[i]
+    image = scene.test_images[i]
     classified = out / f"classified_{i:02d}.tif"
     model.classify(
         image,
@@ -270,14 +270,20 @@ def score_image(
         allow_no_crs=scene.allow_no_crs,
         probabilities=out / f"probabilities_{i:02d}.tif",  # kept to compare runs afterwards
     )
+    return score_class_raster(classified, data, scene, i, model.config.class_names)
+
+
+def score_class_raster(
+    classified: Path, data: Any, scene: Scene, i: int, class_names: list[str]
+) -> dict[str, Any]:
+    """Score the class raster of test image ``i``: its confusion matrix and building objects."""
+    image, labels = scene.test_images[i], scene.test_labels[i]
     with rasterio.open(classified) as src:
         pred = src.read(1)
     truth = truth_indices(image, labels, data, scene)
-    n = model.config.n_classes
     pred = np.where(truth == 255, 255, pred)
-    cm = confusion_matrix(pred, truth, n)
-    names = [c.lower() for c in model.config.class_names]
-    building = names.index("building")
+    cm = confusion_matrix(pred, truth, len(class_names))
+    building = [c.lower() for c in class_names].index("building")
     extra = {"allow_no_crs": True} if scene.allow_no_crs else {}
     layers = vectorize(classified, **extra)
     layer = next((g for k, g in layers.items() if k.lower() == "building"), None)
@@ -285,6 +291,23 @@ def score_image(
     true_polys = truth_buildings(image, labels, truth, building, scene)
     m = match_polygons(true_polys, pred_polys)
     return {"cm": cm, "tp": m["tp"], "n_pred": len(pred_polys), "n_true": len(true_polys)}
+
+
+def summarize(parts: list[dict[str, Any]], class_names: list[str]) -> dict[str, Any]:
+    """The scene's figures from the scores of its test images (:func:`score_class_raster`)."""
+    cm = sum(p["cm"] for p in parts)
+    tp, n_pred, n_true = (sum(p[k] for p in parts) for k in ("tp", "n_pred", "n_true"))
+    table = per_class_metrics(cm, class_names)
+    f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
+    return {
+        "iou": {str(k): round(float(v), 4) for k, v in table["iou"].items()},
+        "miou": round(mean_iou(cm), 4),
+        "building_f1": round(f1, 4),
+        "precision": round(tp / n_pred, 4) if n_pred else None,
+        "recall": round(tp / n_true, 4) if n_true else None,
+        "pred_buildings": int(n_pred),
+        "true_buildings": int(n_true),
+    }
 
 
 def run_scene(
@@ -318,18 +341,8 @@ def run_scene(
     train_min = (time.perf_counter() - t1) / 60
     model.save(out / "model", overwrite=True)  # kept to score other inference options later
     parts = [score_image(model, data, scene, i, out) for i in range(len(scene.test_images))]
-    cm = sum(p["cm"] for p in parts)
-    tp, n_pred, n_true = (sum(p[k] for p in parts) for k in ("tp", "n_pred", "n_true"))
-    table = per_class_metrics(cm, model.config.class_names)
-    f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
     return {
-        "iou": {str(k): round(float(v), 4) for k, v in table["iou"].items()},
-        "miou": round(mean_iou(cm), 4),
-        "building_f1": round(f1, 4),
-        "precision": round(tp / n_pred, 4) if n_pred else None,
-        "recall": round(tp / n_true, 4) if n_true else None,
-        "pred_buildings": int(n_pred),
-        "true_buildings": int(n_true),
+        **summarize(parts, model.config.class_names),
         "train_minutes": round(train_min, 2),
         "prepare_seconds": round(prep_s, 1),
         "epochs": len(history),
