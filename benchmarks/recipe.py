@@ -40,12 +40,15 @@ Usage::
     python benchmarks/recipe.py --scene inria_austin --seed 2    # fit(seed=2): one more draw
     python benchmarks/recipe.py --scene inria_austin --seed 1 --prepare stride=64  # a variant
     python benchmarks/recipe.py --scene inria_austin --seed 1 --chip-views 2000  # fit's plan
+    python benchmarks/recipe.py --scene oam_kampala --model "decoder_channels=(128,64,32,16,8)"
 
 A single run moves object F1 by 0.05-0.20 on these small test parts; compare a variant with
 the defaults over the same seeds (``--seed``) before calling it a gain. ``--prepare KEY=VALUE``
 (repeatable) passes one more keyword to ``prepare_data``; the values are read as Python
 literals (``stride=64``, ``val_fraction=0.1``, ``separate_touching=None``,
-``augment={'grayscale': 0.25}`` for augmentation options).
+``augment={'grayscale': 0.25}`` for augmentation options); ``--model KEY=VALUE`` the same to
+``UnetClassifier`` (``decoder_channels=(128,64,32,16,8)``); ``--chip-views N`` plans ``fit()``
+for about N chip views instead of the library's ``TARGET_CHIP_VIEWS``.
 """
 
 from __future__ import annotations
@@ -214,14 +217,15 @@ SCENES: dict[str, Callable[[Path, Path], Scene]] = {
 }
 
 
-def make_model(data: Any) -> tuple[UnetClassifier, str]:
-    """``UnetClassifier(data)``; lite0 only when the default backbone cannot load offline."""
+def make_model(data: Any, **options: Any) -> tuple[UnetClassifier, str]:
+    """``UnetClassifier(data, **options)``; lite0 only when the default backbone cannot load."""
     try:
-        model = UnetClassifier(data)
+        model = UnetClassifier(data, **options)
         return model, model.config.backbone or "unet-classic"
     except Exception as exc:
         print(f"  default backbone failed ({type(exc).__name__}: {exc}); using efficientnet-lite0")
-        return UnetClassifier(data, backbone="efficientnet-lite0"), "efficientnet-lite0 (fallback)"
+        model = UnetClassifier(data, backbone="efficientnet-lite0", **options)
+        return model, "efficientnet-lite0 (fallback)"
 
 
 def truth_indices(image: Path, labels: Path, data: Any, scene: Scene) -> np.ndarray:
@@ -318,11 +322,12 @@ def run_scene(
     *,
     seed: int | None = None,
     prepare: dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole protocol on one scene; returns its figures.
 
-    ``seed`` is passed to ``fit`` (None: unseeded), ``prepare`` to ``prepare_data`` (variants
-    of the defaults; None: the defaults).
+    ``seed`` is passed to ``fit`` (None: unseeded), ``prepare`` to ``prepare_data`` and
+    ``model_options`` to ``UnetClassifier`` (variants of the defaults; None: the defaults).
     """
     scene = SCENES[name](data_root, out)
     t0 = time.perf_counter()
@@ -334,7 +339,7 @@ def run_scene(
         **(prepare or {}),
     )
     prep_s = time.perf_counter() - t0
-    model, backbone = make_model(data)
+    model, backbone = make_model(data, **(model_options or {}))
     t1 = time.perf_counter()
     fit_args = {} if seed is None else {"seed": seed}
     history = model.fit(**fit_args) if epochs is None else model.fit(epochs, **fit_args)
@@ -367,6 +372,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one more prepare_data keyword, a Python literal (repeatable): stride=64",
     )
     p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more UnetClassifier keyword (repeatable): decoder_channels=(128,64,32,16,8)",
+    )
+    p.add_argument(
         "--chip-views",
         type=int,
         default=None,
@@ -376,7 +388,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str], option: str = "--prepare") -> dict[str, Any]:
     """``["stride=64", "split='rows'"]`` -> ``{"stride": 64, "split": "rows"}``.
 
     A value that is not a Python literal is taken as a string (``split=rows``).
@@ -385,7 +397,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.isidentifier():
-            raise SystemExit(f"--prepare {item!r}: expected KEY=VALUE, e.g. stride=64")
+            raise SystemExit(f"{option} {item!r}: expected KEY=VALUE, e.g. stride=64")
         try:
             out[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -422,13 +434,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="geounet-recipe-"))
     names = [args.scene] if args.scene else list(SCENES)
     prepare = parse_overrides(args.prepare)
+    model_options = parse_overrides(args.model, "--model")
     results: dict[str, Any] = {}
     with planned_chip_views(args.chip_views) as views:
         for name in names:
             print(f"== {name}", flush=True)
             try:
                 r = run_scene(
-                    name, args.data, out / name, args.epochs, seed=args.seed, prepare=prepare
+                    name,
+                    args.data,
+                    out / name,
+                    args.epochs,
+                    seed=args.seed,
+                    prepare=prepare,
+                    model_options=model_options,
                 )
             except GeounetError as exc:
                 r = {"error": str(exc)}
@@ -440,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke_epochs": args.epochs,
         "seed": args.seed,
         "prepare": prepare,
+        "model": model_options,
         "chip_views": views,
         "out": str(out),
     }

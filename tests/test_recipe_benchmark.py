@@ -36,6 +36,14 @@ def test_seed_and_prepare_options_reach_the_arguments(recipe):
     assert recipe.parse_args([]).seed is None
 
 
+def test_model_options_reach_unet_classifier_keywords(recipe):
+    args = recipe.parse_args(["--model", "decoder_channels=(128,64,32,16,8)", "--model", "seed=3"])
+    got = recipe.parse_overrides(args.model, "--model")
+    assert got == {"decoder_channels": (128, 64, 32, 16, 8), "seed": 3}
+    with pytest.raises(SystemExit, match="--model 'decoder_channels': expected KEY=VALUE"):
+        recipe.parse_overrides(["decoder_channels"], "--model")
+
+
 def test_chip_views_option_sets_the_plan_inside_the_block_only(recipe):
     from geounet.model import schedule
     from geounet.model.schedule import plan_training
