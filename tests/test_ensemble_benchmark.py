@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "ensemble.py"
 
@@ -22,33 +21,15 @@ def ensemble():
     return module
 
 
-def _write(path: Path, bands: np.ndarray, nodata: float | None = None, **tags: str) -> Path:
-    profile = {
-        "driver": "GTiff",
-        "width": bands.shape[2],
-        "height": bands.shape[1],
-        "count": bands.shape[0],
-        "dtype": bands.dtype.name,
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000, 4000000, 0.5, 0.5),
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(bands)
-        dst.update_tags(**tags)
-    return path
-
-
-def test_average_takes_the_most_probable_class_of_the_mean(ensemble, tmp_path):
+def test_average_takes_the_most_probable_class_of_the_mean(ensemble, make_raster, tmp_path):
     # pixel 0: run a sure of class 1 (200), run b unsure of class 0 (130): mean says class 1
     # pixel 1: both lean to class 0; pixel 2: a says 0, b strongly 1 -> 1; pixel 3: nodata
     p1 = np.array([[[55, 200, 150, 100]], [[200, 55, 105, 155]]], np.uint8)
     p2 = np.array([[[130, 220, 20, 100]], [[125, 35, 235, 155]]], np.uint8)
-    a = _write(tmp_path / "a.tif", p1)
-    b = _write(tmp_path / "b.tif", p2)
-    like = _write(
-        tmp_path / "like.tif", np.array([[[1, 0, 0, 255]]], np.uint8), 255, MIN_AREA_M2="3.5"
-    )
+    a, b = make_raster(p1, "a.tif"), make_raster(p2, "b.tif")
+    like = make_raster(np.array([[[1, 0, 0, 255]]], np.uint8), "like.tif", nodata=255)
+    with rasterio.open(like, "r+") as dst:
+        dst.update_tags(MIN_AREA_M2="3.5")
     out = ensemble.average_classes([a, b], like, tmp_path / "mean.tif")
     with rasterio.open(out) as src:
         got, tags, nodata = src.read(1), src.tags(), src.nodata
@@ -57,10 +38,10 @@ def test_average_takes_the_most_probable_class_of_the_mean(ensemble, tmp_path):
     assert nodata == 255
 
 
-def test_rasters_of_other_shapes_are_refused(ensemble, tmp_path):
-    a = _write(tmp_path / "a.tif", np.zeros((2, 1, 4), np.uint8))
-    b = _write(tmp_path / "b.tif", np.zeros((2, 1, 3), np.uint8))
-    like = _write(tmp_path / "like.tif", np.zeros((1, 1, 4), np.uint8))
+def test_rasters_of_other_shapes_are_refused(ensemble, make_raster, tmp_path):
+    a = make_raster(np.zeros((2, 1, 4), np.uint8), "a.tif")
+    b = make_raster(np.zeros((2, 1, 3), np.uint8), "b.tif")
+    like = make_raster(np.zeros((1, 1, 4), np.uint8), "like.tif")
     with pytest.raises(SystemExit, match="differs"):
         ensemble.average_classes([a, b], like, tmp_path / "mean.tif")
 
