@@ -1,0 +1,47 @@
+"""``benchmarks/decoder_width.py``: the decoder widths timed side by side (tiny inputs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def decoder_width():
+    sys.path.insert(0, str(BENCH))  # the script imports _common from its own folder
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "decoder_width_benchmark", BENCH / "decoder_width.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_each_width_is_timed_and_compared_with_the_first(decoder_width, capsys):
+    argv = ["--widths", "32,16,8,8,4", "16,8,4,4,2", "--chip", "32", "--tile", "64"]
+    assert decoder_width.main([*argv, "--train-batch", "2", "--batch", "1", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    wide, narrow = result["widths"]
+    assert wide["decoder_channels"] == [32, 16, 8, 8, 4] and narrow["decoder_channels"] == [
+        16,
+        8,
+        4,
+        4,
+        2,
+    ]
+    assert wide["train_speedup"] == wide["infer_speedup"] == 1.0
+    assert narrow["params"] < wide["params"]  # the same encoder, a narrower decoder
+    for row in (wide, narrow):
+        assert row["train_step_s"] > 0 and row["infer_call_s"] > 0
+        assert row["train_speedup"] == pytest.approx(wide["train_step_s"] / row["train_step_s"])
+    assert out[1].startswith("32-16-8-8-4") and out[2].startswith("16-8-4-4-2")
