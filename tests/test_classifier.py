@@ -362,6 +362,35 @@ def test_resnet34_stays_available_by_name(data):
         assert model.network(x.to(model.device)).shape == (1, len(data.class_specs), *x.shape[2:])
 
 
+def test_decoder_is_half_width_unless_given(tmp_path, data):
+    """Up to 3 classes, smp encoders get DECODER_CHANNELS (cut to encoder_depth), kept on save."""
+    from geounet.app.classifier import DECODER_CHANNELS, LIGHT_DECODER_MAX_CLASSES
+
+    assert len(data.class_specs) <= LIGHT_DECODER_MAX_CLASSES
+    plain = UnetClassifier(data, backbone="resnet18", encoder_weights=None, encoder_depth=3)
+    assert plain.config.unet_kwargs["decoder_channels"] == DECODER_CHANNELS[:3] == (128, 64, 32)
+    head_in = plain.network.segmentation_head[0].in_channels
+    assert head_in == DECODER_CHANNELS[2]  # the last decoder block feeds the head
+    loaded = UnetClassifier.from_model(plain.save(tmp_path / "m"))
+    assert list(loaded.config.unet_kwargs["decoder_channels"]) == [128, 64, 32]
+    assert loaded.network.segmentation_head[0].in_channels == 32
+    mine = UnetClassifier(
+        data, backbone="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(8, 8, 4)
+    )
+    assert mine.config.unet_kwargs["decoder_channels"] == (8, 8, 4)
+    assert "decoder_channels" not in UnetClassifier(data, **TINY).config.unet_kwargs
+
+
+def test_many_classes_keep_the_wide_decoder():
+    """Dubai's 7 classes lost mIoU with the half-width decoder: more than 3 keep smp's width."""
+    image, labels = synthetic_scene(64)
+    classes = {1: "building", 2: "road", 3: "water"}
+    many = make_fake_data(chip=32, image=image, labels=labels, classes=classes)
+    model = UnetClassifier(many, backbone="resnet18", encoder_weights=None, encoder_depth=3)
+    assert "decoder_channels" not in model.config.unet_kwargs
+    assert model.network.segmentation_head[0].in_channels == 64  # smp's (256, 128, 64)[:3]
+
+
 def test_save_keeps_chips_for_choosing_engines(tmp_path, data, trained):
     from geounet.data.normalize import normalize_valid
     from geounet.model.samples import SAMPLE_CHIPS, SAMPLES_FILE, read_samples

@@ -66,7 +66,14 @@ from geounet.model.training import (
 from geounet.vectorizing.sizes import object_sizes
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
-__all__ = ["ENCODER_LR_RATIO", "ENCODER_NORMS_FROZEN", "WEIGHT_AVERAGE", "UnetClassifier"]
+__all__ = [
+    "DECODER_CHANNELS",
+    "ENCODER_LR_RATIO",
+    "ENCODER_NORMS_FROZEN",
+    "LIGHT_DECODER_MAX_CLASSES",
+    "WEIGHT_AVERAGE",
+    "UnetClassifier",
+]
 
 #: Learning rate of a pretrained encoder as a share of the decoder's: the decoder starts
 #: from random weights and needs the larger steps; ImageNet features need only adjusting.
@@ -82,6 +89,19 @@ ENCODER_NORMS_FROZEN = False
 #: 0.479 (seeds 1, 2), Kampala 0.636 -> 0.540 and 0.629 -> 0.619, Zanzibar 0.441 -> 0.448:
 #: no gain beyond the run-to-run spread (issue 12, ``benchmarks/README.md``).
 WEIGHT_AVERAGE: float | None = None
+#: Channels of the U-Net decoder's blocks (deepest first) for smp encoders, unless
+#: ``decoder_channels`` is given, on models of at most :data:`LIGHT_DECODER_MAX_CLASSES`
+#: classes: half the width of smp's 256-128-64-32-16, which models of more classes keep.
+#: A training step costs 1.9 times less on a CPU, a classified tile 1.6 times less
+#: (``benchmarks/decoder_width.py``), so the CPU time budget trains more epochs. Same
+#: machine and seeds (1, 2), object F1 wide -> half: Kampala 0.510 -> 0.600, 0.500 -> 0.602;
+#: Inria 0.435 -> 0.476, 0.482 -> 0.511; Atlanta 0.476 -> 0.435 (seed 1; one building is
+#: 0.07); Zanzibar 0.566 -> 0.491, 0.577 -> 0.509 (building IoU 0.623 -> 0.616, 0.622 ->
+#: 0.633); Dubai's 7 classes lost mIoU 0.342 -> 0.318 (``benchmarks/README.md``, tenth round).
+#: Saved models keep their width in ``geounet.json``.
+DECODER_CHANNELS: tuple[int, ...] = (128, 64, 32, 16, 8)
+#: Models of up to this many classes (background included) get :data:`DECODER_CHANNELS`.
+LIGHT_DECODER_MAX_CLASSES = 3
 
 
 class UnetClassifier:
@@ -106,8 +126,10 @@ class UnetClassifier:
             background between touching objects more, so they come out separated.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else the CPU.
         seed: Seed Python, NumPy and torch before building the network (reproducible on CPU).
-        **unet_kwargs: Passed to the network (e.g. ``decoder_channels`` for smp encoders;
-            ``base_channels``, ``batchnorm``, ``dropout`` for the classic U-Net).
+        **unet_kwargs: Passed to the network (e.g. ``decoder_channels`` for smp encoders:
+            by default :data:`DECODER_CHANNELS`, cut to ``encoder_depth``, for up to
+            :data:`LIGHT_DECODER_MAX_CLASSES` classes, else smp's width; ``base_channels``,
+            ``batchnorm``, ``dropout`` for the classic U-Net).
 
     Attributes:
         network: The torch module (normalised float ``[B, C, H, W]`` -> logits).
@@ -777,8 +799,18 @@ class UnetClassifier:
 
 # ------------------------------------------------------------------------- helpers
 def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any]) -> ModelConfig:
-    """The :class:`ModelConfig` of a new model for ``data`` (weights not included)."""
+    """The :class:`ModelConfig` of a new model for ``data`` (weights not included).
+
+    An smp encoder on data of at most :data:`LIGHT_DECODER_MAX_CLASSES` classes gets the
+    :data:`DECODER_CHANNELS` decoder unless ``unet_kwargs`` names ``decoder_channels``; the
+    width is written into the config's ``unet_kwargs``, so the saved model records it.
+    """
     name = resolve_backbone(backbone)
+    unet_kwargs = dict(unet_kwargs)
+    light = len(data.class_specs) <= LIGHT_DECODER_MAX_CLASSES
+    if name != CLASSIC and light and "decoder_channels" not in unet_kwargs:
+        depth = int(unet_kwargs.get("encoder_depth", len(DECODER_CHANNELS)))
+        unet_kwargs["decoder_channels"] = DECODER_CHANNELS[:depth]
     stats = data.stats.to_dict() if hasattr(data.stats, "to_dict") else dict(data.stats)
     return ModelConfig(
         arch=CLASSIC if name == CLASSIC else "unet",
@@ -793,7 +825,7 @@ def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any
         source_dtype=getattr(data, "source_dtype", None),
         source_band_count=getattr(data, "source_band_count", None),
         source_alpha_band=getattr(data, "source_alpha_band", None),
-        unet_kwargs=dict(unet_kwargs),
+        unet_kwargs=unet_kwargs,
         object_sizes=label_object_sizes(data),
     )
 
