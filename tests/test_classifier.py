@@ -386,9 +386,9 @@ def test_many_classes_keep_the_wide_decoder():
     image, labels = synthetic_scene(64)
     classes = {1: "building", 2: "road", 3: "water"}
     many = make_fake_data(chip=32, image=image, labels=labels, classes=classes)
-    model = UnetClassifier(many, backbone="resnet18", encoder_weights=None, encoder_depth=3)
+    model = UnetClassifier(many, backbone="resnet18", encoder_weights=None)
     assert "decoder_channels" not in model.config.unet_kwargs
-    assert model.network.segmentation_head[0].in_channels == 64  # smp's (256, 128, 64)[:3]
+    assert model.network.segmentation_head[0].in_channels == 16  # smp's 256-128-64-32-16
 
 
 def test_save_keeps_chips_for_choosing_engines(tmp_path, data, trained):
