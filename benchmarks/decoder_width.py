@@ -88,7 +88,8 @@ def measure(args: Any) -> dict[str, Any]:
 
     times: dict[str, list[list[float]]] = {k: [[] for _ in trainers] for k in ("train", "infer")}
     for t in trainers:  # warm-up: first calls allocate and pick kernels
-        step(t), forward(t)
+        step(t)
+        forward(t)
     for _ in range(args.rounds):
         for i, t in enumerate(trainers):
             times["train"][i].append(timed(lambda t=t: step(t)))
@@ -97,8 +98,8 @@ def measure(args: Any) -> dict[str, Any]:
     for i, (w, t) in enumerate(zip(args.widths, trainers, strict=True)):
         train, infer = (statistics.median(times[k][i]) for k in ("train", "infer"))
         params = sum(p.numel() for p in t.network.parameters())
-        rows.append({"decoder_channels": list(w), "params": params, "train_step_s": train,
-                     "infer_call_s": infer})  # fmt: skip
+        row = {"decoder_channels": list(w), "params": params}
+        rows.append({**row, "train_step_s": train, "infer_call_s": infer})
     for row in rows:
         row["train_speedup"] = rows[0]["train_step_s"] / row["train_step_s"]
         row["infer_speedup"] = rows[0]["infer_call_s"] / row["infer_call_s"]

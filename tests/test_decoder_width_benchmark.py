@@ -32,13 +32,8 @@ def test_each_width_is_timed_and_compared_with_the_first(decoder_width, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     wide, narrow = result["widths"]
-    assert wide["decoder_channels"] == [32, 16, 8, 8, 4] and narrow["decoder_channels"] == [
-        16,
-        8,
-        4,
-        4,
-        2,
-    ]
+    assert wide["decoder_channels"] == [32, 16, 8, 8, 4]
+    assert narrow["decoder_channels"] == [16, 8, 4, 4, 2]
     assert wide["train_speedup"] == wide["infer_speedup"] == 1.0
     assert narrow["params"] < wide["params"]  # the same encoder, a narrower decoder
     for row in (wide, narrow):
