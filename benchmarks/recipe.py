@@ -41,13 +41,15 @@ Usage::
     python benchmarks/recipe.py --scene inria_austin --seed 1 --prepare stride=64  # a variant
     python benchmarks/recipe.py --scene inria_austin --seed 1 --chip-views 2000  # fit's plan
     python benchmarks/recipe.py --scene oam_kampala --model "decoder_channels=(128,64,32,16,8)"
+    python benchmarks/recipe.py --scene oam_zanzibar --seed 1 --fit checkpoint=False
 
 A single run moves object F1 by 0.05-0.20 on these small test parts; compare a variant with
 the defaults over the same seeds (``--seed``) before calling it a gain. ``--prepare KEY=VALUE``
 (repeatable) passes one more keyword to ``prepare_data``; the values are read as Python
 literals (``stride=64``, ``val_fraction=0.1``, ``separate_touching=None``,
 ``augment={'grayscale': 0.25}`` for augmentation options); ``--model KEY=VALUE`` the same to
-``UnetClassifier`` (``decoder_channels=(128,64,32,16,8)``); ``--chip-views N`` plans ``fit()``
+``UnetClassifier`` (``decoder_channels=(128,64,32,16,8)``), ``--fit KEY=VALUE`` to ``fit``
+(``checkpoint=False``, ``refit_on_all=True``); ``--chip-views N`` plans ``fit()``
 for about N chip views instead of the library's ``TARGET_CHIP_VIEWS``.
 """
 
@@ -323,11 +325,13 @@ def run_scene(
     seed: int | None = None,
     prepare: dict[str, Any] | None = None,
     model_options: dict[str, Any] | None = None,
+    fit_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole protocol on one scene; returns its figures.
 
-    ``seed`` is passed to ``fit`` (None: unseeded), ``prepare`` to ``prepare_data`` and
-    ``model_options`` to ``UnetClassifier`` (variants of the defaults; None: the defaults).
+    ``seed`` is passed to ``fit`` (None: unseeded), ``prepare`` to ``prepare_data``,
+    ``model_options`` to ``UnetClassifier`` and ``fit_options`` to ``fit`` (variants of the
+    defaults; None: the defaults).
     """
     scene = SCENES[name](data_root, out)
     t0 = time.perf_counter()
@@ -341,7 +345,7 @@ def run_scene(
     prep_s = time.perf_counter() - t0
     model, backbone = make_model(data, **(model_options or {}))
     t1 = time.perf_counter()
-    fit_args = {} if seed is None else {"seed": seed}
+    fit_args = {**(fit_options or {}), **({} if seed is None else {"seed": seed})}
     history = model.fit(**fit_args) if epochs is None else model.fit(epochs, **fit_args)
     train_min = (time.perf_counter() - t1) / 60
     model.save(out / "model", overwrite=True)  # kept to score other inference options later
@@ -377,6 +381,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="one more UnetClassifier keyword (repeatable): decoder_channels=(128,64,32,16,8)",
+    )
+    p.add_argument(
+        "--fit",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more fit keyword (repeatable): checkpoint=False",
     )
     p.add_argument(
         "--chip-views",
@@ -431,10 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"{args.data}: the shared data folder is missing", file=sys.stderr)
         return 2
-    out = args.out or Path(tempfile.mkdtemp(prefix="geounet-recipe-"))
-    names = [args.scene] if args.scene else list(SCENES)
     prepare = parse_overrides(args.prepare)
     model_options = parse_overrides(args.model, "--model")
+    fit_options = parse_overrides(args.fit, "--fit")
+    if "seed" in fit_options:
+        raise SystemExit("--fit seed=...: use --seed")
+    out = args.out or Path(tempfile.mkdtemp(prefix="geounet-recipe-"))
+    names = [args.scene] if args.scene else list(SCENES)
     results: dict[str, Any] = {}
     with planned_chip_views(args.chip_views) as views:
         for name in names:
@@ -448,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed,
                     prepare=prepare,
                     model_options=model_options,
+                    fit_options=fit_options,
                 )
             except GeounetError as exc:
                 r = {"error": str(exc)}
@@ -460,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "prepare": prepare,
         "model": model_options,
+        "fit": fit_options,
         "chip_views": views,
         "out": str(out),
     }

@@ -58,3 +58,28 @@ def test_chip_views_option_sets_the_plan_inside_the_block_only(recipe):
         assert views == before
     with pytest.raises(SystemExit, match="positive"), recipe.planned_chip_views(0):
         pass
+
+
+class _RecordedError(Exception):
+    """Raised by the fake model's ``fit`` once it has seen its arguments."""
+
+
+def test_fit_options_and_seed_reach_fit(recipe, monkeypatch, tmp_path):
+    seen = {}
+
+    class FakeModel:
+        def fit(self, *args, **kwargs):
+            seen.update(args=args, kwargs=kwargs)
+            raise _RecordedError
+
+    scene = recipe.Scene([tmp_path / "a.tif"], [tmp_path / "a.gpkg"], [], [], ["building"])
+    monkeypatch.setitem(recipe.SCENES, "fake", lambda root, out: scene)
+    monkeypatch.setattr(recipe, "prepare_data", lambda *a, **k: object())
+    monkeypatch.setattr(recipe, "make_model", lambda data, **k: (FakeModel(), "lite0"))
+    args = recipe.parse_args(["--fit", "checkpoint=False", "--fit", "refit_on_all=True"])
+    options = recipe.parse_overrides(args.fit, "--fit")
+    with pytest.raises(_RecordedError):
+        recipe.run_scene("fake", tmp_path, tmp_path, None, seed=4, fit_options=options)
+    assert seen == {"args": (), "kwargs": {"checkpoint": False, "refit_on_all": True, "seed": 4}}
+    with pytest.raises(SystemExit, match="use --seed"):
+        recipe.main(["--fit", "seed=3", "--data", str(tmp_path)])
