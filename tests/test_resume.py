@@ -85,9 +85,18 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("average", [None, 0.9], ids=["last-step", "weight-average"])
-def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(chips, monkeypatch, average):
+@pytest.mark.parametrize(
+    ("average", "checkpoint"),
+    [(None, True), (0.9, True), (None, "annealed")],
+    ids=["last-step", "weight-average", "annealed-checkpoint"],
+)
+def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(
+    chips, monkeypatch, average, checkpoint
+):
     monkeypatch.setattr(classifier_module, "WEIGHT_AVERAGE", average)
+    monkeypatch.setattr(classifier_module, "CHECKPOINT", checkpoint)
+    # epochs from half the schedule on may be kept: the run is interrupted after one of them
+    monkeypatch.setattr(training, "annealed_point", lambda warmup: 0.5)
     whole = classifier(chips)
     whole.fit(seed=0, **FIT)
     expected = weights(whole)
@@ -100,6 +109,7 @@ def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(chips, monkeyp
     saved = json.loads((chips / FIT_STATE_DIR / STATE_JSON).read_text())
     assert saved["epochs_done"] == 2 and (chips / FIT_STATE_DIR / STATE_FILE).is_file()
     assert (saved["average"] is None) == (average is None)
+    assert saved["best"]["late"] is True  # epoch 2 ended at half the schedule: kept, saved
 
     calls = interrupt_at(monkeypatch, 0)
     resumed = classifier(chips, seed=123)  # a new session: other initial weights

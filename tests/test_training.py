@@ -65,6 +65,39 @@ def test_best_checkpoint_by_miou_is_restored():
     assert (trainer.best_confusion == cm).all()
 
 
+def test_annealed_checkpoint_keeps_the_best_epoch_at_a_low_rate():
+    trainer, data = tiny_trainer()
+    hist = trainer.fit(
+        data.train_dl, data.valid_dl, 10, 1e-2, early_stopping=None, checkpoint="annealed",
+        progress=False,
+    )  # fmt: skip
+    # 10 epochs without a budget: epoch i ends at i / 10 of the schedule, and the rate is a
+    # tenth of its peak from 0.846 on, so only epochs 9 and 10 may be kept
+    late = hist["valid_miou"].to_numpy()[8:]
+    assert trainer.best_epochs == 9 + int(late.argmax())
+    from geounet.evaluation.metrics import mean_iou
+
+    _, cm = trainer.evaluate(data.valid_dl)
+    assert mean_iou(cm) == pytest.approx(late.max())
+
+
+def test_annealed_best_lets_earlier_epochs_give_way_but_keeps_them_without_later_ones():
+    from geounet.model.training import _Best
+
+    net = torch.nn.Linear(1, 1)
+    best = _Best(True, keep_from=0.8)
+    for epoch, (score, progress) in enumerate([(0.9, 0.3), (0.5, 0.85), (0.6, 1.0)], 1):
+        best.offer(score, epoch, net, None, progress)
+    assert (best.epoch, best.score) == (3, 0.6)  # 0.9 came at the peak rate
+    early = _Best(True, keep_from=0.8)
+    for epoch, score in enumerate([0.4, 0.7, 0.5], 1):
+        early.offer(score, epoch, net, None, 0.2 * epoch)
+    assert early.epoch == 2  # the run ended before 0.8: the best epoch is kept as usual
+    with pytest.raises(InvalidParameterError, match="checkpoint='last'"):
+        trainer, data = tiny_trainer()
+        trainer.fit(data.train_dl, data.valid_dl, 1, 1e-2, checkpoint="last", progress=False)
+
+
 def test_early_stopping_when_validation_miou_stalls_but_not_in_warm_up():
     trainer, data = tiny_trainer(batchnorm=False, dropout=0.0)
     hist = trainer.fit(data.train_dl, data.valid_dl, 20, 1e-12, early_stopping=2, progress=False)

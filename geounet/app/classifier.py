@@ -67,6 +67,7 @@ from geounet.vectorizing.sizes import object_sizes
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
 __all__ = [
+    "CHECKPOINT",
     "DECODER_CHANNELS",
     "ENCODER_LR_RATIO",
     "ENCODER_NORMS_FROZEN",
@@ -102,6 +103,9 @@ WEIGHT_AVERAGE: float | None = None
 DECODER_CHANNELS: tuple[int, ...] = (128, 64, 32, 16, 8)
 #: Models of up to this many classes (background included) get :data:`DECODER_CHANNELS`.
 LIGHT_DECODER_MAX_CLASSES = 3
+#: Which weights ``fit()`` keeps by default (``fit(checkpoint=)``): True, the epoch with the
+#: best validation mIoU.
+CHECKPOINT: bool | str = True
 
 
 class UnetClassifier:
@@ -331,7 +335,7 @@ class UnetClassifier:
         lr: float | None = None,
         *,
         early_stopping: int | None = 10,
-        checkpoint: bool = True,
+        checkpoint: bool | str | None = None,
         time_budget_s: float | None = None,
         progress: bool = True,
         seed: int | None = None,
@@ -360,7 +364,10 @@ class UnetClassifier:
                 annealing has brought the learning rate to a tenth of its peak (84.6 % of
                 the schedule; see
                 :class:`~geounet.model.schedule.StopRule`) (None/0: off).
-            checkpoint: Restore the weights of the epoch with the best validation mIoU.
+            checkpoint: Which weights to keep: True, those of the epoch with the best
+                validation mIoU; ``"annealed"``, of the best epoch once the annealing has
+                brought the learning rate to a tenth of its peak (the epochs at the peak
+                rate are validated but not kept); False, the last. None: :data:`CHECKPOINT`.
             time_budget_s: Stop after this many seconds (the schedule follows the clock);
                 None with ``epochs=None`` is the device's default budget.
             progress: Show a progress bar with live loss and mIoU.
@@ -403,6 +410,7 @@ class UnetClassifier:
                 settings), or with ``refit_on_all``; ``ddp`` outside a distributed launch.
         """
         data = self._require_data()
+        checkpoint = CHECKPOINT if checkpoint is None else checkpoint
         if ddp:
             refused = {"resume": resume, "refit_on_all": refit_on_all}
             refused["calibrate_decision"] = calibrate_decision
@@ -519,7 +527,7 @@ class UnetClassifier:
         progress: bool,
         *,
         early_stopping: int | None,
-        checkpoint: bool,
+        checkpoint: bool | str,
         budget: float | None,
         state: Path | None = None,
         resume: bool = False,

@@ -101,6 +101,7 @@ def save_fit_state(
             "score": best.score,
             "epoch": best.epoch,
             "has_state": best.state is not None,
+            "late": best.late,
             "confusion": None if best.confusion is None else best.confusion.tolist(),
         },
         "clock": {"elapsed": time.perf_counter() - loop.start, "valid": loop.valid_seconds},
@@ -222,7 +223,7 @@ def _restore(
     for name, value in meta["rule"].items():
         setattr(run["rule"], name, value)
     b = meta["best"]
-    best.score, best.epoch = b["score"], b["epoch"]
+    best.score, best.epoch, best.late = b["score"], b["epoch"], b.get("late", best.late)
     best.confusion = None if b["confusion"] is None else np.asarray(b["confusion"], np.int64)
     best.state = _pick(tensors, "best.") if b["has_state"] else None
     run["rows"][:] = meta["rows"]

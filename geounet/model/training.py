@@ -41,9 +41,10 @@ from geounet.core.threads import THREADS_ENV, available_cores
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
 from geounet.model.averaging import WeightAverage, check_decay
 from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
-from geounet.model.schedule import WARMUP, LRFindResult, StopRule, suggest_lr
+from geounet.model.schedule import WARMUP, LRFindResult, StopRule, annealed_point, suggest_lr
 
 __all__ = [
+    "CHECKPOINTS",
     "HISTORY_COLUMNS",
     "STATE_EVERY_S",
     "EpochResult",
@@ -58,6 +59,8 @@ __all__ = [
     "unpack_batch",
 ]
 
+#: Values of ``Trainer.fit(checkpoint=)``: the best epoch, the best annealed epoch, the last.
+CHECKPOINTS = (True, "annealed", False)
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -365,7 +368,7 @@ class Trainer:
         lr: float,
         *,
         early_stopping: int | None = 10,
-        checkpoint: bool = True,
+        checkpoint: bool | str = True,
         time_budget_s: float | None = None,
         progress: bool = True,
         start_epoch: int = 1,
@@ -387,7 +390,11 @@ class Trainer:
                 gets ``encoder_lr_ratio`` of it).
             early_stopping: Patience in epochs of :class:`StopRule` (None or 0: never stop
                 early); it never stops during the warm-up.
-            checkpoint: Restore, at the end, the weights of the epoch with the best score.
+            checkpoint: Restore, at the end, the weights of the epoch with the best score
+                (True); ``"annealed"``: of the best epoch once the annealing has brought the
+                learning rate to a tenth of its peak (:func:`~geounet.model.schedule.
+                annealed_point`, as for the stop rule), the epochs before being validated but
+                not kept; False: keep the last weights.
             time_budget_s: Stop after this many seconds of wall-clock time (the current
                 epoch is cut short and validated); the one-cycle schedule then follows the
                 elapsed share of the budget, so the learning rate still anneals to its end.
@@ -413,8 +420,14 @@ class Trainer:
             )
         if len(train_dl) == 0:
             raise InvalidParameterError("the training loader is empty; prepare more chips.")
+        if checkpoint not in CHECKPOINTS:
+            raise InvalidParameterError(
+                f"checkpoint={checkpoint!r}: expected True (the best epoch), 'annealed' (the "
+                "best epoch at a low learning rate) or False (the last weights)."
+            )
         loop = _Loop(self, epochs * len(train_dl), lr, time_budget_s, warmup)
-        rule, best = StopRule(early_stopping, warmup), _Best(checkpoint)
+        keep_from = annealed_point(warmup) if checkpoint == "annealed" else 0.0
+        rule, best = StopRule(early_stopping, warmup), _Best(bool(checkpoint), keep_from)
         rows: list[dict[str, Any]] = []
         run = {"loop": loop, "rule": rule, "best": best, "rows": rows}
         key = {
@@ -440,7 +453,7 @@ class Trainer:
                 _show(bar, result)
                 score = result.valid_miou if valid_dl is not None else -result.train_loss
                 weights = self.network if loop.average is None else loop.average
-                best.offer(score, i + 1, weights, result.confusion)
+                best.offer(score, i + 1, weights, result.confusion, loop.progress)
                 stop = rule.update(score, loop.progress) or loop.out_of_time
                 saver.after_epoch(self, run, key, train_dl, last=stop or i + 1 == epochs)
                 if stop:
@@ -629,21 +642,35 @@ class _StateSaver:
 
 
 class _Best:
-    """The best epoch's weights and confusion matrix (keeps :meth:`Trainer.fit` short)."""
+    """The best epoch's weights and confusion matrix (keeps :meth:`Trainer.fit` short).
 
-    def __init__(self, checkpoint: bool) -> None:
+    ``keep_from``: share of the schedule before which an epoch is kept only until the first
+    epoch at or after it (whatever its score) replaces it.
+    """
+
+    def __init__(self, checkpoint: bool, keep_from: float = 0.0) -> None:
         self.checkpoint = checkpoint
+        self.keep_from = keep_from
+        self.late = keep_from <= 0.0
         self.score, self.epoch = -math.inf, 0
         self.state: dict[str, torch.Tensor] | None = None
         self.confusion: np.ndarray | None = None
 
     def offer(
-        self, score: float, epoch: int, weights: nn.Module | WeightAverage, cm: np.ndarray | None
+        self,
+        score: float,
+        epoch: int,
+        weights: nn.Module | WeightAverage,
+        cm: np.ndarray | None,
+        progress: float = 1.0,
     ) -> None:
         """Keep this epoch when it scores best (every epoch without checkpointing).
 
-        ``weights`` is what was validated: the network, or the average of its weights.
+        ``weights`` is what was validated: the network, or the average of its weights;
+        ``progress`` the share of the schedule done after this epoch.
         """
+        if not self.late and progress >= self.keep_from:
+            self.late, self.score = True, -math.inf  # the earlier epochs give way
         if not self.checkpoint:
             self.epoch, self.confusion = epoch, cm
         elif math.isfinite(score) and score > self.score:
