@@ -38,7 +38,7 @@ from geounet.core.types import DEFAULT_BACKBONE
     "--backbone",
     default=DEFAULT_BACKBONE,
     show_default=True,
-    help="Encoder: efficientnet-lite0 (offline ImageNet weights), resnet34, ...",
+    help="Encoder: efficientnet-lite0, -lite1, -lite2 (offline ImageNet weights), resnet34...",
 )
 @click.option(
     "--weights",

@@ -150,8 +150,8 @@ def resolve_backbone(name: str | None) -> str:
         hint = f" Close matches: {', '.join(near)}." if near else ""
         raise InvalidParameterError(
             f"backbone={name!r} is not a known encoder.{hint} Use any name from "
-            "geounet.model.backbones.list_backbones(), 'efficientnet-lite0' (offline ImageNet "
-            "weights) or 'unet-classic' (the 2015 paper U-Net)."
+            "geounet.model.backbones.list_backbones(), 'efficientnet-lite0', '-lite1' or "
+            "'-lite2' (offline ImageNet weights) or 'unet-classic' (the 2015 paper U-Net)."
         )
     return name
 
