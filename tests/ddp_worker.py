@@ -9,9 +9,11 @@ and destroys its process group) and writes, per configuration, every rank's fina
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,26 @@ BUDGET_S = 3.0
 #: term is a ratio of sums, and the mean of two half-batch Dice losses is not the Dice loss
 #: of the whole batch ("dice"); BatchNorm on the CPU normalises with each rank's half-batch
 #: statistics (no SyncBatchNorm on gloo), so even the forward pass differs ("bn_dice").
+#: "average" is "exact" with a moving average of the weights validated and kept.
 CONFIGS: dict[str, dict[str, Any]] = {
     "exact": {"loss": "ce", "batchnorm": False},
     "dice": {"loss": "ce+dice", "batchnorm": False},
     "bn_dice": {"loss": "ce+dice", "batchnorm": True},
+    "average": {"loss": "ce", "batchnorm": False, "weight_average": 0.9},
 }
+
+
+@contextlib.contextmanager
+def weight_average(name: str) -> Iterator[None]:
+    """``WEIGHT_AVERAGE`` of configuration ``name`` in force inside the block (then restored)."""
+    from geounet.app import classifier
+
+    before = classifier.WEIGHT_AVERAGE
+    classifier.WEIGHT_AVERAGE = CONFIGS[name].get("weight_average")
+    try:
+        yield
+    finally:
+        classifier.WEIGHT_AVERAGE = before
 
 
 def build(data: Any, name: str) -> Any:
@@ -71,8 +88,9 @@ def main(out: Path) -> None:
     """
     torch.set_num_threads(1)
     for name in CONFIGS:
-        clf = build(make_fake_data(batch_size=BATCH), name)
-        _write(out, name, clf, clf.fit(EPOCHS, ddp=True, **fit_options()))
+        with weight_average(name):
+            clf = build(make_fake_data(batch_size=BATCH), name)
+            _write(out, name, clf, clf.fit(EPOCHS, ddp=True, **fit_options()))
     clf = build(make_fake_data(batch_size=BATCH), "bn_dice")
     history = clf.fit(time_budget_s=BUDGET_S, ddp=True, seed=0, progress=False)
     _write(out, "budget", clf, history)

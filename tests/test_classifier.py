@@ -363,10 +363,9 @@ def test_resnet34_stays_available_by_name(data):
 
 
 def test_decoder_is_half_width_unless_given(tmp_path, data):
-    """Up to 3 classes, smp encoders get DECODER_CHANNELS (cut to encoder_depth), kept on save."""
-    from geounet.app.classifier import DECODER_CHANNELS, LIGHT_DECODER_MAX_CLASSES
+    """smp encoders get DECODER_CHANNELS (cut to encoder_depth), kept on save."""
+    from geounet.app.classifier import DECODER_CHANNELS
 
-    assert len(data.class_specs) <= LIGHT_DECODER_MAX_CLASSES
     plain = UnetClassifier(data, backbone="resnet18", encoder_weights=None, encoder_depth=3)
     assert plain.config.unet_kwargs["decoder_channels"] == DECODER_CHANNELS[:3] == (128, 64, 32)
     head_in = plain.network.segmentation_head[0].in_channels
@@ -381,14 +380,17 @@ def test_decoder_is_half_width_unless_given(tmp_path, data):
     assert "decoder_channels" not in UnetClassifier(data, **TINY).config.unet_kwargs
 
 
-def test_many_classes_keep_the_wide_decoder():
-    """Dubai's 7 classes lost mIoU with the half-width decoder: more than 3 keep smp's width."""
+def test_many_classes_get_the_half_width_decoder_too():
+    """Dubai's 7 classes mapped as well with it (two seeds): the width does not follow classes."""
+    from geounet.app.classifier import DECODER_CHANNELS
+
     image, labels = synthetic_scene(64)
     classes = {1: "building", 2: "road", 3: "water"}
     many = make_fake_data(chip=32, image=image, labels=labels, classes=classes)
     model = UnetClassifier(many, backbone="resnet18", encoder_weights=None)
-    assert "decoder_channels" not in model.config.unet_kwargs
-    assert model.network.segmentation_head[0].in_channels == 16  # smp's 256-128-64-32-16
+    assert model.config.unet_kwargs["decoder_channels"] == DECODER_CHANNELS
+    assert model.network.segmentation_head[0].in_channels == 8  # not smp's 16
+    assert model.network.eval()(torch.zeros(1, many.n_bands, 64, 64)).shape == (1, 4, 64, 64)
 
 
 def test_save_keeps_chips_for_choosing_engines(tmp_path, data, trained):

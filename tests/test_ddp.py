@@ -89,16 +89,17 @@ def ddp_results(tmp_path_factory):
 def _single_process(name: str) -> tuple[dict, dict, dict]:
     """Initial and final weights and history of one process on the same global batches."""
     sys.path.insert(0, str(TESTS))
-    from ddp_worker import BATCH, EPOCHS, build, fit_options
+    from ddp_worker import BATCH, EPOCHS, build, fit_options, weight_average
     from model_fakes import make_fake_data
 
     torch.set_num_threads(1)
     data = make_fake_data(batch_size=BATCH)
     chips = data.train_dl.dataset
     data.train_dl = DataLoader(chips, batch_sampler=GlobalBatchSampler(len(chips), 2 * BATCH))
-    clf = build(data, name)
-    start = {k: v.clone() for k, v in clf.network.state_dict().items()}
-    history = clf.fit(EPOCHS, **fit_options())
+    with weight_average(name):
+        clf = build(data, name)
+        start = {k: v.clone() for k, v in clf.network.state_dict().items()}
+        history = clf.fit(EPOCHS, **fit_options())
     return start, clf.network.state_dict(), history.to_dict("list")
 
 
@@ -110,7 +111,7 @@ def _ranks(out: Path, name: str) -> tuple[dict, dict, dict]:
 def test_ddp_ranks_identical_and_model_written_once(ddp_results):
     from geounet import UnetClassifier
 
-    for name in ("exact", "dice", "bn_dice"):
+    for name in ("exact", "dice", "bn_dice", "average"):
         r0, r1, _ = _ranks(ddp_results, name)
         assert r0.keys() == r1.keys()
         assert all(torch.equal(r0[k], r1[k]) for k in r0), name  # BN statistics included
@@ -131,6 +132,16 @@ def test_ddp_matches_single_process_on_the_same_global_batch(ddp_results):
     np.testing.assert_allclose(hist["train_loss"], ref_hist["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(hist["valid_miou"], ref_hist["valid_miou"], atol=1e-4)
     np.testing.assert_allclose(hist["lr"], ref_hist["lr"], rtol=1e-12)
+
+
+def test_ddp_keeps_the_same_weight_average_as_a_single_process(ddp_results):
+    r0, _, hist = _ranks(ddp_results, "average")
+    _, ref, ref_hist = _single_process("average")
+    ddp, single = _floats(r0), _floats(ref)
+    assert max(float((ddp[k] - single[k]).abs().max()) for k in ddp) < 1e-5
+    np.testing.assert_allclose(hist["valid_miou"], ref_hist["valid_miou"], atol=1e-4)
+    last, _, _ = _ranks(ddp_results, "exact")  # the same run without the average
+    assert _distance(_params(r0), _params(last)) > 1e-3  # what was kept is the average
 
 
 def test_ddp_with_dice_and_batchnorm_within_tolerance(ddp_results):

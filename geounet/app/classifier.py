@@ -71,7 +71,6 @@ __all__ = [
     "DECODER_CHANNELS",
     "ENCODER_LR_RATIO",
     "ENCODER_NORMS_FROZEN",
-    "LIGHT_DECODER_MAX_CLASSES",
     "WEIGHT_AVERAGE",
     "UnetClassifier",
 ]
@@ -91,18 +90,17 @@ ENCODER_NORMS_FROZEN = False
 #: no gain beyond the run-to-run spread (issue 12, ``benchmarks/README.md``).
 WEIGHT_AVERAGE: float | None = None
 #: Channels of the U-Net decoder's blocks (deepest first) for smp encoders, unless
-#: ``decoder_channels`` is given, on models of at most :data:`LIGHT_DECODER_MAX_CLASSES`
-#: classes: half the width of smp's 256-128-64-32-16, which models of more classes keep.
-#: A training step costs 1.9 times less on a CPU, a classified tile 1.6 times less
+#: ``decoder_channels`` is given: half the width of smp's 256-128-64-32-16. A training step
+#: costs 1.9 times less on a CPU, a classified tile 1.6 times less
 #: (``benchmarks/decoder_width.py``), so the CPU time budget trains more epochs. Same
 #: machine and seeds (1, 2), object F1 wide -> half: Kampala 0.510 -> 0.600, 0.500 -> 0.602;
 #: Inria 0.435 -> 0.476, 0.482 -> 0.511; Atlanta 0.476 -> 0.435, 0.381 -> 0.500 (one
-#: building is 0.07); Zanzibar 0.566 -> 0.491, 0.577 -> 0.509 (building IoU 0.623 -> 0.616, 0.622 ->
-#: 0.633); Dubai's 7 classes lost mIoU 0.342 -> 0.318 (``benchmarks/README.md``, tenth round).
-#: Saved models keep their width in ``geounet.json``.
+#: building is 0.07); Zanzibar 0.566 -> 0.491, 0.577 -> 0.509 (building IoU 0.623 -> 0.616,
+#: 0.622 -> 0.633); Dubai's 7 classes, mIoU 0.342 -> 0.318 and 0.340 -> 0.362 (the same on
+#: average, building IoU 0.457 -> 0.491), so models of any number of classes get it
+#: (``benchmarks/README.md``, tenth and eleventh rounds). Saved models keep their width in
+#: ``geounet.json``.
 DECODER_CHANNELS: tuple[int, ...] = (128, 64, 32, 16, 8)
-#: Models of up to this many classes (background included) get :data:`DECODER_CHANNELS`.
-LIGHT_DECODER_MAX_CLASSES = 3
 #: Which weights ``fit()`` keeps by default (``fit(checkpoint=)``): True, the epoch with the
 #: best validation mIoU, whenever it came. ``"annealed"`` (the best epoch once the rate is a
 #: tenth of its peak, past the noisy peak-rate epochs) lost Zanzibar's object F1 0.491 ->
@@ -134,8 +132,7 @@ class UnetClassifier:
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else the CPU.
         seed: Seed Python, NumPy and torch before building the network (reproducible on CPU).
         **unet_kwargs: Passed to the network (e.g. ``decoder_channels`` for smp encoders:
-            by default :data:`DECODER_CHANNELS`, cut to ``encoder_depth``, for up to
-            :data:`LIGHT_DECODER_MAX_CLASSES` classes, else smp's width; ``base_channels``,
+            by default :data:`DECODER_CHANNELS`, cut to ``encoder_depth``; ``base_channels``,
             ``batchnorm``, ``dropout`` for the classic U-Net).
 
     Attributes:
@@ -812,14 +809,13 @@ class UnetClassifier:
 def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any]) -> ModelConfig:
     """The :class:`ModelConfig` of a new model for ``data`` (weights not included).
 
-    An smp encoder on data of at most :data:`LIGHT_DECODER_MAX_CLASSES` classes gets the
-    :data:`DECODER_CHANNELS` decoder unless ``unet_kwargs`` names ``decoder_channels``; the
-    width is written into the config's ``unet_kwargs``, so the saved model records it.
+    An smp encoder gets the :data:`DECODER_CHANNELS` decoder unless ``unet_kwargs`` names
+    ``decoder_channels``; the width is written into the config's ``unet_kwargs``, so the
+    saved model records it.
     """
     name = resolve_backbone(backbone)
     unet_kwargs = dict(unet_kwargs)
-    light = len(data.class_specs) <= LIGHT_DECODER_MAX_CLASSES
-    if name != CLASSIC and light and "decoder_channels" not in unet_kwargs:
+    if name != CLASSIC and "decoder_channels" not in unet_kwargs:
         depth = int(unet_kwargs.get("encoder_depth", len(DECODER_CHANNELS)))
         unet_kwargs["decoder_channels"] = DECODER_CHANNELS[:depth]
     stats = data.stats.to_dict() if hasattr(data.stats, "to_dict") else dict(data.stats)
