@@ -104,7 +104,7 @@ DECODER_CHANNELS: tuple[int, ...] = (128, 64, 32, 16, 8)
 #: Which weights ``fit()`` keeps by default (``fit(checkpoint=)``): True, the epoch with the
 #: best validation mIoU, whenever it came. ``"annealed"`` (the best epoch once the rate is a
 #: tenth of its peak, past the noisy peak-rate epochs) lost Zanzibar's object F1 0.491 ->
-#: 0.448 and building IoU 0.616 -> 0.527 (``seed=1``; epoch 19 of 55 kept by default): on a
+#: 0.448 and building IoU 0.616 -> 0.527 (``seed=1``; epoch 19 of 62 kept by default): on a
 #: small area the early weights map the rest better (``benchmarks/README.md``, eleventh round).
 CHECKPOINT: bool | str = True
 

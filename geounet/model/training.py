@@ -414,17 +414,7 @@ class Trainer:
             InvalidParameterError: Bad settings, an empty loader, or ``resume`` without a
                 state saved with the same settings.
         """
-        if epochs < 1 or lr <= 0 or not math.isfinite(lr) or not 0 < warmup < 1:
-            raise InvalidParameterError(
-                f"fit needs epochs >= 1, lr > 0 and 0 < warmup < 1; got {epochs}, {lr}, {warmup}."
-            )
-        if len(train_dl) == 0:
-            raise InvalidParameterError("the training loader is empty; prepare more chips.")
-        if checkpoint not in CHECKPOINTS:
-            raise InvalidParameterError(
-                f"checkpoint={checkpoint!r}: expected True (the best epoch), 'annealed' (the "
-                "best epoch at a low learning rate) or False (the last weights)."
-            )
+        _check_fit(epochs, lr, warmup, checkpoint, len(train_dl))
         loop = _Loop(self, epochs * len(train_dl), lr, time_budget_s, warmup)
         keep_from = annealed_point(warmup) if checkpoint == "annealed" else 0.0
         rule, best = StopRule(early_stopping, warmup), _Best(bool(checkpoint), keep_from)
@@ -639,6 +629,21 @@ class _StateSaver:
             )
             self.folder = None
         self.last = time.perf_counter()
+
+
+def _check_fit(epochs: int, lr: float, warmup: float, checkpoint: Any, batches: int) -> None:
+    """Refuse settings :meth:`Trainer.fit` cannot train with, saying what is allowed."""
+    if epochs < 1 or lr <= 0 or not math.isfinite(lr) or not 0 < warmup < 1:
+        raise InvalidParameterError(
+            f"fit needs epochs >= 1, lr > 0 and 0 < warmup < 1; got {epochs}, {lr}, {warmup}."
+        )
+    if batches == 0:
+        raise InvalidParameterError("the training loader is empty; prepare more chips.")
+    if checkpoint not in CHECKPOINTS:
+        raise InvalidParameterError(
+            f"checkpoint={checkpoint!r}: expected True (the best epoch), 'annealed' (the "
+            "best epoch at a low learning rate) or False (the last weights)."
+        )
 
 
 class _Best:
