@@ -93,8 +93,8 @@ def test_annealed_best_lets_earlier_epochs_give_way_but_keeps_them_without_later
     for epoch, score in enumerate([0.4, 0.7, 0.5], 1):
         early.offer(score, epoch, net, None, 0.2 * epoch)
     assert early.epoch == 2  # the run ended before 0.8: the best epoch is kept as usual
+    trainer, data = tiny_trainer()
     with pytest.raises(InvalidParameterError, match="checkpoint='last'"):
-        trainer, data = tiny_trainer()
         trainer.fit(data.train_dl, data.valid_dl, 1, 1e-2, checkpoint="last", progress=False)
 
 
