@@ -208,7 +208,7 @@ def test_a_chip_that_cannot_be_written_is_one_clear_error(tmp_path, workers) -> 
 
 def test_augmentation_options_reach_the_training_chips_and_the_refit(tmp_path) -> None:
     """``augment`` takes a mapping of options; a bad one fails before anything is chipped."""
-    from geounet.app.classifier import _all_chips_loader
+    from geounet.app.fitting import all_chips_loader
     from geounet.core.errors import InvalidParameterError
     from geounet.data.augment import AugmentOptions
 
@@ -223,6 +223,6 @@ def test_augmentation_options_reach_the_training_chips_and_the_refit(tmp_path) -
     assert data.train_ds.augment == wanted and data.valid_ds.augment is None
     x, _ = data.train_ds[0]
     assert torch.allclose(x[0], x[3])  # every band the same: the colour was taken
-    refit = _all_chips_loader(data).dataset.datasets
+    refit = all_chips_loader(data).dataset.datasets
     assert [d.augment for d in refit] == [wanted, wanted]
     assert prepare_data(image, labels, augment=False, **kw).train_ds.augment is None

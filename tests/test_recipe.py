@@ -10,6 +10,7 @@ import torch
 from model_fakes import make_fake_data
 
 from geounet.app.classifier import ENCODER_LR_RATIO, UnetClassifier
+from geounet.app.fitting import all_chips_loader
 from geounet.model import schedule
 from geounet.model.schedule import FINE_TUNE_LR_CAP
 
@@ -63,7 +64,7 @@ def test_refit_on_all_trains_again_on_every_chip_for_the_picked_epochs(data):
     # the validation score reported is the first run's best (the refit has no held-out data)
     assert model.config.metrics["miou"] == pytest.approx(first["valid_miou"].max())
     seen = []
-    loader = __import__("geounet.app.classifier", fromlist=["x"])._all_chips_loader(data)
+    loader = all_chips_loader(data)
     for _, y in loader:
         seen.append(len(y))
     assert sum(seen) == len(data.train_dl.dataset) + len(data.valid_dl.dataset)

@@ -13,7 +13,8 @@ import torch
 from rasterio.transform import from_origin
 
 from geounet.app import classifier as classifier_module
-from geounet.app.classifier import FIT_STATE_DIR, UnetClassifier
+from geounet.app.classifier import UnetClassifier
+from geounet.app.fitting import FIT_STATE_DIR
 from geounet.core.errors import InvalidParameterError
 from geounet.data.prepare import prepare_data
 from geounet.model import training

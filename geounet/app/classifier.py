@@ -19,10 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,20 +28,31 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader
 
-from geounet.core.errors import BandMismatchError, InvalidParameterError
+from geounet.app.fitting import (
+    all_chips_loader,
+    describe_weights,
+    display_figure,
+    fine_tune_start,
+    fit_state_dir,
+    json_records,
+    json_table,
+    label_object_sizes,
+    no_refit_with_ddp,
+    resolve_class_weights,
+    resume_plan,
+    state_copy,
+    valid_loader,
+)
+from geounet.core.errors import InvalidParameterError
 from geounet.core.types import PathLike
-from geounet.data.augment import AugmentOptions
 from geounet.evaluation.decision import DecisionSample
 from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
 from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
 from geounet.model.files import (
     ModelConfig,
     build_network,
-    load_model,
     read_config,
-    reset_head,
     save_model,
     weights_file,
 )
@@ -63,7 +71,6 @@ from geounet.model.training import (
     set_encoder_trainable,
     unpack_batch,
 )
-from geounet.vectorizing.sizes import object_sizes
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
 
 __all__ = [
@@ -161,15 +168,15 @@ class UnetClassifier:
             seed_everything(seed)
         config = config_from_data(data, backbone, unet_kwargs)
         if pretrained_path is not None:
-            network, config = _fine_tune_start(pretrained_path, config)
+            network, config = fine_tune_start(pretrained_path, config)
         else:
             if config.arch == CLASSIC and encoder_weights == "imagenet":
                 encoder_weights = None  # the paper U-Net has no pretrained encoder
             network = build_network(config, encoder_weights=encoder_weights)
-            config.encoder_weights = _describe_weights(encoder_weights)
+            config.encoder_weights = describe_weights(encoder_weights)
         self._setup(network, config, data, device)
         self.loss_name = loss
-        self.class_weights = _resolve_class_weights(class_weights, data, config.n_classes)
+        self.class_weights = resolve_class_weights(class_weights, data, config.n_classes)
         self.boundary_weight = float(boundary_weight)
         self._trainer = self._make_trainer()
 
@@ -326,7 +333,7 @@ class UnetClassifier:
         r = self.lr_find_result
         self.lr_find_figure = plot_lr_find(r.lrs, r.losses, r.suggestion)
         if plot:
-            _display(self.lr_find_figure)
+            display_figure(self.lr_find_figure)
         return r.suggestion
 
     def fit(
@@ -415,19 +422,19 @@ class UnetClassifier:
             refused = {"resume": resume, "refit_on_all": refit_on_all}
             refused["calibrate_decision"] = calibrate_decision
             if any(refused.values()):
-                _no_refit_with_ddp(f"{next(k for k, v in refused.items() if v)}=True")
+                no_refit_with_ddp(f"{next(k for k, v in refused.items() if v)}=True")
             opts = {"early_stopping": early_stopping, "checkpoint": checkpoint}
             return self._fit_ddp(data, epochs, lr, time_budget_s, progress, seed, **opts)
-        state = _fit_state_dir(data)
+        state = fit_state_dir(data)
         if resume:
-            epochs, lr, budget = _resume_plan(state, epochs, lr, time_budget_s, refit_on_all)
+            epochs, lr, budget = resume_plan(state, epochs, lr, time_budget_s, refit_on_all)
         else:
             if seed is not None:
                 seed_everything(seed)
                 reseed_loader(data.train_dl, seed)
             epochs, lr, budget = self._fresh_plan(data, epochs, lr, time_budget_s, progress)
-        valid = _valid_loader(data)
-        start_state = _state_copy(self.network) if refit_on_all and valid is not None else None
+        valid = valid_loader(data)
+        start_state = state_copy(self.network) if refit_on_all and valid is not None else None
         opts = {"early_stopping": early_stopping, "checkpoint": checkpoint, "budget": budget}
         run = self._run(
             data.train_dl, valid, epochs, lr, progress, state=state, resume=resume, **opts
@@ -438,7 +445,7 @@ class UnetClassifier:
             self.network.load_state_dict(start_state)
             again = {"early_stopping": None, "checkpoint": False, "budget": budget}
             picked = max(self._trainer.best_epochs, 1)
-            more = self._run(_all_chips_loader(data), None, picked, lr, progress, **again)
+            more = self._run(all_chips_loader(data), None, picked, lr, progress, **again)
             run = pd.concat([run, more], ignore_index=True)
         self._confusion = confusion  # the held-out score (the first run's when refitting)
         self._record_metrics()
@@ -471,7 +478,7 @@ class UnetClassifier:
             try:
                 history = self._run(
                     run.train_loader(data.train_dl, seed),
-                    run.valid_loader(_valid_loader(data)),
+                    run.valid_loader(valid_loader(data)),
                     int(n), lr, progress and run.main, budget=None if budget < 0 else budget,
                     **opts,
                 )  # fmt: skip
@@ -590,25 +597,25 @@ class UnetClassifier:
     # ----------------------------------------------------------------- metrics
     def _validation_confusion(self) -> np.ndarray:
         if self._confusion is None:
-            loader = _valid_loader(self._require_data())
+            loader = valid_loader(self._require_data())
             if loader is None:
                 raise InvalidParameterError("the data has no validation chips to score.")
             _, self._confusion = self._trainer.evaluate(loader)
         return self._confusion
 
     def _record_metrics(self) -> None:
-        if _valid_loader(self.data) is None:
+        if valid_loader(self.data) is None:
             return
         cm = self._validation_confusion()
         table = per_class_metrics(cm, self.config.class_names)
         self.config.metrics = {
             "miou": mean_iou(cm),
             "accuracy": pixel_accuracy(cm),
-            "per_class": _json_table(table),
+            "per_class": json_table(table),
         }
         if getattr(self, "_decision", None) is not None:
             self.config.metrics["decision"] = self._decision.to_json()
-        self.config.history = _json_records(self._history)
+        self.config.history = json_records(self._history)
 
     def confusion_matrix(self) -> pd.DataFrame:
         """Validation confusion matrix (pixels; rows = truth, columns = prediction)."""
@@ -634,7 +641,7 @@ class UnetClassifier:
     def show_results(self, rows: int = 4) -> Any:
         """Figure of validation chips: image | ground truth | prediction (one row each)."""
         data = self._require_data()
-        loader = _valid_loader(data) or data.train_dl
+        loader = valid_loader(data) or data.train_dl
         images, truths, preds = [], [], []
         self.network.eval()
         with torch.inference_mode():
@@ -780,7 +787,7 @@ class UnetClassifier:
         if not self.writes_files:
             return Path(path)
         if self.data is not None and len(self._history):
-            self.config.history = _json_records(self._history)
+            self.config.history = json_records(self._history)
         return save_model(
             path, self.network, self.config, overwrite=overwrite, samples=model_samples(self)
         )
@@ -835,172 +842,3 @@ def config_from_data(data: Any, backbone: str | None, unet_kwargs: dict[str, Any
         unet_kwargs=unet_kwargs,
         object_sizes=label_object_sizes(data),
     )
-
-
-#: Label chips read at most to measure the training objects' sizes (spread evenly).
-SIZE_CHIPS = 2000
-
-
-def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
-    """Area distribution of the objects of each class in ``data``'s label chips.
-
-    Reads the label chips of both splits (at most :data:`SIZE_CHIPS`, spread evenly); see
-    :func:`geounet.vectorizing.sizes.object_sizes`. Imagery without a CRS is measured in
-    square pixels (the unit ``vectorize`` works in there); empty when the imagery has a CRS
-    but no pixel size in metres.
-    """
-    gsd = getattr(data, "gsd_m", None)
-    if not gsd and getattr(data, "crs", None) is None:
-        gsd = 1.0  # no CRS: pixel units
-    sets = [getattr(data, n, None) for n in ("train_ds", "valid_ds")]
-    chips = [(ds, i) for ds in sets if ds is not None for i in range(len(ds))]
-    if not gsd or not chips:
-        return {}
-    pick = np.unique(np.linspace(0, len(chips) - 1, min(len(chips), SIZE_CHIPS)).astype(int))
-    names = {i: n for i, n in enumerate(data.classes) if i > 0}
-    labels = (ds.read_label(i) for ds, i in (chips[k] for k in pick))
-    return object_sizes(labels, names, pixel_area_m2=float(gsd) ** 2)
-
-
-def _fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:
-    """Load a saved model to fine-tune on data described by ``config``."""
-    network, saved = load_model(path)
-    if saved.in_channels != config.in_channels:
-        raise BandMismatchError(
-            f"{path}: the model reads {saved.in_channels} band(s) but the data has "
-            f"{config.in_channels}; fine-tune on data with the same bands."
-        )
-    if saved.class_names != config.class_names:
-        warnings.warn(
-            f"{path}: the model's classes {saved.class_names} differ from the data's "
-            f"{config.class_names}; the classification head is re-initialised.",
-            stacklevel=3,
-        )
-        reset_head(network, config.n_classes)
-    config.arch, config.backbone = saved.arch, saved.backbone
-    config.unet_kwargs = dict(saved.unet_kwargs)
-    config.encoder_weights = f"fine-tuned from {Path(path).name}"
-    return network.train(), config
-
-
-def _describe_weights(weights: str | PathLike | None) -> str | None:
-    if weights is None or weights == "imagenet":
-        return weights  # type: ignore[return-value]
-    return Path(weights).name
-
-
-def _resolve_class_weights(
-    class_weights: str | Sequence[float] | None, data: Any, n_classes: int
-) -> list[float] | None:
-    if class_weights is None:
-        return None
-    if isinstance(class_weights, str):
-        if class_weights != "auto":
-            raise InvalidParameterError(
-                f"class_weights={class_weights!r}: use 'auto', a list of {n_classes} numbers "
-                "or None."
-            )
-        class_weights = data.class_weights
-    weights = [float(w) for w in np.asarray(class_weights, dtype=float).ravel()]
-    if len(weights) != n_classes or any(not np.isfinite(w) or w < 0 for w in weights):
-        raise InvalidParameterError(
-            f"class_weights needs {n_classes} finite non-negative numbers, got {weights}."
-        )
-    return weights
-
-
-def _all_chips_loader(data: Any) -> DataLoader:
-    """A shuffled loader over the training and the validation chips (both augmented)."""
-    train = data.train_dl
-    valid = copy.copy(data.valid_dl.dataset)
-    if hasattr(valid, "augment"):  # the training chips' options (the defaults if they had none)
-        valid.augment = getattr(train.dataset, "augment", None) or AugmentOptions()
-    both = ConcatDataset([train.dataset, valid])
-    size = train.batch_size or 1
-    return DataLoader(
-        both,
-        batch_size=size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
-        drop_last=len(both) > size and len(both) % size == 1,  # no batch of 1 for BatchNorm
-    )
-
-
-def _state_copy(network: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in network.state_dict().items()}
-
-
-#: Folder, in the chip folder, holding the state of the last unfinished fit run.
-FIT_STATE_DIR = ".geounet_fit_state"
-
-
-def _fit_state_dir(data: Any) -> Path | None:
-    """Where a fit run on ``data`` saves its state: in its chip folder (None without one)."""
-    chip_dir = getattr(data, "chip_dir", None)
-    return Path(chip_dir) / FIT_STATE_DIR if chip_dir is not None else None
-
-
-def _resume_plan(
-    state: Path | None,
-    epochs: int | None,
-    lr: float | None,
-    budget: float | None,
-    refit_on_all: bool,
-) -> tuple[int, float, float | None]:
-    """Epochs, learning rate and budget of a resumed run: as given, else as saved.
-
-    Raises:
-        InvalidParameterError: Nothing saved to resume, or ``refit_on_all``.
-    """
-    key = read_fit_key(state) if state is not None else None
-    if key is None or refit_on_all:
-        why = (
-            "resume=True cannot be combined with refit_on_all=True"
-            if refit_on_all
-            else f"{state or 'this data'}: no interrupted fit run was saved here"
-        )
-        raise InvalidParameterError(f"{why}; call fit() without resume=True.")
-    epochs = key["epochs"] if epochs is None else epochs
-    lr = key["lr"] if lr is None else lr
-    return epochs, lr, key["budget"] if budget is None else budget
-
-
-def _no_refit_with_ddp(what: str) -> None:
-    """Refuse a fit option that distributed training does not support."""
-    raise InvalidParameterError(
-        f"fit(ddp=True) cannot be combined with {what} (a distributed run saves no run "
-        "state, trains once and does not calibrate); call fit(ddp=True) without it."
-    )
-
-
-def _valid_loader(data: Any) -> Any | None:
-    """The validation loader, or None when there is none or it is empty."""
-    loader = getattr(data, "valid_dl", None) if data is not None else None
-    try:
-        return loader if loader is not None and len(loader) > 0 else None
-    except TypeError:
-        return loader
-
-
-def _json_table(df: pd.DataFrame) -> dict[str, dict[str, float | None]]:
-    return {
-        str(idx): {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}
-        for idx, row in df.iterrows()
-    }
-
-
-def _json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {k: (None if pd.isna(v) else (int(v) if k == "epoch" else float(v))) for k, v in r.items()}
-        for r in df.to_dict("records")
-    ]
-
-
-def _display(fig: Any) -> None:
-    """Show a figure in a Jupyter notebook; do nothing elsewhere."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None or getattr(ipython, "get_ipython", lambda: None)() is None:
-        return
-    from IPython.display import display
-
-    display(fig)
