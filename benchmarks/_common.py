@@ -30,10 +30,18 @@ from typing import Any
 import numpy as np
 
 #: Networks of the inference benchmarks: the paper U-Net with 4 base channels (the pipeline's
-#: cost, not the network's), the efficientnet-lite0 U-Net and resnet18 / resnet34 U-Nets.
+#: cost, not the network's), the efficientnet-lite0 U-Net with smp's decoder (``lite0``, the
+#: network of the recorded figures) and with the half-width decoder a model trained by
+#: ``fit()`` has (``lite0-half``: ``geounet.app.classifier.DECODER_CHANNELS``), and resnet18 /
+#: resnet34 U-Nets.
 NETWORKS = {
     "tiny": {"arch": "unet-classic", "backbone": None, "unet_kwargs": {"base_channels": 4}},
     "lite0": {"arch": "unet", "backbone": "efficientnet-lite0", "unet_kwargs": {}},
+    "lite0-half": {
+        "arch": "unet",
+        "backbone": "efficientnet-lite0",
+        "unet_kwargs": {"decoder_channels": (128, 64, 32, 16, 8)},
+    },
     "resnet18": {"arch": "unet", "backbone": "resnet18", "unet_kwargs": {}},
     "resnet34": {"arch": "unet", "backbone": "resnet34", "unet_kwargs": {}},
 }

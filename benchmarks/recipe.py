@@ -280,9 +280,17 @@ def score_image(
 
 
 def score_class_raster(
-    classified: Path, data: Any, scene: Scene, i: int, class_names: list[str]
+    classified: Path,
+    data: Any,
+    scene: Scene,
+    i: int,
+    class_names: list[str],
+    vectorize_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score the class raster of test image ``i``: its confusion matrix and building objects."""
+    """Score the class raster of test image ``i``: its confusion matrix and building objects.
+
+    ``vectorize_options`` are keywords for ``vectorize`` (None: its defaults).
+    """
     image, labels = scene.test_images[i], scene.test_labels[i]
     with rasterio.open(classified) as src:
         pred = src.read(1)
@@ -291,7 +299,7 @@ def score_class_raster(
     cm = confusion_matrix(pred, truth, len(class_names))
     building = [c.lower() for c in class_names].index("building")
     extra = {"allow_no_crs": True} if scene.allow_no_crs else {}
-    layers = vectorize(classified, **extra)
+    layers = vectorize(classified, **extra, **(vectorize_options or {}))
     layer = next((g for k, g in layers.items() if k.lower() == "building"), None)
     pred_polys = np.asarray([] if layer is None else layer.geometry.values, dtype=object)
     true_polys = truth_buildings(image, labels, truth, building, scene)
