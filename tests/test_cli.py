@@ -214,6 +214,21 @@ def small_scene(tmp_path):
     return out["train.tif"], out["train_labels.tif"]
 
 
+def test_prepare_places_the_validation_strip_where_asked(runner, small_scene, tmp_path):
+    image, labels = small_scene
+    args = ["-q", "prepare", str(image), "--labels", str(labels), "--classes", "1=building,2=road",
+            "--chip-size", "64"]  # fmt: skip
+    r = runner.invoke(cli, [*args, "--out", str(tmp_path / "c"), "--val-strip", "start"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["val_strip"] == "start"
+    valid = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "valid"]
+    train = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "train"]
+    assert max(valid) < min(train)  # 256 columns: the strip is the left columns
+    r = runner.invoke(cli, [*args, "--out", str(tmp_path / "d"), "--val-strip", "left"])
+    assert r.exit_code == 2 and "end" in r.output and "middle" in r.output
+
+
 @pytest.mark.slow
 def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_path):
     image, labels = small_scene

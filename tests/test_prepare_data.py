@@ -213,6 +213,23 @@ def test_spatial_split_costs_only_the_strip_on_a_small_area(make_raster) -> None
     assert "split cost: % labelled px" in data.summary().index
 
 
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_the_validation_strip_can_lie_at_the_start_or_in_the_middle(make_raster, where) -> None:
+    # 128 rows x 384 columns, chips of 128 side by side: the strip is one chip wide
+    img = make_raster(scene(128, 384), "wide.tif")
+    lab = make_raster(blocks_mask(128, 384), "wide_l.tif")
+    data = prepare_data(img, lab, classes=["b"], chip_size=128, stride=128, val_strip=where)
+    assert data.manifest["val_strip"] == where
+    cost = data.manifest["split_cost"]
+    assert (cost["train_chips"], cost["valid_chips"], cost["gap_chips"]) == (2, 1, 0)
+    valid = [c["bounds"] for c in data.manifest["chips"] if c["split"] == "valid"]
+    train = [c["bounds"] for c in data.manifest["chips"] if c["split"] == "train"]
+    lefts = sorted(b[0] for b in train + valid)
+    assert valid[0][0] == lefts[0 if where == "start" else 1]  # chip 1 of 3, or 2 (middle)
+    if where == "middle":  # training chips on both sides of the strip
+        assert min(b[0] for b in train) < valid[0][0] < max(b[0] for b in train)
+
+
 def test_spatial_split_with_many_images_sends_whole_images(make_raster) -> None:
     imgs = [make_raster(scene(128, 128, seed=i), f"m{i}.tif") for i in range(6)]
     lab = make_raster(blocks_mask(128, 128), "m_l.tif")
@@ -456,6 +473,11 @@ def test_random_split_is_available() -> None:
 def test_chip_grid_and_weights() -> None:
     assert chip_grid(100, 64, 64, 64) == [(0, 0, 0), (36, 0, 0)]
     assert chip_grid(30, 30, 64, 64) == [(0, 0, 0)]  # smaller than a chip: one padded chip
+    middle = chip_grid(64, 192, 64, 64, val_strip="middle")
+    assert middle == [(0, 0, 0), (0, 64, 1), (0, 128, 0)]
+    # no room for a chip on both sides of a middle strip: the strip goes to the end
+    assert chip_grid(64, 160, 64, 64, val_strip="middle") == [(0, 0, 0), (0, 32, 0), (0, 96, 1)]
+    assert chip_grid(64, 160, 64, 64, val_strip="start") == [(0, 0, 1), (0, 64, 0), (0, 96, 0)]
     assert median_frequency_weights([800, 200, 0]) == pytest.approx([0.625, 2.5, 1.0])
 
 
@@ -556,7 +578,8 @@ def test_error_wrong_chip_size_suggests_sizes() -> None:
     [({"chip_size": 20}, "chip_size=20"), ({"stride": 0}, "stride=0"),
      ({"split": "diagonal"}, "split='diagonal'"), ({"val_fraction": 1.0}, "val_fraction=1.0"),
      ({"min_valid_fraction": -0.1}, "min_valid_fraction=-0.1"),
-     ({"line_width_m": 0}, "line_width_m=0"), ({"val_fraction": True}, "val_fraction=True")],
+     ({"line_width_m": 0}, "line_width_m=0"), ({"val_fraction": True}, "val_fraction=True"),
+     ({"val_strip": "left"}, "val_strip='left'")],
 )  # fmt: skip
 def test_prepare_settings_refuse_bad_values_before_any_file_is_read(
     kwargs: dict, message: str

@@ -17,6 +17,7 @@ from geounet.cli.options import (
     resolve_image,
 )
 from geounet.core.classes import parse_classes
+from geounet.core.types import VAL_STRIPS
 
 
 @click.command("prepare")
@@ -36,10 +37,18 @@ from geounet.core.classes import parse_classes
     "--stride",
     type=click.IntRange(1, 4096),
     default=None,
-    help="Step between chips (default: the chip size).",
+    help="Step between chips (default: half a chip on a small area, else the chip size).",
 )
 @click.option("--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all).")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True)
+@click.option(
+    "--val-strip",
+    type=click.Choice(VAL_STRIPS),
+    default="end",
+    show_default=True,
+    help="Where each image's validation strip lies along its longer side (put it away from "
+    "the area you will map).",
+)
 @asset_opt
 @allow_no_crs_opt
 @overwrite_opt
@@ -53,6 +62,7 @@ def command(
     stride: int | None,
     bands: str | None,
     val_fraction: float,
+    val_strip: str,
     asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -79,6 +89,7 @@ def command(
         stride=stride,
         bands=band_list,
         val_fraction=val_fraction,
+        val_strip=val_strip,
         allow_no_crs=allow_no_crs,
         out_dir=out,
         overwrite=overwrite,

@@ -24,11 +24,13 @@ __all__ = [
     "IGNORE_INDEX",
     "SPLIT_MODES",
     "TTA_MODES",
+    "VAL_STRIPS",
     "BlendMode",
     "EngineChoice",
     "PathLike",
     "SplitMode",
     "TTAMode",
+    "ValStrip",
     "check_choice",
     "import_optional",
 ]
@@ -50,6 +52,9 @@ TTAMode = Literal["flips", "dihedral"]
 TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 SplitMode = Literal["spatial", "rows", "random"]
 SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
+#: Where ``split="spatial"`` puts the validation strip of an image, along its longer side.
+ValStrip = Literal["end", "middle", "start"]
+VAL_STRIPS: tuple[str, ...] = get_args(ValStrip)
 #: What runs the network (:mod:`geounet.inference.engines`): ``auto``, a family (its float32
 #: variant) or a variant.
 EngineChoice = Literal[

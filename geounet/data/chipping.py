@@ -11,11 +11,12 @@ Splits (``split=``):
 - ``"spatial"`` (default), made to cost as little labelled area as leakage allows:
 
   - with fewer than :data:`WHOLE_IMAGES_FROM` images, each image at least two chips long
-    gives one strip at the end of its longer side (bottom rows, or right columns) to
-    validation: ``max(chip_size, val_fraction x length)`` pixels wide. The two parts are
-    chipped on their own, so no chip crosses the cut and no training chip is dropped: the
-    gap is 0 px, the only cost is the strip. (Random blocks of a grid of overlapping chips
-    cost more: every validation chip takes its overlapping neighbours with it.)
+    gives one strip across its longer side to validation, ``max(chip_size, val_fraction x
+    length)`` pixels wide: at the end (``val_strip="end"``, default: bottom rows, or right
+    columns), at the start or in the middle. The parts are chipped on their own, so no chip
+    crosses a cut and no training chip is dropped: the gap is 0 px, the only cost is the
+    strip. (Random blocks of a grid of overlapping chips cost more: every validation chip
+    takes its overlapping neighbours with it.)
   - with more images, or for images too small to cut, whole images (seeded) go to
     validation until about ``val_fraction`` of all chips are validation chips; an image
     is never split, so there is nothing to drop either.
@@ -62,7 +63,14 @@ from rasterio.windows import Window
 
 from geounet.core.classes import ClassSpec
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import IGNORE_INDEX, SPLIT_MODES, SplitMode, check_choice
+from geounet.core.types import (
+    IGNORE_INDEX,
+    SPLIT_MODES,
+    VAL_STRIPS,
+    SplitMode,
+    ValStrip,
+    check_choice,
+)
 from geounet.data.chip_files import ChipWriter
 from geounet.io.raster import RasterInfo, read_window
 from geounet.io.stats import StatsAccumulator
@@ -79,7 +87,7 @@ __all__ = [
     "median_frequency_weights",
     "remove_chips",
     "split_cost",
-    "strip_cut",
+    "strip_span",
     "write_chips",
 ]
 
@@ -156,6 +164,7 @@ def chip_grid(
     *,
     split: SplitMode = "spatial",
     val_fraction: float = 0.2,
+    val_strip: ValStrip = "end",
 ) -> list[tuple[int, int, int]]:
     """Candidate chips ``(row, col, region)`` of one image, row by row.
 
@@ -164,50 +173,74 @@ def chip_grid(
     chip gives one chip at (0, 0) that runs past the border (the excess is padding, no label).
     With ``split="rows"`` the top and bottom parts are chipped separately (region 0 and 1);
     a part shorter than a chip gives no chip. With ``split="spatial"`` the validation strip
-    of :func:`strip_cut` (region 1) is chipped apart from the rest (region 0).
+    of :func:`strip_span` (region 1, placed by ``val_strip``) is chipped apart from the rest
+    (region 0).
+
+    Example:
+        >>> [c for c in chip_grid(256, 1024, 256, 256, val_strip="middle")]
+        [(0, 0, 0), (0, 128, 0), (0, 384, 1), (0, 640, 0), (0, 768, 0)]
     """
     step = chip_size - stride
     if split == "rows":
         cut = round(height * (1.0 - val_fraction))
-        return _parts(height, width, chip_size, step, "rows", cut)
+        return _parts(height, width, chip_size, step, "rows", [(0, cut, 0), (cut, height, 1)])
     if split == "spatial":
-        axis, cut = strip_cut(height, width, chip_size, val_fraction)
+        axis, start, stop = strip_span(height, width, chip_size, val_fraction, val_strip)
         if axis is not None:
-            return _parts(height, width, chip_size, step, axis, cut)
+            length = height if axis == "rows" else width
+            spans = [(0, start, 0), (start, stop, 1), (stop, length, 0)]
+            return _parts(height, width, chip_size, step, axis, spans)
     cols = tile_starts(width, chip_size, step)
     return [(r, c, 0) for r in tile_starts(height, chip_size, step) for c in cols]
 
 
-def strip_cut(
-    height: int, width: int, chip_size: int, val_fraction: float
-) -> tuple[str | None, int]:
-    """Where ``split="spatial"`` cuts an image: ``("rows" | "cols", first pixel of the strip)``.
+def strip_span(
+    height: int, width: int, chip_size: int, val_fraction: float, where: ValStrip = "end"
+) -> tuple[str | None, int, int]:
+    """The validation strip of ``split="spatial"``: ``("rows" | "cols", first, stop)``.
 
-    The validation strip lies at the end of the longer side and is
-    ``max(chip_size, round(val_fraction * length))`` pixels wide; ``(None, 0)`` when the
-    training part would be shorter than a chip (or ``val_fraction`` is 0).
+    The strip runs across the image's longer side, ``max(chip_size, round(val_fraction *
+    length))`` pixels wide, at its ``"end"`` (bottom rows or right columns), ``"start"`` or in
+    the ``"middle"``. ``(None, 0, 0)`` when a training part would be shorter than a chip (or
+    ``val_fraction`` is 0); in the middle both parts beside the strip must be a chip long,
+    else the strip goes to the end.
 
     Example:
-        >>> strip_cut(500, 1000, 256, 0.2)
-        ('cols', 744)
-        >>> strip_cut(300, 300, 256, 0.2)
-        (None, 0)
+        >>> strip_span(500, 1000, 256, 0.2)
+        ('cols', 744, 1000)
+        >>> strip_span(500, 1000, 256, 0.2, "start")
+        ('cols', 0, 256)
+        >>> strip_span(500, 1000, 256, 0.2, "middle")
+        ('cols', 372, 628)
+        >>> strip_span(300, 300, 256, 0.2)
+        (None, 0, 0)
     """
+    check_choice("val_strip", where, VAL_STRIPS)
     axis, length = ("rows", height) if height >= width else ("cols", width)
     size = max(chip_size, round(val_fraction * length))
     if val_fraction <= 0 or length - size < chip_size:
-        return None, 0
-    return axis, length - size
+        return None, 0, 0
+    if where == "start":
+        return axis, 0, size
+    first = (length - size) // 2
+    if where == "middle" and first >= chip_size and length - first - size >= chip_size:
+        return axis, first, first + size
+    return axis, length - size, length
 
 
 def _parts(
-    height: int, width: int, chip_size: int, step: int, axis: str, cut: int
+    height: int,
+    width: int,
+    chip_size: int,
+    step: int,
+    axis: str,
+    spans: Sequence[tuple[int, int, int]],
 ) -> list[tuple[int, int, int]]:
-    """Chip the parts before (region 0) and after (region 1) a cut on their own."""
+    """Chip each ``(first, stop, region)`` span along ``axis`` on its own (shorter: no chip)."""
     out: list[tuple[int, int, int]] = []
-    along, across = (height, width) if axis == "rows" else (width, height)
+    across = width if axis == "rows" else height
     others = tile_starts(across, chip_size, step)
-    for region, (a0, a1) in enumerate(((0, cut), (cut, along))):
+    for a0, a1, region in spans:
         if a1 - a0 < chip_size:
             continue
         for a in tile_starts(a1 - a0, chip_size, step):
@@ -506,6 +539,7 @@ def write_chips(
     nodata: float | None = None,
     split: SplitMode = "spatial",
     val_fraction: float = 0.2,
+    val_strip: ValStrip = "end",
     min_valid_fraction: float = 0.5,
     stats: StatsAccumulator | None = None,
 ) -> tuple[list[Chip], int]:
@@ -530,6 +564,7 @@ def write_chips(
         split: Split mode (``"rows"`` and ``"spatial"`` with fewer than
             :data:`WHOLE_IMAGES_FROM` images cut each image, see :func:`chip_grid`).
         val_fraction: Validation share (sets the cut of ``"rows"`` and ``"spatial"``).
+        val_strip: Where ``"spatial"`` puts each image's validation strip (:func:`strip_span`).
         min_valid_fraction: Minimum share of valid, labelled pixels for a chip to be kept.
         stats: When given, every valid pixel of the chipped bands is added to it once, in
             the same pass (the statistics of :func:`~geounet.io.raster.band_stats` without a
@@ -551,7 +586,13 @@ def write_chips(
         ctx = _ChipContext(folder, classes, chip_size, nodata, min_valid, writer, stats)
         for idx, (info, lab, use) in enumerate(zip(infos, labels, bands)):
             grid = chip_grid(
-                info.height, info.width, chip_size, stride, split=mode, val_fraction=val_fraction
+                info.height,
+                info.width,
+                chip_size,
+                stride,
+                split=mode,
+                val_fraction=val_fraction,
+                val_strip=val_strip,
             )
             kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)
             chips += kept

@@ -229,6 +229,7 @@ def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[st
         "stride",
         "split",
         "val_fraction",
+        "val_strip",
         "min_valid_fraction",
         "seed",
         "label_field",
@@ -278,6 +279,7 @@ def _prepare(
             nodata=s.nodata,
             split=s.split,
             val_fraction=s.val_fraction,
+            val_strip=s.val_strip,
             min_valid_fraction=s.min_valid_fraction,
             stats=acc if acc.exact else None,  # exact histograms: added in the chipping pass
         )
@@ -311,6 +313,7 @@ def prepare_data(
     nodata: float | None = None,
     val_fraction: float = 0.2,
     split: str = "spatial",
+    val_strip: str = "end",
     min_valid_fraction: float = 0.5,
     line_width_m: float = 4.0,
     separate_touching: str | None = "building",
@@ -363,12 +366,17 @@ def prepare_data(
         bands: 1-based bands to use (default all but alpha; an alpha band marks validity).
         nodata: Image nodata value overriding the files'.
         val_fraction: Share of chips set aside for validation, in [0, 1).
-        split: ``"spatial"`` (default: whole blocks of each scene go to validation; training
-            chips overlapping a validation chip are dropped, leaving a gap), ``"rows"`` (top
-            ``1 - val_fraction`` of each image trains, the bottom part validates: "train on
-            the top 70 %, validate on the bottom 30 %" is ``split="rows", val_fraction=0.3``)
-            or ``"random"`` (leaky when chips overlap: validation shares pixels with training).
-            All deterministic for a ``seed``.
+        split: ``"spatial"`` (default: with fewer than 5 images a strip across each image's
+            longer side validates, chipped apart from the rest so that no chip is dropped;
+            with more, whole images validate), ``"rows"`` (top ``1 - val_fraction`` of each
+            image trains, the bottom part validates: "train on the top 70 %, validate on the
+            bottom 30 %" is ``split="rows", val_fraction=0.3``) or ``"random"`` (training
+            chips overlapping a validation chip are dropped as gap). All deterministic for a
+            ``seed``; see :mod:`geounet.data.chipping`.
+        val_strip: Where ``split="spatial"`` puts an image's validation strip along its
+            longer side: ``"end"`` (default; bottom rows or right columns), ``"middle"`` or
+            ``"start"``. The labels next to the area you will map are the most like it:
+            keep them for training by putting the strip on the other side.
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped
             (and counted in the manifest's ``dropped_chips``).
         line_width_m: Width in metres given to line (and point) features.
@@ -441,6 +449,7 @@ def prepare_data(
         nodata=nodata,
         val_fraction=val_fraction,
         split=split,
+        val_strip=val_strip,
         min_valid_fraction=min_valid_fraction,
         line_width_m=line_width_m,
         separate_touching=separate_touching,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import check_choice
+from geounet.core.types import VAL_STRIPS, check_choice
 from geounet.data.chipping import SPLITS, check_chip_size, check_stride
 
 __all__ = ["SMALL_AREA_CHIPS", "PrepareSettings"]
@@ -54,6 +54,8 @@ class PrepareSettings:
         nodata: Image nodata value overriding the files'.
         val_fraction: Share of chips set aside for validation, in [0, 1).
         split: ``"spatial"``, ``"rows"`` or ``"random"``.
+        val_strip: Where ``split="spatial"`` puts an image's validation strip: ``"end"``,
+            ``"middle"`` or ``"start"`` of its longer side.
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped.
         line_width_m: Width in metres given to line (and point) features.
         separate_touching: Class whose touching vector polygons are parted by a background
@@ -74,6 +76,7 @@ class PrepareSettings:
     nodata: float | None = None
     val_fraction: float = 0.2
     split: str = "spatial"
+    val_strip: str = "end"
     min_valid_fraction: float = 0.5
     line_width_m: float = 4.0
     separate_touching: str | None = "building"
@@ -87,6 +90,7 @@ class PrepareSettings:
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(self.bands))
         check_choice("split", self.split, SPLITS)
+        check_choice("val_strip", self.val_strip, VAL_STRIPS)
         _check_fraction("val_fraction", self.val_fraction, closed=False)
         _check_fraction("min_valid_fraction", self.min_valid_fraction, closed=True)
         width = self.line_width_m
