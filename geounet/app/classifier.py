@@ -41,7 +41,6 @@ from geounet.app.fitting import (
     no_refit_with_ddp,
     resolve_class_weights,
     resume_plan,
-    state_copy,
     valid_loader,
 )
 from geounet.core.errors import InvalidParameterError
@@ -69,6 +68,7 @@ from geounet.model.training import (
     reseed_loader,
     seed_everything,
     set_encoder_trainable,
+    state_copy,
     unpack_batch,
 )
 from geounet.viz.plots import plot_losses, plot_lr_find, results_figure

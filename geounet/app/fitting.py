@@ -42,7 +42,6 @@ __all__ = [
     "no_refit_with_ddp",
     "resolve_class_weights",
     "resume_plan",
-    "state_copy",
     "valid_loader",
 ]
 
@@ -139,11 +138,6 @@ def all_chips_loader(data: Any) -> DataLoader:
         generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
         drop_last=len(both) > size and len(both) % size == 1,  # no batch of 1 for BatchNorm
     )
-
-
-def state_copy(network: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of ``network``'s weights and buffers."""
-    return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
 
 #: Folder, in the chip folder, holding the state of the last unfinished fit run.

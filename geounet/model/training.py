@@ -56,6 +56,7 @@ __all__ = [
     "reseed_loader",
     "seed_everything",
     "set_encoder_trainable",
+    "state_copy",
     "unpack_batch",
 ]
 
@@ -478,7 +479,7 @@ class Trainer:
         """
         if not 0 < start_lr < end_lr or num_iter < 5:
             raise InvalidParameterError("lr_find needs 0 < start_lr < end_lr and num_iter >= 5.")
-        saved = _state_copy(self.network)
+        saved = state_copy(self.network)
         optimizer = self._optimizer(start_lr)
         gamma = (end_lr / start_lr) ** (1.0 / (num_iter - 1))
         lrs, losses, avg, best = [], [], 0.0, math.inf
@@ -585,7 +586,7 @@ class _Loop:
         if self.average is None:
             return self.t.evaluate(valid_dl)
         network = self.t.network
-        live = _state_copy(network)
+        live = state_copy(network)
         network.load_state_dict(self.average.state_dict())
         try:
             return self.t.evaluate(valid_dl)
@@ -680,7 +681,7 @@ class _Best:
             self.epoch, self.confusion = epoch, cm
         elif math.isfinite(score) and score > self.score:
             self.score, self.epoch, self.confusion = score, epoch, cm
-            self.state = _state_copy(weights)
+            self.state = state_copy(weights)
 
     def restore(
         self, network: nn.Module, n_epochs: int, average: WeightAverage | None = None
@@ -717,7 +718,7 @@ def _row(r: EpochResult) -> dict[str, float]:
     }
 
 
-def _state_copy(network: nn.Module | WeightAverage) -> dict[str, torch.Tensor]:
+def state_copy(network: nn.Module | WeightAverage) -> dict[str, torch.Tensor]:
     """A detached copy of the state dict (kept on the network's device)."""
     return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
