@@ -434,12 +434,7 @@ def prepare_data(
     if not paths:
         raise InvalidParameterError("no image given; pass one or more image paths.")
     if len(paths) == 1 and paths[0].is_dir():
-        if labels is not None:
-            raise InvalidParameterError(
-                f"{paths[0]} is a folder: re-opening a chip folder takes no labels; give image "
-                "files to chip new labels."
-            )
-        return GeoData.from_folder(paths[0], **loader)
+        return _reopen(paths[0], labels, loader)
     settings = PrepareSettings(
         classes=parse_classes(classes),
         label_field=label_field,
@@ -462,6 +457,16 @@ def prepare_data(
     if out_dir is None:
         data._own_folder()
     return data
+
+
+def _reopen(folder: Path, labels: Any, loader: dict[str, Any]) -> GeoData:
+    """Re-open a chip folder written earlier (refused with labels: they would be ignored)."""
+    if labels is not None:
+        raise InvalidParameterError(
+            f"{folder} is a folder: re-opening a chip folder takes no labels; give image "
+            "files to chip new labels."
+        )
+    return GeoData.from_folder(folder, **loader)
 
 
 def _chip_folder(
