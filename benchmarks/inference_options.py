@@ -116,14 +116,14 @@ def score_run(
     use_probabilities = bool(vec.pop("probabilities", False))
     saved, again = [], []
     t0 = time.perf_counter()
+    model = recipe.UnetClassifier.from_model(folder / "model") if options["classify"] else None
     for i in range(len(scene.test_images)):
         classified = folder / f"classified_{i:02d}.tif"
         probabilities = folder / f"probabilities_{i:02d}.tif"
         if not classified.is_file():
             raise SystemExit(f"{classified}: missing (a run of recipe.py for {name}?)")
         saved.append(recipe.score_class_raster(classified, data, scene, i, names))
-        if options["classify"]:
-            model = recipe.UnetClassifier.from_model(folder / "model")
+        if model is not None:  # classified again with the run's model (loaded once)
             classified = work / f"{run.name}_{i:02d}.tif"
             probabilities = work / f"{run.name}_{i:02d}_probabilities.tif"
             model.classify(

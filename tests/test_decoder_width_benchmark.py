@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def decoder_width():
-    sys.path.insert(0, str(BENCH))  # the script imports _common from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "decoder_width_benchmark", BENCH / "decoder_width.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with benchmark_module("decoder_width.py", "decoder_width_benchmark") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def test_each_width_is_timed_and_compared_with_the_first(decoder_width, capsys):

@@ -6,28 +6,17 @@ stand-in for that module records what reaches ``classify`` and ``vectorize``.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def options_bench():
-    sys.path.insert(0, str(BENCH))  # the script imports ensemble.py from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "inference_options_benchmark", BENCH / "inference_options.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with benchmark_module("inference_options.py", "inference_options_benchmark") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def _row(saved: float, options: float) -> dict:
