@@ -51,6 +51,12 @@ literals (``stride=64``, ``val_fraction=0.1``, ``separate_touching=None``,
 ``UnetClassifier`` (``decoder_channels=(128,64,32,16,8)``), ``--fit KEY=VALUE`` to ``fit``
 (``checkpoint=False``, ``refit_on_all=True``); ``--chip-views N`` plans ``fit()``
 for about N chip views instead of the library's ``TARGET_CHIP_VIEWS``.
+
+``--label-area`` gives the training part the other way an analyst can: the whole image and
+its whole labels with a polygon of the training part as ``prepare_data(label_area=)``. The
+labelled pixels and the chips are the same; the statistics cover the whole image, and the
+default ``val_strip="auto"`` puts the validation strip away from the part to map (Zanzibar:
+at the left, so the labels beside the right third train).
 """
 
 from __future__ import annotations
@@ -113,6 +119,9 @@ class Scene:
         classes: ``classes=`` of ``prepare_data``.
         allow_no_crs: The imagery has no CRS.
         vector_truth: True building polygons come from the vector labels (else from the raster).
+        whole: The whole image, its labels and the training window, for the analyst's other
+            way of giving the training part (``--label-area``): the whole image with a
+            polygon of the labelled part (None: the scene has no single image to cut).
     """
 
     train_images: list[Path]
@@ -122,6 +131,7 @@ class Scene:
     classes: Any
     allow_no_crs: bool = False
     vector_truth: bool = False
+    whole: tuple[Path, Path, Window] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -145,16 +155,30 @@ def crop(src_path: Path, dst: Path, window: Window) -> Path:
     return dst
 
 
-def _halves(folder: Path, out: Path, how: str) -> tuple[Path, Path, Path | None, Path | None]:
-    """Crop ``image.tif`` (and ``buildings_mask.tif`` when present) into train / test parts."""
-    image = folder / "image.tif"
+def train_window(image: Path, how: str) -> tuple[Window, Window]:
+    """The training and test windows of an image: its ``"top"`` half or ``"left"`` two thirds."""
     with rasterio.open(image) as src:
         w, h = src.width, src.height
     if how == "top":
-        train_win, test_win = Window(0, 0, w, h // 2), Window(0, h // 2, w, h - h // 2)
-    else:  # left two thirds
-        cut = round(w * 2 / 3)
-        train_win, test_win = Window(0, 0, cut, h), Window(cut, 0, w - cut, h)
+        return Window(0, 0, w, h // 2), Window(0, h // 2, w, h - h // 2)
+    cut = round(w * 2 / 3)
+    return Window(0, 0, cut, h), Window(cut, 0, w - cut, h)
+
+
+def area_file(image: Path, window: Window, dst: Path) -> Path:
+    """Write the outline of ``window`` of ``image`` as a GeoPackage polygon (its labelled area)."""
+    with rasterio.open(image) as src:
+        box = shapely.box(*rasterio.windows.bounds(window, src.transform))
+        crs = src.crs
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    gpd.GeoDataFrame(geometry=[box], crs=crs).to_file(dst)
+    return dst
+
+
+def _halves(folder: Path, out: Path, how: str) -> tuple[Path, Path, Path | None, Path | None]:
+    """Crop ``image.tif`` (and ``buildings_mask.tif`` when present) into train / test parts."""
+    image = folder / "image.tif"
+    train_win, test_win = train_window(image, how)
     mask = folder / "buildings_mask.tif"
     out.mkdir(parents=True, exist_ok=True)
     tr = crop(image, out / "train.tif", train_win)
@@ -171,15 +195,22 @@ def _halves(folder: Path, out: Path, how: str) -> tuple[Path, Path, Path | None,
 
 def scene_inria(data: Path, out: Path) -> Scene:
     """Inria Austin: top half trains, bottom half tests; the mask's 255 is building."""
-    tr, te, trm, tem = _halves(data / "inria_austin", out, "top")
+    folder = data / "inria_austin"
+    tr, te, trm, tem = _halves(folder, out, "top")
     assert trm is not None and tem is not None
-    return Scene([tr], [trm], [te], [tem], {255: "building"})
+    whole = (folder / "image.tif", folder / "buildings_mask.tif", _train(folder, "top"))
+    return Scene([tr], [trm], [te], [tem], {255: "building"}, whole=whole)
+
+
+def _train(folder: Path, how: str) -> Window:
+    return train_window(folder / "image.tif", how)[0]
 
 
 def _vector_scene(data: Path, out: Path, name: str, how: str) -> Scene:
     tr, te, _, _ = _halves(data / name, out, how)
     labels = data / name / "buildings.geojson"
-    return Scene([tr], [labels], [te], [labels], ["building"], vector_truth=True)
+    whole = (data / name / "image.tif", labels, _train(data / name, how))
+    return Scene([tr], [labels], [te], [labels], ["building"], vector_truth=True, whole=whole)
 
 
 def scene_zanzibar(data: Path, out: Path) -> Scene:
@@ -334,20 +365,23 @@ def run_scene(
     prepare: dict[str, Any] | None = None,
     model_options: dict[str, Any] | None = None,
     fit_options: dict[str, Any] | None = None,
+    label_area: bool = False,
 ) -> dict[str, Any]:
     """The whole protocol on one scene; returns its figures.
 
     ``seed`` is passed to ``fit`` (None: unseeded), ``prepare`` to ``prepare_data``,
     ``model_options`` to ``UnetClassifier`` and ``fit_options`` to ``fit`` (variants of the
-    defaults; None: the defaults).
+    defaults; None: the defaults). ``label_area``: see :func:`training_inputs`.
     """
     scene = SCENES[name](data_root, out)
     t0 = time.perf_counter()
+    images, labels, area = training_inputs(scene, out, label_area)
     data = prepare_data(
-        [str(p) for p in scene.train_images],
-        [str(p) for p in scene.train_labels],
+        images,
+        labels,
         classes=scene.classes,
         allow_no_crs=scene.allow_no_crs,
+        **area,
         **(prepare or {}),
     )
     prep_s = time.perf_counter() - t0
@@ -366,6 +400,25 @@ def run_scene(
         "chips": {k: int(v) for k, v in data.manifest.get("chip_counts", {}).items()},
         "backbone": backbone,
     }
+
+
+def training_inputs(
+    scene: Scene, out: Path, label_area: bool
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """``prepare_data``'s images, labels and ``label_area`` keyword for the training part.
+
+    Without ``label_area``: the cropped training part. With it: the whole image and its whole
+    labels, with a polygon of the training part as ``label_area`` (the analyst who labelled
+    part of a scene): the same pixels are labelled, the statistics cover the whole image and
+    ``val_strip="auto"`` sees where the rest lies.
+    """
+    if not label_area:
+        return [str(p) for p in scene.train_images], [str(p) for p in scene.train_labels], {}
+    if scene.whole is None:
+        raise SystemExit("--label-area: this scene has no single image to cut")
+    image, labels, window = scene.whole
+    area = area_file(image, window, out / "label_area.gpkg")
+    return [str(image)], [str(labels)], {"label_area": str(area)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -396,6 +449,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="one more fit keyword (repeatable): checkpoint=False",
+    )
+    p.add_argument(
+        "--label-area",
+        action="store_true",
+        help="train on the whole image with the training part as prepare_data(label_area=)",
     )
     p.add_argument(
         "--chip-views",
@@ -471,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                     prepare=prepare,
                     model_options=model_options,
                     fit_options=fit_options,
+                    label_area=args.label_area,
                 )
             except GeounetError as exc:
                 r = {"error": str(exc)}
@@ -485,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model_options,
         "fit": fit_options,
         "chip_views": views,
+        "label_area": args.label_area,
         "out": str(out),
     }
     print(json.dumps(summary))

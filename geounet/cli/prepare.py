@@ -44,10 +44,17 @@ from geounet.core.types import VAL_STRIPS
 @click.option(
     "--val-strip",
     type=click.Choice(VAL_STRIPS),
-    default="end",
+    default="auto",
     show_default=True,
     help="Where each image's validation strip lies along its longer side (put it away from "
-    "the area you will map).",
+    "the area you will map; auto: away from the part --label-area leaves out, else the end).",
+)
+@click.option(
+    "--label-area",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Polygon file outlining where the labels are complete (you labelled part of the "
+    "images and will map the rest): only that part is chipped, the rest is not background.",
 )
 @asset_opt
 @allow_no_crs_opt
@@ -63,6 +70,7 @@ def command(
     bands: str | None,
     val_fraction: float,
     val_strip: str,
+    label_area: Path | None,
     asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -76,6 +84,7 @@ def command(
     Example:
       geounet prepare scene.tif --labels buildings.gpkg --classes building --out chips/
       geounet prepare https://host/scene.tif --labels b.gpkg --classes building --out chips/
+      geounet prepare scene.tif --labels b.gpkg --label-area labelled.gpkg --out chips/
     """
     from geounet.data.prepare import prepare_data
 
@@ -90,6 +99,7 @@ def command(
         bands=band_list,
         val_fraction=val_fraction,
         val_strip=val_strip,
+        label_area=label_area,
         allow_no_crs=allow_no_crs,
         out_dir=out,
         overwrite=overwrite,

@@ -53,7 +53,7 @@ TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 SplitMode = Literal["spatial", "rows", "random"]
 SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
 #: Where ``split="spatial"`` puts the validation strip of an image, along its longer side.
-ValStrip = Literal["end", "middle", "start"]
+ValStrip = Literal["auto", "end", "middle", "start"]
 VAL_STRIPS: tuple[str, ...] = get_args(ValStrip)
 #: What runs the network (:mod:`geounet.inference.engines`): ``auto``, a family (its float32
 #: variant) or a variant.

@@ -165,6 +165,7 @@ def chip_grid(
     split: SplitMode = "spatial",
     val_fraction: float = 0.2,
     val_strip: ValStrip = "end",
+    box: tuple[int, int, int, int] | None = None,
 ) -> list[tuple[int, int, int]]:
     """Candidate chips ``(row, col, region)`` of one image, row by row.
 
@@ -174,12 +175,28 @@ def chip_grid(
     With ``split="rows"`` the top and bottom parts are chipped separately (region 0 and 1);
     a part shorter than a chip gives no chip. With ``split="spatial"`` the validation strip
     of :func:`strip_span` (region 1, placed by ``val_strip``) is chipped apart from the rest
-    (region 0).
+    (region 0). ``box`` ``(row, col, height, width)`` chips only that part of the image (a
+    labelled area, :meth:`~geounet.data.labels.area.LabelledArea.box`), as if it were the
+    image; ``val_strip="auto"`` puts the strip at the box's side away from the rest of the
+    image (:func:`auto_strip`).
 
     Example:
         >>> [c for c in chip_grid(256, 1024, 256, 256, val_strip="middle")]
         [(0, 0, 0), (0, 128, 0), (0, 384, 1), (0, 640, 0), (0, 768, 0)]
+        >>> chip_grid(512, 1024, 256, 256, val_strip="auto", box=(0, 0, 256, 768))
+        [(0, 0, 1), (0, 256, 0), (0, 512, 0)]
     """
+    if box is not None:
+        r0, c0, h, w = box
+        if h < 1 or w < 1:
+            return []
+        where = auto_strip(height, width, box) if val_strip == "auto" else val_strip
+        grid = chip_grid(
+            h, w, chip_size, stride, split=split, val_fraction=val_fraction, val_strip=where
+        )
+        return [(r0 + r, c0 + c, region) for r, c, region in grid]
+    if val_strip == "auto":
+        val_strip = "end"
     step = chip_size - stride
     if split == "rows":
         cut = round(height * (1.0 - val_fraction))
@@ -216,6 +233,8 @@ def strip_span(
         (None, 0, 0)
     """
     check_choice("val_strip", where, VAL_STRIPS)
+    if where == "auto":
+        where = "end"
     axis, length = ("rows", height) if height >= width else ("cols", width)
     size = max(chip_size, round(val_fraction * length))
     if val_fraction <= 0 or length - size < chip_size:
@@ -226,6 +245,30 @@ def strip_span(
     if where == "middle" and first >= chip_size and length - first - size >= chip_size:
         return axis, first, first + size
     return axis, length - size, length
+
+
+def auto_strip(height: int, width: int, box: tuple[int, int, int, int]) -> ValStrip:
+    """Where ``val_strip="auto"`` puts the strip of a labelled ``box`` of a larger image.
+
+    The unlabelled rest of the image is what will be mapped, and the labels next to it are
+    the most like it: they train, and the strip goes to the box's other end along its longer
+    side. ``"end"`` when the image extends as far on both sides (or not at all).
+
+    Args:
+        height: Image rows.
+        width: Image columns.
+        box: The labelled ``(row, col, height, width)``.
+
+    Example:
+        >>> auto_strip(1024, 2048, (0, 0, 1024, 1365))   # the rest lies to the right
+        'start'
+        >>> auto_strip(512, 768, (0, 0, 256, 768))       # the rest lies below, beside both ends
+        'end'
+    """
+    r0, c0, h, w = box
+    first, size, length = (r0, h, height) if h >= w else (c0, w, width)
+    before, after = first, length - first - size
+    return "start" if after > before else "end"
 
 
 def _parts(
@@ -542,6 +585,7 @@ def write_chips(
     val_strip: ValStrip = "end",
     min_valid_fraction: float = 0.5,
     stats: StatsAccumulator | None = None,
+    boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
 ) -> tuple[list[Chip], int]:
     """Write image and label chips of every image into ``folder/images`` and ``folder/labels``.
 
@@ -569,7 +613,9 @@ def write_chips(
         stats: When given, every valid pixel of the chipped bands is added to it once, in
             the same pass (the statistics of :func:`~geounet.io.raster.band_stats` without a
             second read; use an accumulator whose result does not depend on the order, i.e.
-            exact histograms of 8/16-bit integers).
+            exact histograms of 8/16-bit integers). Not with ``boxes`` that leave rows out.
+        boxes: Per image, the ``(row, col, height, width)`` part to chip (its labelled area),
+            or None for the whole image.
 
     Returns:
         ``(chips, dropped)``: the chips written (split not yet assigned) and how many
@@ -593,6 +639,7 @@ def write_chips(
                 split=mode,
                 val_fraction=val_fraction,
                 val_strip=val_strip,
+                box=boxes[idx] if boxes else None,
             )
             kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)
             chips += kept

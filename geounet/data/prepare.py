@@ -42,6 +42,7 @@ from geounet.data.chipping import (
 )
 from geounet.data.geodata import ChipDataset, GeoData, check_loader_args
 from geounet.data.labels import is_color_mapping, open_labels, resolve_classes
+from geounet.data.labels.area import AreaLabels, LabelledArea, labelled_areas
 from geounet.data.manifest import (
     MANIFEST,
     build_manifest,
@@ -221,6 +222,16 @@ def _split(chips: list[Chip], folder: Path, s: PrepareSettings) -> int:
     return n_gap
 
 
+def _labelled_areas(
+    s: PrepareSettings, infos: list[RasterInfo]
+) -> tuple[list[LabelledArea] | None, list[tuple[int, int, int, int]] | None]:
+    """Each image's labelled area and the pixel box to chip (None, None without ``label_area``)."""
+    if s.label_area is None:
+        return None, None
+    areas = labelled_areas(s.label_area, infos, allow_no_crs=s.allow_no_crs)
+    return areas, [a.box(s.chip_size) for a in areas]
+
+
 def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[str, Any]:
     """The settings the manifest records (JSON)."""
     nodata = s.nodata if s.nodata is not None else info.nodata
@@ -235,6 +246,7 @@ def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[st
         "label_field",
         "line_width_m",
         "separate_touching",
+        "label_area",
     )
     return {
         "bands": bands,
@@ -248,7 +260,8 @@ def _prepare(
     image_paths: list[Path], label_paths: list[Path], folder: Path, s: PrepareSettings
 ) -> dict[str, Any]:
     infos = [open_raster(p, allow_no_crs=s.allow_no_crs) for p in image_paths]
-    s = s.for_area([(i.height, i.width) for i in infos])
+    areas, boxes = _labelled_areas(s, infos)
+    s = s.for_area([(b[2], b[3]) for b in boxes] if boxes else [(i.height, i.width) for i in infos])
     if len({(i.crs.to_wkt() if i.crs else None) for i in infos}) > 1:
         warnings.warn(
             "the images have different CRSs; the manifest records the first one's.",
@@ -263,14 +276,16 @@ def _prepare(
         specs = resolve_classes(s.classes, sources)
         for src in sources:
             src.bind(specs)
+        readers = [AreaLabels(src, a) for src, a in zip(sources, areas)] if areas else sources
         acc = StatsAccumulator(len(per_bands[0]), infos[0].dtype, s.seed)
-        if not acc.exact:  # a sample depends on the order: its own pass, as band_stats reads
+        exact = acc.exact and boxes is None  # a labelled area's rows alone are chipped
+        if not exact:  # a sample depends on the order: its own pass, as band_stats reads
             stats = band_stats(infos, s.bands, nodata=s.nodata, seed=s.seed)
             log.info("statistics done; chipping %d image(s)", len(infos))
         chips, n_low = write_chips(
             folder,
             infos,
-            sources,
+            readers,
             specs,
             chip_size=s.chip_size,
             stride=s.stride,
@@ -281,9 +296,10 @@ def _prepare(
             val_fraction=s.val_fraction,
             val_strip=s.val_strip,
             min_valid_fraction=s.min_valid_fraction,
-            stats=acc if acc.exact else None,  # exact histograms: added in the chipping pass
+            stats=acc if exact else None,  # exact histograms: added in the chipping pass
+            boxes=boxes,
         )
-        if acc.exact:
+        if exact:
             stats = stats_result(acc, infos)
     finally:
         for src in sources:
@@ -313,7 +329,8 @@ def prepare_data(
     nodata: float | None = None,
     val_fraction: float = 0.2,
     split: str = "spatial",
-    val_strip: str = "end",
+    val_strip: str = "auto",
+    label_area: PathLike | None = None,
     min_valid_fraction: float = 0.5,
     line_width_m: float = 4.0,
     separate_touching: str | None = "building",
@@ -374,9 +391,17 @@ def prepare_data(
             chips overlapping a validation chip are dropped as gap). All deterministic for a
             ``seed``; see :mod:`geounet.data.chipping`.
         val_strip: Where ``split="spatial"`` puts an image's validation strip along its
-            longer side: ``"end"`` (default; bottom rows or right columns), ``"middle"`` or
-            ``"start"``. The labels next to the area you will map are the most like it:
-            keep them for training by putting the strip on the other side.
+            longer side: ``"auto"`` (default), ``"end"`` (bottom rows or right columns),
+            ``"middle"`` or ``"start"``. The labels next to the area you will map are the
+            most like it: keep them for training by putting the strip on the other side.
+            ``"auto"`` does so when a ``label_area`` leaves the rest of an image unlabelled
+            (the strip goes to the labelled part's end away from it), else it is ``"end"``.
+        label_area: A polygon file (any vector format and CRS) outlining where the labels
+            are complete, when you labelled part of an image and will map the rest. Only
+            that part is chipped; outside it the masks are "no label" (255), so unlabelled
+            ground is not taught as background; the statistics still cover the whole image
+            (the area you will map too). Without it, vector labels mean "everything else is
+            background" over the whole image.
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped
             (and counted in the manifest's ``dropped_chips``).
         line_width_m: Width in metres given to line (and point) features.
@@ -445,6 +470,7 @@ def prepare_data(
         val_fraction=val_fraction,
         split=split,
         val_strip=val_strip,
+        label_area=None if label_area is None else str(label_area),
         min_valid_fraction=min_valid_fraction,
         line_width_m=line_width_m,
         separate_touching=separate_touching,

@@ -54,8 +54,11 @@ class PrepareSettings:
         nodata: Image nodata value overriding the files'.
         val_fraction: Share of chips set aside for validation, in [0, 1).
         split: ``"spatial"``, ``"rows"`` or ``"random"``.
-        val_strip: Where ``split="spatial"`` puts an image's validation strip: ``"end"``,
-            ``"middle"`` or ``"start"`` of its longer side.
+        val_strip: Where ``split="spatial"`` puts an image's validation strip: ``"auto"``
+            (away from the rest of the image a ``label_area`` leaves unlabelled, else the
+            end), ``"end"``, ``"middle"`` or ``"start"`` of its longer side.
+        label_area: Polygon file outlining where the labels are complete (None: the whole
+            images).
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped.
         line_width_m: Width in metres given to line (and point) features.
         separate_touching: Class whose touching vector polygons are parted by a background
@@ -76,7 +79,8 @@ class PrepareSettings:
     nodata: float | None = None
     val_fraction: float = 0.2
     split: str = "spatial"
-    val_strip: str = "end"
+    val_strip: str = "auto"
+    label_area: str | None = None
     min_valid_fraction: float = 0.5
     line_width_m: float = 4.0
     separate_touching: str | None = "building"
