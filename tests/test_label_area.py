@@ -219,3 +219,31 @@ def test_cli_prepare_takes_a_label_area(wide, tmp_path) -> None:
                                    "--out", str(tmp_path / "c2")])  # fmt: skip
     assert res.exit_code == 2 and "no.gpkg" in res.output and "not found" in res.output
     assert not (tmp_path / "c2").exists()
+
+
+class _SeenError(Exception):
+    """Raised by the fake prepare_data once it has seen its arguments."""
+
+
+def test_cli_train_passes_a_label_area_to_prepare_data_and_refuses_it_with_chips(
+    wide, tmp_path, monkeypatch
+) -> None:
+    import geounet.data.prepare as prepare_module
+
+    img, roofs = wide
+    seen = {}
+
+    def fake_prepare(*args, **kwargs):
+        seen.update(kwargs)
+        raise _SeenError
+
+    monkeypatch.setattr(prepare_module, "prepare_data", fake_prepare)
+    args = ["train", str(img), "--labels", str(roofs), "--classes", "building",
+            "--label-area", str(tmp_path / "area.gpkg"), "--out", str(tmp_path / "m")]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert isinstance(res.exception, _SeenError) and seen["label_area"] == tmp_path / "area.gpkg"
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    res = CliRunner().invoke(cli, ["train", str(chips), "--label-area", str(tmp_path / "a.gpkg"),
+                                   "--out", str(tmp_path / "m2")])  # fmt: skip
+    assert res.exit_code == 2 and "chip folder" in res.output and "--label-area" in res.output

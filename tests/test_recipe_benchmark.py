@@ -83,3 +83,28 @@ def test_fit_options_and_seed_reach_fit(recipe, monkeypatch, tmp_path):
     assert seen == {"args": (), "kwargs": {"checkpoint": False, "refit_on_all": True, "seed": 4}}
     with pytest.raises(SystemExit, match="use --seed"):
         recipe.main(["--fit", "seed=3", "--data", str(tmp_path)])
+
+
+def test_label_area_gives_the_whole_image_and_a_polygon_of_the_training_part(
+    recipe, make_raster, tmp_path
+):
+    import geopandas as gpd
+    import numpy as np
+    from rasterio.windows import Window
+
+    image = make_raster(np.zeros((1, 60, 90), np.uint8), "whole.tif")
+    train, test = recipe.train_window(image, "left")
+    assert (train.width, test.col_off, test.width) == (60, 60, 30)
+    scene = recipe.Scene([tmp_path / "crop.tif"], [tmp_path / "b.gpkg"], [], [], ["building"])
+    assert recipe.training_inputs(scene, tmp_path, False) == (
+        [str(tmp_path / "crop.tif")], [str(tmp_path / "b.gpkg")], {},
+    )  # fmt: skip
+    with pytest.raises(SystemExit, match="no single image"):
+        recipe.training_inputs(scene, tmp_path, True)
+    scene.whole = (image, tmp_path / "b.gpkg", Window(0, 0, 60, 60))
+    images, labels, extra = recipe.training_inputs(scene, tmp_path / "out", True)
+    assert (images, labels) == ([str(image)], [str(tmp_path / "b.gpkg")])
+    area = gpd.read_file(extra["label_area"])
+    # conftest's grid: origin (500000, 3700000), 0.5 m pixels; 60 x 60 px = 30 m x 30 m
+    assert tuple(area.total_bounds) == (500000.0, 3699970.0, 500030.0, 3700000.0)
+    assert recipe.parse_args(["--label-area"]).label_area

@@ -194,6 +194,11 @@ def train_model(
             "which every process shares; chip the images first (geounet prepare IMAGE --labels "
             "LABELS --out CHIPS), then run torchrun ... -m geounet train CHIPS --ddp."
         )
+    if chip_folder and (labels or prepare_options.get("label_area")):
+        raise InvalidParameterError(
+            f"{inputs[0]} is a chip folder: it was chipped with its labels already; give "
+            "images to chip with --labels / --label-area, or drop them."
+        )
     if chip_folder:
         data = prepare_data(inputs[0], batch_size=batch_size)
     else:

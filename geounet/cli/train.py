@@ -35,6 +35,13 @@ from geounet.core.types import DEFAULT_BACKBONE
     help="Vector attribute holding each feature's class (with vector --labels).",
 )
 @click.option(
+    "--label-area",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Polygon file outlining where the labels are complete (with --labels; see "
+    "geounet prepare --label-area).",
+)
+@click.option(
     "--backbone",
     default=DEFAULT_BACKBONE,
     show_default=True,
@@ -71,6 +78,7 @@ def command(
     out: Path,
     classes: str | None,
     label_field: str | None,
+    label_area: Path | None,
     backbone: str,
     encoder_weights: str,
     epochs: int | None,
@@ -110,6 +118,7 @@ def command(
         ddp=ddp,
         allow_no_crs=allow_no_crs,
         **({"label_field": label_field} if label_field else {}),
+        **({"label_area": label_area} if label_area else {}),
     )
     if not result["written"]:  # another rank of a distributed run reports and writes
         return
