@@ -93,6 +93,9 @@ def test_command_lines():
     assert "--tta" not in commands.classify_args("a.tif", "m", "o.tif", tta="none")
     train = commands.train_args("a.tif", "l.gpkg", "m", label_field="kind", epochs=2, lr=1e-3)
     assert train[train.index("--label-field") + 1] == "kind" and "--epochs" in train
+    assert "--label-area" not in train
+    train = commands.train_args("a.tif", "l.gpkg", "m", label_area="area.gpkg")
+    assert train[train.index("--label-area") + 1] == "area.gpkg"
     assert commands.flatten_metrics({"pixel": {"miou": 0.5, "classes": {"b": {"iou": 1}}}}) == [
         ("pixel.miou", 0.5),
         ("pixel.classes.b.iou", 1.0),
@@ -107,7 +110,7 @@ def test_geounet_commands_accept_the_plugins_arguments():
         ),
         "vectorize": commands.vectorize_args("c", "o", min_area_m2=3),
         "train": commands.train_args(
-            "a", "l", "o", label_field="f", classes="1=b", epochs=1, lr=0.01
+            "a", "l", "o", label_field="f", classes="1=b", epochs=1, lr=0.01, label_area="x"
         ),
         "evaluate": commands.evaluate_args("p", "t", "j", report="r"),
     }
@@ -271,12 +274,17 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
         data = np.tile(src.read(), (1, 11, 11))[:, :2048, :2048]
     with rasterio.open(big, "w", **profile) as dst:
         dst.write(data)
+    area = tmp_path / "labelled.gpkg"  # the left two thirds of the 192 px (96 m) scene
+    gpd.GeoDataFrame(
+        geometry=[shapely.box(500000, 3699904, 500064, 3700000)], crs="EPSG:32616"
+    ).to_file(area)
     runs = [
         {
             "alg": "geounet:train",
             "params": {
                 "INPUT": str(scene["image"]),
                 "LABELS": str(scene["labels"]),
+                "LABEL_AREA": str(area),
                 "CLASS_FIELD": "kind",
                 "BACKBONE": 2,
                 "EPOCHS": 1,

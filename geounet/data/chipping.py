@@ -12,8 +12,10 @@ Splits (``split=``):
 
   - with fewer than :data:`WHOLE_IMAGES_FROM` images, each image at least two chips long
     gives one strip across its longer side to validation, ``max(chip_size, val_fraction x
-    length)`` pixels wide: at the end (``val_strip="end"``, default: bottom rows, or right
-    columns), at the start or in the middle. The parts are chipped on their own, so no chip
+    length)`` pixels wide: at the end (``val_strip="end"``: bottom rows, or right columns),
+    at the start or in the middle; ``"auto"`` (default) is the end, or, when a labelled area
+    (``prepare_data(label_area=)``) leaves part of the image unlabelled, the labelled part's
+    end away from that rest (:func:`auto_strip`), so the labels beside the area to map train. The parts are chipped on their own, so no chip
     crosses a cut and no training chip is dropped: the gap is 0 px, the only cost is the
     strip. (Random blocks of a grid of overlapping chips cost more: every validation chip
     takes its overlapping neighbours with it.)
@@ -218,7 +220,8 @@ def strip_span(
 
     The strip runs across the image's longer side, ``max(chip_size, round(val_fraction *
     length))`` pixels wide, at its ``"end"`` (bottom rows or right columns), ``"start"`` or in
-    the ``"middle"``. ``(None, 0, 0)`` when a training part would be shorter than a chip (or
+    the ``"middle"`` (``"auto"`` is the end here: :func:`chip_grid` places it from a labelled
+    box). ``(None, 0, 0)`` when a training part would be shorter than a chip (or
     ``val_fraction`` is 0); in the middle both parts beside the strip must be a chip long,
     else the strip goes to the end.
 

@@ -239,6 +239,15 @@ class TrainModel(_Base):
             )
         )
         self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                "LABEL_AREA",
+                "Labelled area (polygons: where the labels are complete; the rest is not "
+                "taught as background)",
+                [QgsProcessing.TypeVectorPolygon],
+                optional=True,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterString(
                 "CLASSES", "Classes (e.g. building or 1=building,2=road)", optional=True
             )
@@ -282,6 +291,11 @@ class TrainModel(_Base):
         labels = self.parameterAsCompatibleSourceLayerPath(
             parameters, "LABELS", context, ["gpkg", "geojson", "shp"], "gpkg", feedback
         )
+        area = None
+        if parameters.get("LABEL_AREA"):
+            area = self.parameterAsCompatibleSourceLayerPath(
+                parameters, "LABEL_AREA", context, ["gpkg", "geojson", "shp"], "gpkg", feedback
+            )
         out = self.parameterAsString(parameters, "OUTPUT", context)
         args = commands.train_args(
             image,
@@ -293,6 +307,7 @@ class TrainModel(_Base):
             epochs=self.parameterAsInt(parameters, "EPOCHS", context) or None,
             lr=self.parameterAsDouble(parameters, "LEARNING_RATE", context) or None,
             chip_size=self.parameterAsInt(parameters, "CHIP_SIZE", context),
+            label_area=area,
         )
         _run(args, feedback)
         return {"OUTPUT": out}

@@ -50,8 +50,13 @@ def train_args(
     epochs: int | None = None,
     lr: float | None = None,
     chip_size: int = 256,
+    label_area: str | None = None,
 ) -> list[str]:
-    """``geounet train IMAGE --labels LABELS``: the model folder ``out``."""
+    """``geounet train IMAGE --labels LABELS``: the model folder ``out``.
+
+    ``label_area``: a polygon file outlining the labelled part of the image (the rest is
+    not taught as background).
+    """
     args = ["train", image, "--labels", labels, "--out", out, "--backbone", backbone]
     args += ["--chip-size", str(chip_size), "--overwrite"]
     if backbone == "unet-classic":
@@ -64,6 +69,8 @@ def train_args(
         args += ["--epochs", str(epochs)]
     if lr:
         args += ["--lr", str(lr)]
+    if label_area:
+        args += ["--label-area", label_area]
     return args
 
 
