@@ -15,9 +15,9 @@ Splits (``split=``):
     length)`` pixels wide: at the end (``val_strip="end"``: bottom rows, or right columns),
     at the start or in the middle; ``"auto"`` (default) is the end, or, when a labelled area
     (``prepare_data(label_area=)``) leaves part of the image unlabelled, the labelled part's
-    end away from that rest (:func:`auto_strip`), so the labels beside the area to map train. The parts are chipped on their own, so no chip
-    crosses a cut and no training chip is dropped: the gap is 0 px, the only cost is the
-    strip. (Random blocks of a grid of overlapping chips cost more: every validation chip
+    end away from that rest (:func:`auto_strip`), so the labels beside the area to map
+    train. The parts are chipped on their own, so no chip crosses a cut and no training chip
+    is dropped: the gap is 0 px, the only cost is the strip. (Random blocks of a grid of overlapping chips cost more: every validation chip
     takes its overlapping neighbours with it.)
   - with more images, or for images too small to cut, whole images (seeded) go to
     validation until about ``val_fraction`` of all chips are validation chips; an image
