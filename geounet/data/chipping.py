@@ -17,8 +17,9 @@ Splits (``split=``):
     (``prepare_data(label_area=)``) leaves part of the image unlabelled, the labelled part's
     end away from that rest (:func:`auto_strip`), so the labels beside the area to map
     train. The parts are chipped on their own, so no chip crosses a cut and no training chip
-    is dropped: the gap is 0 px, the only cost is the strip. (Random blocks of a grid of overlapping chips cost more: every validation chip
-    takes its overlapping neighbours with it.)
+    is dropped: the gap is 0 px, the only cost is the strip. (Random blocks of a grid of
+    overlapping chips cost more: every validation chip takes its overlapping neighbours
+    with it.)
   - with more images, or for images too small to cut, whole images (seeded) go to
     validation until about ``val_fraction`` of all chips are validation chips; an image
     is never split, so there is nothing to drop either.
