@@ -186,6 +186,9 @@ def test_ensure_sample_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert ensure_sample_data() == COMMITTED
     assert ensure_sample_data(COMMITTED) == COMMITTED
     calls = []
-    monkeypatch.setattr(sample, "generate_sample_data", lambda d, **kw: calls.append((d, kw)))
+    # ensure_sample_data looks generate_sample_data up in the module that defines it
+    monkeypatch.setattr(
+        "geounet.app.sample.files.generate_sample_data", lambda d, **kw: calls.append((d, kw))
+    )
     assert ensure_sample_data(tmp_path / "absent") == tmp_path / "absent"
     assert calls and calls[0][1]["overwrite"] is True
