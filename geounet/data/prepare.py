@@ -438,11 +438,15 @@ def prepare_data(
         training mean).
 
     Raises:
-        InputNotFoundError: An image or label file (or chip folder) does not exist.
-        MissingCRSError: An image has no CRS and ``allow_no_crs`` is False.
-        CRSMismatchError: Labels do not overlap their image.
+        InputNotFoundError: An image, label or ``label_area`` file (or chip folder) does not
+            exist.
+        MissingCRSError: An image (or a vector file) has no CRS and ``allow_no_crs`` is
+            False.
+        CRSMismatchError: Labels do not overlap their image, or ``label_area`` overlaps none
+            of the images.
         LabelError: Missing ``label_field`` (the message lists the fields), label values
-            outside ``classes`` (the message lists the values found), no labels.
+            outside ``classes`` (the message lists the values found), no labels, no polygon
+            in ``label_area``.
         BandMismatchError: Images with different band counts or types, or bad ``bands``.
         InvalidParameterError: A bad parameter (e.g. a chip size not a multiple of 32: the
             message suggests the nearest valid sizes).
