@@ -247,3 +247,33 @@ def test_cli_train_passes_a_label_area_to_prepare_data_and_refuses_it_with_chips
     res = CliRunner().invoke(cli, ["train", str(chips), "--label-area", str(tmp_path / "a.gpkg"),
                                    "--out", str(tmp_path / "m2")])  # fmt: skip
     assert res.exit_code == 2 and "chip folder" in res.output and "--label-area" in res.output
+
+
+@pytest.mark.realdata
+def test_real_scene_labelled_two_thirds_chip_as_the_crop_with_the_strip_at_the_left(
+    tmp_path,
+) -> None:
+    """``oam_zanzibar``: the whole image with its left two thirds as the labelled area."""
+    from conftest import shared_data
+    from rasterio.windows import Window, bounds
+
+    folder = shared_data("oam_zanzibar")
+    image, labels = folder / "image.tif", folder / "buildings.geojson"
+    with rasterio.open(image) as src:
+        cut = round(src.width * 2 / 3)
+        left = Window(0, 0, cut, src.height)
+        area = write_vector(
+            tmp_path / "left.gpkg", [shapely.box(*bounds(left, src.transform))], str(src.crs)
+        )
+        profile = src.profile | {"width": cut, "transform": src.window_transform(left)}
+        crop = tmp_path / "crop.tif"
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=left))
+    whole = prepare_data(image, labels, classes=["building"], label_area=area)
+    cropped = prepare_data(crop, labels, classes=["building"], val_strip="start")
+    assert whole.manifest["chip_counts"] == cropped.manifest["chip_counts"]
+    assert whole.manifest["class_pixel_counts"] == cropped.manifest["class_pixel_counts"]
+    x_cut = bounds(left, open_raster(image).transform)[2]
+    assert max(c["bounds"][2] for c in whole.manifest["chips"]) <= x_cut + 1e-6
+    valid, train = chips_of(whole, "valid"), chips_of(whole, "train")
+    assert max(b[2] for b in valid) <= min(b[0] for b in train) + 1e-6  # the strip is at the left
