@@ -160,10 +160,11 @@ def test_a_bad_label_area_is_refused_with_the_file_and_the_fix(
 ) -> None:
     img, roofs = wide
     bad = make_file(tmp_path)
+    out = tmp_path / "chips"
     with pytest.raises(error, match=words) as info:
-        prepare_data(img, roofs, classes=["building"], chip_size=64, label_area=bad)
+        prepare_data(img, roofs, classes=["building"], chip_size=64, label_area=bad, out_dir=out)
     assert str(bad) in str(info.value)
-    assert not list(tmp_path.glob("geounet-chips-*"))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "chips" in p.name]
 
 
 def test_an_image_the_area_misses_gives_no_chip_and_a_warning(make_raster, tmp_path) -> None:

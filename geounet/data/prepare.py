@@ -474,7 +474,7 @@ def prepare_data(
         val_fraction=val_fraction,
         split=split,
         val_strip=val_strip,
-        label_area=None if label_area is None else str(label_area),
+        label_area=None if label_area is None else str(Path(label_area).resolve()),
         min_valid_fraction=min_valid_fraction,
         line_width_m=line_width_m,
         separate_touching=separate_touching,
