@@ -278,6 +278,10 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
     gpd.GeoDataFrame(
         geometry=[shapely.box(500000, 3699904, 500064, 3700000)], crs="EPSG:32616"
     ).to_file(area)
+    far = tmp_path / "elsewhere.gpkg"  # a labelled area 10 km away: geounet must refuse it
+    gpd.GeoDataFrame(
+        geometry=[shapely.box(510000, 3709904, 510064, 3710000)], crs="EPSG:32616"
+    ).to_file(far)
     runs = [
         {
             "alg": "geounet:train",
@@ -294,6 +298,19 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
             },
         },
         {
+            "alg": "geounet:train",
+            "params": {
+                "INPUT": str(scene["image"]),
+                "LABELS": str(scene["labels"]),
+                "LABEL_AREA": str(far),
+                "CLASS_FIELD": "kind",
+                "BACKBONE": 2,
+                "EPOCHS": 1,
+                "CHIP_SIZE": 64,
+                "OUTPUT": str(tmp_path / "never"),
+            },
+        },
+        {
             "alg": "geounet:classify",
             "params": {
                 "INPUT": str(big),
@@ -306,8 +323,11 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
             "cancel_on_progress": True,
         },
     ]
-    train, cancelled = _drive(runs, tmp_path)["runs"]
+    train, refused, cancelled = _drive(runs, tmp_path)["runs"]
     assert train["error"] is None
+    # the Labelled area reaches geounet: one that misses the raster is refused
+    assert "label_area" in refused["error"] and "overlaps none" in refused["error"]
+    assert not (tmp_path / "never" / "geounet.json").exists()
     config = json.loads((tmp_path / "trained" / "geounet.json").read_text())
     assert [c["name"] for c in config["classes"]] == ["background", "building"]
     assert "cancel" in cancelled["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -102,8 +103,6 @@ class ImageSource(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """``value`` unchanged when remote, else a :class:`~pathlib.Path`."""
-        from pathlib import Path
-
         from geounet.io.remote import is_remote
 
         if isinstance(value, Path) or is_remote(str(value)):
@@ -122,8 +121,6 @@ class LocalOutput(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """A :class:`~pathlib.Path`; :class:`InvalidParameterError` for a remote name."""
-        from pathlib import Path
-
         from geounet.io.remote import check_local_output
 
         check_local_output(str(value))
@@ -134,6 +131,13 @@ class LocalOutput(click.ParamType):
 IMAGE = ImageSource()
 #: The type of every output path option.
 OUTPUT = LocalOutput()
+label_area_opt = click.option(
+    "--label-area",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Polygon file outlining where the labels are complete (you labelled part of the "
+    "images and will map the rest): only that part is chipped, the rest is not background.",
+)
 asset_opt = click.option(
     "--asset",
     default=None,

@@ -12,6 +12,7 @@ from geounet.cli.options import (
     allow_no_crs_opt,
     asset_opt,
     classes_opt,
+    label_area_opt,
     overwrite_opt,
     parse_bands,
     resolve_image,
@@ -49,13 +50,7 @@ from geounet.core.types import VAL_STRIPS
     help="Where each image's validation strip lies along its longer side (put it away from "
     "the area you will map; auto: away from the part --label-area leaves out, else the end).",
 )
-@click.option(
-    "--label-area",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Polygon file outlining where the labels are complete (you labelled part of the "
-    "images and will map the rest): only that part is chipped, the rest is not background.",
-)
+@label_area_opt
 @asset_opt
 @allow_no_crs_opt
 @overwrite_opt

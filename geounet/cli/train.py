@@ -12,6 +12,7 @@ from geounet.cli.options import (
     allow_no_crs_opt,
     asset_opt,
     classes_opt,
+    label_area_opt,
     overwrite_opt,
     resolve_image,
 )
@@ -34,13 +35,7 @@ from geounet.core.types import DEFAULT_BACKBONE
     default=None,
     help="Vector attribute holding each feature's class (with vector --labels).",
 )
-@click.option(
-    "--label-area",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Polygon file outlining where the labels are complete (with --labels; see "
-    "geounet prepare --label-area).",
-)
+@label_area_opt
 @click.option(
     "--backbone",
     default=DEFAULT_BACKBONE,

@@ -198,8 +198,6 @@ def chip_grid(
             h, w, chip_size, stride, split=split, val_fraction=val_fraction, val_strip=where
         )
         return [(r0 + r, c0 + c, region) for r, c, region in grid]
-    if val_strip == "auto":
-        val_strip = "end"
     step = chip_size - stride
     if split == "rows":
         cut = round(height * (1.0 - val_fraction))

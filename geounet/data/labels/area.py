@@ -30,7 +30,6 @@ from rasterio import features, windows
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geounet.core.classes import ClassSpec
 from geounet.core.errors import CRSMismatchError, InputNotFoundError, LabelError, MissingCRSError
 from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.data.labels.common import LabelSource, fmt_extent, overlaps
@@ -146,11 +145,14 @@ def _widen(a: int, b: int, size: int, length: int) -> tuple[int, int]:
     return a, a + size
 
 
-class AreaLabels(LabelSource):
-    """A label source whose pixels outside a :class:`LabelledArea` are "no label" (255).
+class AreaLabels:
+    """A bound label source whose pixels outside a :class:`LabelledArea` are "no label" (255).
+
+    What chipping reads (``read``, ``reads_by_band``); the inner source keeps its files and is
+    closed by its owner.
 
     Args:
-        inner: The label source (vector or raster labels of the same image).
+        inner: The bound label source (vector or raster labels of the same image).
         area: Where its labels are complete.
     """
 
@@ -159,27 +161,11 @@ class AreaLabels(LabelSource):
         self.path, self.image = inner.path, inner.image
         self.reads_by_band = inner.reads_by_band  # the area burns pixel centres too
 
-    def found_values(self) -> list[Any]:
-        """The inner source's values."""
-        return self.inner.found_values()
-
-    def unknown(self, classes: Sequence[ClassSpec]) -> list[Any]:
-        """The inner source's undeclared values."""
-        return self.inner.unknown(classes)
-
-    def bind(self, classes: Sequence[ClassSpec]) -> None:
-        """Bind the inner source to the class list."""
-        self.inner.bind(classes)  # type: ignore[attr-defined]
-
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Class indices ``(height, width)`` uint8, 255 outside the labelled area."""
         out = self.inner.read(row, col, height, width)  # type: ignore[attr-defined]
         out[~self.area.inside(row, col, height, width)] = IGNORE_INDEX
         return out
-
-    def close(self) -> None:
-        """Release the inner source's files."""
-        self.inner.close()
 
 
 def labelled_areas(
