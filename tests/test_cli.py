@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,6 +366,41 @@ def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_m
     with rasterio.open(tmp_path / "out.tif") as src:
         assert src.crs is None and src.shape == (64, 64)
     assert vector.exists()
+
+
+def test_classify_vector_vectorizes_with_the_probabilities(
+    runner, make_raster, tmp_path, tiny_model, monkeypatch
+):
+    """`classify --vector` drops unsure buildings: vectorize always gets the probabilities."""
+    import geounet.vectorizing.pipeline as pipeline
+    from geounet.vectorizing.confidence import PROBABILITIES_TAG
+
+    seen = []
+    real = pipeline.vectorize
+
+    def spy(classified, out=None, **kw):
+        seen.append((Path(kw["probabilities"]), Path(kw["probabilities"]).is_file()))
+        return real(classified, out, **kw)
+
+    monkeypatch.setattr(pipeline, "vectorize", spy)
+    image = make_raster(np.full((3, 64, 64), 100, np.uint8), "img.tif")
+    args = ["-q", "classify", str(image), "--model", str(tiny_model), "--tile-size", "64",
+            "--overlap", "16"]  # fmt: skip
+    out, vector = tmp_path / "c.tif", tmp_path / "f.gpkg"
+    r = runner.invoke(cli, [*args, "--out", str(out), "--vector", str(vector)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    ((temp, existed),) = seen
+    assert existed and not temp.exists()  # a temporary file, gone once vectorized
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "f.gpkg", "img.tif"]
+    out2, kept = tmp_path / "d.tif", tmp_path / "d_probabilities.tif"
+    r = runner.invoke(
+        cli, [*args, "--out", str(out2), "--vector", str(tmp_path / "g.gpkg"),
+              "--probabilities", str(kept)]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert seen[1] == (kept, True) and kept.exists()
+    with rasterio.open(out2) as src:
+        assert src.tags()[PROBABILITIES_TAG] == "d_probabilities.tif"  # vectorize finds it
 
 
 # ----------------------------------------------------------- outputs checked before any work

@@ -180,9 +180,10 @@ def test_mean_confidence_from_probability_raster(tmp_path):
         from_origin(*ORIGIN, 0.5, 0.5),
         descriptions=["background", "building", "road"],
     )
-    layers = vectorize(path, probabilities=p_path, min_area_m2=1)
+    layers = vectorize(path, probabilities=p_path, min_area_m2=1, min_peak_confidence=0)
     b = layers["building"].sort_values("area_m2")
     np.testing.assert_allclose(b["mean_confidence"], [0.8, 0.4], atol=1e-6)
+    np.testing.assert_allclose(b["peak_confidence"], [0.8, 0.4], atol=1e-6)
     assert "mean_confidence" in layers["road"].columns
     other = write_raster(tmp_path / "q.tif", prob[:, :20], UTM, from_origin(*ORIGIN, 0.5, 0.5))
     with pytest.raises(InvalidParameterError, match="grid"):

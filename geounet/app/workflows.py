@@ -6,8 +6,11 @@ These functions only compose the library (``prepare_data``, ``UnetClassifier``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +107,10 @@ def classify_and_vectorize(
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Classify ``image`` with a loaded model into ``out``, then optionally vectorize it.
 
-    Every output is checked before the network runs.
+    Every output is checked before the network runs. With ``vector`` the building
+    probabilities are always at hand when vectorizing (in a temporary file, unless
+    ``options.probabilities`` keeps them), so buildings the network was never sure of are
+    dropped (:mod:`geounet.vectorizing.confidence`).
 
     Args:
         clf: A :class:`~geounet.app.classifier.UnetClassifier` (or an object with
@@ -126,19 +132,23 @@ def classify_and_vectorize(
         from geounet.io.vectors import check_outputs  # geopandas: only when vectorizing
 
         check_outputs(vector, clf.config.class_names[1:], overwrite=opts.overwrite)
-    result = {"classified": classify_with_options(clf, image, out, opts)}
-    layers: dict[str, Any] = {}
-    if vector:
-        from geounet.vectorizing.pipeline import vectorize
+    with ExitStack() as stack:
+        if vector and opts.probabilities is None and not opts.resume:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="geounet-"))
+            opts = dataclasses.replace(opts, probabilities=Path(tmp) / "probabilities.tif")
+        result = {"classified": classify_with_options(clf, image, out, opts)}
+        layers: dict[str, Any] = {}
+        if vector:
+            from geounet.vectorizing.pipeline import vectorize
 
-        layers = vectorize(
-            out,
-            vector,
-            probabilities=opts.probabilities,
-            overwrite=opts.overwrite,
-            allow_no_crs=opts.allow_no_crs,
-        )
-        result["vector"] = Path(vector)
+            layers = vectorize(
+                out,
+                vector,
+                probabilities=opts.probabilities,
+                overwrite=opts.overwrite,
+                allow_no_crs=opts.allow_no_crs,
+            )
+            result["vector"] = Path(vector)
     return result, layers
 
 

@@ -80,7 +80,16 @@ from geounet.core.classes import parse_classes
     "--probabilities",
     type=IMAGE,
     default=None,
-    help="Probability raster from classify, adds mean_confidence.",
+    help="Probability raster from classify (default: the one classify --probabilities "
+    "wrote and named in the class raster): adds mean and peak confidence, and drops "
+    "buildings the network was never sure of.",
+)
+@click.option(
+    "--min-peak-confidence",
+    type=float,
+    default=None,
+    help="With probabilities, drop buildings whose most confident pixel is below this "
+    "(0-1) [default: 0.98; 0 keeps them all].",
 )
 @asset_opt
 @allow_no_crs_opt
@@ -99,6 +108,7 @@ def command(
     no_separate: bool,
     min_separation_m: float | None,
     probabilities: Path | None,
+    min_peak_confidence: float | None,
     asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -131,6 +141,7 @@ def command(
         road_centerlines=not no_centerlines,
         separate=not no_separate,
         probabilities=probabilities,
+        min_peak_confidence=min_peak_confidence,
         overwrite=overwrite,
         allow_no_crs=allow_no_crs,
         **extra,

@@ -69,6 +69,7 @@ from geounet.io.raster import (
     valid_mask,
 )
 from geounet.io.remote import check_local_output
+from geounet.vectorizing.confidence import PROBABILITIES_TAG, probabilities_tag
 from geounet.vectorizing.sizes import MIN_AREA_TAG, min_area_from_sizes
 
 __all__ = [
@@ -487,8 +488,9 @@ def class_writer(
     """The writer of a class raster as :func:`classify_raster` writes it (to enter with ``with``).
 
     uint8 on the input's grid, 255 = nodata, the class colours, the ``CLASSES``,
-    ``GEOUNET_CLASSES``, engine and minimum-area tags, ``options.output_format`` and
-    ``options.overwrite``. Scale-out code writes finished rows into it in order.
+    ``GEOUNET_CLASSES``, engine and minimum-area tags (and, when ``options.probabilities`` is
+    set, the tag naming that raster, which ``vectorize`` then uses), ``options.output_format``
+    and ``options.overwrite``. Scale-out code writes finished rows into it in order.
 
     Args:
         out_raster: The output file.
@@ -500,10 +502,13 @@ def class_writer(
     Returns:
         A :class:`~geounet.io.write.RasterWriter` (not yet entered).
     """
+    tags = _class_tags(config, engine, info.crs is not None)
+    if options.probabilities is not None:
+        tags[PROBABILITIES_TAG] = probabilities_tag(out_raster, options.probabilities)
     classes = WriterOptions(
         nodata=IGNORE_INDEX,
         colormap=colormap(config.classes),
-        tags=_class_tags(config, engine, info.crs is not None),
+        tags=tags,
         descriptions=["class"],
         output_format=options.output_format,
         overwrite=options.overwrite,

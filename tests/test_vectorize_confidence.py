@@ -1,0 +1,135 @@
+"""Buildings the network was never sure of are dropped when the probabilities are known.
+
+``vectorize`` reads the probability raster ``classify`` wrote (given, or named by the class
+raster's tag) and drops buildings without a pixel at :data:`PEAK_CONFIDENCE`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geounet.cli.main import cli
+from geounet.core.errors import InvalidParameterError
+from geounet.io.raster import write_raster
+from geounet.vectorizing.confidence import (
+    PEAK_CONFIDENCE,
+    PROBABILITIES_TAG,
+    probabilities_tag,
+    tagged_probabilities,
+)
+from geounet.vectorizing.pipeline import vectorize
+
+UTM = CRS.from_epsg(32616)
+GRID = from_origin(500000.0, 3700000.0, 0.5, 0.5)
+NAMES = {0: "background", 1: "building", 2: "road"}
+
+
+def scene(tmp_path: Path, tag: str | None = None) -> tuple[Path, Path]:
+    """A sure building (a core at 1.0), an unsure one (0.9 at best) and an unsure road."""
+    a = np.zeros((48, 48), np.uint8)
+    a[2:14, 2:14] = 1
+    a[20:32, 20:32] = 1
+    a[40:44, :] = 2
+    prob = np.zeros((3, 48, 48), np.uint8)
+    prob[1, 2:14, 2:14] = 160
+    prob[1, 6:10, 6:10] = 255  # the sure building's core
+    prob[1, 20:32, 20:32] = 230  # 0.90: never sure
+    prob[2, 40:44, :] = 150
+    prob[0] = 255 - prob[1] - prob[2]
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(NAMES.values()))
+    tags = {PROBABILITIES_TAG: tag} if tag else None
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=NAMES, tags=tags)
+    return c, p
+
+
+def test_unsure_buildings_are_dropped_and_the_choice_recorded(tmp_path):
+    c, p = scene(tmp_path)
+    layers = vectorize(c, probabilities=p, min_area_m2=1)
+    b = layers["building"]
+    assert len(b) == 1
+    assert b["peak_confidence"].iloc[0] == pytest.approx(1.0)
+    assert b.geometry.iloc[0].centroid.x < 500000.0 + 10  # the sure one, at the top left
+    assert b.attrs["min_peak_confidence"] == PEAK_CONFIDENCE
+    assert len(layers["road"]) == 1  # only buildings are filtered
+    kept = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0)["building"]
+    assert sorted(np.round(kept["peak_confidence"], 2)) == [0.9, 1.0]
+    assert (
+        len(vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0.85)["building"]) == 2
+    )
+    plain = vectorize(c, min_area_m2=1)["building"]  # no probabilities: nothing dropped
+    assert len(plain) == 2 and plain.attrs["min_peak_confidence"] is None
+    assert "peak_confidence" not in plain.columns
+
+
+def test_the_tagged_probability_raster_is_used_while_it_exists(tmp_path):
+    c, p = scene(tmp_path, tag="p.tif")
+    assert len(vectorize(c, min_area_m2=1)["building"]) == 1
+    p.unlink()
+    b = vectorize(c, min_area_m2=1)["building"]
+    assert len(b) == 2 and b.attrs["min_peak_confidence"] is None
+    with pytest.raises(InvalidParameterError, match=r"c\.tif.*probabilities="):
+        vectorize(c, min_peak_confidence=0.9)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, True])
+def test_min_peak_confidence_must_be_a_probability(tmp_path, value):
+    c, p = scene(tmp_path)
+    with pytest.raises(InvalidParameterError, match=r"min_peak_confidence.*from 0 to 1"):
+        vectorize(c, probabilities=p, min_peak_confidence=value)
+
+
+def test_tag_paths_are_relative_to_the_class_raster(tmp_path):
+    assert probabilities_tag(tmp_path / "a" / "c.tif", tmp_path / "a" / "p.tif") == "p.tif"
+    assert probabilities_tag(tmp_path / "a" / "c.tif", tmp_path / "a" / "x" / "p.tif") == "x/p.tif"
+    outside = tmp_path / "b" / "p.tif"
+    assert probabilities_tag(tmp_path / "a" / "c.tif", outside) == str(outside)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "p.tif").write_bytes(b"x")
+    assert tagged_probabilities(tmp_path / "a" / "c.tif", str(outside)) == outside
+    assert tagged_probabilities(tmp_path / "a" / "c.tif", "gone.tif") is None
+    assert tagged_probabilities("https://host/c.tif", "p.tif") is None
+    assert tagged_probabilities(tmp_path / "c.tif", None) is None
+
+
+def test_cli_min_peak_confidence(tmp_path):
+    c, p = scene(tmp_path)
+    args = ["vectorize", str(c), "--min-area", "1", "--probabilities", str(p)]
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a.gpkg")])
+    assert r.exit_code == 0, r.output
+    assert "building: 1 features" in r.output
+    r = CliRunner().invoke(
+        cli, [*args, "--min-peak-confidence", "0", "--out", str(tmp_path / "b.gpkg")]
+    )
+    assert r.exit_code == 0, r.output
+    assert "building: 2 features" in r.output
+    r = CliRunner().invoke(
+        cli,
+        ["vectorize", str(c), "--min-peak-confidence", "0.5", "--out", str(tmp_path / "x.gpkg")],
+    )
+    assert r.exit_code == 2 and "needs the building probabilities" in r.output
+    assert not (tmp_path / "x.gpkg").exists()
+    with rasterio.open(c) as src:
+        assert PROBABILITIES_TAG not in src.tags()
+
+
+def test_a_warning_when_most_buildings_are_dropped(tmp_path):
+    a = np.zeros((64, 64), np.uint8)
+    prob = np.zeros((2, 64, 64), np.uint8)
+    for k in range(12):  # twelve buildings, the network sure of three
+        r, c = 2 + (k // 4) * 20, 2 + (k % 4) * 15
+        a[r : r + 8, c : c + 8] = 1
+        prob[1, r : r + 8, c : c + 8] = 255 if k < 3 else 200
+    prob[0] = 255 - prob[1]
+    names = {0: "background", 1: "building"}
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(names.values()))
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=names)
+    with pytest.warns(UserWarning, match="9 of 12 buildings were dropped.*min_peak_confidence"):
+        assert len(vectorize(c, probabilities=p, min_area_m2=1)["building"]) == 3
