@@ -11,6 +11,13 @@ mIoU, building object F1, predicted and true building counts), and the differenc
 averaged over the runs. So an inference default is judged on many trained models at the cost
 of classifying only.
 
+Since 2026-12-02 ``classify`` names its probability raster in the class raster, and
+``vectorize`` then drops buildings the network was never sure of. Class rasters saved before
+that are vectorized "as saved" without the probabilities, while a class raster classified
+again here has them: with ``--classify`` on such runs, also give ``--vectorize
+probabilities=True`` to compare like with like. ``--vectorize probabilities=True`` alone on
+them measures that filter (the fourteenth round of ``benchmarks/README.md``).
+
 Usage::
 
     python benchmarks/inference_options.py --scene oam_zanzibar --classify tta=flips \\

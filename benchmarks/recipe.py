@@ -7,15 +7,17 @@ library is run with its defaults only::
     data = prepare_data(train_image, train_labels, classes=...)
     model = UnetClassifier(data)
     model.fit()
-    model.classify(test_image, "classified.tif")
-    vectorize("classified.tif")
+    model.classify(test_image, "classified.tif", probabilities="probabilities.tif")
+    vectorize("classified.tif")  # uses the probabilities classify named in the class raster
 
 and the test part is scored: pixel IoU per class and mIoU (confusion matrix of the class raster
 against the labels rasterized onto the test grid by the library's own label reader), building
 object F1 (one-to-one matching at IoU >= 0.5, the SpaceNet metric, with
 :func:`geounet.evaluation.metrics.match_polygons`), predicted and true building counts, and the
-training minutes. The trained model (``SCENE/model``), class rasters and probability rasters
-(``SCENE/probabilities_NN.tif``) stay under ``--out`` to compare runs afterwards.
+training minutes. The probabilities are what ``vectorize`` drops unsure buildings with (as
+``geounet classify --vector`` does); the trained model (``SCENE/model``), class rasters and
+probability rasters (``SCENE/probabilities_NN.tif``) stay under ``--out`` to compare runs
+afterwards.
 
 Scenes (``--scene NAME`` runs one):
 
@@ -305,7 +307,7 @@ def score_image(
         overwrite=True,
         progress=False,
         allow_no_crs=scene.allow_no_crs,
-        probabilities=out / f"probabilities_{i:02d}.tif",  # kept to compare runs afterwards
+        probabilities=out / f"probabilities_{i:02d}.tif",  # vectorize uses them; kept after
     )
     return score_class_raster(classified, data, scene, i, model.config.class_names)
 
