@@ -108,9 +108,10 @@ def classify_and_vectorize(
     """Classify ``image`` with a loaded model into ``out``, then optionally vectorize it.
 
     Every output is checked before the network runs. With ``vector`` the building
-    probabilities are always at hand when vectorizing (in a temporary file, unless
+    probabilities are at hand when vectorizing (in a temporary file, unless
     ``options.probabilities`` keeps them), so buildings the network was never sure of are
-    dropped (:mod:`geounet.vectorizing.confidence`).
+    dropped (:mod:`geounet.vectorizing.confidence`); with ``options.resume`` only when kept
+    (a resumed run must name the same outputs as the interrupted one).
 
     Args:
         clf: A :class:`~geounet.app.classifier.UnetClassifier` (or an object with

@@ -16,8 +16,9 @@ the mean on 21 models of four real scenes. At 0.98 the peak raised object F1 on 
 on Atlanta above 0.85, the peak only above 0.98.
 
 ``classify`` records the probability raster in the class raster's
-:data:`PROBABILITIES_TAG` (its path relative to the class raster when they share a folder),
-so that ``vectorize(classified)`` finds it while it is still there.
+:data:`PROBABILITIES_TAG` (its path relative to the class raster's folder when it lies in it
+or below, else absolute), so that ``vectorize(classified)`` finds it while it is still there;
+``geounet classify --vector`` vectorizes with a temporary one, which is gone afterwards.
 
 Example:
     >>> probabilities_tag("out/scene_classified.tif", "out/scene_probabilities.tif")

@@ -201,7 +201,9 @@ def vectorize(
     frame = MetricFrame.from_grid(info.crs, info.transform, info.height, info.width)
     opts = _Options(min_area_m2, simplify_m, by_name.get(building_class) if regularize else None)
     if probabilities is not None:
-        opts.min_peak = PEAK_CONFIDENCE if min_peak_confidence is None else min_peak_confidence
+        opts.min_peak = float(
+            PEAK_CONFIDENCE if min_peak_confidence is None else min_peak_confidence
+        )
     peak_class = by_name.get(building_class)
     if separate:
         opts.separate = by_name.get(building_class)
