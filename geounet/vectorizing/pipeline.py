@@ -195,15 +195,12 @@ def vectorize(
         min_area_m2 = _default_min_area(info, class_map, building_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
-    probabilities = _probabilities(info, probabilities, min_peak_confidence)
+    probabilities, min_peak = _probabilities(info, probabilities, min_peak_confidence)
     by_name = {n: v for v, n in class_map.items()}
     road = by_name.get(road_class) if road_centerlines else None
     frame = MetricFrame.from_grid(info.crs, info.transform, info.height, info.width)
     opts = _Options(min_area_m2, simplify_m, by_name.get(building_class) if regularize else None)
-    if probabilities is not None:
-        opts.min_peak = float(
-            PEAK_CONFIDENCE if min_peak_confidence is None else min_peak_confidence
-        )
+    opts.min_peak = min_peak or 0.0
     peak_class = by_name.get(building_class)
     if separate:
         opts.separate = by_name.get(building_class)
@@ -222,7 +219,7 @@ def vectorize(
     layers = {n: layers[n] for n in class_map.values()}
     for gdf in layers.values():
         gdf.attrs["min_area_m2"] = float(min_area_m2)
-        gdf.attrs["min_peak_confidence"] = None if probabilities is None else opts.min_peak
+        gdf.attrs["min_peak_confidence"] = min_peak
     if out is not None:
         write_layers(layers, out, overwrite=overwrite, allow_no_crs=allow_no_crs)
         for gdf, path in zip(layers.values(), layer_paths(out, list(layers))):
@@ -253,8 +250,11 @@ def _open_readers(
 
 def _probabilities(
     info: RasterInfo, probabilities: PathLike | None, min_peak: float | None
-) -> PathLike | None:
-    """The probability raster to use: the one given, else the one the class raster's tag names."""
+) -> tuple[PathLike | None, float | None]:
+    """The probability raster to use and the peak filter's threshold (None without one).
+
+    The raster is the one given, else the one the class raster's tag names.
+    """
     if min_peak is not None:
         check_min_peak(min_peak)
     if probabilities is None:
@@ -267,7 +267,9 @@ def _probabilities(
             "raster classify wrote beside it (classify(..., probabilities=...)), or leave "
             "min_peak_confidence out."
         )
-    return probabilities
+    if probabilities is None:
+        return None, None
+    return probabilities, float(PEAK_CONFIDENCE if min_peak is None else min_peak)
 
 
 def _default_min_area(info: RasterInfo, class_map: dict[int, str], building_class: str) -> float:
