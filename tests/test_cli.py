@@ -391,6 +391,7 @@ def test_classify_vector_vectorizes_with_the_probabilities(
     assert r.exit_code == 0, r.output + repr(r.exception)
     ((temp, existed),) = seen
     assert existed and not temp.exists()  # a temporary file, gone once vectorized
+    assert temp.parent.parent == tmp_path  # beside the output, on its disk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "f.gpkg", "img.tif"]
     out2, kept = tmp_path / "d.tif", tmp_path / "d_probabilities.tif"
     r = runner.invoke(

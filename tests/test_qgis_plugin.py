@@ -282,33 +282,22 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
     gpd.GeoDataFrame(
         geometry=[shapely.box(510000, 3709904, 510064, 3710000)], crs="EPSG:32616"
     ).to_file(far)
+    train = {
+        "INPUT": str(scene["image"]),
+        "LABELS": str(scene["labels"]),
+        "LABEL_AREA": str(area),
+        "CLASS_FIELD": "kind",
+        "BACKBONE": 2,
+        "EPOCHS": 1,
+        "LEARNING_RATE": 0.001,
+        "CHIP_SIZE": 64,
+        "OUTPUT": str(tmp_path / "trained"),
+    }
     runs = [
+        {"alg": "geounet:train", "params": train},
         {
             "alg": "geounet:train",
-            "params": {
-                "INPUT": str(scene["image"]),
-                "LABELS": str(scene["labels"]),
-                "LABEL_AREA": str(area),
-                "CLASS_FIELD": "kind",
-                "BACKBONE": 2,
-                "EPOCHS": 1,
-                "LEARNING_RATE": 0.001,
-                "CHIP_SIZE": 64,
-                "OUTPUT": str(tmp_path / "trained"),
-            },
-        },
-        {
-            "alg": "geounet:train",
-            "params": {
-                "INPUT": str(scene["image"]),
-                "LABELS": str(scene["labels"]),
-                "LABEL_AREA": str(far),
-                "CLASS_FIELD": "kind",
-                "BACKBONE": 2,
-                "EPOCHS": 1,
-                "CHIP_SIZE": 64,
-                "OUTPUT": str(tmp_path / "never"),
-            },
+            "params": train | {"LABEL_AREA": str(far), "OUTPUT": str(tmp_path / "never")},
         },
         {
             "alg": "geounet:classify",

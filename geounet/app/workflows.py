@@ -108,7 +108,7 @@ def classify_and_vectorize(
     """Classify ``image`` with a loaded model into ``out``, then optionally vectorize it.
 
     Every output is checked before the network runs. With ``vector`` the building
-    probabilities are at hand when vectorizing (in a temporary file, unless
+    probabilities are at hand when vectorizing (in a temporary file beside ``out``, unless
     ``options.probabilities`` keeps them), so buildings the network was never sure of are
     dropped (:mod:`geounet.vectorizing.confidence`); with ``options.resume`` only when kept
     (a resumed run must name the same outputs as the interrupted one).
@@ -135,7 +135,10 @@ def classify_and_vectorize(
         check_outputs(vector, clf.config.class_names[1:], overwrite=opts.overwrite)
     with ExitStack() as stack:
         if vector and opts.probabilities is None and not opts.resume:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="geounet-"))
+            # beside the output, on the disk chosen for it (not /tmp, which may be in memory)
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=".geounet-", dir=Path(out).parent)
+            )
             opts = dataclasses.replace(opts, probabilities=Path(tmp) / "probabilities.tif")
         result = {"classified": classify_with_options(clf, image, out, opts)}
         layers: dict[str, Any] = {}
