@@ -29,7 +29,18 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX
 
-__all__ = ["AugmentOptions", "augment_chip", "augment_options", "dihedral", "random_dihedral"]
+__all__ = [
+    "CUTMIX_SIDE",
+    "AugmentOptions",
+    "augment_chip",
+    "augment_options",
+    "cut_mix",
+    "dihedral",
+    "random_dihedral",
+]
+
+#: Range of a pasted box's side, as a fraction of the chip's side (drawn per axis).
+CUTMIX_SIDE = (0.25, 0.75)
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class AugmentOptions:
         grayscale: Probability that a chip of two or more bands loses its colour: every band
             is replaced by the mean of its normalised bands (before the brightness, contrast
             and gamma, which may tint it again). 0 (default): off.
+        cutmix: Probability that a chip gets a box of another training chip (augmented on
+            its own) pasted over it, image and mask alike (:func:`cut_mix`): roofs, roads and
+            fields meet in places the labelled part never shows. 0 (default): off.
 
     The photometric defaults are strong enough to tint a chip (each band shifted by up to
     0.4 of its standard deviation, independently): a labelled part of a scene rarely shows
@@ -69,6 +83,7 @@ class AugmentOptions:
     gamma: float = 0.3
     p_photometric: float = 0.9
     grayscale: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -76,7 +91,7 @@ class AugmentOptions:
             raise InvalidParameterError(
                 f"AugmentOptions.scale={self.scale} must satisfy 0.5 <= low <= 1 <= high <= 2."
             )
-        for name in ("brightness", "contrast", "gamma", "p_photometric", "grayscale"):
+        for name in ("brightness", "contrast", "gamma", "p_photometric", "grayscale", "cutmix"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InvalidParameterError(f"AugmentOptions.{name}={v} must lie in [0, 1].")
@@ -287,3 +302,49 @@ def random_dihedral(
     """
     k = int(torch.randint(0, 8, (1,), generator=generator).item())
     return dihedral(image, mask, k)
+
+
+def cut_mix(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    other_image: torch.Tensor,
+    other_mask: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a random box of another chip over a chip, image and mask alike (CutMix).
+
+    The box's height and width are drawn uniformly in :data:`CUTMIX_SIDE` of the chip's, its
+    place uniformly; the same pixels of ``other_image`` and ``other_mask`` replace the chip's,
+    so the labels stay aligned and the other chip's nodata stays nodata.
+
+    Args:
+        image: ``(C, H, W)`` chip.
+        mask: ``(H, W)`` its class indices.
+        other_image: ``(C, H, W)`` the chip to take the box from.
+        other_mask: ``(H, W)`` its class indices.
+        generator: Random generator (default: torch's global one).
+
+    Returns:
+        The mixed ``(image, mask)`` (new tensors; the inputs are not changed).
+
+    Example:
+        >>> a, b = cut_mix(torch.zeros(1, 8, 8), torch.zeros(8, 8, dtype=torch.int64),
+        ...                torch.ones(1, 8, 8), torch.ones(8, 8, dtype=torch.int64))
+        >>> bool((a[0] == b.float()).all()), 0 < int(b.sum()) < 64
+        (True, True)
+    """
+    if other_image.shape != image.shape or other_mask.shape != mask.shape:
+        raise ValueError(
+            f"cut_mix needs chips of one shape; got {tuple(image.shape)} and "
+            f"{tuple(other_image.shape)}."
+        )
+    h, w = mask.shape
+    lo, hi = CUTMIX_SIDE
+    bh = max(1, round(h * float(_uniform(lo, hi, 1, generator))))
+    bw = max(1, round(w * float(_uniform(lo, hi, 1, generator))))
+    r = int(torch.randint(0, h - bh + 1, (1,), generator=generator))
+    c = int(torch.randint(0, w - bw + 1, (1,), generator=generator))
+    image, mask = image.clone(), mask.clone()
+    image[:, r : r + bh, c : c + bw] = other_image[:, r : r + bh, c : c + bw]
+    mask[r : r + bh, c : c + bw] = other_mask[r : r + bh, c : c + bw]
+    return image, mask

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from geounet.core.classes import ClassSpec, classes_from_json
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX, PathLike
-from geounet.data.augment import AugmentOptions, augment_chip, augment_options
+from geounet.data.augment import AugmentOptions, augment_chip, augment_options, cut_mix
 from geounet.data.manifest import MANIFEST, load_manifest
 from geounet.data.normalize import normalize_valid
 from geounet.io.raster import read_failed, valid_mask
@@ -204,12 +204,23 @@ class ChipDataset(Dataset):
         return img, valid, lab
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        opt = self.augment
+        in_worker = torch.utils.data.get_worker_info() is not None
+        gen = None if in_worker else self._gen
+        image, mask = self._chip(i, gen)
+        mixed = opt is not None and opt.cutmix > 0 and len(self) > 1  # no draw when off
+        if mixed and float(torch.rand(1, generator=gen)) < opt.cutmix:
+            j = int(torch.randint(0, len(self) - 1, (1,), generator=gen))  # any chip but i
+            other_image, other_mask = self._chip(j + (j >= i), gen)
+            image, mask = cut_mix(image, mask, other_image, other_mask, gen)
+        return image, mask
+
+    def _chip(self, i: int, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chip ``i`` normalised, nodata masked, and augmented when augmentation is on."""
         img, valid, lab = self.read_valid(i)
         image = torch.from_numpy(normalize_valid(img, self.stats, valid))
         mask = torch.from_numpy(np.where(valid, lab, IGNORE_INDEX).astype(np.int64))
         if self.augment is not None:
-            in_worker = torch.utils.data.get_worker_info() is not None
-            gen = None if in_worker else self._gen
             valid_t = torch.from_numpy(valid.copy())
             image, mask = augment_chip(image, mask, valid_t, gen, options=self.augment)
         return image, mask
