@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from geounet.core.errors import InvalidParameterError
-from geounet.data.augment import AugmentOptions, augment_chip, augment_options
+from geounet.data.augment import (
+    CUTMIX_SIDE,
+    AugmentOptions,
+    augment_chip,
+    augment_options,
+    cut_mix,
+)
 from geounet.data.normalize import normalize_valid
 
 GEOMETRY_ONLY = AugmentOptions(p_photometric=0.0)
@@ -181,3 +187,51 @@ def test_augment_options_from_a_flag_a_mapping_or_options():
         augment_options({"scale": 1.1})
     with pytest.raises(InvalidParameterError, match="numbers in"):
         augment_options({"brightness": "high"})
+
+
+def test_cut_mix_pastes_one_aligned_box_and_keeps_nodata() -> None:
+    """The box's image and mask come from the other chip together; its nodata stays nodata."""
+    n = 64
+    image, mask = torch.zeros(3, n, n), torch.zeros(n, n, dtype=torch.int64)
+    other = torch.full((3, n, n), 2.0)
+    other_mask = torch.ones(n, n, dtype=torch.int64)
+    other[:, :, :8], other_mask[:, :8] = 0.0, 255  # a nodata stripe on the other chip
+    lo, hi = CUTMIX_SIDE
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        x, y = cut_mix(image, mask, other, other_mask, gen)
+        pasted = y != 0
+        rows, cols = pasted.any(1).nonzero(), pasted.any(0).nonzero()
+        assert lo * n - 1 <= len(rows) <= hi * n + 1  # one box of the drawn side
+        assert (x[0][y == 1] == 2.0).all() and (x[:, y == 0] == 0).all()
+        assert (x[:, y == 255] == 0).all()  # the other chip's nodata came along
+        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        assert pasted[box].all() or (y[box] == 255).any()  # a rectangle
+    assert not mask.any() and not image.any()  # the inputs are not changed
+    with pytest.raises(ValueError, match="one shape"):
+        cut_mix(image, mask, other[:, :32], other_mask[:32])
+
+
+def test_cutmix_option_mixes_training_chips_only(make_raster, tmp_path) -> None:
+    """``augment={'cutmix': 1.0}``: every training chip shows part of another; off by default."""
+    from geounet.data.prepare import prepare_data
+
+    mask = np.zeros((64, 128), np.uint8)
+    mask[:, 64:] = 1  # the left chip all background, the right one all building
+    img = make_raster(np.stack([mask * 200 + 10] * 3).astype(np.uint8))
+    kw = {"classes": ["b"], "chip_size": 64, "stride": 64, "val_fraction": 0}
+    labels = make_raster(mask, "l.tif")
+    plain = {"dihedral": False, "scale": (1.0, 1.0), "p_photometric": 0.0}
+    data = prepare_data(
+        img, labels, augment={**plain, "cutmix": 1.0}, out_dir=tmp_path / "on", **kw
+    )
+    assert len(data.train_ds) == 2
+    for i in range(2):
+        for _ in range(10):
+            x, y = data.train_ds[i]
+            assert 0 < int((y == 1).sum()) < 64 * 64  # both chips in one
+            assert ((x[0] > 0) == (y == 1)).all()  # image and mask mixed together
+    off = prepare_data(img, labels, augment=plain, out_dir=tmp_path / "off", **kw)
+    assert {int(off.train_ds[i][1].sum()) for i in range(2)} == {0, 64 * 64}
+    with pytest.raises(InvalidParameterError, match="cutmix"):
+        AugmentOptions(cutmix=1.5)
