@@ -184,7 +184,7 @@ def test_non_pointwise_model_tiled_equals_whole_image(make_raster, tmp_path):
 
 
 @pytest.mark.parametrize("blend", ["spline", "linear", "none"])
-@pytest.mark.parametrize("tta", [None, "flips", "dihedral"])
+@pytest.mark.parametrize("tta", [None, "rot180", "flips", "dihedral"])
 def test_every_blend_and_tta_mode_is_exact_with_a_pointwise_model(
     make_raster, tmp_path, tta, blend
 ):
@@ -195,7 +195,7 @@ def test_every_blend_and_tta_mode_is_exact_with_a_pointwise_model(
         tta=tta, batch_size=100, progress=False,
     )  # fmt: skip
     np.testing.assert_array_equal(read(out), expected(arr))
-    n_versions = {None: 1, "flips": 4, "dihedral": 8}[tta]
+    n_versions = {None: 1, "rot180": 2, "flips": 4, "dihedral": 8}[tta]
     # on the CPU one tile per network call (CPU_TILES_PER_CALL), every version of every tile
     plan = TilePlan.build(*arr.shape[1:], tile_size=64, overlap=16, blend=blend)
     tiles = len(plan.row_starts) * len(plan.col_starts)
@@ -203,7 +203,7 @@ def test_every_blend_and_tta_mode_is_exact_with_a_pointwise_model(
     assert {shape[0] for shape in model.network.shapes} == {CPU_TILES_PER_CALL}
 
 
-@pytest.mark.parametrize("tta", ["flips", "dihedral"])
+@pytest.mark.parametrize("tta", ["rot180", "flips", "dihedral"])
 def test_tta_on_a_non_square_tile(make_raster, tmp_path, tta):
     arr = image(40, 70, seed=9)
     model = make_model(Counting(Threshold()))
@@ -222,7 +222,7 @@ def test_run_network_tta_undoes_its_transforms():
     plain = run_network(model, x)
     assert plain.shape == (2, 4, 64, 96)
     np.testing.assert_allclose(plain.sum(1), 1.0, atol=1e-5)
-    for tta in ("flips", "dihedral"):
+    for tta in ("rot180", "flips", "dihedral"):
         np.testing.assert_allclose(run_network(model, x, tta), plain, atol=1e-5)
 
 

@@ -72,7 +72,7 @@ tta_opt = click.option(
     "--tta",
     type=click.Choice(TTA_MODES),
     default=None,
-    help="Test-time augmentation: 4 flips or 8 dihedral transforms.",
+    help="Test-time augmentation: the tile and its half turn (rot180), 4 flips, 8 dihedral.",
 )
 engine_opt = click.option(
     "--engine",

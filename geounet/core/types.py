@@ -48,7 +48,7 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 # tuple is read from the alias, so the two cannot drift apart.
 BlendMode = Literal["spline", "linear", "none"]
 BLEND_MODES: tuple[str, ...] = get_args(BlendMode)
-TTAMode = Literal["flips", "dihedral"]
+TTAMode = Literal["rot180", "flips", "dihedral"]
 TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 SplitMode = Literal["spatial", "rows", "random"]
 SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)

@@ -45,8 +45,10 @@ def _tta_ops(tta: TTAMode | None) -> list[tuple[Callable[[Any], Any], Callable[[
     if tta is None:
         return [(lambda t: t, lambda t: t)]
     check_choice("tta", tta, TTA_MODES)
-    if tta == "flips":
-        dims: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)]
+    if tta in ("rot180", "flips"):
+        dims: list[tuple[int, ...]] = (
+            [(), (-2, -1)] if tta == "rot180" else [(), (-1,), (-2,), (-2, -1)]
+        )
         return [
             (lambda t, d=d: np.flip(t, d) if d else t, lambda t, d=d: np.flip(t, d) if d else t)
             for d in dims
@@ -76,13 +78,13 @@ def run_network(
     The ``engine`` runs it (default: PyTorch eager in channels-last layout on the model's
     device, with CUDA mixed precision on a GPU; see :mod:`geounet.inference.engines`), one tile
     per call on a CPU (:func:`~geounet.inference.engines.run_engine`);
-    test-time augmentation averages the probabilities of the flipped (4) or dihedral (8)
-    versions after transforming them back.
+    test-time augmentation averages the probabilities of the tile and its half turn (2), its
+    flipped (4) or dihedral (8) versions after transforming them back.
 
     Args:
         model: Object with ``network`` and ``device``.
         batch: ``float32 [B, C, h, w]`` normalised tiles.
-        tta: None, ``"flips"`` or ``"dihedral"``.
+        tta: None, ``"rot180"``, ``"flips"`` or ``"dihedral"``.
         engine: The engine (:func:`select_engine`); default a
             :class:`~geounet.inference.engines.TorchEngine` of ``model``.
 

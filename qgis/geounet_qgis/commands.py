@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-TTA_CHOICES = ("none", "flips", "dihedral")
+TTA_CHOICES = ("none", "flips", "dihedral", "rot180")  # indices of saved models stay
 BACKBONES = ("efficientnet-lite0", "resnet34", "unet-classic")
 
 
