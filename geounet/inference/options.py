@@ -43,11 +43,14 @@ class ClassifyOptions:
         batch_size: Tiles per network call (1 or more).
         blend: How overlapping tiles are merged: ``"spline"`` (smooth weight window),
             ``"linear"`` or ``"none"`` (centre crop).
-        tta: Test-time augmentation: None (default), ``"flips"`` (4 versions) or
-            ``"dihedral"`` (8 versions). On real scenes (README, "Accuracy on real imagery")
-            ``"flips"`` raised building IoU by 0.014 and object F1 by 0.010 on average over
-            18 trained models (IoU up on 15, F1 down on 5 of them) for 2.7-3.5 times the
-            classification time, so it is opt-in.
+        tta: Test-time augmentation: None (default), ``"rot180"`` (the tile and its half
+            turn, 2 versions), ``"flips"`` (4) or ``"dihedral"`` (8). On real scenes (README,
+            "Accuracy on real imagery"; 24 trained models, polygons with the peak filter of
+            ``vectorize``) ``"flips"`` raised object F1 by 0.024 (Zanzibar, 12 of 14 models
+            up), 0.045 (Kampala, 4 of 4) and 0.027 (Inria, 3 of 4) and building IoU by
+            0.011-0.018, but a weak Atlanta model lost most of its buildings to the filter
+            (averaged probabilities are rarely 0.98); ``"rot180"`` gave about half of that
+            for half the cost. Each version costs a pass of the network, so it is opt-in.
         probabilities: Optional path of a uint8 (0-255) raster with one band per class,
             written beside the class raster (another file than it).
         output_format: ``"GTiff"`` or ``"COG"`` (Cloud-Optimised GeoTIFF with overviews).
