@@ -85,7 +85,7 @@ def test_check_choice_returns_value_or_lists_choices():
 
 def test_choice_tuples():
     assert BLEND_MODES == ("spline", "linear", "none")
-    assert set(TTA_MODES) == {"flips", "dihedral"}
+    assert set(TTA_MODES) == {"rot180", "flips", "dihedral"}
     assert set(SPLIT_MODES) == {"spatial", "rows", "random"}
     assert IGNORE_INDEX == 255
     # the Literal aliases used in type hints allow exactly what check_choice allows
