@@ -208,8 +208,8 @@ class ChipDataset(Dataset):
         in_worker = torch.utils.data.get_worker_info() is not None
         gen = None if in_worker else self._gen
         image, mask = self._chip(i, gen)
-        mixed = opt is not None and opt.cutmix > 0 and len(self) > 1  # no draw when off
-        if mixed and float(torch.rand(1, generator=gen)) < opt.cutmix:
+        p_mix = opt.cutmix if opt is not None and len(self) > 1 else 0.0
+        if p_mix > 0 and float(torch.rand(1, generator=gen)) < p_mix:  # no draw when off
             j = int(torch.randint(0, len(self) - 1, (1,), generator=gen))  # any chip but i
             other_image, other_mask = self._chip(j + (j >= i), gen)
             image, mask = cut_mix(image, mask, other_image, other_mask, gen)
