@@ -45,10 +45,12 @@ def _tta_ops(tta: TTAMode | None) -> list[tuple[Callable[[Any], Any], Callable[[
     if tta is None:
         return [(lambda t: t, lambda t: t)]
     check_choice("tta", tta, TTA_MODES)
-    if tta in ("rot180", "flips"):
-        dims: list[tuple[int, ...]] = (
-            [(), (-2, -1)] if tta == "rot180" else [(), (-1,), (-2,), (-2, -1)]
-        )
+    flip_dims: dict[str, list[tuple[int, ...]]] = {
+        "rot180": [(), (-2, -1)],  # a half turn is both flips
+        "flips": [(), (-1,), (-2,), (-2, -1)],
+    }
+    if tta in flip_dims:
+        dims = flip_dims[tta]
         return [
             (lambda t, d=d: np.flip(t, d) if d else t, lambda t, d=d: np.flip(t, d) if d else t)
             for d in dims
