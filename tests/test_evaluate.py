@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -489,3 +490,32 @@ def test_classifier_evaluate_is_classify_then_evaluate(make_raster, tmp_path, on
     assert r["image"] == str(image) and r["confusion_matrix"] == separate["confusion_matrix"]
     assert r["pixels"] == 64 * 64 and (tmp_path / "r.html").exists()
     assert r["buildings"] is not None and r["buildings"]["n_truth"] == 1
+
+
+def test_classifier_evaluate_scores_the_polygons_classify_vector_writes(
+    make_raster, tmp_path, one_thread, monkeypatch
+):
+    """The building probabilities are at hand while vectorizing, so the peak filter runs."""
+    from model_fakes import make_fake_data
+
+    import geounet.evaluation.evaluate as evaluation
+    from geounet.app.classifier import UnetClassifier
+    from geounet.vectorizing.confidence import PROBABILITIES_TAG, tagged_probabilities
+
+    seen = {}
+
+    def spy(path, **kwargs):
+        with rasterio.open(path) as src:
+            found = tagged_probabilities(path, src.tags().get(PROBABILITIES_TAG))
+        seen[Path(path).name] = found is not None and found.exists()
+        return vectorize_for_spy(path, **kwargs)
+
+    vectorize_for_spy = evaluation.vectorize
+    monkeypatch.setattr(evaluation, "vectorize", spy)
+    data = make_fake_data(bands=3, size=64, chip=32)
+    model = UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)
+    image = make_raster(np.full((3, 64, 64), 90, np.uint8), name="image.tif")
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 10:30] = 1
+    model.evaluate(image, make_raster(labels, name="labels.tif"))
+    assert seen == {"classified.tif": True, "labels.tif": False}

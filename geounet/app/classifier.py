@@ -734,9 +734,12 @@ class UnetClassifier:
     ) -> dict[str, Any]:
         """Classify ``image``, vectorize and score it against ``truth`` in one call.
 
-        The same code path as ``geounet classify`` then ``geounet evaluate``
+        The same code path as ``geounet classify --vector`` then ``geounet evaluate``
         (:func:`geounet.evaluation.evaluate.evaluate`, where the metrics and the other
-        keywords are documented); ``truth`` is a class raster or a vector file.
+        keywords are documented); ``truth`` is a class raster or a vector file. The building
+        probabilities go to a temporary file named in the class raster, so the polygons
+        scored are the ones ``geounet classify --vector`` writes: buildings the network was
+        never sure of are dropped (:mod:`geounet.vectorizing.confidence`).
 
         Args:
             image: The image to classify.
@@ -766,7 +769,15 @@ class UnetClassifier:
 
         with tempfile.TemporaryDirectory(prefix="geounet_evaluate_") as tmp:
             out = Path(classified) if classified is not None else Path(tmp) / "classified.tif"
-            self.classify(image, out, tta=tta, overwrite=overwrite, progress=progress)
+            probabilities = Path(tmp) / "probabilities.tif"
+            self.classify(
+                image,
+                out,
+                tta=tta,
+                probabilities=probabilities,
+                overwrite=overwrite,
+                progress=progress,
+            )
             result = evaluate(
                 out,
                 truth,
