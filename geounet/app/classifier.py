@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from geounet.app.classifier_inference import Inference
+from geounet.app.classifier_results import ValidationResults
 from geounet.app.fitting import (
     all_chips_loader,
     describe_weights,
@@ -36,17 +38,13 @@ from geounet.app.fitting import (
     fine_tune_start,
     fit_state_dir,
     json_records,
-    json_table,
     label_object_sizes,
     no_refit_with_ddp,
     resolve_class_weights,
     resume_plan,
     valid_loader,
 )
-from geounet.core.errors import InvalidParameterError
 from geounet.core.types import PathLike
-from geounet.evaluation.decision import DecisionSample
-from geounet.evaluation.metrics import mean_iou, per_class_metrics, pixel_accuracy
 from geounet.model.backbones import CLASSIC, DEFAULT_BACKBONE, resolve_backbone
 from geounet.model.files import (
     ModelConfig,
@@ -69,9 +67,8 @@ from geounet.model.training import (
     seed_everything,
     set_encoder_trainable,
     state_copy,
-    unpack_batch,
 )
-from geounet.viz.plots import plot_losses, plot_lr_find, results_figure
+from geounet.viz.plots import plot_lr_find
 
 __all__ = [
     "CHECKPOINT",
@@ -116,7 +113,7 @@ DECODER_CHANNELS: tuple[int, ...] = (128, 64, 32, 16, 8)
 CHECKPOINT: bool | str = True
 
 
-class UnetClassifier:
+class UnetClassifier(Inference, ValidationResults):
     """A U-Net for pixel classification of georeferenced imagery.
 
     Args:
@@ -296,14 +293,6 @@ class UnetClassifier:
         )
 
     # ---------------------------------------------------------------- training
-    def _require_data(self) -> Any:
-        if self.data is None:
-            raise InvalidParameterError(
-                "this model has no training data (it was loaded with from_model); build one "
-                "with UnetClassifier(data, pretrained_path=<model folder>) to train it further."
-            )
-        return self.data
-
     def lr_find(
         self,
         *,
@@ -568,228 +557,6 @@ class UnetClassifier:
         """Make every weight trainable again."""
         set_encoder_trainable(self.network, True)
 
-    @property
-    def history(self) -> pd.DataFrame:
-        """Per-epoch training history of every :meth:`fit` call (a copy)."""
-        return self._history.copy()
-
-    def plot_losses(self) -> Any:
-        """Figure of training/validation loss and validation mIoU per epoch."""
-        return plot_losses(self._history)
-
-    def _calibrate_decision(self, valid: Any) -> None:
-        """Choose the class decision weights on the validation chips (kept in the config).
-
-        See :mod:`geounet.evaluation.decision`; ``valid`` None: the plain arg-max.
-        """
-        self.config.decision_weights, self._decision = None, None
-        if valid is None:
-            return
-        sample = DecisionSample(self.config.n_classes)
-        with torch.inference_mode():
-            for batch in valid:
-                x, y = unpack_batch(batch)
-                probs = torch.softmax(self._trainer.predict_logits(x), dim=1)
-                sample.add(probs.cpu().numpy(), y.cpu().numpy())
-        self._decision = sample.calibrate()
-        self.config.decision_weights = self._decision.weights
-
-    # ----------------------------------------------------------------- metrics
-    def _validation_confusion(self) -> np.ndarray:
-        if self._confusion is None:
-            loader = valid_loader(self._require_data())
-            if loader is None:
-                raise InvalidParameterError("the data has no validation chips to score.")
-            _, self._confusion = self._trainer.evaluate(loader)
-        return self._confusion
-
-    def _record_metrics(self) -> None:
-        if valid_loader(self.data) is None:
-            return
-        cm = self._validation_confusion()
-        table = per_class_metrics(cm, self.config.class_names)
-        self.config.metrics = {
-            "miou": mean_iou(cm),
-            "accuracy": pixel_accuracy(cm),
-            "per_class": json_table(table),
-        }
-        if getattr(self, "_decision", None) is not None:
-            self.config.metrics["decision"] = self._decision.to_json()
-        self.config.history = json_records(self._history)
-
-    def confusion_matrix(self) -> pd.DataFrame:
-        """Validation confusion matrix (pixels; rows = truth, columns = prediction)."""
-        names = self.config.class_names
-        return pd.DataFrame(
-            self._validation_confusion(),
-            index=pd.Index(names, name="truth"),
-            columns=pd.Index(names, name="predicted"),
-        )
-
-    def per_class_metrics(self) -> pd.DataFrame:
-        """Validation precision, recall, F1, IoU and support per class."""
-        return per_class_metrics(self._validation_confusion(), self.config.class_names)
-
-    def mIOU(self, ignore_background: bool = False) -> float:  # noqa: N802 - arcgis name
-        """Validation mean IoU over the classes present."""
-        return mean_iou(self._validation_confusion(), ignore_background=ignore_background)
-
-    def accuracy(self) -> float:
-        """Validation pixel accuracy."""
-        return pixel_accuracy(self._validation_confusion())
-
-    def show_results(self, rows: int = 4) -> Any:
-        """Figure of validation chips: image | ground truth | prediction (one row each)."""
-        data = self._require_data()
-        loader = valid_loader(data) or data.train_dl
-        images, truths, preds = [], [], []
-        self.network.eval()
-        with torch.inference_mode():
-            for batch in loader:
-                x, y = unpack_batch(batch)
-                pred = self._trainer.predict_logits(x).argmax(1).cpu().numpy()
-                for i in range(min(len(x), rows - len(images))):
-                    images.append(x[i].cpu().numpy())
-                    truths.append(y[i].cpu().numpy())
-                    preds.append(pred[i])
-                if len(images) >= rows:
-                    break
-        c = self.config
-        return results_figure(images, truths, preds, c.classes, c.stats, c.band_names)
-
-    # --------------------------------------------------------------- inference
-    def predict(
-        self, array: np.ndarray, *, valid: np.ndarray | None = None, **options: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Classify a ``(bands, H, W)`` array in the raster's band order and data type.
-
-        Args:
-            array: ``(C, H, W)`` raw values.
-            valid: Optional ``(H, W)`` boolean mask of valid pixels.
-            **options: Tiling fields of :class:`~geounet.inference.options.ClassifyOptions`
-                (``tile_size``, ``overlap``, ``batch_size``, ``blend``, ``tta``; no progress
-                bar unless ``progress=True``).
-
-        Returns:
-            ``(classes, probabilities)``: ``uint8 (H, W)`` and ``float32 (K, H, W)``, as
-            :func:`geounet.inference.classify.predict_array` gives them.
-        """
-        from geounet.inference.classify import predict_array
-        from geounet.inference.options import ClassifyOptions
-
-        opts = ClassifyOptions(**{"progress": False, **options})
-        return predict_array(self, np.asarray(array), opts, valid=valid)
-
-    def classify(
-        self,
-        in_raster: PathLike,
-        out_raster: PathLike,
-        *,
-        tile_size: int = 512,
-        overlap: int = 64,
-        batch_size: int = 4,
-        blend: str = "spline",
-        tta: str | None = None,
-        probabilities: PathLike | None = None,
-        output_format: str = "GTiff",
-        overwrite: bool = False,
-        progress: bool = True,
-        resample: bool = True,
-        allow_no_crs: bool = False,
-        engine: str = "auto",
-        asset: str | None = None,
-        resume: bool = False,
-    ) -> Path:
-        """Classify a raster of any size into a georeferenced class raster.
-
-        Streamed window by window in overlapping, mirror-padded, blended tiles; the same as
-        :func:`geounet.inference.classify.classify_raster`. The keyword arguments are the
-        fields of :class:`~geounet.inference.options.ClassifyOptions`, documented there.
-
-        Example:
-            Not run as a doctest: it needs a trained model and a scene on disk.
-
-            >>> model.classify("scene.tif", "scene_classified.tif", tta="flips")  # doctest: +SKIP
-        """
-        from geounet.inference.classify import classify_with_options
-        from geounet.inference.options import ClassifyOptions
-
-        options = ClassifyOptions.from_arguments(locals())
-        return classify_with_options(self, in_raster, out_raster, options)
-
-    def evaluate(
-        self,
-        image: PathLike,
-        truth: PathLike,
-        *,
-        classified: PathLike | None = None,
-        report: PathLike | None = None,
-        error_map: PathLike | None = None,
-        iou_threshold: float = 0.5,
-        road_buffer_m: float = 3.0,
-        truth_values: dict[int, int] | None = None,
-        tta: str | None = None,
-        overwrite: bool = False,
-        progress: bool = False,
-    ) -> dict[str, Any]:
-        """Classify ``image``, vectorize and score it against ``truth`` in one call.
-
-        The same code path as ``geounet classify --vector`` then ``geounet evaluate``
-        (:func:`geounet.evaluation.evaluate.evaluate`, where the metrics and the other
-        keywords are documented); ``truth`` is a class raster or a vector file. The building
-        probabilities go to a temporary file named in the class raster, so the polygons
-        scored are the ones ``geounet classify --vector`` writes: buildings the network was
-        never sure of are dropped (:mod:`geounet.vectorizing.confidence`).
-
-        Args:
-            image: The image to classify.
-            truth: Truth raster or vector file of the same area.
-            classified: Keep the class raster here (default: a temporary file, removed).
-            report: HTML report to write.
-            error_map: Error-map GeoTIFF to write.
-            iou_threshold: Smallest IoU of a building match.
-            road_buffer_m: Road tolerance in metres.
-            truth_values: ``{truth raster value: class index}``.
-            tta: Test-time augmentation of the classification.
-            overwrite: Replace existing outputs.
-            progress: Show the classification's progress bar.
-
-        Returns:
-            The result of :func:`~geounet.evaluation.evaluate.evaluate`, with ``"image"``.
-
-        Example:
-            Not run as a doctest: it needs a trained model, a scene and its labels on disk.
-
-            >>> model.evaluate("test.tif", "test_labels.tif")["miou"]  # doctest: +SKIP
-            0.73
-        """
-        import tempfile
-
-        from geounet.evaluation.evaluate import evaluate
-
-        with tempfile.TemporaryDirectory(prefix="geounet_evaluate_") as tmp:
-            out = Path(classified) if classified is not None else Path(tmp) / "classified.tif"
-            probabilities = Path(tmp) / "probabilities.tif"
-            self.classify(
-                image,
-                out,
-                tta=tta,
-                probabilities=probabilities,
-                overwrite=overwrite,
-                progress=progress,
-            )
-            result = evaluate(
-                out,
-                truth,
-                iou_threshold=iou_threshold,
-                road_buffer_m=road_buffer_m,
-                report=report,
-                error_map=error_map,
-                truth_values=truth_values,
-                overwrite=overwrite,
-            )
-        return {"image": str(image), **result}
-
     def save(self, path: PathLike, overwrite: bool = False) -> Path:
         """Write the model folder (``model.safetensors`` + ``geounet.json``), atomically.
 
@@ -801,25 +568,6 @@ class UnetClassifier:
             self.config.history = json_records(self._history)
         return save_model(
             path, self.network, self.config, overwrite=overwrite, samples=model_samples(self)
-        )
-
-    def export(
-        self,
-        format: str,
-        out: PathLike,
-        *,
-        tile_size: int = 512,
-        overlap: int = 64,
-        overwrite: bool = False,
-    ) -> Path:
-        """Export for QGIS (``"onnx"``), ArcGIS Pro (``"dlpk"``) or ``"torchscript"``.
-
-        See :func:`geounet.app.export.export_model`.
-        """
-        from geounet.app.export import export_model
-
-        return export_model(
-            self, format, out, tile_size=tile_size, overlap=overlap, overwrite=overwrite
         )
 
 
