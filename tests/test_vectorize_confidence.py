@@ -133,3 +133,15 @@ def test_a_warning_when_most_buildings_are_dropped(tmp_path):
     c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=names)
     with pytest.warns(UserWarning, match="9 of 12 buildings were dropped.*min_peak_confidence"):
         assert len(vectorize(c, probabilities=p, min_area_m2=1)["building"]) == 3
+
+
+def test_cli_says_when_no_probabilities_filter_the_buildings(tmp_path):
+    c, p = scene(tmp_path)
+    r = CliRunner().invoke(cli, ["vectorize", str(c), "--out", str(tmp_path / "a.gpkg")])
+    assert r.exit_code == 0, r.output
+    assert "building: 2 features" in r.output
+    assert "no building probabilities" in r.stderr and "--probabilities PATH" in r.stderr
+    args = ["vectorize", str(c), "--probabilities", str(p), "--out", str(tmp_path / "b.gpkg")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "no building probabilities" not in r.stderr

@@ -148,4 +148,11 @@ def command(
     )
     for name, gdf in layers.items():
         click.echo(f"{name}: {len(gdf)} features")
+    buildings = layers.get(building_class)
+    if buildings is not None and buildings.attrs.get("min_peak_confidence") is None:
+        click.echo(
+            "note: no building probabilities, so buildings the network was never sure of are "
+            "kept; classify with --probabilities PATH (or --vector) to have them dropped.",
+            err=True,
+        )
     click.echo(f"written: {out}")
