@@ -519,3 +519,34 @@ def test_classifier_evaluate_scores_the_polygons_classify_vector_writes(
     labels[10:30, 10:30] = 1
     model.evaluate(image, make_raster(labels, name="labels.tif"))
     assert seen == {"classified.tif": True, "labels.tif": False}
+
+
+def test_classifier_classify_with_vector_is_classify_vector(
+    make_raster, tmp_path, one_thread, monkeypatch
+):
+    """``model.classify(image, out, vector)`` vectorizes with the probabilities at hand."""
+    from model_fakes import make_fake_data
+
+    import geounet.vectorizing.pipeline as pipeline
+    from geounet.app.classifier import UnetClassifier
+    from geounet.core.errors import OutputExistsError
+
+    seen = []
+    real = pipeline.vectorize
+
+    def spy(classified, out=None, **kw):
+        seen.append(Path(kw["probabilities"]).is_file())
+        return real(classified, out, **kw)
+
+    monkeypatch.setattr(pipeline, "vectorize", spy)
+    data = make_fake_data(bands=3, size=64, chip=32)
+    model = UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)
+    image = make_raster(np.full((3, 64, 64), 90, np.uint8), name="image.tif")
+    out, vector = tmp_path / "c.tif", tmp_path / "f.gpkg"
+    assert model.classify(image, out, vector, tile_size=64, overlap=16, progress=False) == out
+    assert seen == [True] and out.exists() and vector.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "f.gpkg", "image.tif"]
+    out.unlink()
+    with pytest.raises(OutputExistsError, match=r"f\.gpkg"):
+        model.classify(image, out, vector, tile_size=64, overlap=16, progress=False)
+    assert not out.exists() and seen == [True]  # refused before the network ran

@@ -46,6 +46,7 @@ class Inference:
         self,
         in_raster: PathLike,
         out_raster: PathLike,
+        vector: PathLike | None = None,
         *,
         tile_size: int = 512,
         overlap: int = 64,
@@ -68,15 +69,28 @@ class Inference:
         :func:`geounet.inference.classify.classify_raster`. The keyword arguments are the
         fields of :class:`~geounet.inference.options.ClassifyOptions`, documented there.
 
+        With ``vector`` the result is also vectorized into that file (``.gpkg``, ``.geojson``,
+        ``.shp``, ``.fgb``, ``.parquet``; one layer per class), as ``geounet classify
+        --vector`` does: the building probabilities are at hand (a temporary file unless
+        ``probabilities=`` keeps them), so buildings the network was never sure of are
+        dropped, and every output is checked before the network runs.
+
         Example:
             Not run as a doctest: it needs a trained model and a scene on disk.
 
             >>> model.classify("scene.tif", "scene_classified.tif", tta="flips")  # doctest: +SKIP
+            >>> model.classify("scene.tif", "classes.tif", "buildings.gpkg")  # doctest: +SKIP
         """
-        from geounet.inference.classify import classify_with_options
         from geounet.inference.options import ClassifyOptions
 
         options = ClassifyOptions.from_arguments(locals())
+        if vector is not None:
+            from geounet.app.workflows import classify_and_vectorize
+
+            classify_and_vectorize(self, in_raster, out_raster, vector=vector, options=options)
+            return Path(out_raster)
+        from geounet.inference.classify import classify_with_options
+
         return classify_with_options(self, in_raster, out_raster, options)
 
     def evaluate(
