@@ -85,7 +85,7 @@ class Inference:
 
         options = ClassifyOptions.from_arguments(locals())
         if vector is not None:
-            from geounet.app.workflows import classify_and_vectorize
+            from geounet.app.scene_outputs import classify_and_vectorize
 
             classify_and_vectorize(self, in_raster, out_raster, vector=vector, options=options)
             return Path(out_raster)
