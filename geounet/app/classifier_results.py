@@ -69,6 +69,7 @@ class ValidationResults:
 
     # ----------------------------------------------------------------- metrics
     def _validation_confusion(self) -> np.ndarray:
+        """The validation confusion matrix, computed once per set of weights."""
         if self._confusion is None:
             loader = valid_loader(self._require_data())
             if loader is None:
@@ -77,6 +78,7 @@ class ValidationResults:
         return self._confusion
 
     def _record_metrics(self) -> None:
+        """Write the validation metrics and the history into the config (saved with the model)."""
         if valid_loader(self.data) is None:
             return
         cm = self._validation_confusion()
