@@ -503,14 +503,14 @@ def test_classifier_evaluate_scores_the_polygons_classify_vector_writes(
     from geounet.vectorizing.confidence import PROBABILITIES_TAG, tagged_probabilities
 
     seen = {}
+    real = evaluation.vectorize
 
     def spy(path, **kwargs):
         with rasterio.open(path) as src:
             found = tagged_probabilities(path, src.tags().get(PROBABILITIES_TAG))
         seen[Path(path).name] = found is not None and found.exists()
-        return vectorize_for_spy(path, **kwargs)
+        return real(path, **kwargs)
 
-    vectorize_for_spy = evaluation.vectorize
     monkeypatch.setattr(evaluation, "vectorize", spy)
     data = make_fake_data(bands=3, size=64, chip=32)
     model = UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)

@@ -39,21 +39,22 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- network
 
+#: The axes each flip of a TTA mode made of flips reverses (``()``: the tile itself).
+_FLIP_DIMS: dict[str, list[tuple[int, ...]]] = {
+    "rot180": [(), (-2, -1)],  # a half turn is both flips
+    "flips": [(), (-1,), (-2,), (-2, -1)],
+}
+
 
 def _tta_ops(tta: TTAMode | None) -> list[tuple[Callable[[Any], Any], Callable[[Any], Any]]]:
     """``(forward, inverse)`` pairs of numpy image transforms acting on the last two axes."""
     if tta is None:
         return [(lambda t: t, lambda t: t)]
     check_choice("tta", tta, TTA_MODES)
-    flip_dims: dict[str, list[tuple[int, ...]]] = {
-        "rot180": [(), (-2, -1)],  # a half turn is both flips
-        "flips": [(), (-1,), (-2,), (-2, -1)],
-    }
-    if tta in flip_dims:
-        dims = flip_dims[tta]
+    if tta in _FLIP_DIMS:
         return [
             (lambda t, d=d: np.flip(t, d) if d else t, lambda t, d=d: np.flip(t, d) if d else t)
-            for d in dims
+            for d in _FLIP_DIMS[tta]
         ]
     ops = []
     for k in range(4):
