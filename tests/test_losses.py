@@ -1,4 +1,4 @@
-"""Losses: CE / Dice / CE+Dice, nodata, class weights and the U-Net boundary weight map."""
+"""Losses: CE / Dice / Lovász and their sums, nodata, class weights, the U-Net weight map."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import torch.nn.functional as F  # noqa: N812
 from scipy import ndimage
 
 from geounet.core.errors import InvalidParameterError
-from geounet.model.losses import LOSS_NAMES, build_loss, dice_loss, unet_weight_map
+from geounet.model.losses import (
+    LOSS_NAMES,
+    build_loss,
+    dice_loss,
+    lovasz_softmax_loss,
+    unet_weight_map,
+)
 
 IGNORE = 255
 
@@ -84,6 +90,49 @@ def test_ce_plus_dice_is_the_sum():
     total = build_loss("ce+dice")(logits, target)
     parts = build_loss("ce")(logits, target) + build_loss("dice")(logits, target)
     assert torch.allclose(total, parts)
+
+
+def test_ce_plus_lovasz_is_the_sum():
+    target = _target()
+    logits = _logits_towards(target, 3, 0.7)
+    total = build_loss("ce+lovasz")(logits, target)
+    parts = build_loss("ce")(logits, target) + build_loss("lovasz")(logits, target)
+    assert torch.allclose(total, parts)
+
+
+def _iou_loss(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - IoU averaged over the classes present in target, ignored pixels left out."""
+    valid = target != IGNORE
+    losses = []
+    for c in torch.unique(target[valid]).tolist():
+        p, t = (pred == c) & valid, (target == c) & valid
+        losses.append(1.0 - float((p & t).sum()) / float((p | t).sum()))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lovasz_of_confident_predictions_is_one_minus_iou(seed):
+    # With probabilities of 0 or 1 the Lovász extension equals the Jaccard loss itself.
+    target = _target(seed, shape=(2, 12, 12), k=3, ignore_frac=0.2)
+    g = torch.Generator().manual_seed(seed + 10)
+    pred = torch.where(
+        torch.rand(target.shape, generator=g) < 0.3,
+        torch.randint(0, 3, target.shape, generator=g),
+        target.clamp(max=2),
+    )
+    logits = F.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 60.0
+    got = float(lovasz_softmax_loss(logits, target, ignore_index=IGNORE))
+    assert got == pytest.approx(_iou_loss(pred, target), abs=1e-5)
+
+
+def test_lovasz_gradient_lowers_the_loss():
+    target = _target(3)
+    logits = _logits_towards(target, 3, 0.5).requires_grad_(True)
+    loss = lovasz_softmax_loss(logits, target)
+    loss.backward()
+    stepped = (logits - 50.0 * logits.grad).detach()
+    assert float(lovasz_softmax_loss(stepped, target)) < float(loss.detach())
+    assert float(logits.grad[(target == IGNORE).unsqueeze(1).expand_as(logits)].abs().sum()) == 0
 
 
 def test_dice_by_hand():

@@ -128,7 +128,8 @@ class UnetClassifier(Inference, ValidationResults):
             from ``data``'s, the head is re-initialised (with a warning).
         encoder_weights: ``"imagenet"`` (smp's download; offline for ``efficientnet-lite0``),
             None (random), or a local ``.safetensors`` / ``.pth`` state-dict file.
-        loss: ``"ce+dice"`` (default), ``"ce"`` or ``"dice"``.
+        loss: ``"ce+dice"`` (default), ``"ce"``, ``"dice"``, ``"lovasz"`` or ``"ce+lovasz"``
+            (Lovász-Softmax, an IoU surrogate; see :mod:`geounet.model.losses`).
         class_weights: ``"auto"`` (the data's median-frequency weights), a list with one
             weight per class, or None.
         boundary_weight: ``w0`` of the U-Net paper's weight map (σ = 5 px): > 0 weighs the

@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy, soft Dice, class weights and the U-Net boundary weight map.
+"""Segmentation losses: cross-entropy, soft Dice, Lovász-Softmax, class weights, weight maps.
 
 Every loss takes raw logits ``[B, K, H, W]`` and an ``int64`` target ``[B, H, W]`` whose
 pixels equal to ``ignore_index`` (255, nodata) contribute nothing.
@@ -34,11 +34,12 @@ __all__ = [
     "SegmentationLoss",
     "build_loss",
     "dice_loss",
+    "lovasz_softmax_loss",
     "unet_weight_map",
 ]
 
 #: Names accepted by :func:`build_loss`.
-LOSS_NAMES: tuple[str, ...] = ("ce", "dice", "ce+dice")
+LOSS_NAMES: tuple[str, ...] = ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz")
 
 #: The border term below this value is treated as zero (sets the search radius of the map).
 _WEIGHT_TOLERANCE = 1e-3
@@ -56,7 +57,9 @@ def build_loss(
     """Build the training loss.
 
     Args:
-        name: ``"ce"`` (cross-entropy), ``"dice"`` (soft Dice) or ``"ce+dice"`` (their sum).
+        name: ``"ce"`` (cross-entropy), ``"dice"`` (soft Dice), ``"lovasz"`` (Lovász-Softmax,
+            a surrogate of the intersection over union; :func:`lovasz_softmax_loss`), or the
+            sums ``"ce+dice"`` and ``"ce+lovasz"``.
         class_weights: One weight per class, in class-index order (cross-entropy only).
         boundary_weight: ``w0`` of the U-Net paper's weight map; ``> 0`` weighs background
             pixels in narrow gaps between objects more (see :func:`unet_weight_map`).
@@ -85,7 +88,7 @@ def build_loss(
 
 
 class SegmentationLoss(nn.Module):
-    """Cross-entropy and/or soft Dice with class weights, nodata and the boundary weight map.
+    """Cross-entropy, soft Dice and/or Lovász-Softmax with class weights, nodata, the weight map.
 
     With ``boundary_weight > 0`` the per-pixel cross-entropy is multiplied by
     :func:`unet_weight_map` of each target (computed on the CPU, class weights included) and
@@ -112,6 +115,7 @@ class SegmentationLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.name = check_choice("loss", name, LOSS_NAMES)
+        self._terms = frozenset(self.name.split("+"))
         if boundary_weight < 0 or sigma <= 0:
             raise InvalidParameterError(
                 f"boundary_weight={boundary_weight} must be >= 0 and sigma={sigma} > 0."
@@ -137,10 +141,12 @@ class SegmentationLoss(nn.Module):
         logits = logits.float()
         target = target.long()
         total = logits.new_zeros(())
-        if self.name in ("ce", "ce+dice"):
+        if "ce" in self._terms:
             total = total + self._cross_entropy(logits, target, weight_map)
-        if self.name in ("dice", "ce+dice"):
+        if "dice" in self._terms:
             total = total + dice_loss(logits, target, ignore_index=self.ignore_index)
+        if "lovasz" in self._terms:
+            total = total + lovasz_softmax_loss(logits, target, ignore_index=self.ignore_index)
         return total
 
     def _cross_entropy(
@@ -223,6 +229,59 @@ def dice_loss(
     dice = (2.0 * intersection + smooth) / (denominator + smooth)
     present = onehot.sum(dims) > 0
     return 1.0 - dice[present].mean()
+
+
+def lovasz_softmax_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Lovász-Softmax loss: a convex surrogate of ``1 -`` IoU, averaged over the present classes.
+
+    Berman, Rannen Triki and Blaschko (CVPR 2018): for each class present in ``target``, the
+    pixel errors ``|[y = c] - p_c|`` of the whole batch are sorted in decreasing order and
+    weighted by the gradient of the Jaccard loss's Lovász extension, so the loss is a tight,
+    piecewise-linear surrogate of that class's IoU over the batch. Pixels equal to
+    ``ignore_index`` are left out.
+
+    Args:
+        logits: ``[B, K, H, W]`` raw scores.
+        target: ``[B, H, W]`` class indices.
+        ignore_index: Target value that marks pixels without a label.
+
+    Returns:
+        A scalar tensor in ``[0, 1]``: 0 when every pixel's class has probability 1.
+
+    Example:
+        >>> import torch
+        >>> target = torch.tensor([[[0, 1], [1, 1]]])
+        >>> perfect = torch.stack([(target == 0).float(), (target == 1).float()], 1) * 20
+        >>> round(float(lovasz_softmax_loss(perfect, target)), 4)
+        0.0
+        >>> round(float(lovasz_softmax_loss(-perfect, target)), 2)  # every pixel wrong
+        1.0
+    """
+    valid = (target != ignore_index).flatten()
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    k = logits.shape[1]
+    probs = torch.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, k)[valid]
+    labels = target.flatten()[valid]
+    losses = []
+    for c in torch.unique(labels).tolist():
+        fg = (labels == c).float()
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        losses.append(torch.dot(errors_sorted, _lovasz_gradient(fg[order])))
+    return torch.stack(losses).mean()
+
+
+def _lovasz_gradient(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovász extension of the Jaccard loss at the sorted errors (Alg. 1)."""
+    gts = fg_sorted.sum()
+    intersection = gts - fg_sorted.cumsum(0)
+    union = gts + (1.0 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
+    return jaccard
 
 
 def unet_weight_map(
