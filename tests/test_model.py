@@ -109,6 +109,18 @@ def test_larger_lite_packages_load_every_encoder_tensor(alias):
     torch.testing.assert_close(grey.detach(), target["conv_stem.weight"].sum(1, keepdim=True))
 
 
+def test_unet_arguments_that_build_an_empty_layer_are_refused():
+    # smp builds scSE attention on an 8-channel decoder block as a 0-channel convolution,
+    # which only failed at the first forward pass (inside fit()).
+    kw = {"encoder_depth": 3, "decoder_attention_type": "scse"}
+    with pytest.raises(InvalidParameterError, match="at least 16"):
+        build_unet("resnet18", 3, 2, decoder_channels=(32, 16, 8), **kw)
+    net = build_unet("resnet18", 3, 2, decoder_channels=(32, 16, 16), **kw)
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+    with pytest.raises(InvalidParameterError, match="no channels"):
+        build_unet("resnet18", 3, 2, encoder_depth=3, decoder_channels=(16, 0, 8))
+
+
 def test_offline_weights_refuse_other_encoders():
     net = build_unet("efficientnet-lite0", 3, 2, encoder_weights=None)
     with pytest.raises(InvalidParameterError, match="no offline ImageNet weights"):

@@ -216,7 +216,9 @@ def _smp_unet(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return smp.Unet(
+            # an empty layer is refused below with a clearer message than this warning
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            net = smp.Unet(
                 encoder_name=name,
                 encoder_weights=weights,
                 in_channels=in_channels,
@@ -225,6 +227,34 @@ def _smp_unet(
             )
     except TypeError as exc:
         raise InvalidParameterError(f"backbone {name!r}: bad U-Net argument ({exc}).") from exc
+    _check_no_empty_layer(net, name, kwargs)
+    return net
+
+
+def _check_no_empty_layer(net: nn.Module, name: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse U-Net arguments that build a convolution without channels (it fails at run time).
+
+    smp builds such a layer silently, e.g. ``decoder_attention_type="scse"`` squeezes each
+    decoder block's channels by 16, so a block of 8 channels gets a layer of 0.
+    """
+    empty = next(
+        (n for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and 0 in m.weight.shape),
+        None,
+    )
+    if empty is None:
+        return
+    widths = kwargs.get("decoder_channels", "smp's default")
+    hint = (
+        " decoder_attention_type='scse' divides each decoder block's channels by 16, so "
+        "every width in decoder_channels must be at least 16 (e.g. "
+        "decoder_channels=(256, 128, 64, 32, 16))."
+        if kwargs.get("decoder_attention_type") == "scse"
+        else " Give decoder_channels with every width at least 1."
+    )
+    raise InvalidParameterError(
+        f"backbone {name!r}: the U-Net arguments {dict(kwargs)} build the layer {empty!r} "
+        f"with no channels (decoder_channels={widths}).{hint}"
+    )
 
 
 def _download_pretrained(name: str, classes: int, kwargs: Mapping[str, Any]) -> nn.Module:
