@@ -135,7 +135,8 @@ class UnetClassifier(Inference, ValidationResults):
         boundary_weight: ``w0`` of the U-Net paper's weight map (σ = 5 px): > 0 weighs the
             background between touching objects more, so they come out separated.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available, else the CPU.
-        seed: Seed Python, NumPy and torch before building the network (reproducible on CPU).
+        seed: Seed Python, NumPy and torch before building the network: the same run again
+            on the same CPU model (another CPU's floating-point kernels give other runs).
         **unet_kwargs: Passed to the network (e.g. ``decoder_channels`` for smp encoders:
             by default :data:`DECODER_CHANNELS`, cut to ``encoder_depth``; ``base_channels``,
             ``batchnorm``, ``dropout`` for the classic U-Net).
@@ -370,6 +371,8 @@ class UnetClassifier(Inference, ValidationResults):
             progress: Show a progress bar with live loss and mIoU.
             seed: Seed Python, NumPy and torch first, and restart the training loader's
                 shuffling generator (see :func:`~geounet.model.training.reseed_loader`).
+                A run that ends on its epochs is repeated exactly on the same CPU model; one
+                that ends on ``time_budget_s``, or runs on another CPU, is not.
             refit_on_all: After the run, train again from the starting weights on the
                 training *and* validation chips, for the number of epochs validation picked
                 (same learning rate and budget). On a small area the validation chips are a
