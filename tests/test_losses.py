@@ -84,19 +84,12 @@ def test_ce_matches_pytorch_and_class_weights_change_it():
     assert torch.allclose(as_mapping, expected_w)
 
 
-def test_ce_plus_dice_is_the_sum():
+@pytest.mark.parametrize("name", [n for n in LOSS_NAMES if "+" in n])
+def test_a_sum_of_losses_is_the_sum_of_its_terms(name):
     target = _target()
     logits = _logits_towards(target, 3, 0.7)
-    total = build_loss("ce+dice")(logits, target)
-    parts = build_loss("ce")(logits, target) + build_loss("dice")(logits, target)
-    assert torch.allclose(total, parts)
-
-
-def test_ce_plus_lovasz_is_the_sum():
-    target = _target()
-    logits = _logits_towards(target, 3, 0.7)
-    total = build_loss("ce+lovasz")(logits, target)
-    parts = build_loss("ce")(logits, target) + build_loss("lovasz")(logits, target)
+    total = build_loss(name)(logits, target)
+    parts = sum(build_loss(term)(logits, target) for term in name.split("+"))
     assert torch.allclose(total, parts)
 
 

@@ -243,7 +243,6 @@ def _check_no_empty_layer(net: nn.Module, name: str, kwargs: Mapping[str, Any]) 
     )
     if empty is None:
         return
-    widths = kwargs.get("decoder_channels", "smp's default")
     hint = (
         " decoder_attention_type='scse' divides each decoder block's channels by 16, so "
         "every width in decoder_channels must be at least 16 (e.g. "
@@ -253,7 +252,7 @@ def _check_no_empty_layer(net: nn.Module, name: str, kwargs: Mapping[str, Any]) 
     )
     raise InvalidParameterError(
         f"backbone {name!r}: the U-Net arguments {dict(kwargs)} build the layer {empty!r} "
-        f"with no channels (decoder_channels={widths}).{hint}"
+        f"with no channels.{hint}"
     )
 
 
