@@ -48,7 +48,8 @@ from geounet.core.types import VAL_STRIPS
     default="auto",
     show_default=True,
     help="Where each image's validation strip lies along its longer side (put it away from "
-    "the area you will map; auto: away from the part --label-area leaves out, else the end).",
+    "the area you will map; auto: away from the part --label-area leaves out, else the end, "
+    "moved where the labels' classes are like the whole's if a class is scarce there).",
 )
 @label_area_opt
 @asset_opt

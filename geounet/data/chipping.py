@@ -16,10 +16,12 @@ Splits (``split=``):
     at the start or in the middle; ``"auto"`` (default) is the end, or, when a labelled area
     (``prepare_data(label_area=)``) leaves part of the image unlabelled, the labelled part's
     end away from that rest (:func:`auto_strip`), so the labels beside the area to map
-    train. The parts are chipped on their own, so no chip crosses a cut and no training chip
-    is dropped: the gap is 0 px, the only cost is the strip. (Random blocks of a grid of
-    overlapping chips cost more: every validation chip takes its overlapping neighbours
-    with it.)
+    train; a strip there that misrepresents a class of the labels moves to the start, the
+    middle or the end, whichever is closest to the whole (:mod:`geounet.data.strips`,
+    chosen by :func:`~geounet.data.prepare.prepare_data`). The parts are chipped on their
+    own, so no chip crosses a cut and no training chip is dropped: the gap is 0 px, the only
+    cost is the strip. (Random blocks of a grid of overlapping chips cost more: every
+    validation chip takes its overlapping neighbours with it.)
   - with more images, or for images too small to cut, whole images (seeded) go to
     validation until about ``val_fraction`` of all chips are validation chips; an image
     is never split, so there is nothing to drop either.
@@ -584,7 +586,7 @@ def write_chips(
     nodata: float | None = None,
     split: SplitMode = "spatial",
     val_fraction: float = 0.2,
-    val_strip: ValStrip = "end",
+    val_strip: ValStrip | Sequence[ValStrip] = "end",
     min_valid_fraction: float = 0.5,
     stats: StatsAccumulator | None = None,
     boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
@@ -610,7 +612,8 @@ def write_chips(
         split: Split mode (``"rows"`` and ``"spatial"`` with fewer than
             :data:`WHOLE_IMAGES_FROM` images cut each image, see :func:`chip_grid`).
         val_fraction: Validation share (sets the cut of ``"rows"`` and ``"spatial"``).
-        val_strip: Where ``"spatial"`` puts each image's validation strip (:func:`strip_span`).
+        val_strip: Where ``"spatial"`` puts each image's validation strip (:func:`strip_span`),
+            one place for all images or one per image.
         min_valid_fraction: Minimum share of valid, labelled pixels for a chip to be kept.
         stats: When given, every valid pixel of the chipped bands is added to it once, in
             the same pass (the statistics of :func:`~geounet.io.raster.band_stats` without a
@@ -628,6 +631,7 @@ def write_chips(
     min_valid = math.ceil(min_valid_fraction * chip_size * chip_size)
     many = split == "spatial" and len(infos) >= WHOLE_IMAGES_FROM
     mode: SplitMode = "random" if many else split  # many images: whole images validate
+    strips = [val_strip] * len(infos) if isinstance(val_strip, str) else list(val_strip)
     chips: list[Chip] = []
     dropped = 0
     with ChipWriter(folder, classes, band_names) as writer:
@@ -640,7 +644,7 @@ def write_chips(
                 stride,
                 split=mode,
                 val_fraction=val_fraction,
-                val_strip=val_strip,
+                val_strip=strips[idx],
                 box=boxes[idx] if boxes else None,
             )
             kept, n_drop = _chip_image(ctx, idx, info, lab, list(use), grid)

@@ -34,8 +34,10 @@ from geounet.core.errors import (
 from geounet.core.types import PathLike
 from geounet.data.augment import AugmentOptions, augment_options
 from geounet.data.chipping import (
+    WHOLE_IMAGES_FROM,
     Chip,
     assign_splits,
+    auto_strip,
     remove_chips,
     split_cost,
     write_chips,
@@ -51,6 +53,7 @@ from geounet.data.manifest import (
     write_manifest,
 )
 from geounet.data.settings import PrepareSettings
+from geounet.data.strips import choose_strip
 from geounet.io.raster import RasterInfo, atomic_output, band_stats, open_raster, stats_result
 from geounet.io.stats import StatsAccumulator
 
@@ -232,6 +235,51 @@ def _labelled_areas(
     return areas, [a.box(s.chip_size) for a in areas]
 
 
+def _val_strips(
+    readers: Sequence[Any],
+    infos: list[RasterInfo],
+    boxes: list[tuple[int, int, int, int]] | None,
+    n_classes: int,
+    s: PrepareSettings,
+    settings: dict[str, Any],
+) -> list[str]:
+    """Each image's validation strip: ``s.val_strip``, or where ``"auto"`` chooses it.
+
+    ``"auto"`` keeps the end (or a labelled area's end away from the rest) unless the strip
+    there misrepresents a class of the labels (:func:`geounet.data.strips.choose_strip`); the
+    choice is recorded in ``settings["val_strip_choice"]``.
+    """
+    cuts = s.split == "spatial" and len(infos) < WHOLE_IMAGES_FROM and s.val_fraction > 0
+    if s.val_strip != "auto" or not cuts:
+        return [s.val_strip] * len(infos)
+    places, records = [], []
+    for i, (info, reader) in enumerate(zip(infos, readers)):
+        box = boxes[i] if boxes else (0, 0, info.height, info.width)
+        preferred = auto_strip(info.height, info.width, box)
+        place, record = choose_strip(
+            reader,
+            box,
+            chip_size=s.chip_size,
+            val_fraction=s.val_fraction,
+            n_classes=n_classes,
+            preferred=preferred,
+        )
+        if place != preferred:
+            log.info(
+                "%s: the validation strip goes to the %s, not the %s (class shares %s there, "
+                "%s over the labels)",
+                info.path.name,
+                place,
+                preferred,
+                record["shares"][preferred],
+                record["whole"],
+            )
+        places.append(place)
+        records.append({"image": info.path.name, **record})
+    settings["val_strip_choice"] = records
+    return places
+
+
 def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[str, Any]:
     """The settings the manifest records (JSON)."""
     nodata = s.nodata if s.nodata is not None else info.nodata
@@ -277,6 +325,7 @@ def _prepare(
         for src in sources:
             src.bind(specs)
         readers = [AreaLabels(src, a) for src, a in zip(sources, areas)] if areas else sources
+        strips = _val_strips(readers, infos, boxes, len(specs), s, settings)
         acc = StatsAccumulator(len(per_bands[0]), infos[0].dtype, s.seed)
         exact = acc.exact and boxes is None  # a labelled area's rows alone are chipped
         if not exact:  # a sample depends on the order: its own pass, as band_stats reads
@@ -294,7 +343,7 @@ def _prepare(
             nodata=s.nodata,
             split=s.split,
             val_fraction=s.val_fraction,
-            val_strip=s.val_strip,
+            val_strip=strips,
             min_valid_fraction=s.min_valid_fraction,
             stats=acc if exact else None,  # exact histograms: added in the chipping pass
             boxes=boxes,
@@ -395,7 +444,12 @@ def prepare_data(
             ``"middle"`` or ``"start"``. The labels next to the area you will map are the
             most like it: keep them for training by putting the strip on the other side.
             ``"auto"`` does so when a ``label_area`` leaves the rest of an image unlabelled
-            (the strip goes to the labelled part's end away from it), else it is ``"end"``.
+            (the strip goes to the labelled part's end away from it), else it is ``"end"``;
+            and where the strip there would hold less than a quarter of a class's share of
+            the labelled pixels (a strip of empty ground judges the buildings on a few
+            pixels), ``"auto"`` moves it to the place whose classes are closest to the
+            whole's (:mod:`geounet.data.strips`; the manifest's ``val_strip_choice`` and
+            :meth:`GeoData.summary` say where and why).
         label_area: A polygon file (any vector format and CRS) outlining where the labels
             are complete, when you labelled part of an image and will map the rest. Only
             that part is chipped; outside it the masks are "no label" (255), so unlabelled
@@ -431,7 +485,9 @@ def prepare_data(
         (WKT), ``gsd_m``, ``source_dtype``, ``source_band_count`` and ``source_alpha_band``
         (of the first image), ``nodata`` (the override, else the first image's),
         ``class_pixel_counts`` (and ``_by_split``), ``class_weights`` (median frequency),
-        ``chip_counts``, ``dropped_chips``, ``sources`` ([{image, label, nodata}]) and
+        ``chip_counts``, ``dropped_chips``, ``split_cost``, ``val_strip_choice`` (with
+        ``val_strip="auto"``: per image the place preferred and chosen, and each place's
+        class shares), ``sources`` ([{image, label, nodata}]) and
         ``chips`` ([{image, label, split, source, bounds, window}]). Image chips with
         invalid pixels (nodata, alpha or mask band, NaN, padding) carry a GDAL mask band;
         their labels are 255 there and the loaders feed them as inference does (0, the

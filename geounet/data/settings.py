@@ -56,7 +56,9 @@ class PrepareSettings:
         split: ``"spatial"``, ``"rows"`` or ``"random"``.
         val_strip: Where ``split="spatial"`` puts an image's validation strip: ``"auto"``
             (away from the rest of the image a ``label_area`` leaves unlabelled, else the
-            end), ``"end"``, ``"middle"`` or ``"start"`` of its longer side.
+            end; elsewhere if the strip there misrepresents a class,
+            :mod:`geounet.data.strips`), ``"end"``, ``"middle"`` or ``"start"`` of its
+            longer side.
         label_area: Polygon file outlining where the labels are complete (None: the whole
             images).
         min_valid_fraction: Chips with a smaller share of valid, labelled pixels are dropped.

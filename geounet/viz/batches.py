@@ -58,6 +58,9 @@ def summary_frame(data: ChipData) -> Any:
     if cost:  # what the split took from training, in labelled pixels
         v, g = 100 * cost["valid_pixel_share"], 100 * cost["gap_pixel_share"]
         rows["split cost: % labelled px"] = [round(100 - v - g, 2), round(v, 2), f"gap {g:.2f}", ""]
+    strips = m.get("val_strip_choice")
+    if strips:  # where val_strip="auto" put each image's strip
+        rows["validation strip"] = ["", "; ".join(map(_strip_text, strips)), "", ""]
     by_split = m.get("class_pixel_counts_by_split") or {}
     cols = [
         np.asarray(by_split.get("train") or [0] * data.n_classes, np.float64),
@@ -71,6 +74,15 @@ def summary_frame(data: ChipData) -> Any:
     return pd.DataFrame.from_dict(
         rows, orient="index", columns=["train", "valid", "total", "class_weight"], dtype=object
     )
+
+
+def _strip_text(choice: dict[str, Any]) -> str:
+    """``"middle (the end's strip scored 0.11)"`` for a strip moved by ``val_strip="auto"``."""
+    preferred = choice["preferred"]
+    chosen = choice.get("chosen", preferred)
+    if chosen == preferred:
+        return chosen
+    return f"{chosen} (the {preferred}'s strip scored {choice['scores'][preferred]})"
 
 
 def stretch(

@@ -1,0 +1,189 @@
+"""Where ``val_strip="auto"`` puts an image's validation strip: where its labels are like the whole.
+
+The spatial split validates on one strip across each image (:func:`geounet.data.chipping.
+strip_span`). The validation mIoU picks the weights kept and stops training, so a strip that
+holds almost none of a class judges that class on a handful of pixels: on Zanzibar's labelled
+two thirds the strip at the end held 1.1 % building pixels against 10.4 % over the whole
+part, and the validation mIoU of one run jumped by 0.05-0.10 between epochs while the learning
+rate was a tenth of its peak (a few buildings' pixels decide it), so which epoch's weights were
+kept was close to a draw.
+
+``"auto"`` therefore reads the labels once before chipping (a sample of them on large
+images, :data:`STRIP_SAMPLE_PIXELS`) and keeps its preferred place (the end, or with a
+labelled area the end away from the part to map, :func:`~geounet.data.chipping.auto_strip`)
+unless the strip there holds less than :data:`MIN_STRIP_SHARE` of some class's share of the
+labelled pixels; then it takes the place (start, middle or end) whose worst class comes
+closest to its share of the whole. The manifest records the place and the shares
+(``settings.val_strip_choice``), and :meth:`GeoData.summary` shows them.
+
+Example:
+    >>> import numpy as np
+    >>> whole = np.array([896, 104])
+    >>> strips = {"end": np.array([989, 11]), "start": np.array([943, 57]),
+    ...           "middle": np.array([881, 119])}
+    >>> pick_strip(strips, whole, ["end", "start", "middle"])
+    'middle'
+    >>> pick_strip({"end": np.array([940, 60]), "middle": np.array([880, 120])}, whole,
+    ...            ["end", "middle"])   # 60 / 1000 is more than a quarter of 10.4 %: kept
+    'end'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from geounet.core.types import IGNORE_INDEX
+from geounet.data.chipping import strip_span
+
+__all__ = [
+    "MIN_CLASS_SHARE",
+    "MIN_STRIP_SHARE",
+    "STRIP_PLACES",
+    "STRIP_SAMPLE_PIXELS",
+    "choose_strip",
+    "pick_strip",
+    "strip_score",
+]
+
+#: A strip is kept where every class holds at least this fraction of its share of the whole.
+MIN_STRIP_SHARE = 0.25
+#: Classes under this share of the labelled pixels do not move the strip (too rare to judge).
+MIN_CLASS_SHARE = 0.01
+#: Labelled pixels read, at most, to choose an image's strip (evenly spaced bands beyond it).
+STRIP_SAMPLE_PIXELS = 16_000_000
+#: The places a strip may take, in the order tried after the preferred one.
+STRIP_PLACES: tuple[str, ...] = ("end", "start", "middle")
+
+
+def strip_score(strip: np.ndarray, whole: np.ndarray) -> float:
+    """How well a strip's class counts represent the whole: the worst class's share ratio.
+
+    For every class holding at least :data:`MIN_CLASS_SHARE` of the whole's labelled pixels,
+    the strip's share of that class over the whole's share, capped at 1; the smallest of those
+    (0 for a strip without labelled pixels, 1 when no class qualifies).
+
+    Example:
+        >>> round(strip_score(np.array([989, 11]), np.array([896, 104])), 3)
+        0.106
+    """
+    strip = np.asarray(strip, np.float64)
+    whole = np.asarray(whole, np.float64)
+    if whole.sum() <= 0:
+        return 1.0
+    if strip.sum() <= 0:
+        return 0.0
+    share, ref = strip / strip.sum(), whole / whole.sum()
+    judged = ref >= MIN_CLASS_SHARE
+    if not judged.any():
+        return 1.0
+    return float(np.minimum(share[judged] / ref[judged], 1.0).min())
+
+
+def pick_strip(counts: Mapping[str, np.ndarray], whole: np.ndarray, order: Sequence[str]) -> str:
+    """The place for the strip: ``order[0]`` unless it scores under :data:`MIN_STRIP_SHARE`.
+
+    Otherwise the best-scoring place of ``order`` (:func:`strip_score`; the earlier on a tie).
+    """
+    if strip_score(counts[order[0]], whole) >= MIN_STRIP_SHARE:
+        return order[0]
+    scores = [strip_score(counts[p], whole) for p in order]
+    return order[int(np.argmax(scores))]
+
+
+def choose_strip(
+    labels: Any,
+    box: tuple[int, int, int, int],
+    *,
+    chip_size: int,
+    val_fraction: float,
+    n_classes: int,
+    preferred: str,
+) -> tuple[str, dict[str, Any]]:
+    """Read ``labels`` over ``box`` and choose where its validation strip goes.
+
+    Args:
+        labels: A bound label source (``read(row, col, height, width)`` -> class indices, 255
+            for no label).
+        box: The ``(row, col, height, width)`` part to be chipped (the whole image without a
+            labelled area).
+        chip_size: Chip size in pixels.
+        val_fraction: The validation share (the strip's width, :func:`strip_span`).
+        n_classes: Number of classes, background included.
+        preferred: The place kept unless its strip misrepresents a class.
+
+    Returns:
+        ``(place, record)``: the place (``"start"``, ``"middle"`` or ``"end"``) and what the
+        manifest records (the preferred place and each place's class shares and score).
+    """
+    _, _, h, w = box
+    spans: dict[str, tuple[int, int]] = {}
+    for place in (preferred, *STRIP_PLACES):
+        axis, a, b = strip_span(h, w, chip_size, val_fraction, place)  # type: ignore[arg-type]
+        if axis is None:
+            return preferred, {"preferred": preferred, "reason": "no strip fits"}
+        if (a, b) not in spans.values():  # "middle" falls back to the end on short images
+            spans[place] = (a, b)
+    whole, counts = _strip_counts(labels, box, axis, spans, n_classes)
+    order = list(spans)
+    place = pick_strip(counts, whole, order)
+    record = {
+        "preferred": preferred,
+        "chosen": place,
+        "shares": {p: _shares(c) for p, c in counts.items()},
+        "whole": _shares(whole),
+        "scores": {p: round(strip_score(c, whole), 3) for p, c in counts.items()},
+    }
+    return place, record
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    """Class shares of ``counts`` (rounded; zeros without pixels)."""
+    total = counts.sum()
+    return [round(float(c / total), 4) if total else 0.0 for c in counts]
+
+
+def _strip_counts(
+    labels: Any,
+    box: tuple[int, int, int, int],
+    axis: str,
+    spans: Mapping[str, tuple[int, int]],
+    n_classes: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Class pixel counts of the whole box and of each strip, from bands across the strips.
+
+    The strips run along ``axis`` ("cols": column ranges), so each band read spans every
+    strip: rows of the whole width for column strips, columns of the whole height for row
+    strips. Large boxes are sampled with evenly spaced bands (:data:`STRIP_SAMPLE_PIXELS`).
+    """
+    r0, c0, h, w = box
+    length, across = (w, h) if axis == "cols" else (h, w)
+    band = min(256, across)
+    n_bands = math.ceil(across / band)
+    n_read = max(1, min(n_bands, STRIP_SAMPLE_PIXELS // max(band * length, 1)))
+    if n_read == n_bands:  # every pixel once
+        reads = [(s, min(band, across - s)) for s in range(0, across, band)]
+    else:  # evenly spaced bands
+        starts = np.unique(np.linspace(0, across - band, n_read).round().astype(int))
+        reads = [(int(s), band) for s in starts]
+    whole = np.zeros(n_classes, np.int64)
+    counts = {p: np.zeros(n_classes, np.int64) for p in spans}
+    for s, size in reads:
+        if axis == "cols":
+            arr = labels.read(r0 + s, c0, size, w)
+        else:
+            arr = labels.read(r0, c0 + s, h, size).T  # strips as columns
+        whole += _bincount(arr, n_classes)
+        for p, (a, b) in spans.items():
+            counts[p] += _bincount(arr[:, a:b], n_classes)
+    return whole, counts
+
+
+def _bincount(arr: np.ndarray, n_classes: int) -> np.ndarray:
+    """Pixels of each class (no-label pixels left out)."""
+    v = np.asarray(arr).ravel()
+    v = v[v != IGNORE_INDEX]
+    return np.bincount(v[v < n_classes].astype(np.int64), minlength=n_classes)[:n_classes]
