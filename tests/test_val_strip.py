@@ -77,17 +77,33 @@ def test_choose_strip_moves_an_empty_end_strip(transpose: bool) -> None:
     assert src.read_px == arr.size  # a small image is read once, whole
 
 
-def test_choose_strip_keeps_a_representative_end_and_samples_large_images(monkeypatch) -> None:
+@pytest.mark.parametrize("shape", [(1024, 2048), (2048, 1024)])
+def test_choose_strip_keeps_a_representative_end_and_samples_large_images(
+    monkeypatch, shape
+) -> None:
     rng = np.random.default_rng(0)
-    arr = (rng.random((1024, 2048)) < 0.1).astype(np.uint8)  # buildings everywhere
-    monkeypatch.setattr(strips, "STRIP_SAMPLE_PIXELS", 2048 * 256 * 2)  # two bands of four
+    arr = (rng.random(shape) < 0.1).astype(np.uint8)  # buildings everywhere
+    monkeypatch.setattr(strips, "STRIP_SAMPLE_PIXELS", 2**20)  # half the image
     src = ArrayLabels(arr)
     place, record = choose_strip(
-        src, (0, 0, 1024, 2048), chip_size=256, val_fraction=0.2, n_classes=2, preferred="end"
+        src, (0, 0, *shape), chip_size=256, val_fraction=0.2, n_classes=2, preferred="end"
     )
     assert place == "end"
-    assert src.read_px == 2 * 256 * 2048
+    assert 0 < src.read_px <= 2**20
     assert record["whole"][1] == pytest.approx(0.1, abs=0.005)
+    for share in record["shares"].values():  # every strip is sampled
+        assert share[1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_tall_sampled_image_still_finds_the_buildings(monkeypatch) -> None:
+    arr = np.ascontiguousarray(roofs_inland(512, 4096).T)  # 4096 rows: strips are rows
+    monkeypatch.setattr(strips, "STRIP_SAMPLE_PIXELS", 512 * 1024)  # a quarter of the rows
+    src = ArrayLabels(arr)
+    place, record = choose_strip(
+        src, (0, 0, 4096, 512), chip_size=256, val_fraction=0.2, n_classes=2, preferred="end"
+    )
+    assert place == "middle"
+    assert src.read_px <= 512 * 1024 and record["shares"]["middle"][1] > 0
 
 
 def test_choose_strip_reads_only_the_box() -> None:

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,8 +52,8 @@ __all__ = [
 MIN_STRIP_SHARE = 0.25
 #: Classes under this share of the labelled pixels do not move the strip (too rare to judge).
 MIN_CLASS_SHARE = 0.01
-#: Labelled pixels read, at most, to choose an image's strip (evenly spaced bands beyond it).
-STRIP_SAMPLE_PIXELS = 16_000_000
+#: Label pixels read, at most, to choose an image's strip (evenly spaced bands beyond it).
+STRIP_SAMPLE_PIXELS = 8_000_000
 #: The places a strip may take, in the order tried after the preferred one.
 STRIP_PLACES: tuple[str, ...] = ("end", "start", "middle")
 
@@ -153,33 +152,42 @@ def _strip_counts(
     spans: Mapping[str, tuple[int, int]],
     n_classes: int,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Class pixel counts of the whole box and of each strip, from bands across the strips.
+    """Class pixel counts of the whole box and of each strip (``spans`` along ``axis``).
 
-    The strips run along ``axis`` ("cols": column ranges), so each band read spans every
-    strip: rows of the whole width for column strips, columns of the whole height for row
-    strips. Large boxes are sampled with evenly spaced bands (:data:`STRIP_SAMPLE_PIXELS`).
+    The labels are read in bands of whole rows, as chipping reads them (a tall window is
+    slow to rasterize without GDAL's block cache): all of them on a small box, evenly spaced
+    thin bands on a large one (:func:`_row_reads`).
     """
     r0, c0, h, w = box
-    length, across = (w, h) if axis == "cols" else (h, w)
-    band = min(256, across)
-    n_bands = math.ceil(across / band)
-    n_read = max(1, min(n_bands, STRIP_SAMPLE_PIXELS // max(band * length, 1)))
-    if n_read == n_bands:  # every pixel once
-        reads = [(s, min(band, across - s)) for s in range(0, across, band)]
-    else:  # evenly spaced bands
-        starts = np.unique(np.linspace(0, across - band, n_read).round().astype(int))
-        reads = [(int(s), band) for s in starts]
     whole = np.zeros(n_classes, np.int64)
     counts = {p: np.zeros(n_classes, np.int64) for p in spans}
-    for s, size in reads:
-        if axis == "cols":
-            arr = labels.read(r0 + s, c0, size, w)
-        else:
-            arr = labels.read(r0, c0 + s, h, size).T  # strips as columns
+    for s, size in _row_reads(h, w):
+        arr = labels.read(r0 + s, c0, size, w)
         whole += _bincount(arr, n_classes)
         for p, (a, b) in spans.items():
-            counts[p] += _bincount(arr[:, a:b], n_classes)
+            part = arr[:, a:b] if axis == "cols" else arr[max(a - s, 0) : max(b - s, 0)]
+            counts[p] += _bincount(part, n_classes)
     return whole, counts
+
+
+def _row_reads(height: int, width: int) -> list[tuple[int, int]]:
+    """``(first row, rows)`` of the bands read: every row, or evenly spaced thin bands.
+
+    Beyond :data:`STRIP_SAMPLE_PIXELS`, at least 16 bands of up to 32 rows, so that every
+    strip (a fifth of the length by default) holds a few of them.
+
+    Example:
+        >>> _row_reads(600, 100)
+        [(0, 256), (256, 256), (512, 88)]
+        >>> len(_row_reads(100_000, 100_000)), _row_reads(100_000, 100_000)[1]
+        (16, (6666, 5))
+    """
+    if height * width <= STRIP_SAMPLE_PIXELS:
+        return [(s, min(256, height - s)) for s in range(0, height, 256)]
+    rows = max(1, min(32, STRIP_SAMPLE_PIXELS // (16 * width)))
+    n = min(max(16, STRIP_SAMPLE_PIXELS // (rows * width)), height // rows)
+    starts = np.unique(np.linspace(0, height - rows, n).round().astype(int))
+    return [(int(s), rows) for s in starts]
 
 
 def _bincount(arr: np.ndarray, n_classes: int) -> np.ndarray:
