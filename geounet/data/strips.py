@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from geounet.core.types import IGNORE_INDEX
 from geounet.data.chipping import strip_span
 
 __all__ = [
@@ -191,7 +190,6 @@ def _row_reads(height: int, width: int) -> list[tuple[int, int]]:
 
 
 def _bincount(arr: np.ndarray, n_classes: int) -> np.ndarray:
-    """Pixels of each class (no-label pixels left out)."""
+    """Pixels of each class (no-label pixels, 255, left out)."""
     v = np.asarray(arr).ravel()
-    v = v[v != IGNORE_INDEX]
-    return np.bincount(v[v < n_classes].astype(np.int64), minlength=n_classes)[:n_classes]
+    return np.bincount(v[v < n_classes], minlength=n_classes)
