@@ -208,6 +208,9 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
     assert runner.invoke(cli, [*args, "--tile-size", "128", "--overlap", "32"]).exit_code == 0
     direct_vec = tmp_path / "direct.gpkg"
     assert runner.invoke(cli, ["vectorize", str(direct), "--out", str(direct_vec)]).exit_code == 0
+    both_vec = tmp_path / "both.gpkg"  # with the probabilities: the peak filter runs
+    both_args = [*args[:-1], str(tmp_path / "both.tif"), "--vector", str(both_vec)]
+    assert runner.invoke(cli, [*both_args, "--tile-size", "128", "--overlap", "32"]).exit_code == 0
 
     common = {
         "INPUT": str(scene["image"]),
@@ -257,10 +260,9 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
         assert run["output_layer"]["renderer"] == "paletted"  # the model's class colours
         assert run["progress_updates"] > 0
     assert 0 < (expected == 1).mean() < 0.5  # the model maps buildings, not nothing/everything
-    truth = gpd.read_file(direct_vec, layer="building")
-    for run in (vectorize, both):
+    for run, vec in ((vectorize, direct_vec), (both, both_vec)):
         loaded = {layer["name"]: layer for layer in run["loaded"]}
-        assert loaded["building"]["features"] == len(truth) > 3
+        assert loaded["building"]["features"] == len(gpd.read_file(vec, layer="building")) > 3
         assert loaded["building"]["crs"] == "EPSG:32616" and loaded["building"]["valid"]
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics and evaluate["outputs"]["OUTPUT"]

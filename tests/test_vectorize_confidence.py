@@ -6,11 +6,13 @@ raster's tag) and drops buildings without a pixel at :data:`PEAK_CONFIDENCE`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from click.testing import CliRunner
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -25,6 +27,8 @@ from geounet.vectorizing.confidence import (
     tagged_probabilities,
 )
 from geounet.vectorizing.pipeline import vectorize
+from geounet.vectorizing.polygons import fill_small_holes
+from geounet.vectorizing.sizes import MIN_AREA_TAG, filtered_min_area
 
 UTM = CRS.from_epsg(32616)
 GRID = from_origin(500000.0, 3700000.0, 0.5, 0.5)
@@ -145,3 +149,39 @@ def test_cli_says_when_no_probabilities_filter_the_buildings(tmp_path):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "no building probabilities" not in r.stderr
+
+
+def test_buildings_keep_half_the_default_min_area_under_the_peak_filter(tmp_path):
+    """The filter drops unsure specks, so sure small buildings (sheds) need not go with them."""
+    names = {0: "background", 1: "building", 2: "water"}
+    a = np.zeros((40, 40), np.uint8)
+    a[2:5, 2:6] = 1  # a sure shed of 3 m² (0.5 m pixels)
+    a[10:12, 2:5] = 1  # a sure speck of 1.5 m²
+    a[20:32, 20:32] = 1  # a sure house of 36 m²
+    a[30:33, 2:6] = 2  # 3 m² of water: other classes keep the whole default
+    prob = np.zeros((3, 40, 40), np.uint8)
+    prob[1][a == 1] = 255
+    prob[2][a == 2] = 255
+    prob[0] = 255 - prob[1] - prob[2]
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(names.values()))
+    tags = {MIN_AREA_TAG: json.dumps({"building": 4.0})}
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=names, tags=tags)
+    layers = vectorize(c, probabilities=p)
+    assert sorted(layers["building"]["area_m2"]) == [3.0, 36.0]
+    assert layers["building"].attrs["min_area_m2"] == filtered_min_area(4.0) == 2.0
+    assert len(layers["water"]) == 0 and layers["water"].attrs["min_area_m2"] == 4.0
+    plain = vectorize(c)["building"]  # no filter: the whole percentile
+    assert plain["area_m2"].tolist() == [36.0] and plain.attrs["min_area_m2"] == 4.0
+    given = vectorize(c, probabilities=p, min_area_m2=4.0)["building"]  # as given
+    assert given["area_m2"].tolist() == [36.0] and given.attrs["min_area_m2"] == 4.0
+    off = vectorize(c, probabilities=p, min_peak_confidence=0)["building"]  # no filter either
+    assert off["area_m2"].tolist() == [36.0]
+
+
+def test_small_holes_are_filled_per_polygon_limit():
+    ring = [(0, 0), (10, 0), (10, 10), (0, 10)]
+    hole = [(4, 4), (6, 4), (6, 5), (4, 5)]  # 2 m²
+    both = np.array([shapely.Polygon(ring, [hole]), shapely.Polygon(ring, [hole])])
+    filled = fill_small_holes(both, np.array([1.0, 3.0]))
+    assert [len(g.interiors) for g in filled] == [1, 0]
+    assert [len(g.interiors) for g in fill_small_holes(both, 3.0)] == [0, 0]

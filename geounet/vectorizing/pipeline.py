@@ -60,7 +60,12 @@ from geounet.vectorizing.polygons import (
     simplify_polygons,
 )
 from geounet.vectorizing.regularize import regularize_buildings
-from geounet.vectorizing.sizes import MIN_AREA_FALLBACK_M2, MIN_AREA_TAG, min_area_from_tag
+from geounet.vectorizing.sizes import (
+    MIN_AREA_FALLBACK_M2,
+    MIN_AREA_TAG,
+    filtered_min_area,
+    min_area_from_tag,
+)
 from geounet.vectorizing.skeleton import SkeletonCollector
 
 __all__ = ["ROAD_HALO_PX", "ROAD_HOLE_M2", "vectorize"]
@@ -91,6 +96,7 @@ class _Options:
     values: list[np.ndarray] = field(default_factory=list)
     traced: list[np.ndarray] = field(default_factory=list)
     min_peak: float = 0.0  # buildings whose peak probability is lower are dropped
+    sized: tuple[int | None, float] = (None, 0.0)  # (value, min area m²) other than min_area_m2
 
 
 def vectorize(
@@ -136,8 +142,11 @@ def vectorize(
         min_area_m2: Objects smaller than this are dropped; holes smaller are filled. None
             (default): the value ``classify`` recorded from the model's training labels
             (the 10th percentile of the building class's object areas, tag
-            ``GEOUNET_MIN_AREA_M2``; see :mod:`geounet.vectorizing.sizes`), else 5 m².
-            Each layer's ``attrs["min_area_m2"]`` says which value was used.
+            ``GEOUNET_MIN_AREA_M2``; see :mod:`geounet.vectorizing.sizes`), else 5 m²; for
+            buildings half that when the peak filter runs (``min_peak_confidence``), which
+            drops the unsure specks the size threshold had to drop alone
+            (:data:`~geounet.vectorizing.sizes.FILTERED_MIN_AREA_FACTOR`). Each layer's
+            ``attrs["min_area_m2"]`` says which value was used.
         simplify_m: Simplification tolerance in metres (0: exact pixel outlines).
         regularize: Regularize buildings.
         separate: Split touching buildings into one polygon each (marker-controlled
@@ -191,17 +200,18 @@ def vectorize(
     _check_class_raster(info)
     class_map = _class_map(info, classes, window_size)
     _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
-    if min_area_m2 is None:
-        min_area_m2 = _default_min_area(info, class_map, building_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
     probabilities, min_peak = _probabilities(info, probabilities, min_peak_confidence)
+    min_area_m2, building_min_area = _min_areas(
+        info, class_map, building_class, min_area_m2, filtered=bool(min_peak)
+    )
     by_name = {n: v for v, n in class_map.items()}
     road = by_name.get(road_class) if road_centerlines else None
     frame = MetricFrame.from_grid(info.crs, info.transform, info.height, info.width)
-    opts = _Options(min_area_m2, simplify_m, by_name.get(building_class) if regularize else None)
-    opts.min_peak = min_peak or 0.0
     peak_class = by_name.get(building_class)
+    opts = _Options(min_area_m2, simplify_m, peak_class if regularize else None)
+    opts.min_peak, opts.sized = min_peak or 0.0, (peak_class, building_min_area)
     if separate:
         opts.separate = by_name.get(building_class)
         opts.separation = SeparationOptions(min_separation_m=min_separation_m)
@@ -217,8 +227,8 @@ def vectorize(
             name = class_map[skel.value]
             layers[name] = _road_layer(skel, name, frame, opts, prob, spur_length_m)
     layers = {n: layers[n] for n in class_map.values()}
-    for gdf in layers.values():
-        gdf.attrs["min_area_m2"] = float(min_area_m2)
+    for name, gdf in layers.items():
+        gdf.attrs["min_area_m2"] = float(opts.sized[1] if name == building_class else min_area_m2)
         gdf.attrs["min_peak_confidence"] = min_peak
     if out is not None:
         write_layers(layers, out, overwrite=overwrite, allow_no_crs=allow_no_crs)
@@ -270,6 +280,25 @@ def _probabilities(
     if probabilities is None:
         return None, None
     return probabilities, float(PEAK_CONFIDENCE if min_peak is None else min_peak)
+
+
+def _min_areas(
+    info: RasterInfo,
+    class_map: dict[int, str],
+    building_class: str,
+    min_area_m2: float | None,
+    *,
+    filtered: bool,
+) -> tuple[float, float]:
+    """``(min_area_m2 of every class, of buildings)``: as given, else the defaults.
+
+    The default's building value is :func:`~geounet.vectorizing.sizes.filtered_min_area`
+    when the peak filter runs (``filtered``).
+    """
+    if min_area_m2 is not None:
+        return min_area_m2, min_area_m2
+    default = _default_min_area(info, class_map, building_class)
+    return default, filtered_min_area(default) if filtered else default
 
 
 def _default_min_area(info: RasterInfo, class_map: dict[int, str], building_class: str) -> float:
@@ -454,7 +483,11 @@ def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Op
     if opts.separate is not None and (values == opts.separate).any():
         geoms, values = _split_buildings(geoms, values, frame, opts)
     regularize = values == opts.building if opts.building is not None else False
-    cleaned, keep = clean_polygons(geoms, frame, opts.min_area_m2, opts.simplify_m, regularize)
+    value, area = opts.sized
+    min_area: float | np.ndarray = opts.min_area_m2
+    if value is not None:  # buildings under the peak filter keep a smaller size
+        min_area = np.where(values == value, area, opts.min_area_m2)
+    cleaned, keep = clean_polygons(geoms, frame, min_area, opts.simplify_m, regularize)
     opts.geoms.append(cleaned)
     opts.values.append(values[keep])
     if opts.prob_bands is not None:
@@ -511,7 +544,7 @@ class _WindowReader:
 def clean_polygons(
     geoms_px: np.ndarray,
     frame: MetricFrame,
-    min_area_m2: float,
+    min_area_m2: float | np.ndarray,
     simplify_m: float,
     regularize: np.ndarray | bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -521,7 +554,8 @@ def clean_polygons(
         geoms_px: Traced polygons in pixel coordinates, as :class:`PolygonTracer` gives them
             (without collinear vertices).
         frame: The raster's metric frame.
-        min_area_m2: Objects smaller than this are dropped; holes smaller than this filled.
+        min_area_m2: Objects smaller than this are dropped; holes smaller than this filled
+            (one value, or one per polygon).
         simplify_m: Douglas-Peucker tolerance; 0 keeps the pixel outline.
         regularize: Per polygon (or for all): regularize it as a building.
 

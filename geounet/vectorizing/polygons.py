@@ -179,16 +179,18 @@ def _not_clean(geoms: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~poly | shapely.is_empty(geoms) | ~shapely.is_valid(geoms))
 
 
-def fill_small_holes(geoms: np.ndarray, min_hole_area: float) -> np.ndarray:
+def fill_small_holes(geoms: np.ndarray, min_hole_area: float | np.ndarray) -> np.ndarray:
     """Fill the interior rings of polygons whose area is below ``min_hole_area``.
 
-    Entries that are not Polygons are returned unchanged.
+    ``min_hole_area`` is one value or one per polygon. Entries that are not Polygons are
+    returned unchanged.
     """
     out = geoms.copy()
+    limit = np.broadcast_to(np.asarray(min_hole_area, dtype=float), geoms.shape)
     with_holes = np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0)
     for i in with_holes:
         poly = geoms[i]
-        holes = [r for r in poly.interiors if shapely.area(shapely.polygons(r)) >= min_hole_area]
+        holes = [r for r in poly.interiors if shapely.area(shapely.polygons(r)) >= limit[i]]
         out[i] = shapely.polygons(poly.exterior, holes or None)
     return out
 
