@@ -33,7 +33,8 @@ from geounet.core.classes import parse_classes
     type=float,
     default=None,
     help="Drop objects smaller than this (m²) [default: from the model's training labels "
-    "(10th percentile of the building areas), else 5].",
+    "(10th percentile of the building areas; half that for buildings when the peak filter "
+    "runs), else 5].",
 )
 @click.option(
     "--simplify",

@@ -24,7 +24,7 @@ most of the specks: buildings then keep half the percentile
 (:data:`FILTERED_MIN_AREA_FACTOR`, :func:`filtered_min_area`). Measured by vectorizing the
 saved models of ``benchmarks/recipe.py`` runs again (the nineteenth round of
 ``benchmarks/README.md``), object F1 against the whole percentile: ``oam_zanzibar`` +0.026
-over 19 models (15 up, 4 down; the six of today's defaults +0.038, all up: small sheds the
+over 19 models (15 up, 4 down; the six of today's defaults +0.035, all up: small sheds the
 network found whole), ``inria_austin`` +0.005 (6 models), ``oam_kampala`` -0.005 (6; the
 percentile is 5.9 m² there already), ``spacenet_atlanta_pan`` -0.009 (2; 8 polygons for 14
 buildings become 15 and 13). Without the filter a lower threshold brings the specks back
