@@ -96,7 +96,7 @@ class _Options:
     values: list[np.ndarray] = field(default_factory=list)
     traced: list[np.ndarray] = field(default_factory=list)
     min_peak: float = 0.0  # buildings whose peak probability is lower are dropped
-    sized: tuple[int | None, float] = (None, 0.0)  # (value, min area m²) other than min_area_m2
+    sized: tuple[int | None, float] = (None, 0.0)  # (building value, its own min area m²)
 
 
 def vectorize(
