@@ -13,6 +13,7 @@ from geounet.data.augment import (
     augment_chip,
     augment_options,
     cut_mix,
+    rotate_and_zoom,
 )
 from geounet.data.normalize import normalize_valid
 
@@ -117,6 +118,8 @@ def test_bad_options_name_the_field():
         AugmentOptions(scale=(1.2, 1.5))
     with pytest.raises(InvalidParameterError, match="gamma"):
         AugmentOptions(gamma=2.0)
+    with pytest.raises(InvalidParameterError, match=r"rotate=200.*\[0, 180\] degrees"):
+        AugmentOptions(rotate=200)
 
 
 def test_photometric_on_a_fully_valid_chip_equals_the_masked_path(monkeypatch):
@@ -235,3 +238,44 @@ def test_cutmix_option_mixes_training_chips_and_is_off_by_default(make_raster, t
     assert {int(off.train_ds[i][1].sum()) for i in range(2)} == {0, 64 * 64}
     with pytest.raises(InvalidParameterError, match="cutmix"):
         AugmentOptions(cutmix=1.5)
+
+
+def test_a_quarter_turn_by_rotate_and_zoom_is_exact_on_any_chip_shape() -> None:
+    """90 degrees lands on pixel centres: the mask turns exactly, also on a wide chip."""
+    square = blocks(32)
+    ones = torch.ones(32, 32, dtype=torch.bool)
+    _, turned, ok = rotate_and_zoom(square[None].float(), square, ones, 90.0)
+    assert ok.all()
+    assert torch.equal(turned, torch.rot90(square, 1)) or torch.equal(
+        turned, torch.rot90(square, -1)
+    )
+    wide = torch.zeros(16, 32, dtype=torch.int64)
+    wide[2:9, 10:14] = 1  # inside the middle 16 x 16, which a quarter turn keeps in view
+    image, mask, ok = rotate_and_zoom(wide[None].float(), wide, torch.ones(16, 32, dtype=bool), 90)
+    middle = wide[:, 8:24]
+    assert torch.equal(mask[:, 8:24], torch.rot90(middle, 1)) or torch.equal(
+        mask[:, 8:24], torch.rot90(middle, -1)
+    )
+    assert ok[:, 8:24].all() and not ok[:, :8].any() and not ok[:, 24:].any()
+    assert torch.equal(image[0].round().long()[ok], mask[ok])
+
+
+def test_rotate_and_zoom_out_leaves_nodata_around_the_view() -> None:
+    mask = blocks(64)
+    _, _, ok = rotate_and_zoom(mask[None].float(), mask, torch.ones(64, 64, dtype=bool), 0, 0.5)
+    assert abs(float(ok.float().mean()) - 0.25) < 0.02  # half the side: a quarter of the area
+
+
+def test_rotation_keeps_labels_aligned_and_uncovered_corners_nodata() -> None:
+    mask = blocks()
+    image = torch.stack([mask.float() * 10, torch.ones(64, 64)])
+    opts = AugmentOptions(rotate=45.0, p_photometric=0.0, dihedral=False)
+    turned = 0
+    for seed in range(20):
+        x, y = augment_chip(image, mask, None, torch.Generator().manual_seed(seed), opts)
+        known = y != 255
+        assert (torch.round(x[0] / 10) == y)[known].float().mean() > 0.97, seed
+        assert torch.equal(x[1] != 0, known)  # the corners a turn uncovers are nodata
+        turned += int((~known).float().mean() > 0.02 and not torch.equal(y, mask))
+    assert turned >= 10  # most draws turn the chip far enough to uncover corners
+    assert augment_options({"rotate": 30}).rotate == 30

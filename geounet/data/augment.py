@@ -37,6 +37,7 @@ __all__ = [
     "cut_mix",
     "dihedral",
     "random_dihedral",
+    "rotate_and_zoom",
 ]
 
 #: Range of a pasted box's side, as a fraction of the chip's side (drawn per axis).
@@ -62,6 +63,10 @@ class AugmentOptions:
         cutmix: Probability that a chip gets a box of another training chip (augmented on
             its own) pasted over it, image and mask alike (:func:`cut_mix`): roofs, roads and
             fields meet in places the labelled part never shows. 0 (default): off.
+        rotate: Largest rotation in degrees, drawn uniformly in ``[-rotate, rotate]`` and
+            resampled together with the zoom (:func:`rotate_and_zoom`): with the dihedral
+            quarter turns, 45 gives every orientation. The corners a turn uncovers are
+            nodata. 0 (default): off, and no number is drawn for it.
 
     The photometric defaults are strong enough to tint a chip (each band shifted by up to
     0.4 of its standard deviation, independently): a labelled part of a scene rarely shows
@@ -86,6 +91,7 @@ class AugmentOptions:
     p_photometric: float = 0.9
     grayscale: float = 0.0
     cutmix: float = 0.0
+    rotate: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -97,6 +103,11 @@ class AugmentOptions:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InvalidParameterError(f"AugmentOptions.{name}={v} must lie in [0, 1].")
+        if not 0.0 <= self.rotate <= 180.0:
+            raise InvalidParameterError(
+                f"AugmentOptions.rotate={self.rotate} must lie in [0, 180] degrees (45 with the "
+                "dihedral quarter turns gives every orientation; 0 is off)."
+            )
 
 
 def _uniform(lo: float, hi: float, n: int, gen: torch.Generator | None) -> torch.Tensor:
@@ -216,6 +227,53 @@ def _scale(
     return out_img, out_lab, out_ok
 
 
+def rotate_and_zoom(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    valid: torch.Tensor,
+    degrees: float,
+    factor: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn a chip by ``degrees`` and zoom it by ``factor`` in one resampling.
+
+    The image is resampled bilinearly, the mask and the validity by nearest neighbour on the
+    same grid, so they stay aligned. The view's centre is shifted at random as far as the
+    zoom allows (as :func:`augment_chip`'s crop of a zoom-in, or its placement of a
+    zoom-out); whatever the view shows beyond the chip (the corners of a turn, the border of
+    a zoom-out) is nodata: invalid, its label 0 until :func:`augment_chip` marks it 255.
+
+    Args:
+        image: ``(C, H, W)`` float chip.
+        mask: ``(H, W)`` integer class indices.
+        valid: ``(H, W)`` bool validity of the image pixels.
+        degrees: Rotation angle (counter-clockwise on the map, rows downwards).
+        factor: Zoom factor (> 1 zooms in).
+        generator: Random generator for the shift (default: torch's global one).
+
+    Returns:
+        The turned ``(image, mask, valid)``, same shapes and dtypes.
+
+    Example:
+        >>> img, m = torch.ones(1, 8, 8), torch.ones(8, 8, dtype=torch.int64)
+        >>> _, m2, ok = rotate_and_zoom(img, m, torch.ones(8, 8, dtype=torch.bool), 45.0)
+        >>> bool(ok[0, 0]), bool(ok[4, 4]), int(m2[4, 4])
+        (False, True, 1)
+    """
+    h, w = image.shape[-2:]
+    a = math.radians(degrees)
+    cos, sin = math.cos(a) / factor, math.sin(a) / factor
+    span = abs(1.0 / factor - 1.0)
+    tx, ty = (float(v) for v in _uniform(-span, span, 2, generator))
+    theta = torch.tensor([[[cos, -sin * h / w, tx], [sin * w / h, cos, ty]]])
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    img = F.grid_sample(image[None].float(), grid, "bilinear", "zeros", align_corners=False)
+    near = F.grid_sample(
+        torch.stack([mask.float(), valid.float()])[None], grid, "nearest", "zeros", False
+    )[0]
+    return img[0].to(image.dtype), near[0].to(mask.dtype), near[1] > 0.5
+
+
 def augment_chip(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -225,8 +283,9 @@ def augment_chip(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one augmentation for a normalised training chip and its mask.
 
-    Order: scale jitter (image bilinear, mask and validity nearest), photometric changes of
-    the valid pixels, then a dihedral transform. Invalid pixels end as 0 in every band (the
+    Order: scale jitter, with the rotation when ``options.rotate`` is on (image bilinear,
+    mask and validity nearest), photometric changes of the valid pixels, then a dihedral
+    transform. Invalid pixels end as 0 in every band (the
     training mean) and 255 in the mask, as :func:`~geounet.data.normalize.normalize_valid`
     and the loss expect.
 
@@ -250,8 +309,13 @@ def augment_chip(
     if valid is None:
         valid = torch.ones(mask.shape, dtype=torch.bool)
     lo, hi = opt.scale
+    factor = 1.0
     if hi > lo:
         factor = math.exp(float(_uniform(math.log(lo), math.log(hi), 1, generator)))
+    if opt.rotate > 0:  # one resampling for both; no draw when off, so seeded runs repeat
+        degrees = float(_uniform(-opt.rotate, opt.rotate, 1, generator))
+        image, mask, valid = rotate_and_zoom(image, mask, valid, degrees, factor, generator)
+    elif hi > lo:
         image, mask, valid = _scale(image, mask, valid, factor, generator)
     if opt.grayscale > 0 and float(torch.rand(1, generator=generator)) < opt.grayscale:
         image = _grayscale(image)
