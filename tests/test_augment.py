@@ -11,6 +11,7 @@ from geounet.data.augment import (
     CUTMIX_SIDE,
     AugmentOptions,
     augment_chip,
+    augment_from_text,
     augment_options,
     cut_mix,
     rotate_and_zoom,
@@ -279,3 +280,26 @@ def test_rotation_keeps_labels_aligned_and_uncovered_corners_nodata() -> None:
         turned += int((~known).float().mean() > 0.02 and not torch.equal(y, mask))
     assert turned >= 10  # most draws turn the chip far enough to uncover corners
     assert augment_options({"rotate": 30}).rotate == 30
+
+
+def test_augment_from_text_reads_command_line_items() -> None:
+    assert augment_from_text([]) is True
+    assert augment_from_text(["OFF"]) is False
+    got = augment_from_text(["rotate=45", "scale=0.9,1.1", "dihedral=false", "cutmix=0.5"])
+    assert got == {"rotate": 45.0, "scale": (0.9, 1.1), "dihedral": False, "cutmix": 0.5}
+    assert augment_options(got) == AugmentOptions(
+        rotate=45.0, scale=(0.9, 1.1), dihedral=False, cutmix=0.5
+    )
+    bad = {
+        "colour=0.2": r"KEY one of \['dihedral'",
+        "rotate": "expected KEY=VALUE",
+        "scale=1.1": r"scale takes two numbers LOW,HIGH",
+        "dihedral=maybe": "true or false",
+        "rotate=much": "rotate takes a number",
+        "rotate=200": r"rotate=200.*\[0, 180\]",
+    }
+    for item, message in bad.items():
+        with pytest.raises(InvalidParameterError, match=message):
+            augment_from_text([item])
+    with pytest.raises(InvalidParameterError, match=r"'off' .* no other item"):
+        augment_from_text(["off", "rotate=45"])

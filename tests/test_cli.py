@@ -230,6 +230,40 @@ def test_prepare_places_the_validation_strip_where_asked(runner, small_scene, tm
     assert r.exit_code == 2 and "end" in r.output and "middle" in r.output
 
 
+def test_train_augment_option_reaches_the_training_chips(
+    runner, small_scene, tmp_path, monkeypatch
+):
+    """``--augment KEY=VALUE`` / ``off`` set the loaders' augmentation; a bad item is one line."""
+    import geounet.app.workflows as workflows
+
+    image, labels = small_scene
+    chips = tmp_path / "chips"
+    args = ["-q", "prepare", str(image), "--labels", str(labels), "--out", str(chips),
+            "--classes", "1=building,2=road", "--chip-size", "64"]  # fmt: skip
+    assert runner.invoke(cli, args).exit_code == 0
+    seen = []
+
+    class Fitted:
+        config = type("Config", (), {"metrics": {}})()
+        writes_files = True
+
+    def fake_fit_and_save(data, out, **kwargs):
+        seen.append(data.train_ds.augment)
+        return Fitted()
+
+    monkeypatch.setattr(workflows, "fit_and_save", fake_fit_and_save)
+    train = ["-q", "train", str(chips), "--out", str(tmp_path / "m")]
+    r = runner.invoke(cli, [*train, "--augment", "rotate=45", "--augment", "scale=0.9,1.1"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert (seen[-1].rotate, seen[-1].scale, seen[-1].dihedral) == (45.0, (0.9, 1.1), True)
+    assert runner.invoke(cli, [*train, "--augment", "off"]).exit_code == 0
+    assert seen[-1] is None
+    assert runner.invoke(cli, train).exit_code == 0 and seen[-1].rotate == 0.0
+    r = runner.invoke(cli, [*train, "--augment", "rotate=200"])
+    assert r.exit_code == 2 and "rotate=200" in r.output and len(r.output.splitlines()) == 1
+    assert len(seen) == 3  # refused before any training
+
+
 @pytest.mark.slow
 def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_path):
     image, labels = small_scene

@@ -109,6 +109,7 @@ def train_model(
     chip_size: int = 256,
     overwrite: bool = False,
     ddp: bool = False,
+    augment: bool | Mapping[str, Any] = True,
     **prepare_options: Any,
 ) -> dict[str, Any]:
     """Train a U-Net from a chip folder or from images + labels and save the model folder.
@@ -129,6 +130,9 @@ def train_model(
         ddp: Distributed data parallel in the processes started by ``torchrun`` (``fit(...,
             ddp=True)``; ``batch_size`` chips per process and step); only rank 0 writes the
             model folder. Needs a chip folder (every process reads it).
+        augment: The training augmentation, as ``prepare_data(augment=)`` takes it (True: the
+            recipe's; False: off; a mapping of some
+            :class:`~geounet.data.augment.AugmentOptions` fields).
         **prepare_options: More ``prepare_data`` keywords.
 
     Returns:
@@ -153,7 +157,7 @@ def train_model(
             "images to chip with --labels / --label-area, or drop them."
         )
     if chip_folder:
-        data = prepare_data(inputs[0], batch_size=batch_size)
+        data = prepare_data(inputs[0], batch_size=batch_size, augment=augment)
     else:
         data = prepare_data(
             list(inputs),
@@ -161,6 +165,7 @@ def train_model(
             classes=classes,
             chip_size=chip_size,
             batch_size=batch_size,
+            augment=augment,
             **prepare_options,
         )
     clf = fit_and_save(

@@ -64,6 +64,15 @@ from geounet.core.types import DEFAULT_BACKBONE
     help="Distributed data parallel in the processes torchrun starts (gloo on CPU, NCCL on "
     "GPUs; --batch-size chips per process); needs a chip folder; rank 0 writes --out.",
 )
+@click.option(
+    "--augment",
+    "augment_items",
+    multiple=True,
+    metavar="KEY=VALUE|off",
+    help="Change the training augmentation (fields of geounet.data.augment.AugmentOptions, "
+    "repeat the option), e.g. --augment rotate=45 --augment scale=0.9,1.1; --augment off "
+    "turns it off (default: flips and quarter turns, scale jitter, per-band tints).",
+)
 @asset_opt
 @allow_no_crs_opt
 @overwrite_opt
@@ -81,6 +90,7 @@ def command(
     batch_size: int,
     chip_size: int,
     ddp: bool,
+    augment_items: tuple[str, ...],
     asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -95,8 +105,12 @@ def command(
       geounet train chips/ --out models/buildings --epochs 20
       geounet train scene.tif --labels buildings.gpkg --classes building --out models/b
       torchrun --standalone --nproc_per_node 2 -m geounet train chips/ --out models/b --ddp
+      geounet train chips/ --out models/b --augment rotate=45
     """
     from geounet.app.workflows import train_model
+    from geounet.data.augment import augment_from_text
+
+    augment = augment_from_text(augment_items)  # a bad item fails before any reading
 
     result = train_model(
         [resolve_image(i, asset) for i in inputs],
@@ -111,6 +125,7 @@ def command(
         chip_size=chip_size,
         overwrite=overwrite,
         ddp=ddp,
+        augment=augment,
         allow_no_crs=allow_no_crs,
         **({"label_field": label_field} if label_field else {}),
         **({"label_area": label_area} if label_area else {}),

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +33,7 @@ __all__ = [
     "CUTMIX_SIDE",
     "AugmentOptions",
     "augment_chip",
+    "augment_from_text",
     "augment_options",
     "cut_mix",
     "dihedral",
@@ -193,6 +194,71 @@ def augment_options(value: object, source: str = "augment") -> AugmentOptions | 
         f"{source}={value!r}: expected True, False, an AugmentOptions or a mapping of its "
         f"fields {fields}; e.g. augment={{'grayscale': 0.2}}."
     )
+
+
+_OFF = {"off", "none", "false", "no"}
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _field_from_text(item: str, key: str, text: str) -> object:
+    """One ``KEY=VALUE`` of :func:`augment_from_text` read as its field's type."""
+    try:
+        if key == "scale":
+            low, high = (float(v) for v in text.split(","))
+            return (low, high)
+        if key == "dihedral":
+            return _BOOLS[text.strip().lower()]
+        return float(text)
+    except (ValueError, KeyError):
+        kind = {"scale": "two numbers LOW,HIGH", "dihedral": "true or false"}.get(key, "a number")
+        raise InvalidParameterError(
+            f"--augment {item}: {key} takes {kind}, e.g. --augment scale=0.9,1.1, "
+            "--augment dihedral=false or --augment rotate=45."
+        ) from None
+
+
+def augment_from_text(items: Sequence[str]) -> bool | dict[str, object]:
+    """The ``augment=`` value that command-line ``--augment`` items ask for.
+
+    Args:
+        items: ``KEY=VALUE`` items naming fields of :class:`AugmentOptions` (``scale`` as
+            ``LOW,HIGH``, ``dihedral`` as true / false, the others as numbers), or the one
+            item ``off``. No item: the defaults.
+
+    Returns:
+        True (the defaults), False (off) or a mapping for :func:`augment_options`.
+
+    Raises:
+        InvalidParameterError: An item that is not ``KEY=VALUE``, an unknown field, a value
+            of the wrong kind or out of range, or ``off`` beside other items.
+
+    Example:
+        >>> augment_from_text(["rotate=45", "scale=0.9,1.1"])
+        {'rotate': 45.0, 'scale': (0.9, 1.1)}
+        >>> augment_from_text(["off"]), augment_from_text([])
+        (False, True)
+    """
+    if not items:
+        return True
+    if any(i.strip().lower() in _OFF for i in items):
+        if len(items) > 1:
+            raise InvalidParameterError(
+                f"--augment {' '.join(items)}: 'off' turns augmentation off and takes no "
+                "other item; give either --augment off or KEY=VALUE items."
+            )
+        return False
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in AugmentOptions.__dataclass_fields__:
+            raise InvalidParameterError(
+                f"--augment {item}: expected KEY=VALUE with KEY one of "
+                f"{list(AugmentOptions.__dataclass_fields__)}, or 'off'; e.g. --augment rotate=45."
+            )
+        out[key] = _field_from_text(item, key, text)
+    augment_options(out, source="--augment")  # unknown fields and ranges fail here
+    return out
 
 
 def _scale(
