@@ -259,7 +259,7 @@ def augment_from_text(items: Sequence[str]) -> bool | dict[str, object]:
                 f"{list(AugmentOptions.__dataclass_fields__)}, or 'off'; e.g. --augment rotate=45."
             )
         out[key] = _field_from_text(item, key, text)
-    augment_options(out, source="--augment")  # unknown fields and ranges fail here
+    augment_options(out, source="--augment")  # values out of range fail here
     return out
 
 
@@ -315,7 +315,7 @@ def rotate_and_zoom(
         image: ``(C, H, W)`` float chip.
         mask: ``(H, W)`` integer class indices.
         valid: ``(H, W)`` bool validity of the image pixels.
-        degrees: Rotation angle (counter-clockwise on the map, rows downwards).
+        degrees: Rotation angle; its sign sets the direction.
         factor: Zoom factor (> 1 zooms in).
         generator: Random generator for the shift (default: torch's global one).
 
@@ -353,9 +353,8 @@ def augment_chip(
 
     Order: scale jitter, with the rotation when ``options.rotate`` is on (image bilinear,
     mask and validity nearest), photometric changes of the valid pixels, then a dihedral
-    transform. Invalid pixels end as 0 in every band (the
-    training mean) and 255 in the mask, as :func:`~geounet.data.normalize.normalize_valid`
-    and the loss expect.
+    transform. Invalid pixels end as 0 in every band (the training mean) and 255 in the
+    mask, as :func:`~geounet.data.normalize.normalize_valid` and the loss expect.
 
     Args:
         image: ``(C, H, W)`` float chip, normalised per band.
