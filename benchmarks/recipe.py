@@ -27,10 +27,20 @@ Scenes (``--scene NAME`` runs one):
 ``oam_kampala``           top half trains, bottom half tests (dense, touching roofs)
 ``spacenet_atlanta_pan``  top half trains, bottom half tests (16-bit panchromatic)
 ``dubai_multiclass``      tiles 1-3 train, tile 4 tests (six-class colour masks, no CRS)
+``vegas_roads_rgb``       top half trains, bottom half tests (SpaceNet-3 road centre lines,
+                          RGB + alpha, lon/lat grid)
+``vegas_roads_pan``       the same tile in 16-bit panchromatic (9 centre lines)
 ========================  ============================================================
 
 True buildings: the vector labels reprojected and clipped to the test part (pieces under
 2 m² dropped), or, for label rasters, the 4-connected building regions of the test part.
+
+Road scenes train on the centre lines themselves (``prepare_data`` buffers them by its
+default ``line_width_m``, 4 m: the SpaceNet road-mask convention) and are scored on the
+centre lines ``vectorize`` draws against the true ones clipped to the test part, in the local
+UTM zone: length-based completeness, correctness and quality within 3 m
+(:func:`geounet.evaluation.metrics.line_completeness_correctness`) and APLS
+(:func:`geounet.evaluation.apls.apls`), with the road pixel IoU; no building figures.
 
 The last line printed is one JSON object ``{"scenes": {name: {...}}, ...}``.
 
@@ -91,7 +101,14 @@ from geounet.app.classifier import UnetClassifier
 from geounet.core.errors import GeounetError
 from geounet.data.labels import open_labels
 from geounet.data.prepare import prepare_data
-from geounet.evaluation.metrics import confusion_matrix, match_polygons, mean_iou, per_class_metrics
+from geounet.evaluation.apls import apls
+from geounet.evaluation.metrics import (
+    confusion_matrix,
+    line_completeness_correctness,
+    match_polygons,
+    mean_iou,
+    per_class_metrics,
+)
 from geounet.io.raster import open_raster
 from geounet.model import schedule
 from geounet.vectorizing.pipeline import vectorize
@@ -99,6 +116,7 @@ from geounet.vectorizing.pipeline import vectorize
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 MIN_TRUTH_AREA = 2.0  # m² (pixels² without a CRS): slivers of buildings cut by the test edge
+ROAD_BUFFER_M = 3.0  # tolerance of the road centre-line scores (SpaceNet roads: about 3 m)
 DUBAI_CLASSES = {
     "#3C1098": "building",
     "#8429F6": "land",
@@ -124,6 +142,9 @@ class Scene:
         whole: The whole image, its labels and the training window, for the analyst's other
             way of giving the training part (``--label-area``): the whole image with a
             polygon of the labelled part (None: the scene has no single image to cut).
+        objects: What the mapped part is scored on beside its pixels: ``"building"``
+            polygons (object F1, counts) or ``"road"`` centre lines (completeness,
+            correctness, quality, APLS; the labels are the true lines).
     """
 
     train_images: list[Path]
@@ -135,6 +156,7 @@ class Scene:
     vector_truth: bool = False
     whole: tuple[Path, Path, Window] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    objects: str = "building"
 
 
 def crop(src_path: Path, dst: Path, window: Window) -> Path:
@@ -230,6 +252,25 @@ def scene_atlanta(data: Path, out: Path) -> Scene:
     return _vector_scene(data, out, "spacenet_atlanta_pan", "top")
 
 
+def _road_scene(data: Path, out: Path, name: str) -> Scene:
+    tr, te, _, _ = _halves(data / name, out, "top")
+    lines = data / name / "roads.geojson"
+    whole = (data / name / "image.tif", lines, _train(data / name, "top"))
+    return Scene(
+        [tr], [lines], [te], [lines], ["road"], vector_truth=True, whole=whole, objects="road"
+    )
+
+
+def scene_vegas_rgb(data: Path, out: Path) -> Scene:
+    """SpaceNet-3 Las Vegas, RGB + alpha, road centre lines: top half trains, bottom tests."""
+    return _road_scene(data, out, "spacenet_vegas_roads_rgb")
+
+
+def scene_vegas_pan(data: Path, out: Path) -> Scene:
+    """SpaceNet-3 Las Vegas, 16-bit panchromatic, road centre lines: top half trains."""
+    return _road_scene(data, out, "spacenet_vegas_roads_pan")
+
+
 def scene_dubai(data: Path, out: Path) -> Scene:
     """Dubai six classes: tiles 1-3 train, tile 4 tests (colour masks, no CRS)."""
     root = data / "dubai_multiclass"
@@ -249,6 +290,8 @@ SCENES: dict[str, Callable[[Path, Path], Scene]] = {
     "oam_kampala": scene_kampala,
     "spacenet_atlanta_pan": scene_atlanta,
     "dubai_multiclass": scene_dubai,
+    "vegas_roads_rgb": scene_vegas_rgb,
+    "vegas_roads_pan": scene_vegas_pan,
 }
 
 
@@ -320,8 +363,9 @@ def score_class_raster(
     class_names: list[str],
     vectorize_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score the class raster of test image ``i``: its confusion matrix and building objects.
+    """Score the class raster of test image ``i``: its confusion matrix and its objects.
 
+    The objects are building polygons or road centre lines (``scene.objects``).
     ``vectorize_options`` are keywords for ``vectorize`` (None: its defaults).
     """
     image, labels = scene.test_images[i], scene.test_labels[i]
@@ -330,30 +374,82 @@ def score_class_raster(
     truth = truth_indices(image, labels, data, scene)
     pred = np.where(truth == 255, 255, pred)
     cm = confusion_matrix(pred, truth, len(class_names))
-    building = [c.lower() for c in class_names].index("building")
     extra = {"allow_no_crs": True} if scene.allow_no_crs else {}
     layers = vectorize(classified, **extra, **(vectorize_options or {}))
-    layer = next((g for k, g in layers.items() if k.lower() == "building"), None)
+    layer = next((g for k, g in layers.items() if k.lower() == scene.objects), None)
+    if scene.objects == "road":
+        return {"cm": cm, **score_roads(image, labels, layer)}
+    building = [c.lower() for c in class_names].index("building")
     pred_polys = np.asarray([] if layer is None else layer.geometry.values, dtype=object)
     true_polys = truth_buildings(image, labels, truth, building, scene)
     m = match_polygons(true_polys, pred_polys)
     return {"cm": cm, "tp": m["tp"], "n_pred": len(pred_polys), "n_true": len(true_polys)}
 
 
+def score_roads(image: Path, lines: Path, layer: gpd.GeoDataFrame | None) -> dict[str, Any]:
+    """Predicted road centre lines against the true ones clipped to ``image``, in metres.
+
+    Lengths within :data:`ROAD_BUFFER_M` of the other set and APLS, both in the UTM zone of
+    the truth (the SpaceNet grids are lon/lat).
+    """
+    with rasterio.open(image) as src:
+        crs, bounds = src.crs, src.bounds
+    truth = gpd.read_file(lines).to_crs(crs).clip(shapely.box(*bounds))
+    truth = truth[~truth.geometry.is_empty]
+    utm = truth.estimate_utm_crs()
+    truth_m = truth.to_crs(utm).explode(ignore_index=True).geometry
+    pred = gpd.GeoSeries([], crs=crs) if layer is None else layer.geometry
+    pred_m = pred.to_crs(utm).explode(ignore_index=True)
+    pred_m = pred_m[pred_m.geom_type == "LineString"]
+    lengths = line_completeness_correctness(truth_m, pred_m, ROAD_BUFFER_M)
+    return {
+        "truth_m": lengths["truth_length"],
+        "pred_m": lengths["pred_length"],
+        "truth_hit_m": lengths["matched_truth_length"],
+        "pred_hit_m": lengths["matched_pred_length"],
+        "apls": apls(truth_m, pred_m)["apls"],
+        "n_lines": len(pred_m),
+    }
+
+
 def summarize(parts: list[dict[str, Any]], class_names: list[str]) -> dict[str, Any]:
     """The scene's figures from the scores of its test images (:func:`score_class_raster`)."""
     cm = sum(p["cm"] for p in parts)
-    tp, n_pred, n_true = (sum(p[k] for p in parts) for k in ("tp", "n_pred", "n_true"))
     table = per_class_metrics(cm, class_names)
-    f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
-    return {
+    pixels = {
         "iou": {str(k): round(float(v), 4) for k, v in table["iou"].items()},
         "miou": round(mean_iou(cm), 4),
+    }
+    if parts and "truth_m" in parts[0]:
+        return {**pixels, **summarize_roads(parts)}
+    tp, n_pred, n_true = (sum(p[k] for p in parts) for k in ("tp", "n_pred", "n_true"))
+    f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else float("nan")
+    return {
+        **pixels,
         "building_f1": round(f1, 4),
         "precision": round(tp / n_pred, 4) if n_pred else None,
         "recall": round(tp / n_true, 4) if n_true else None,
         "pred_buildings": int(n_pred),
         "true_buildings": int(n_true),
+    }
+
+
+def summarize_roads(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Road figures over the test images (:func:`score_roads`): lengths summed, APLS averaged."""
+    t, p, t_hit, p_hit = (
+        sum(x[k] for x in parts) for k in ("truth_m", "pred_m", "truth_hit_m", "pred_hit_m")
+    )
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 4) if b else None
+
+    return {
+        "road_completeness": ratio(t_hit, t),
+        "road_correctness": ratio(p_hit, p),
+        "road_quality": ratio(p_hit, p + t - t_hit),
+        "apls": round(float(np.mean([x["apls"] for x in parts])), 4),
+        "road_length_m": {"pred": round(p, 1), "true": round(t, 1)},
+        "road_lines": int(sum(x["n_lines"] for x in parts)),
     }
 
 
