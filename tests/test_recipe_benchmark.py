@@ -108,3 +108,77 @@ def test_label_area_gives_the_whole_image_and_a_polygon_of_the_training_part(
     # conftest's grid: origin (500000, 3700000), 0.5 m pixels; 60 x 60 px = 30 m x 30 m
     assert tuple(area.total_bounds) == (500000.0, 3699970.0, 500030.0, 3700000.0)
     assert recipe.parse_args(["--label-area"]).label_area
+
+
+def _lines_file(path, lines, crs):
+    import geopandas as gpd
+
+    gpd.GeoDataFrame(geometry=lines, crs=crs).to_crs("EPSG:4326").to_file(path)
+    return path
+
+
+def test_road_lines_are_clipped_to_the_mapped_part_and_scored_in_metres(
+    recipe, make_raster, tmp_path
+):
+    import geopandas as gpd
+    import numpy as np
+    from shapely import LineString
+
+    from tests.conftest import UTM
+
+    # 200 x 200 px at 0.5 m: x 500000-500100, y 3699900-3700000 (m)
+    image = make_raster(np.zeros((1, 200, 200), np.uint8), "part.tif")
+    y = 3699950.0
+    truth = _lines_file(tmp_path / "roads.geojson", [LineString([(499950, y), (500150, y)])], UTM)
+    found = LineString([(500000, y + 1), (500050, y + 1)])  # half of the road, 1 m off
+    stray = LineString([(500010, 3699910), (500030, 3699910)])  # 20 m, 40 m from the road
+    layer = gpd.GeoDataFrame(geometry=[found, stray], crs=UTM).to_crs("EPSG:4326")
+    got = recipe.score_roads(image, truth, layer)
+    assert got["truth_m"] == pytest.approx(100.0, abs=0.01)  # clipped to the part
+    assert got["pred_m"] == pytest.approx(70.0, abs=0.01)
+    assert got["pred_hit_m"] == pytest.approx(50.0, abs=0.01)
+    assert got["truth_hit_m"] == pytest.approx(50.0 + 3.0, abs=0.2)  # + the buffer's end
+    assert 0.0 < got["apls"] < 1.0 and got["n_lines"] == 2
+    missed = recipe.score_roads(image, truth, None)
+    assert (missed["pred_m"], missed["truth_hit_m"], missed["apls"]) == (0.0, 0.0, 0.0)
+
+    summary = recipe.summarize_roads([got, missed])
+    assert summary["road_completeness"] == pytest.approx(53.0 / 200.0, abs=0.002)
+    assert summary["road_correctness"] == pytest.approx(50.0 / 70.0, abs=0.001)
+    assert summary["road_quality"] == pytest.approx(50.0 / (70.0 + 200.0 - 53.0), abs=0.002)
+    assert summary["road_length_m"] == {"pred": 70.0, "true": 200.0}
+    assert summary["road_lines"] == 2 and summary["apls"] == pytest.approx(
+        got["apls"] / 2, abs=1e-4
+    )
+
+
+def test_a_road_scene_is_scored_on_its_pixels_and_centre_lines(recipe, make_raster, tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio import features
+    from shapely import LineString
+
+    from geounet.data.prepare import prepare_data
+    from tests.conftest import UTM
+
+    rng = np.random.default_rng(0)
+    image = make_raster(rng.integers(0, 255, (3, 128, 256), dtype=np.uint8), "part.tif")
+    y = 3699968.0  # 64 px down
+    road = LineString([(500000, y), (500128, y)])
+    lines = _lines_file(tmp_path / "roads.geojson", [road], UTM)
+    data = prepare_data(
+        [str(image)], [str(lines)], classes=["road"], chip_size=64, out_dir=tmp_path / "chips"
+    )
+    with rasterio.open(image) as src:
+        burnt = features.rasterize(
+            [(road.buffer(2.0, cap_style="flat"), 1)], (128, 256), transform=src.transform
+        )
+    classified = make_raster(burnt.astype(np.uint8), "classified.tif")
+    scene = recipe.Scene([], [], [image], [lines], ["road"], vector_truth=True, objects="road")
+    names = ["background", "road"]  # as the trained model names them
+    part = recipe.score_class_raster(classified, data, scene, 0, names, {"classes": {1: "road"}})
+    summary = recipe.summarize([part], names)
+    assert summary["iou"]["road"] > 0.9 and "building_f1" not in summary
+    assert summary["road_completeness"] > 0.95 and summary["road_correctness"] > 0.95
+    assert summary["road_length_m"]["true"] == pytest.approx(128.0, abs=0.01)
+    assert summary["apls"] > 0.9 and summary["road_lines"] >= 1
