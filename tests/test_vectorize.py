@@ -243,6 +243,66 @@ def test_short_spur_is_pruned(tmp_path):
     assert lengths[1] + lengths[2] == pytest.approx(road["length_m"][0], abs=1.0)
 
 
+def _parts(lines: gpd.GeoDataFrame) -> int:
+    """Connected parts of a line network (lines joined where they share an end)."""
+    import networkx as nx
+
+    g = nx.Graph()
+    for line in lines.geometry:
+        g.add_edge(tuple(np.round(line.coords[0], 3)), tuple(np.round(line.coords[-1], 3)))
+    return nx.number_connected_components(g)
+
+
+def test_break_in_a_road_is_bridged_up_to_six_road_widths(tmp_path):
+    a = np.zeros((60, 200), np.uint8)
+    a[28:32, :60] = 2  # a 4 m road broken for 10 m (the mask of a model, not the road)
+    a[28:32, 70:] = 2
+    path = classified(tmp_path / "c.tif", a, res=1.0)
+    road = vectorize(path)["road"]
+    width = road.attrs["road_width_m"]
+    assert road.attrs["gap_m"] == pytest.approx(6 * width)  # width 3 m as measured: 18 m
+    assert _parts(road) == 1
+    broken = vectorize(path, gap_m=0)["road"]
+    assert _parts(broken) == 2 and broken.attrs["gap_m"] == 0
+    # the skeleton stops short of the mask's ends: a 14 m bridge over the 10 m break
+    assert road["length_m"].sum() == pytest.approx(broken["length_m"].sum() + 14, abs=1)
+    assert _parts(vectorize(path, gap_m=8)["road"]) == 2  # the break is longer
+    runner, out = CliRunner(), tmp_path / "f.gpkg"
+    r = runner.invoke(cli, ["vectorize", str(path), "--gap", "0", "--out", str(out)])
+    assert r.exit_code == 0 and "road: 2 features" in r.output, r.output
+    bad = runner.invoke(cli, ["vectorize", str(path), "--gap", "-1", "--out", str(out)])
+    assert bad.exit_code == 2
+    with pytest.raises(InvalidParameterError, match="gap_m=-1"):
+        vectorize(path, gap_m=-1)
+
+
+def _closest_end(lines: gpd.GeoDataFrame, x: float, to: shapely.Geometry) -> float:
+    """Distance to ``to`` of the nearest vertex of the lines whose centre lies near ``x``."""
+    near = [g for g in lines.geometry if abs(g.centroid.x - x) < 3]
+    assert near
+    return min(shapely.distance(to, shapely.Point(c)) for g in near for c in g.coords)
+
+
+def test_dead_end_joins_the_road_it_points_at(tmp_path):
+    a = np.zeros((120, 120), np.uint8)
+    a[8:12, :] = 2  # a road along the top
+    a[22:110, 38:42] = 2  # an aisle whose mask ends 10 m short of it
+    path = classified(tmp_path / "c.tif", a, res=1.0)
+    top = shapely.LineString([(ORIGIN[0], ORIGIN[1] - 10), (ORIGIN[0] + 120, ORIGIN[1] - 10)])
+    road = vectorize(path)["road"]
+    assert _closest_end(road, ORIGIN[0] + 40, top) < 1.0 and _parts(road) == 1
+    unjoined = vectorize(path, gap_m=0)["road"]
+    assert _closest_end(unjoined, ORIGIN[0] + 40, top) > 10 and _parts(unjoined) == 2
+
+
+def test_parallel_roads_are_not_bridged(tmp_path):
+    a = np.zeros((40, 110), np.uint8)
+    a[10:14, 10:100] = 2  # two roads 16 m apart: their ends are close but face away
+    a[26:30, 10:100] = 2
+    road = vectorize(classified(tmp_path / "c.tif", a, res=1.0))["road"]
+    assert len(road) == 2 and _parts(road) == 2
+
+
 def test_roads_as_polygons_without_centerlines(scene):
     road = vectorize(scene, road_centerlines=False)["road"]
     assert set(road.geom_type) == {"Polygon"}

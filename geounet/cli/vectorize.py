@@ -63,6 +63,14 @@ from geounet.core.classes import parse_classes
     default=None,
     help="Prune road spurs shorter than this (m); default about twice the road width.",
 )
+@click.option(
+    "--gap",
+    "gap_m",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Bridge breaks in the road network up to this long (m), where dead ends face each "
+    "other or point at a road; default six road widths, 0 bridges nothing.",
+)
 @click.option("--no-regularize", is_flag=True, help="Keep traced building outlines as they are.")
 @click.option("--no-centerlines", is_flag=True, help="Roads as polygons, not centre lines.")
 @click.option(
@@ -104,6 +112,7 @@ def command(
     building_class: str,
     road_class: str,
     spur_length_m: float | None,
+    gap_m: float | None,
     no_regularize: bool,
     no_centerlines: bool,
     no_separate: bool,
@@ -138,6 +147,7 @@ def command(
         building_class=building_class,
         road_class=road_class,
         spur_length_m=spur_length_m,
+        gap_m=gap_m,
         regularize=not no_regularize,
         road_centerlines=not no_centerlines,
         separate=not no_separate,

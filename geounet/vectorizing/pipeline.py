@@ -113,6 +113,7 @@ def vectorize(
     min_separation_m: float = MIN_SEPARATION_M,
     road_centerlines: bool = True,
     spur_length_m: float | None = None,
+    gap_m: float | None = None,
     probabilities: PathLike | None = None,
     min_peak_confidence: float | None = None,
     overwrite: bool = False,
@@ -158,6 +159,11 @@ def vectorize(
         road_centerlines: Roads as centre lines (else polygons).
         spur_length_m: Dead-end branches shorter than this are pruned from the road network
             (default: twice the typical road width measured on the mask).
+        gap_m: Breaks in the road network up to this long are bridged, where two dead ends
+            face each other or a dead end points at another road (default:
+            :data:`~geounet.vectorizing.centerlines.GAP_WIDTHS` road widths, at least the
+            spur length; 0 bridges nothing). The road layer's ``attrs`` give the road width,
+            spur length and gap used.
         probabilities: Probability raster written by ``classify`` (uint8 0-255, one band
             per class, same grid). None (default): the one the class raster's
             ``GEOUNET_PROBABILITIES`` tag names (``classify(..., probabilities=...)`` writes
@@ -195,7 +201,7 @@ def vectorize(
         >>> sorted(layers)                                              # doctest: +SKIP
         ['building', 'road']
     """
-    _check_parameters(min_area_m2, simplify_m, spur_length_m, window_size)
+    _check_parameters(min_area_m2, simplify_m, (spur_length_m, gap_m), window_size)
     info = _open_class_raster(classified, allow_no_crs)
     _check_class_raster(info)
     class_map = _class_map(info, classes, window_size)
@@ -225,7 +231,7 @@ def vectorize(
         layers = _polygon_layers(class_map, road, frame, opts, prob, window_size, peak_class)
         if skel is not None:
             name = class_map[skel.value]
-            layers[name] = _road_layer(skel, name, frame, opts, prob, spur_length_m)
+            layers[name] = _road_layer(skel, name, frame, opts, prob, (spur_length_m, gap_m))
     layers = {n: layers[n] for n in class_map.values()}
     for name, gdf in layers.items():
         gdf.attrs["min_area_m2"] = float(opts.sized[1] if name == building_class else min_area_m2)
@@ -310,7 +316,10 @@ def _default_min_area(info: RasterInfo, class_map: dict[int, str], building_clas
 
 
 def _check_parameters(
-    min_area_m2: float | None, simplify_m: float, spur_length_m: float | None, window_size: int
+    min_area_m2: float | None,
+    simplify_m: float,
+    road_lengths: tuple[float | None, float | None],
+    window_size: int,
 ) -> None:
     checks = [("simplify_m", simplify_m)]
     if min_area_m2 is not None:
@@ -318,8 +327,9 @@ def _check_parameters(
     for name, value in checks:
         if not value >= 0:
             raise InvalidParameterError(f"{name}={value} must be >= 0 (metres).")
-    if spur_length_m is not None and not spur_length_m >= 0:
-        raise InvalidParameterError(f"spur_length_m={spur_length_m} must be >= 0 or None.")
+    for name, value in zip(("spur_length_m", "gap_m"), road_lengths):
+        if value is not None and not value >= 0:
+            raise InvalidParameterError(f"{name}={value} must be >= 0 (metres) or None.")
     if int(window_size) != window_size or window_size < 16:
         raise InvalidParameterError(f"window_size={window_size} must be an integer >= 16.")
 
@@ -640,16 +650,18 @@ def _road_layer(
     frame: MetricFrame,
     opts: _Options,
     prob: rasterio.io.DatasetReader | None,
-    spur_length_m: float | None,
+    lengths: tuple[float | None, float | None],
 ) -> gpd.GeoDataFrame:
+    """The road centre lines; ``lengths`` are ``(spur_length_m, gap_m)`` (None: defaults)."""
     idx, half, conf = skel.result()
+    spur, gap = lengths
     g = road_network(
-        idx, half, frame, width=skel.width, spur_length_m=spur_length_m, confidence=conf
+        idx, half, frame, width=skel.width, spur_length_m=spur, gap_m=gap, confidence=conf
     )
     lines, mean_conf = network_lines(g, opts.simplify_m)
     data: dict[str, Any] = {"class": [name] * len(lines), "length_m": shapely.length(lines)}
     if prob is not None:
         data["mean_confidence"] = mean_conf
     gdf = _frame(data, frame.geoms_to_map(lines), frame, "LineString")
-    gdf.attrs.update(spur_length_m=g.graph["spur_length_m"], road_width_m=g.graph["road_width_m"])
+    gdf.attrs.update({k: g.graph[k] for k in ("spur_length_m", "road_width_m", "gap_m")})
     return gdf
