@@ -124,7 +124,7 @@ def test_road_lines_are_clipped_to_the_mapped_part_and_scored_in_metres(
     import numpy as np
     from shapely import LineString
 
-    from tests.conftest import UTM
+    from conftest import UTM
 
     # 200 x 200 px at 0.5 m: x 500000-500100, y 3699900-3700000 (m)
     image = make_raster(np.zeros((1, 200, 200), np.uint8), "part.tif")
@@ -159,7 +159,7 @@ def test_a_road_scene_is_scored_on_its_pixels_and_centre_lines(recipe, make_rast
     from shapely import LineString
 
     from geounet.data.prepare import prepare_data
-    from tests.conftest import UTM
+    from conftest import UTM
 
     rng = np.random.default_rng(0)
     image = make_raster(rng.integers(0, 255, (3, 128, 256), dtype=np.uint8), "part.tif")

@@ -303,6 +303,26 @@ def test_parallel_roads_are_not_bridged(tmp_path):
     assert len(road) == 2 and _parts(road) == 2
 
 
+@pytest.mark.realdata
+def test_real_road_mask_becomes_one_network_on_the_true_lines():
+    """SpaceNet-3 Las Vegas: the 4 m road mask (lon/lat grid) against its 38 centre lines."""
+    from conftest import shared_data
+
+    from geounet.evaluation.apls import apls
+    from geounet.evaluation.metrics import line_completeness_correctness
+
+    d = shared_data("spacenet_vegas_roads_rgb")
+    lines = vectorize(d / "roads_mask_4m.tif", classes={1: "road"})["road"]
+    truth = gpd.read_file(d / "roads.geojson")
+    utm = truth.estimate_utm_crs()
+    pred_m, truth_m = lines.to_crs(utm).geometry, truth.to_crs(utm).geometry
+    scores = line_completeness_correctness(truth_m, pred_m, 3.0)
+    assert scores["completeness"] > 0.98 and scores["correctness"] > 0.98
+    assert _parts(lines.to_crs(utm)) == 1  # aisles and streets meet: one network
+    assert lines.attrs["road_width_m"] == pytest.approx(4.0, abs=0.5)
+    assert apls(truth_m, pred_m)["apls"] > 0.9
+
+
 def test_roads_as_polygons_without_centerlines(scene):
     road = vectorize(scene, road_centerlines=False)["road"]
     assert set(road.geom_type) == {"Polygon"}
