@@ -122,9 +122,8 @@ def test_road_lines_are_clipped_to_the_mapped_part_and_scored_in_metres(
 ):
     import geopandas as gpd
     import numpy as np
-    from shapely import LineString
-
     from conftest import UTM
+    from shapely import LineString
 
     # 200 x 200 px at 0.5 m: x 500000-500100, y 3699900-3700000 (m)
     image = make_raster(np.zeros((1, 200, 200), np.uint8), "part.tif")
@@ -155,11 +154,11 @@ def test_road_lines_are_clipped_to_the_mapped_part_and_scored_in_metres(
 def test_a_road_scene_is_scored_on_its_pixels_and_centre_lines(recipe, make_raster, tmp_path):
     import numpy as np
     import rasterio
+    from conftest import UTM
     from rasterio import features
     from shapely import LineString
 
     from geounet.data.prepare import prepare_data
-    from conftest import UTM
 
     rng = np.random.default_rng(0)
     image = make_raster(rng.integers(0, 255, (3, 128, 256), dtype=np.uint8), "part.tif")
