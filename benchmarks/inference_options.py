@@ -7,7 +7,8 @@ left it (its own class raster, ``vectorize`` with its defaults) and with other o
 ``classify`` keywords (e.g. ``tta=flips``); ``--vectorize KEY=VALUE`` passes keywords to
 ``vectorize`` (e.g. ``separate=False``; with ``probabilities=True`` the run's probability
 raster is given to it). Both are scored exactly as the protocol does (pixel IoU per class,
-mIoU, building object F1, predicted and true building counts), and the differences are
+mIoU, building object F1, predicted and true building counts; road completeness,
+correctness, quality and APLS on the road scenes), and the differences are
 averaged over the runs. So an inference default is judged on many trained models at the cost
 of classifying only.
 
@@ -23,6 +24,7 @@ Usage::
     python benchmarks/inference_options.py --scene oam_zanzibar --classify tta=flips \\
         bench_out/run_seed1 bench_out/run_seed2
     python benchmarks/inference_options.py --scene oam_kampala --vectorize separate=False RUN
+    python benchmarks/inference_options.py --scene vegas_roads_rgb --vectorize gap_m=0 RUN
 
 The last line is one JSON object. Needs ``../shared/data`` (the truth) and runs of
 ``recipe.py`` made with the same scene.
@@ -44,8 +46,9 @@ from typing import Any
 from ensemble import load_recipe  # beside this script, like _common for the others
 from rasterio.errors import NotGeoreferencedWarning
 
-#: Figures whose difference (options minus as saved) is averaged over the runs.
-COMPARED = ("building_f1", "building_iou", "miou")
+#: Figures whose difference (options minus as saved) is averaged over the runs (the road
+#: scenes have the road figures, the others the building ones).
+COMPARED = ("building_f1", "building_iou", "miou", "road_iou", "road_quality", "apls")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def figures(summary: dict[str, Any]) -> dict[str, Any]:
     """The compared figures and counts of a scene summary (``recipe.summarize``)."""
     iou = {k.lower(): v for k, v in summary["iou"].items()}
+    if "apls" in summary:  # a road scene: centre lines, no buildings
+        keys = ("road_completeness", "road_correctness", "road_quality", "apls", "road_lines")
+        return {"road_iou": iou.get("road"), "miou": summary["miou"]} | {
+            k: summary[k] for k in keys
+        }
     return {
         "building_f1": summary["building_f1"],
         "building_iou": iou.get("building"),

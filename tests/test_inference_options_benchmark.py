@@ -30,6 +30,20 @@ def test_differences_are_averaged_and_counted(options_bench):
     assert "miou" not in got  # no run has it on both sides
 
 
+def test_road_scenes_compare_road_figures(options_bench):
+    summary = {
+        "iou": {"background": 0.8, "road": 0.4}, "miou": 0.6, "road_completeness": 0.83,
+        "road_correctness": 0.79, "road_quality": 0.68, "apls": 0.36, "road_lines": 89,
+        "road_length_m": {"pred": 3366.9, "true": 3283.0},
+    }  # fmt: skip
+    got = options_bench.figures(summary)
+    assert got["road_iou"] == 0.4 and got["apls"] == 0.36 and "building_f1" not in got
+    bridged = dict(got, apls=0.72)
+    diff = options_bench.mean_differences([{"saved": got, "options": bridged}])
+    assert diff["apls"]["mean"] == 0.36 and diff["road_quality"]["mean"] == 0.0
+    assert "building_f1" not in diff
+
+
 def test_nothing_to_compare_is_refused(options_bench):
     with pytest.raises(SystemExit, match="--classify KEY=VALUE"):
         options_bench.parse_args(["--scene", "oam_zanzibar", "run"])
