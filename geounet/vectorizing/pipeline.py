@@ -232,15 +232,31 @@ def vectorize(
         if skel is not None:
             name = class_map[skel.value]
             layers[name] = _road_layer(skel, name, frame, opts, prob, (spur_length_m, gap_m))
-    layers = {n: layers[n] for n in class_map.values()}
-    for name, gdf in layers.items():
-        gdf.attrs["min_area_m2"] = float(opts.sized[1] if name == building_class else min_area_m2)
-        gdf.attrs["min_peak_confidence"] = min_peak
+    layers = _in_order(layers, class_map, opts, building_class, (min_area_m2, min_peak))
     if out is not None:
         write_layers(layers, out, overwrite=overwrite, allow_no_crs=allow_no_crs)
         for gdf, path in zip(layers.values(), layer_paths(out, list(layers))):
             gdf.attrs["path"] = str(path)
     return layers
+
+
+def _in_order(
+    layers: dict[str, gpd.GeoDataFrame],
+    class_map: dict[int, str],
+    opts: _Options,
+    building_class: str,
+    used: tuple[float, float | None],
+) -> dict[str, gpd.GeoDataFrame]:
+    """The layers in class order, each with the ``min_area_m2`` and ``min_peak_confidence`` used.
+
+    ``used`` is ``(min_area_m2, min_peak_confidence)``; buildings have their own area.
+    """
+    min_area_m2, min_peak = used
+    out = {n: layers[n] for n in class_map.values()}
+    for name, gdf in out.items():
+        area = opts.sized[1] if name == building_class else min_area_m2
+        gdf.attrs.update(min_area_m2=float(area), min_peak_confidence=min_peak)
+    return out
 
 
 def _open_readers(
