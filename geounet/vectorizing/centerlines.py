@@ -48,10 +48,10 @@ __all__ = ["GAP_WIDTHS", "estimate_road_width", "network_lines", "road_network"]
 #: Largest gap bridged by default, in typical road widths (about 23 m for a 4 m road). On
 #: the Las Vegas road scenes of ``benchmarks/recipe.py`` (a model trained on the top half,
 #: the bottom half mapped) the spur length (2 widths), the earlier default, left aisles
-#: ending short of the road they meet: APLS 0.317 on average over four models; 6 widths:
-#: 0.595 (4: 0.497, 8: 0.578), quality +0.012, correctness -0.017 (benchmarks/README,
-#: twenty-first round). On the true mask of the RGB tile, whose roads have no breaks, it
-#: adds 35 m of bridges to 4 428 m of lines.
+#: ending short of the road they meet: APLS 0.365 on average over five models; 6 widths:
+#: 0.610 (4: 0.544, 8: 0.595), quality 0.629 -> 0.631, correctness -0.026
+#: (benchmarks/README, twenty-first round). On the true mask of the RGB tile, whose roads
+#: have no breaks, it adds 35 m of bridges to 4 428 m of lines.
 GAP_WIDTHS = 6.0
 
 
