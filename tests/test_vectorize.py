@@ -267,6 +267,7 @@ def test_break_in_a_road_is_bridged_up_to_six_road_widths(tmp_path):
     # the skeleton stops short of the mask's ends: a 14 m bridge over the 10 m break
     assert road["length_m"].sum() == pytest.approx(broken["length_m"].sum() + 14, abs=1)
     assert _parts(vectorize(path, gap_m=8)["road"]) == 2  # the break is longer
+    assert vectorize(path, spur_length_m=30)["road"].attrs["gap_m"] == 30  # never below
     runner, out = CliRunner(), tmp_path / "f.gpkg"
     r = runner.invoke(cli, ["vectorize", str(path), "--gap", "0", "--out", str(out)])
     assert r.exit_code == 0 and "road: 2 features" in r.output, r.output
