@@ -295,6 +295,25 @@ def test_dead_end_joins_the_road_it_points_at(tmp_path):
     assert _closest_end(unjoined, ORIGIN[0] + 40, top) > 10 and _parts(unjoined) == 2
 
 
+def test_lines_split_by_a_bridge_keep_their_mean_confidence(tmp_path):
+    a = np.zeros((120, 120), np.uint8)
+    a[8:12, :] = 2  # a road along the top, probability 0.9
+    a[22:110, 38:42] = 2  # an aisle ending 10 m short of it (0.8): its bridge splits the road
+    path = classified(tmp_path / "c.tif", a, res=1.0)
+    prob = np.zeros((3, 120, 120), np.uint8)
+    prob[2, 8:12, :] = round(0.9 * 255)
+    prob[2, 22:110, 38:42] = 204
+    prob[0] = 255 - prob[2]
+    transform = from_origin(*ORIGIN, 1.0, 1.0)
+    p_path = write_raster(tmp_path / "p.tif", prob, UTM, transform)
+    road = vectorize(path, probabilities=p_path, min_road_confidence=0)["road"]  # keep all
+    assert len(road) == 3  # the road cut in two where the aisle's bridge meets it
+    along = road.geometry.centroid.y > ORIGIN[1] - 15  # the two parts of the top road
+    # a rounded pixel count gave them 0.897 and 0.904 (and means above 1 on real masks)
+    np.testing.assert_allclose(road["mean_confidence"][along], round(0.9 * 255) / 255, atol=1e-6)
+    np.testing.assert_allclose(road["mean_confidence"][~along], 0.8, atol=1e-6)
+
+
 def test_parallel_roads_are_not_bridged(tmp_path):
     a = np.zeros((40, 110), np.uint8)
     a[10:14, 10:100] = 2  # two roads 16 m apart: their ends are close but face away

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -23,6 +24,7 @@ from geounet.io.raster import write_raster
 from geounet.vectorizing.confidence import (
     PEAK_CONFIDENCE,
     PROBABILITIES_TAG,
+    ROAD_CONFIDENCE,
     probabilities_tag,
     tagged_probabilities,
 )
@@ -61,9 +63,11 @@ def test_unsure_buildings_are_dropped_and_the_choice_recorded(tmp_path):
     assert b["peak_confidence"].iloc[0] == pytest.approx(1.0)
     assert b.geometry.iloc[0].centroid.x < 500000.0 + 10  # the sure one, at the top left
     assert b.attrs["min_peak_confidence"] == PEAK_CONFIDENCE
-    assert len(layers["road"]) == 1  # only buildings are filtered
-    kept = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0)["building"]
-    assert sorted(np.round(kept["peak_confidence"], 2)) == [0.9, 1.0]
+    assert len(layers["road"]) == 0  # a lone road at 0.59: the road lines' own filter
+    kept = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0)
+    assert sorted(np.round(kept["building"]["peak_confidence"], 2)) == [0.9, 1.0]
+    assert len(kept["road"]) == 0  # the peak filter is for buildings only
+    assert len(vectorize(c, probabilities=p, min_road_confidence=0)["road"]) == 1
     assert (
         len(vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0.85)["building"]) == 2
     )
@@ -185,3 +189,54 @@ def test_small_holes_are_filled_per_polygon_limit():
     filled = fill_small_holes(both, np.array([1.0, 3.0]))
     assert [len(g.interiors) for g in filled] == [1, 0]
     assert [len(g.interiors) for g in fill_small_holes(both, 3.0)] == [0, 0]
+
+
+def road_scene(tmp_path: Path) -> tuple[Path, Path]:
+    """Two streets (0.95), an unsure link between them, an unsure and a sure dead end (1 m)."""
+    a = np.zeros((120, 120), np.uint8)
+    prob = np.zeros((2, 120, 120), np.uint8)
+    for rows, cols, p in [
+        ((8, 12), (0, 120), 0.95),  # a street along the top
+        ((100, 104), (0, 120), 0.95),  # and one along the bottom
+        ((12, 100), (58, 62), 0.6),  # an unsure link between them: kept
+        ((12, 60), (20, 24), 0.6),  # an unsure dead end (a false aisle): dropped
+        ((12, 60), (90, 94), 0.95),  # a sure dead end: kept
+    ]:
+        a[slice(*rows), slice(*cols)] = 1
+        prob[1, slice(*rows), slice(*cols)] = round(p * 255)
+    prob[0] = 255 - prob[1]
+    grid = from_origin(500000.0, 3700000.0, 1.0, 1.0)
+    names = {0: "background", 1: "road"}
+    p = write_raster(tmp_path / "p.tif", prob, UTM, grid, descriptions=list(names.values()))
+    c = write_raster(tmp_path / "c.tif", a, UTM, grid, nodata=255, class_names=names)
+    return c, p
+
+
+def _has_line_at(roads, x: float) -> bool:
+    """Whether a line runs north-south at ``x`` metres east of the origin, between the streets."""
+    probe = shapely.LineString(
+        [(500000.0 + x - 1, 3700000.0 - 40), (500000.0 + x + 1, 3700000.0 - 40)]
+    )
+    return bool(roads.geometry.intersects(probe.buffer(0.5)).any())
+
+
+def test_unsure_road_ends_are_dropped_and_links_kept(tmp_path):
+    c, p = road_scene(tmp_path)
+    roads = vectorize(c, probabilities=p)["road"]
+    assert roads.attrs["min_road_confidence"] == ROAD_CONFIDENCE
+    assert roads.attrs["unsure_removed"] == 1
+    assert not _has_line_at(roads, 22)  # the unsure dead end
+    assert _has_line_at(roads, 60) and _has_line_at(roads, 92)  # the link, the sure dead end
+    assert (roads["mean_confidence"] >= 0.6).all()
+    kept = vectorize(c, probabilities=p, min_road_confidence=0)["road"]
+    assert _has_line_at(kept, 22) and kept.attrs["unsure_removed"] == 0
+    plain = vectorize(c)["road"]  # no probabilities: nothing dropped
+    assert _has_line_at(plain, 22) and plain.attrs["min_road_confidence"] is None
+    with pytest.raises(InvalidParameterError, match=r"min_road_confidence=0.5 needs the road"):
+        vectorize(c, min_road_confidence=0.5)
+    with pytest.raises(InvalidParameterError, match=r"min_road_confidence.*from 0 to 1"):
+        vectorize(c, probabilities=p, min_road_confidence=2)
+    args = ["vectorize", str(c), "--probabilities", str(p), "--out", str(tmp_path / "r.gpkg")]
+    r = CliRunner().invoke(cli, [*args, "--min-road-confidence", "0"])
+    assert r.exit_code == 0, r.output
+    assert len(gpd.read_file(tmp_path / "r.gpkg")) == len(kept)

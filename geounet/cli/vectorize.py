@@ -100,6 +100,13 @@ from geounet.core.classes import parse_classes
     help="With probabilities, drop buildings whose most confident pixel is below this "
     "(0-1) [default: 0.98; 0 keeps them all].",
 )
+@click.option(
+    "--min-road-confidence",
+    type=float,
+    default=None,
+    help="With probabilities, drop road lines that end (or stand alone) whose mean road "
+    "probability is below this (0-1) [default: 0.9; 0 keeps them all].",
+)
 @asset_opt
 @allow_no_crs_opt
 @overwrite_opt
@@ -119,6 +126,7 @@ def command(
     min_separation_m: float | None,
     probabilities: Path | None,
     min_peak_confidence: float | None,
+    min_road_confidence: float | None,
     asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -153,6 +161,7 @@ def command(
         separate=not no_separate,
         probabilities=probabilities,
         min_peak_confidence=min_peak_confidence,
+        min_road_confidence=min_road_confidence,
         overwrite=overwrite,
         allow_no_crs=allow_no_crs,
         **extra,

@@ -66,7 +66,7 @@ def estimate_road_width(half_width_m: np.ndarray, pixel_m: float) -> float:
     return float(max(2 * np.median(half_width_m) - pixel_m, pixel_m))
 
 
-def _edge_data(xy: np.ndarray, conf: tuple[float, int], start: int) -> dict:
+def _edge_data(xy: np.ndarray, conf: tuple[float, float], start: int) -> dict:
     d = np.diff(xy, axis=0)
     return {
         "xy": xy,
@@ -196,10 +196,11 @@ def _split_edge(g: nx.MultiGraph, u: int, v: int, k: int, point: shapely.Point) 
     g.remove_edge(u, v, k)
     m = max(g.nodes) + 1
     g.add_node(m, xy=p)
-    g.add_edge(
-        u, m, **_edge_data(np.vstack([xy[:j], p]), (conf[0] * share, round(conf[1] * share)), u)
-    )
-    rest = (conf[0] * (1 - share), conf[1] - round(conf[1] * share))
+    # the pixels' sum and count are shared alike (a float count), so both parts keep the
+    # edge's mean; a rounded count gave a short part a mean above 1 or none at all
+    first = (conf[0] * share, conf[1] * share)
+    g.add_edge(u, m, **_edge_data(np.vstack([xy[:j], p]), first, u))
+    rest = (conf[0] - first[0], conf[1] - first[1])
     g.add_edge(m, v, **_edge_data(np.vstack([p, xy[j:]]), rest, m))
     return m
 
@@ -262,6 +263,29 @@ def _drop_fragments(g: nx.MultiGraph, min_length_m: float) -> None:
             g.remove_nodes_from(comp)
 
 
+def _drop_unsure_ends(g: nx.MultiGraph, min_confidence: float) -> int:
+    """Remove dead-end and lone lines whose mean confidence is under ``min_confidence``.
+
+    One pass over the lines as they are (a line left a dead end by the removal stays); lines
+    between two junctions are kept whatever their confidence, since they carry the
+    network's connections. Returns how many lines were removed.
+    """
+    if min_confidence <= 0:
+        return 0
+    unsure = [
+        (u, v, k)
+        for u, v, k, d in g.edges(keys=True, data=True)
+        if u != v
+        and d["conf"][1]
+        and d["conf"][0] / d["conf"][1] < min_confidence
+        and min(g.degree(u), g.degree(v)) == 1
+    ]
+    g.remove_edges_from(unsure)
+    g.remove_nodes_from([n for n, deg in list(g.degree()) if deg == 0])
+    _join_all(g)
+    return len(unsure)
+
+
 def road_network(
     idx: np.ndarray,
     half_width_m: np.ndarray,
@@ -271,6 +295,7 @@ def road_network(
     spur_length_m: float | None = None,
     gap_m: float | None = None,
     confidence: np.ndarray | None = None,
+    min_confidence: float = 0.0,
 ) -> nx.MultiGraph:
     """The cleaned road graph of a skeleton, in metres (see the module docstring).
 
@@ -283,11 +308,15 @@ def road_network(
         gap_m: Largest gap bridged (default: :data:`GAP_WIDTHS` road widths, at least the
             spur length; 0 bridges nothing).
         confidence: Class probability (0-1) at each skeleton pixel, for ``mean_confidence``.
+        min_confidence: With ``confidence``, lines that end (or stand alone) and whose mean
+            probability is lower are removed last (0: none; see
+            :data:`~geounet.vectorizing.confidence.ROAD_CONFIDENCE`).
 
     Returns:
         A ``networkx.MultiGraph``; nodes have ``xy``, edges ``xy`` (coordinates from node
-        ``start``), ``length`` (m) and ``conf`` (sum, count). The graph attribute
-        ``spur_length_m`` and ``gap_m`` record the thresholds used.
+        ``start``), ``length`` (m) and ``conf`` (sum, count). The graph attributes
+        ``spur_length_m``, ``road_width_m`` and ``gap_m`` record the thresholds used,
+        ``unsure_removed`` how many lines ``min_confidence`` removed.
     """
     road_w = estimate_road_width(half_width_m, frame.pixel_size)
     spur = spur_length_m if spur_length_m is not None else 2 * road_w
@@ -300,6 +329,7 @@ def road_network(
     _join_all(g)
     _prune(g, spur)
     _drop_fragments(g, spur)
+    g.graph["unsure_removed"] = _drop_unsure_ends(g, min_confidence)
     return g
 
 
