@@ -45,7 +45,7 @@ def scene(tmp_path: Path, tag: str | None = None) -> tuple[Path, Path]:
     a[40:44, :] = 2
     prob = np.zeros((3, 48, 48), np.uint8)
     prob[1, 2:14, 2:14] = 160
-    prob[1, 6:10, 6:10] = 255  # the sure building's core
+    prob[1, 4:12, 4:12] = 255  # the sure building's core: most building pixels are sure
     prob[1, 20:32, 20:32] = 230  # 0.90: never sure
     prob[2, 40:44, :] = 150
     prob[0] = 255 - prob[1] - prob[2]
@@ -240,3 +240,28 @@ def test_unsure_road_ends_are_dropped_and_links_kept(tmp_path):
     r = CliRunner().invoke(cli, [*args, "--min-road-confidence", "0"])
     assert r.exit_code == 0, r.output
     assert len(gpd.read_file(tmp_path / "r.gpkg")) == len(kept)
+
+
+def test_a_scene_rarely_sure_of_anything_keeps_its_buildings(tmp_path):
+    rng = np.random.default_rng(0)
+    a = np.zeros((64, 64), np.uint8)
+    prob = np.zeros((2, 64, 64), np.uint8)
+    for k in range(12):  # twelve buildings at 0.59-0.90: a briefly trained model
+        r, c = 2 + (k // 4) * 20, 2 + (k % 4) * 15
+        a[r : r + 8, c : c + 8] = 1
+        prob[1, r : r + 8, c : c + 8] = rng.integers(150, 230, (8, 8))
+    for r, c in [(14, 5), (14, 35)]:  # two specks it is even less sure of (0.55)
+        a[r : r + 3, c : c + 3] = 1
+        prob[1, r : r + 3, c : c + 3] = 140
+    prob[0] = 255 - prob[1]
+    names = {0: "background", 1: "building"}
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(names.values()))
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=names)
+    b = vectorize(c, probabilities=p, min_area_m2=1)["building"]
+    assert len(b) == 12  # the specks dropped, the buildings kept
+    # the threshold used: the 90th percentile of the building pixels' probability
+    level = np.percentile(prob[1][a == 1], 90, method="inverted_cdf")
+    assert b.attrs["min_peak_confidence"] == pytest.approx(level / 255) and level < 250
+    with pytest.warns(UserWarning, match="14 of 14 buildings were dropped"):
+        sure = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0.98)
+    assert len(sure["building"]) == 0 and sure["building"].attrs["min_peak_confidence"] == 0.98

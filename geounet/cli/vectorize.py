@@ -98,7 +98,8 @@ from geounet.core.classes import parse_classes
     type=float,
     default=None,
     help="With probabilities, drop buildings whose most confident pixel is below this "
-    "(0-1) [default: 0.98; 0 keeps them all].",
+    "(0-1) [default: 0.98, or the 90th percentile of the scene's building pixels when lower; "
+    "0 keeps them all].",
 )
 @click.option(
     "--min-road-confidence",

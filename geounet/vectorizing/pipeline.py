@@ -47,6 +47,7 @@ from geounet.vectorizing.confidence import (
     ROAD_CONFIDENCE,
     check_confidence,
     check_min_peak,
+    scene_peak_threshold,
     tagged_probabilities,
     zonal_confidence,
 )
@@ -99,6 +100,7 @@ class _Options:
     traced: list[np.ndarray] = field(default_factory=list)
     min_peak: float = 0.0  # buildings whose peak probability is lower are dropped
     min_road: float = 0.0  # road lines that end, with a lower mean probability, are dropped
+    peak_levels: np.ndarray | None = None  # building pixels per probability level (0-255)
     sized: tuple[int | None, float] = (None, 0.0)  # (building value, its own min area m²)
 
 
@@ -176,9 +178,12 @@ def vectorize(
             lower building probability are dropped (hysteresis: traced at 0.5, kept with a
             seed at this). None: :data:`~geounet.vectorizing.confidence.PEAK_CONFIDENCE`
             (0.98, measured on real scenes: object F1 +0.02 to +0.05, see
-            :mod:`geounet.vectorizing.confidence`); 0 keeps them all. Each layer's
-            ``attrs["min_peak_confidence"]`` says which value was used (None: no
-            probabilities, nothing dropped).
+            :mod:`geounet.vectorizing.confidence`), or the 90th percentile of the building
+            probability over the scene's building pixels when that is lower (a model rarely
+            sure of anything keeps its buildings:
+            :func:`~geounet.vectorizing.confidence.scene_peak_threshold`); a value given is
+            used as it is; 0 keeps them all. Each layer's ``attrs["min_peak_confidence"]``
+            says which value was used (None: no probabilities, nothing dropped).
         min_road_confidence: With probabilities, road centre lines that end (or stand
             alone) and whose mean road probability is lower are dropped; lines between two
             junctions stay, as they hold the network together. None:
@@ -220,7 +225,7 @@ def vectorize(
     _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
-    probabilities, (min_peak, min_road) = _probabilities(
+    probabilities, (min_peak, min_road, adaptive) = _probabilities(
         info, probabilities, min_peak_confidence, min_road_confidence
     )
     min_area_m2, building_min_area = _min_areas(
@@ -231,8 +236,7 @@ def vectorize(
     frame = MetricFrame.from_grid(info.crs, info.transform, info.height, info.width)
     peak_class = by_name.get(building_class)
     opts = _Options(min_area_m2, simplify_m, peak_class if regularize else None)
-    opts.min_peak, opts.min_road = min_peak or 0.0, min_road or 0.0
-    opts.sized = (peak_class, building_min_area)
+    _set_filters(opts, (min_peak, min_road, adaptive), (peak_class, building_min_area))
     if separate:
         _split_touching(opts, by_name.get(building_class), min_separation_m, info)
     with ExitStack() as stack:
@@ -251,6 +255,23 @@ def vectorize(
         for gdf, path in zip(layers.values(), layer_paths(out, list(layers))):
             gdf.attrs["path"] = str(path)
     return layers
+
+
+def _set_filters(
+    opts: _Options,
+    thresholds: tuple[float | None, float | None, bool],
+    sized: tuple[int | None, float],
+) -> None:
+    """The peak and road-line filters' thresholds, and the buildings' value and smallest area.
+
+    ``thresholds`` is ``(min_peak, min_road, adaptive)``: with ``adaptive`` (the default peak
+    threshold) the building pixels are counted per probability level while streaming, for
+    :func:`~geounet.vectorizing.confidence.scene_peak_threshold`.
+    """
+    min_peak, min_road, adaptive = thresholds
+    opts.min_peak, opts.min_road, opts.sized = min_peak or 0.0, min_road or 0.0, sized
+    if adaptive and min_peak and sized[0] is not None:
+        opts.peak_levels = np.zeros(256, np.int64)
 
 
 def _split_touching(
@@ -274,6 +295,7 @@ def _in_order(
     ``used`` is ``(min_area_m2, min_peak_confidence)``; buildings have their own area.
     """
     min_area_m2, min_peak = used
+    min_peak = None if min_peak is None else opts.min_peak  # the scene's, when lowered
     out = {n: layers[n] for n in class_map.values()}
     for name, gdf in out.items():
         area = opts.sized[1] if name == building_class else min_area_m2
@@ -307,11 +329,12 @@ def _probabilities(
     probabilities: PathLike | None,
     min_peak: float | None,
     min_road: float | None,
-) -> tuple[PathLike | None, tuple[float | None, float | None]]:
+) -> tuple[PathLike | None, tuple[float | None, float | None, bool]]:
     """The probability raster to use and the thresholds of the peak and road-line filters.
 
     The raster is the one given, else the one the class raster's tag names; the thresholds
-    are None without one.
+    are None without one. The flag says the peak threshold is the default, which the scene
+    may lower (:func:`~geounet.vectorizing.confidence.scene_peak_threshold`).
     """
     given = {"min_peak_confidence": min_peak, "min_road_confidence": min_road}
     if min_peak is not None:
@@ -331,9 +354,10 @@ def _probabilities(
             f"{name} out."
         )
     if probabilities is None:
-        return None, (None, None)
+        return None, (None, None, False)
     peak = float(PEAK_CONFIDENCE if min_peak is None else min_peak)
-    return probabilities, (peak, float(ROAD_CONFIDENCE if min_road is None else min_road))
+    road = float(ROAD_CONFIDENCE if min_road is None else min_road)
+    return probabilities, (peak, road, min_peak is None)
 
 
 def _min_areas(
@@ -525,6 +549,8 @@ def _stream(
             opts.class_reader.load(win, core)
         if opts.building_prob is not None:
             opts.building_prob.load(win)
+        if opts.peak_levels is not None and prob is not None:
+            _count_peak_levels(prob, win, core, opts)
         _finish(*tracer.trace(core, r0, c0), frame, opts)
         if skel is not None:
             conf = None
@@ -532,6 +558,23 @@ def _stream(
                 conf = prob.read(opts.prob_bands[skel.value], window=win) / 255.0
             skel.add(ext, e0, f0, (r0, c0, r1, c1), conf)
     _finish(*tracer.merged(), frame, opts)
+
+
+def _count_peak_levels(
+    prob: rasterio.io.DatasetReader, win: Window, core: np.ndarray, opts: _Options
+) -> None:
+    """Add the window's building pixels to ``opts.peak_levels`` by their probability (0-255)."""
+    value = opts.sized[0]
+    reader = opts.building_prob
+    if reader is not None and reader.data is not None:
+        data = reader.data
+    else:
+        data = prob.read(opts.prob_bands[value], window=win) if opts.prob_bands else None
+    if data is None:
+        return
+    levels = np.clip(data[core == value], 0, 255).astype(np.int64)
+    assert opts.peak_levels is not None
+    opts.peak_levels += np.bincount(levels, minlength=256)[:256]
 
 
 def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options) -> None:
@@ -655,6 +698,8 @@ def _polygon_layers(
     if prob is not None and opts.prob_bands is not None:
         traced = np.concatenate(opts.traced) if opts.traced else empty
         conf, peak = zonal_confidence(prob, opts.prob_bands, traced, values, window)
+        if opts.peak_levels is not None:  # the default: lowered where the scene is rarely sure
+            opts.min_peak = scene_peak_threshold(opts.peak_levels, opts.min_peak)
         unsure = (values == peak_class) & (peak < opts.min_peak)
         _warn_if_mostly_unsure(int(unsure.sum()), int((values == peak_class).sum()), opts)
         geoms, values, conf, peak = (a[~unsure] for a in (geoms, values, conf, peak))
@@ -678,7 +723,7 @@ def _warn_if_mostly_unsure(dropped: int, found: int, opts: _Options) -> None:
     if found >= UNSURE_WARN_MIN and dropped > found / 2:
         warnings.warn(
             f"{dropped} of {found} buildings were dropped because the network was never "
-            f"sure of them (no pixel at min_peak_confidence={opts.min_peak}); a model trained "
+            f"sure of them (no pixel at min_peak_confidence={opts.min_peak:.3g}); a model trained "
             "briefly is rarely sure of anything. Train longer, or pass a lower "
             "min_peak_confidence (--min-peak-confidence; 0 keeps them all).",
             UserWarning,
