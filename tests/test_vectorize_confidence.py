@@ -262,6 +262,9 @@ def test_a_scene_rarely_sure_of_anything_keeps_its_buildings(tmp_path):
     # the threshold used: the 90th percentile of the building pixels' probability
     level = np.percentile(prob[1][a == 1], 90, method="inverted_cdf")
     assert b.attrs["min_peak_confidence"] == pytest.approx(level / 255) and level < 250
+    for other in ({"separate": False}, {"window_size": 32}):  # read apart; counted by windows
+        again = vectorize(c, probabilities=p, min_area_m2=1, **other)["building"]
+        assert again.attrs["min_peak_confidence"] == b.attrs["min_peak_confidence"]
     with pytest.warns(UserWarning, match="14 of 14 buildings were dropped"):
         sure = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0.98)
     assert len(sure["building"]) == 0 and sure["building"].attrs["min_peak_confidence"] == 0.98

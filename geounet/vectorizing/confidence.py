@@ -117,8 +117,8 @@ def scene_peak_threshold(levels: np.ndarray, cap: float = PEAK_CONFIDENCE) -> fl
     as the uint8 probability raster stores it). The threshold is the smaller of ``cap`` and
     the :data:`PEAK_PERCENTILE` th percentile of those probabilities: a building is dropped
     when no pixel of it is as sure as the network is on most of the scene's building pixels.
-    A well-trained model is at 1.0 on most of its building pixels, so ``cap`` holds (every
-    saved model of ``benchmarks/recipe.py`` but Atlanta's, sixteenth round); a model whose
+    A well-trained model is at 1.0 on most of its building pixels, so ``cap`` holds (28 of 30
+    saved models of ``benchmarks/recipe.py``, twenty-second round); a model whose
     probabilities are low throughout keeps its buildings: the demo trained for 3 minutes on a
     busy machine (building IoU 0.945, building pixels at 0.71 in the median, none above
     0.965) lost all 167 of them at 0.98 (benchmarks/README, twenty-second round).

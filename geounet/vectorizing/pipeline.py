@@ -564,17 +564,16 @@ def _count_peak_levels(
     prob: rasterio.io.DatasetReader, win: Window, core: np.ndarray, opts: _Options
 ) -> None:
     """Add the window's building pixels to ``opts.peak_levels`` by their probability (0-255)."""
-    value = opts.sized[0]
-    reader = opts.building_prob
-    if reader is not None and reader.data is not None:
+    value, counts, reader = opts.sized[0], opts.peak_levels, opts.building_prob
+    if reader is not None and reader.data is not None:  # read for the separation already
         data = reader.data
+    elif opts.prob_bands and value in opts.prob_bands:
+        data = prob.read(opts.prob_bands[value], window=win)
     else:
-        data = prob.read(opts.prob_bands[value], window=win) if opts.prob_bands else None
-    if data is None:
         return
-    levels = np.clip(data[core == value], 0, 255).astype(np.int64)
-    assert opts.peak_levels is not None
-    opts.peak_levels += np.bincount(levels, minlength=256)[:256]
+    if counts is not None:
+        levels = np.clip(data[core == value], 0, 255).astype(np.int64)
+        counts += np.bincount(levels, minlength=256)[:256]
 
 
 def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options) -> None:
