@@ -495,6 +495,7 @@ def run_scene(
         "train_minutes": round(train_min, 2),
         "prepare_seconds": round(prep_s, 1),
         "epochs": len(history),
+        "stopped_by": history.attrs.get("stopped_by"),  # epochs, early stopping, time budget
         "chips": {k: int(v) for k, v in data.manifest.get("chip_counts", {}).items()},
         "backbone": backbone,
     }

@@ -63,6 +63,7 @@ def test_best_checkpoint_by_miou_is_restored():
     _, cm = trainer.evaluate(data.valid_dl)
     assert mean_iou(cm) == pytest.approx(hist["valid_miou"].max())
     assert (trainer.best_confusion == cm).all()
+    assert hist.attrs["stopped_by"] == "epochs"
 
 
 def test_annealed_checkpoint_keeps_the_best_epoch_at_a_low_rate():
@@ -104,7 +105,7 @@ def test_early_stopping_when_validation_miou_stalls_but_not_in_warm_up():
     # 1e-12 learns nothing: the mIoU is flat from epoch 1. Warm-up is epochs 1-5 (25 % of
     # 20), a stop needs 20 % of the schedule (4 epochs) without improvement after it, and
     # the rate annealed to a tenth of its peak (84.6 %: epoch 17 is the first past it).
-    assert len(hist) == 17
+    assert len(hist) == 17 and hist.attrs["stopped_by"] == "early stopping"
     assert trainer.best_epochs == 1  # the checkpoint watches the same score: epoch 1 kept
 
 
@@ -187,7 +188,7 @@ def test_time_budget_stops_and_anneals():
         data.train_dl, data.valid_dl, 10_000, 1e-2, time_budget_s=1.5, progress=False
     )
     assert time.perf_counter() - t0 < 30
-    assert 1 <= len(hist) < 10_000
+    assert 1 <= len(hist) < 10_000 and hist.attrs["stopped_by"] == "time budget"
     assert hist["lr"].iloc[-1] < 1e-2  # the one-cycle schedule followed the clock
     assert hist["train_loss"].notna().all()  # no validation-only epoch after the budget
 

@@ -409,7 +409,8 @@ class Trainer:
 
         Returns:
             A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch (with
-            ``resume``, the saved epochs too).
+            ``resume``, the saved epochs too); ``attrs["stopped_by"]`` says what ended the
+            run: ``"epochs"``, ``"early stopping"`` or ``"time budget"``.
 
         Raises:
             InvalidParameterError: Bad settings, an empty loader, or ``resume`` without a
@@ -454,7 +455,9 @@ class Trainer:
         if state_dir is not None:
             clear_fit_state(state_dir)
         self.best_confusion, self.best_epochs = best.restore(self.network, len(rows), loop.average)
-        return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        history.attrs["stopped_by"] = _stopped_by(loop.out_of_time, len(rows), epochs)
+        return history
 
     # ---------------------------------------------------------------- lr_find
     def lr_find(
@@ -705,6 +708,13 @@ def _show(bar: Any, result: EpochResult) -> None:
         valid=f"{result.valid_loss:.4f}",
         mIoU=f"{result.valid_miou:.4f}",
     )
+
+
+def _stopped_by(out_of_time: bool, n_epochs: int, planned: int) -> str:
+    """What ended a run: its time budget, early stopping, or its planned epochs."""
+    if out_of_time:
+        return "time budget"
+    return "early stopping" if n_epochs < planned else "epochs"
 
 
 def _row(r: EpochResult) -> dict[str, float]:
