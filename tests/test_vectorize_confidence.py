@@ -1,7 +1,9 @@
 """Buildings the network was never sure of are dropped when the probabilities are known.
 
 ``vectorize`` reads the probability raster ``classify`` wrote (given, or named by the class
-raster's tag) and drops buildings without a pixel at :data:`PEAK_CONFIDENCE`.
+raster's tag) and drops buildings without a pixel at :data:`PEAK_CONFIDENCE` (or at the
+scene's own level when its network is rarely that sure), and road lines that end with a mean
+probability under :data:`ROAD_CONFIDENCE`.
 """
 
 from __future__ import annotations
