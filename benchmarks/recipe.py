@@ -598,6 +598,21 @@ def planned_chip_views(views: int | None) -> Iterator[int]:
         schedule.TARGET_CHIP_VIEWS = before
 
 
+def busy_warning(load: float, cpus: int) -> str | None:
+    """A warning when the machine is busy before training starts (None when it is not).
+
+    Training takes every core; on 2 cores a second process slowed its epochs several-fold
+    (twenty-second round of ``benchmarks/README.md``), and a run cut by the time budget then
+    trains fewer epochs than the same run alone.
+    """
+    if load < 0.5 * cpus:
+        return None
+    return (
+        f"warning: the machine is busy (load {load:.1f} on {cpus} cores); a run that ends on "
+        "its time budget (stopped_by) trains fewer epochs than it would alone."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the protocol and print the figures; the last line is one JSON object."""
     args = parse_args(argv)
@@ -614,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--fit seed=...: use --seed")
     out = args.out or Path(tempfile.mkdtemp(prefix="geounet-recipe-"))
     names = [args.scene] if args.scene else list(SCENES)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if warning := busy_warning(load, os.cpu_count() or 1):
+        print(warning, file=sys.stderr, flush=True)
     results: dict[str, Any] = {}
     with planned_chip_views(args.chip_views) as views:
         for name in names:
@@ -637,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "scenes": results,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "load_at_start": round(load, 2),
         "smoke_epochs": args.epochs,
         "seed": args.seed,
         "prepare": prepare,

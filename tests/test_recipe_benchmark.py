@@ -30,6 +30,12 @@ def test_prepare_overrides_are_python_literals_or_strings(recipe):
         recipe.parse_overrides(["stride"])
 
 
+def test_a_busy_machine_is_named_before_training(recipe):
+    assert recipe.busy_warning(0.4, 2) is None
+    warning = recipe.busy_warning(1.3, 2)
+    assert "busy (load 1.3 on 2 cores)" in warning and "stopped_by" in warning
+
+
 def test_seed_and_prepare_options_reach_the_arguments(recipe):
     args = recipe.parse_args(["--scene", "inria_austin", "--seed", "2", "--prepare", "stride=64"])
     assert (args.scene, args.seed, args.prepare) == ("inria_austin", 2, ["stride=64"])
