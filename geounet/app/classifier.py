@@ -344,6 +344,9 @@ class UnetClassifier(Inference, ValidationResults):
     ) -> pd.DataFrame:
         """Train; returns the history of this call (also appended to :attr:`history`).
 
+        The history's ``attrs["stopped_by"]`` says what ended the run: its ``"epochs"``,
+        ``"early stopping"`` or its ``"time budget"`` (with ``refit_on_all``, the first run's).
+
         The default recipe: AdamW with a one-cycle schedule (25 % warm-up); the encoder of a
         pretrained network learns at :data:`ENCODER_LR_RATIO` of the decoder's rate; the
         validation mIoU picks the weights kept and drives early stopping, which never fires
@@ -439,7 +442,9 @@ class UnetClassifier(Inference, ValidationResults):
             again = {"early_stopping": None, "checkpoint": False, "budget": budget}
             picked = max(self._trainer.best_epochs, 1)
             more = self._run(all_chips_loader(data), None, picked, lr, progress, **again)
+            stopped_by = run.attrs.get("stopped_by")  # the run validation judged
             run = pd.concat([run, more], ignore_index=True)
+            run.attrs["stopped_by"] = stopped_by
         self._confusion = confusion  # the held-out score (the first run's when refitting)
         self._record_metrics()
         return run
