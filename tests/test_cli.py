@@ -264,6 +264,57 @@ def test_train_augment_option_reaches_the_training_chips(
     assert len(seen) == 3  # refused before any training
 
 
+def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monkeypatch):
+    """``geounet train`` chips with --stride/--val-*, fits with --refit-on-all/--seed/--budget-min.
+
+    With a chip folder (chipped and split already) those chipping options are one line, exit 2.
+    """
+    import geounet.app.workflows as workflows
+
+    image, labels = small_scene
+    seen = []
+
+    class Fitted:
+        config = type("Config", (), {"metrics": {"miou": 0.5}})()
+        writes_files = True
+
+    def fake_fit_and_save(data, out, **kwargs):
+        seen.append((data.manifest, kwargs["fit_options"]))
+        return Fitted()
+
+    monkeypatch.setattr(workflows, "fit_and_save", fake_fit_and_save)
+    train = ["-q", "train", str(image), "--labels", str(labels), "--classes",
+             "1=building,2=road", "--chip-size", "64"]  # fmt: skip
+    r = runner.invoke(cli, [*train, "--out", str(tmp_path / "m1")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    manifest, fit_options = seen[-1]
+    assert fit_options == {} and manifest["val_strip"] == "auto"
+    assert (manifest["stride"], manifest["val_fraction"]) == (32, 0.2)  # half a chip
+    r = runner.invoke(
+        cli,
+        [*train, "--out", str(tmp_path / "m2"), "--stride", "16", "--val-fraction", "0.4",
+         "--val-strip", "start", "--refit-on-all", "--seed", "3", "--budget-min", "0.5"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    manifest, fit_options = seen[-1]
+    assert fit_options == {"refit_on_all": True, "seed": 3, "time_budget_s": 30.0}
+    assert (manifest["stride"], manifest["val_fraction"]) == (16, 0.4)
+    assert manifest["val_strip"] == "start"
+    valid = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "valid"]
+    train_x = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "train"]
+    assert max(valid) < min(train_x)  # the strip is at the start, as asked
+    assert "miou: 0.5000" in r.output
+
+    chips = tmp_path / "chips"
+    prep = ["-q", "prepare", str(image), "--labels", str(labels), "--out", str(chips),
+            "--classes", "1=building,2=road", "--chip-size", "64"]  # fmt: skip
+    assert runner.invoke(cli, prep).exit_code == 0
+    r = runner.invoke(cli, ["train", str(chips), "--out", str(tmp_path / "m3"), "--stride", "32"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert str(chips) in r.output and "stride" in r.output and "--labels" in r.output
+    assert len(seen) == 2  # refused before any training
+
+
 @pytest.mark.slow
 def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_path):
     image, labels = small_scene

@@ -94,8 +94,9 @@ def test_command_lines():
     train = commands.train_args("a.tif", "l.gpkg", "m", label_field="kind", epochs=2, lr=1e-3)
     assert train[train.index("--label-field") + 1] == "kind" and "--epochs" in train
     assert "--label-area" not in train
-    train = commands.train_args("a.tif", "l.gpkg", "m", label_area="area.gpkg")
-    assert train[train.index("--label-area") + 1] == "area.gpkg"
+    assert "--refit-on-all" not in train
+    train = commands.train_args("a.tif", "l.gpkg", "m", label_area="area.gpkg", refit_on_all=True)
+    assert train[train.index("--label-area") + 1] == "area.gpkg" and "--refit-on-all" in train
     assert commands.flatten_metrics({"pixel": {"miou": 0.5, "classes": {"b": {"iou": 1}}}}) == [
         ("pixel.miou", 0.5),
         ("pixel.classes.b.iou", 1.0),
@@ -110,7 +111,15 @@ def test_geounet_commands_accept_the_plugins_arguments():
         ),
         "vectorize": commands.vectorize_args("c", "o", min_area_m2=3),
         "train": commands.train_args(
-            "a", "l", "o", label_field="f", classes="1=b", epochs=1, lr=0.01, label_area="x"
+            "a",
+            "l",
+            "o",
+            label_field="f",
+            classes="1=b",
+            epochs=1,
+            lr=0.01,
+            label_area="x",
+            refit_on_all=True,
         ),
         "evaluate": commands.evaluate_args("p", "t", "j", report="r"),
     }
@@ -293,6 +302,7 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
         "EPOCHS": 1,
         "LEARNING_RATE": 0.001,
         "CHIP_SIZE": 64,
+        "REFIT_ON_ALL": True,
         "OUTPUT": str(tmp_path / "trained"),
     }
     runs = [
@@ -321,6 +331,8 @@ def test_qgis_train_and_cancel(scene: dict[str, Path], tmp_path: Path):
     assert not (tmp_path / "never" / "geounet.json").exists()
     config = json.loads((tmp_path / "trained" / "geounet.json").read_text())
     assert [c["name"] for c in config["classes"]] == ["background", "building"]
+    # the check box reaches fit: the epoch validation picked, then the refit on all chips
+    assert len(config["history"]) == 2 and config["history"][1].get("valid_miou") is None
     assert "cancel" in cancelled["error"]
     leftovers = [
         p.name for p in tmp_path.iterdir() if p.name.startswith("cancelled") or ".tmp" in p.name

@@ -110,6 +110,7 @@ def train_model(
     overwrite: bool = False,
     ddp: bool = False,
     augment: bool | Mapping[str, Any] = True,
+    fit_options: Mapping[str, Any] | None = None,
     **prepare_options: Any,
 ) -> dict[str, Any]:
     """Train a U-Net from a chip folder or from images + labels and save the model folder.
@@ -133,14 +134,17 @@ def train_model(
         augment: The training augmentation, as ``prepare_data(augment=)`` takes it (True: the
             recipe's; False: off; a mapping of some
             :class:`~geounet.data.augment.AugmentOptions` fields).
-        **prepare_options: More ``prepare_data`` keywords.
+        fit_options: More :meth:`~geounet.app.classifier.UnetClassifier.fit` keywords
+            (``refit_on_all``, ``time_budget_s``, ``seed``...).
+        **prepare_options: More ``prepare_data`` keywords (when chipping images).
 
     Returns:
         ``{"model": path, "metrics": {...}, "written": bool}`` (``written``: False on the
         ranks other than 0 of a distributed run).
 
     Raises:
-        InvalidParameterError: ``ddp`` with images instead of a chip folder.
+        InvalidParameterError: ``ddp`` with images instead of a chip folder; labels or
+            chipping options with a chip folder.
     """
     from geounet.data.prepare import prepare_data
 
@@ -151,10 +155,12 @@ def train_model(
             "which every process shares; chip the images first (geounet prepare IMAGE --labels "
             "LABELS --out CHIPS), then run torchrun ... -m geounet train CHIPS --ddp."
         )
-    if chip_folder and (labels or prepare_options.get("label_area")):
+    chipping = ["labels"] * bool(labels) + sorted(set(prepare_options) - {"allow_no_crs"})
+    if chip_folder and chipping:
         raise InvalidParameterError(
-            f"{inputs[0]} is a chip folder: it was chipped with its labels already; give "
-            "images to chip with --labels / --label-area, or drop them."
+            f"{inputs[0]} is a chip folder: it was chipped and split already, so "
+            f"{', '.join(chipping)} cannot change it; give the images (with --labels) to "
+            "chip them again with these options, or drop them."
         )
     if chip_folder:
         data = prepare_data(inputs[0], batch_size=batch_size, augment=augment)
@@ -168,9 +174,10 @@ def train_model(
             augment=augment,
             **prepare_options,
         )
+    fit_kw = {**(fit_options or {}), **({"ddp": True} if ddp else {})}
     clf = fit_and_save(
         data, out, backbone=backbone, encoder_weights=encoder_weights, epochs=epochs, lr=lr,
-        overwrite=overwrite, fit_options={"ddp": True} if ddp else None,
+        overwrite=overwrite, fit_options=fit_kw,
     )  # fmt: skip
     return {"model": Path(out), "metrics": clf.config.metrics, "written": clf.writes_files}
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import BLEND_MODES, ENGINE_CHOICES, TTA_MODES
+from geounet.core.types import BLEND_MODES, ENGINE_CHOICES, TTA_MODES, VAL_STRIPS
 
 __all__ = [
     "IMAGE",
@@ -23,11 +23,13 @@ __all__ = [
     "classes_opt",
     "device_opt",
     "engine_opt",
+    "given_options",
     "overlap_opt",
     "overwrite_opt",
     "parse_bands",
     "parse_value_map",
     "resolve_image",
+    "split_opts",
     "tile_size_opt",
     "tta_opt",
 ]
@@ -138,11 +140,58 @@ label_area_opt = click.option(
     help="Polygon file outlining where the labels are complete (you labelled part of the "
     "images and will map the rest): only that part is chipped, the rest is not background.",
 )
+
+
+def split_opts(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--stride``, ``--val-fraction`` and ``--val-strip``: how images are chipped and split.
+
+    Each defaults to None, so a command passes on only the values given (``prepare_data``'s
+    defaults, named in the help, apply to the rest) and can refuse them where no image is
+    chipped.
+    """
+    options = [
+        click.option(
+            "--stride",
+            type=click.IntRange(1, 4096),
+            default=None,
+            help="Step between chips (default: half a chip on a small area, else the chip size).",
+        ),
+        click.option(
+            "--val-fraction",
+            type=click.FloatRange(0, 0.9),
+            default=None,
+            help="Share of each image's longer side held out for validation (default: 0.2).",
+        ),
+        click.option(
+            "--val-strip",
+            type=click.Choice(VAL_STRIPS),
+            default=None,
+            help="Where each image's validation strip lies along its longer side (put it away "
+            "from the area you will map; default auto: away from the part --label-area leaves "
+            "out, else the end, moved where the labels' classes are like the whole's if a "
+            "class is scarce there).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 asset_opt = click.option(
     "--asset",
     default=None,
     help="Asset key when an image is a STAC Item (JSON file or URL), e.g. --asset visual.",
 )
+
+
+def given_options(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not None), to pass on over the callee's defaults.
+
+    Example:
+        >>> given_options(stride=128, val_strip=None)
+        {'stride': 128}
+    """
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def resolve_image(source: Any, asset: str | None) -> Any:

@@ -12,13 +12,14 @@ from geounet.cli.options import (
     allow_no_crs_opt,
     asset_opt,
     classes_opt,
+    given_options,
     label_area_opt,
     overwrite_opt,
     parse_bands,
     resolve_image,
+    split_opts,
 )
 from geounet.core.classes import parse_classes
-from geounet.core.types import VAL_STRIPS
 
 
 @click.command("prepare")
@@ -34,23 +35,8 @@ from geounet.core.types import VAL_STRIPS
 @classes_opt("Label classes")
 @click.option("--label-field", default=None, help="Vector attribute holding the class.")
 @click.option("--chip-size", type=click.IntRange(32, 4096), default=256, show_default=True)
-@click.option(
-    "--stride",
-    type=click.IntRange(1, 4096),
-    default=None,
-    help="Step between chips (default: half a chip on a small area, else the chip size).",
-)
 @click.option("--bands", default=None, help="1-based bands to use, e.g. 1,2,3 (default: all).")
-@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True)
-@click.option(
-    "--val-strip",
-    type=click.Choice(VAL_STRIPS),
-    default="auto",
-    show_default=True,
-    help="Where each image's validation strip lies along its longer side (put it away from "
-    "the area you will map; auto: away from the part --label-area leaves out, else the end, "
-    "moved where the labels' classes are like the whole's if a class is scarce there).",
-)
+@split_opts
 @label_area_opt
 @asset_opt
 @allow_no_crs_opt
@@ -62,10 +48,10 @@ def command(
     classes: str | None,
     label_field: str | None,
     chip_size: int,
-    stride: int | None,
     bands: str | None,
-    val_fraction: float,
-    val_strip: str,
+    stride: int | None,
+    val_fraction: float | None,
+    val_strip: str | None,
     label_area: Path | None,
     asset: str | None,
     allow_no_crs: bool,
@@ -91,14 +77,12 @@ def command(
         classes=parse_classes(classes),
         label_field=label_field,
         chip_size=chip_size,
-        stride=stride,
         bands=band_list,
-        val_fraction=val_fraction,
-        val_strip=val_strip,
         label_area=label_area,
         allow_no_crs=allow_no_crs,
         out_dir=out,
         overwrite=overwrite,
+        **given_options(stride=stride, val_fraction=val_fraction, val_strip=val_strip),
     )
     click.echo(str(data.summary()))
     click.echo(f"chips: {data.chip_dir}")

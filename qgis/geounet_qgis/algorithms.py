@@ -282,6 +282,14 @@ class TrainModel(_Base):
                 "CHIP_SIZE", "Chip size", QgsProcessingParameterNumber.Integer, 256, False, 32
             )
         )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "REFIT_ON_ALL",
+                "Then train again on all labels, validation strip included (small labelled "
+                "areas; about twice the time)",
+                False,
+            )
+        )
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -308,6 +316,7 @@ class TrainModel(_Base):
             lr=self.parameterAsDouble(parameters, "LEARNING_RATE", context) or None,
             chip_size=self.parameterAsInt(parameters, "CHIP_SIZE", context),
             label_area=area,
+            refit_on_all=self.parameterAsBool(parameters, "REFIT_ON_ALL", context),
         )
         _run(args, feedback)
         return {"OUTPUT": out}

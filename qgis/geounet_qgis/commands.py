@@ -51,11 +51,13 @@ def train_args(
     lr: float | None = None,
     chip_size: int = 256,
     label_area: str | None = None,
+    refit_on_all: bool = False,
 ) -> list[str]:
     """``geounet train IMAGE --labels LABELS``: the model folder ``out``.
 
     ``label_area``: a polygon file outlining the labelled part of the image (the rest is
-    not taught as background).
+    not taught as background). ``refit_on_all``: train again on every label, validation
+    strip included, for the epochs validation picked (``--refit-on-all``).
     """
     args = ["train", image, "--labels", labels, "--out", out, "--backbone", backbone]
     args += ["--chip-size", str(chip_size), "--overwrite"]
@@ -71,6 +73,8 @@ def train_args(
         args += ["--lr", str(lr)]
     if label_area:
         args += ["--label-area", label_area]
+    if refit_on_all:
+        args += ["--refit-on-all"]
     return args
 
 
