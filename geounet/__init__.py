@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from geounet.core.threads import limit_spin_waiting
 from geounet.core.version import __version__
+
+limit_spin_waiting()  # before torch loads: a machine shared with other work does not stall it
 
 __all__ = [
     "GeoData",

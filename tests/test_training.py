@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -391,6 +394,39 @@ def test_bad_fit_arguments():
         p.requires_grad_(False)
     with pytest.raises(InvalidParameterError, match="frozen"):
         trainer.fit(data.train_dl, data.valid_dl, 1, 1e-3, progress=False)
+
+
+def test_spin_waiting_is_limited_unless_the_user_chose(monkeypatch):
+    """``limit_spin_waiting`` sets GOMP_SPINCOUNT only with no user choice and torch not loaded."""
+    from geounet.core.threads import SPIN_COUNT, WAIT_ENV, limit_spin_waiting
+
+    for key in WAIT_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert limit_spin_waiting() is False  # torch is loaded here: too late, hands off
+    assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delitem(sys.modules, "torch")
+    assert limit_spin_waiting() is True and os.environ["GOMP_SPINCOUNT"] == str(SPIN_COUNT)
+    for key, value in (("GOMP_SPINCOUNT", "5"), ("OMP_WAIT_POLICY", "ACTIVE")):
+        for other in WAIT_ENV:
+            monkeypatch.delenv(other, raising=False)
+        monkeypatch.setenv(key, value)
+        assert limit_spin_waiting() is False and os.environ[key] == value
+        assert "GOMP_SPINCOUNT" not in os.environ or key == "GOMP_SPINCOUNT"
+
+
+def test_import_geounet_limits_spin_waiting_before_torch_loads():
+    """A fresh process: ``import geounet`` sets it, torch then loads; a user's value stays."""
+    code = (
+        "import os, sys, geounet; assert 'torch' not in sys.modules; "
+        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["10000", "None"]
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["None", "PASSIVE"]
 
 
 def test_cpu_threads_respect_the_user(monkeypatch):
