@@ -155,7 +155,10 @@ def train_model(
             "which every process shares; chip the images first (geounet prepare IMAGE --labels "
             "LABELS --out CHIPS), then run torchrun ... -m geounet train CHIPS --ddp."
         )
-    chipping = ["labels"] * bool(labels) + sorted(set(prepare_options) - {"allow_no_crs"})
+    chipping = [
+        f"{key} (--{key.replace('_', '-')})"
+        for key in ["labels"] * bool(labels) + sorted(set(prepare_options) - {"allow_no_crs"})
+    ]
     if chip_folder and chipping:
         raise InvalidParameterError(
             f"{inputs[0]} is a chip folder: it was chipped and split already, so "

@@ -157,11 +157,7 @@ def command(
         ddp=ddp,
         augment=augment,
         allow_no_crs=allow_no_crs,
-        fit_options=given_options(
-            time_budget_s=None if budget_min is None else budget_min * 60,
-            refit_on_all=refit_on_all or None,
-            seed=seed,
-        ),
+        fit_options=_fit_options(budget_min, refit_on_all, seed),
         **given_options(
             label_field=label_field,
             label_area=label_area,
@@ -176,3 +172,12 @@ def command(
         if isinstance(value, int | float):
             click.echo(f"{key}: {value:.4f}")
     click.echo(f"model: {result['model']}")
+
+
+def _fit_options(budget_min: float | None, refit_on_all: bool, seed: int | None) -> dict:
+    """The ``fit`` keywords the options gave (none: ``fit``'s defaults)."""
+    return given_options(
+        time_budget_s=None if budget_min is None else budget_min * 60,
+        refit_on_all=refit_on_all or None,
+        seed=seed,
+    )
