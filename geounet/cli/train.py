@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -174,7 +175,7 @@ def command(
     click.echo(f"model: {result['model']}")
 
 
-def _fit_options(budget_min: float | None, refit_on_all: bool, seed: int | None) -> dict:
+def _fit_options(budget_min: float | None, refit_on_all: bool, seed: int | None) -> dict[str, Any]:
     """The ``fit`` keywords the options gave (none: ``fit``'s defaults)."""
     return given_options(
         time_budget_s=None if budget_min is None else budget_min * 60,
