@@ -571,9 +571,8 @@ def _count_peak_levels(
         data = prob.read(opts.prob_bands[value], window=win)
     else:
         return
-    if counts is not None:
-        levels = np.clip(data[core == value], 0, 255).astype(np.int64)
-        counts += np.bincount(levels, minlength=256)[:256]
+    levels = np.clip(data[core == value], 0, 255).astype(np.int64)
+    counts += np.bincount(levels, minlength=256)[:256]
 
 
 def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options) -> None:
