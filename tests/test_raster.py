@@ -714,3 +714,26 @@ def test_temporary_names_are_hidden_and_unique(tmp_path):
     assert not (tmp_path / ".x.tif.lock").exists()
     assert a.tmp != b.tmp and a.tmp.name.startswith(".x.tmp-") and a.tmp.suffix == ".tif"
     assert os.path.dirname(a.tmp) == str(tmp_path)
+
+
+@pytest.mark.parametrize("output_format", ["GTiff", "COG"])
+def test_deflate_level_is_applied_and_checked(tmp_path, output_format):
+    from geounet.io.write import RasterWriter, WriterOptions
+
+    rng = np.random.default_rng(0)
+    data = np.clip(rng.normal(128, 40, (2, 600, 600)), 0, 255).astype(np.uint8)
+    sizes = {}
+    for level in (1, 9):
+        opts = WriterOptions(deflate_level=level, output_format=output_format)
+        path = tmp_path / f"l{level}.tif"
+        with RasterWriter(path, 600, 600, 2, "uint8", CRS.from_epsg(32616),
+                          from_origin(0, 600, 1, 1), opts) as w:  # fmt: skip
+            w.write(data, 0, 0)
+        with rasterio.open(path) as src:
+            np.testing.assert_array_equal(src.read(), data)  # lossless at any level
+            assert src.profile["compress"] == "deflate"
+        sizes[level] = path.stat().st_size
+    assert sizes[1] > sizes[9]  # the level reached the encoder
+    for bad in (0, 10):
+        with pytest.raises(InvalidParameterError, match="deflate_level"):
+            WriterOptions(deflate_level=bad)
