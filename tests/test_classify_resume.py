@@ -109,7 +109,8 @@ def test_interrupted_run_continues_from_the_last_band(
     with pytest.raises(KeyboardInterrupt):
         clf.classify(image, out, resume=True, **OPTS)
     kept = sorted(p.name for p in resume_dir(out).iterdir())
-    assert kept == ["band_000000.classes.npy", "band_000001.classes.npy", "key.json"]
+    bands = ["band_000000.classes.npy", "band_000000.probs.npy", "band_000001.classes.npy"]
+    assert kept == [*bands, "band_000001.probs.npy", "key.json"]  # probabilities by default
     assert not out.exists()
     monkeypatch.setattr(resume_module.BandSink, "_save", original)
     starts: list[int] = []

@@ -472,21 +472,50 @@ def test_classify_vector_vectorizes_with_the_probabilities(
     args = ["-q", "classify", str(image), "--model", str(tiny_model), "--tile-size", "64",
             "--overlap", "16"]  # fmt: skip
     out, vector = tmp_path / "c.tif", tmp_path / "f.gpkg"
-    r = runner.invoke(cli, [*args, "--out", str(out), "--vector", str(vector)])
+    bare = ["--out", str(out), "--vector", str(vector), "--no-probabilities"]
+    r = runner.invoke(cli, [*args, *bare])
     assert r.exit_code == 0, r.output + repr(r.exception)
     ((temp, existed),) = seen
     assert existed and not temp.exists()  # a temporary file, gone once vectorized
     assert temp.parent.parent == tmp_path  # beside the output, on its disk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "f.gpkg", "img.tif"]
     out2, kept = tmp_path / "d.tif", tmp_path / "d_probabilities.tif"
-    r = runner.invoke(
-        cli, [*args, "--out", str(out2), "--vector", str(tmp_path / "g.gpkg"),
-              "--probabilities", str(kept)]
-    )  # fmt: skip
+    r = runner.invoke(cli, [*args, "--out", str(out2), "--vector", str(tmp_path / "g.gpkg")])
     assert r.exit_code == 0, r.output + repr(r.exception)
-    assert seen[1] == (kept, True) and kept.exists()
+    assert seen[1] == (kept, True) and kept.exists()  # by default kept beside the output
     with rasterio.open(out2) as src:
         assert src.tags()[PROBABILITIES_TAG] == "d_probabilities.tif"  # vectorize finds it
+    chosen = tmp_path / "elsewhere" / "p.tif"
+    chosen.parent.mkdir()
+    r = runner.invoke(
+        cli, [*args, "--out", str(tmp_path / "e.tif"), "--vector", str(tmp_path / "h.gpkg"),
+              "--probabilities", str(chosen)]
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert seen[2] == (chosen, True) and not (tmp_path / "e_probabilities.tif").exists()
+    r = runner.invoke(
+        cli, [*args, "--out", str(tmp_path / "x.tif"), "--probabilities", str(chosen),
+              "--no-probabilities"]
+    )  # fmt: skip
+    assert r.exit_code == 2 and "contradict" in r.output and not (tmp_path / "x.tif").exists()
+
+
+def test_classify_then_vectorize_drops_unsure_buildings_by_default(runner, make_raster, tmp_path,
+                                                                   tiny_model):  # fmt: skip
+    """The analyst's two commands: ``vectorize`` finds the probabilities ``classify`` left."""
+    image = make_raster(np.full((3, 64, 64), 100, np.uint8), "img.tif")
+    args = ["classify", str(image), "--model", str(tiny_model), "--tile-size", "64",
+            "--overlap", "16"]  # fmt: skip
+    notes = {}
+    for name, extra in (("default", []), ("bare", ["--no-probabilities"])):
+        out = tmp_path / f"{name}.tif"
+        r = runner.invoke(cli, ["-q", *args, "--out", str(out), *extra])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        assert (tmp_path / f"{name}_probabilities.tif").exists() == (name == "default")
+        v = runner.invoke(cli, ["vectorize", str(out), "--out", str(tmp_path / f"{name}.gpkg")])
+        assert v.exit_code == 0, v.output + repr(v.exception)
+        notes[name] = "no building probabilities" in v.stderr
+    assert notes == {"default": False, "bare": True}
 
 
 # ----------------------------------------------------------- outputs checked before any work

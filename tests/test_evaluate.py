@@ -545,7 +545,8 @@ def test_classifier_classify_with_vector_is_classify_vector(
     out, vector = tmp_path / "c.tif", tmp_path / "f.gpkg"
     assert model.classify(image, out, vector, tile_size=64, overlap=16, progress=False) == out
     assert seen == [True] and out.exists() and vector.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "f.gpkg", "image.tif"]
+    names = ["c.tif", "c_probabilities.tif", "f.gpkg", "image.tif"]  # kept beside by default
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     out.unlink()
     with pytest.raises(OutputExistsError, match=r"f\.gpkg"):
         model.classify(image, out, vector, tile_size=64, overlap=16, progress=False)

@@ -227,14 +227,16 @@ def test_sigkill_leaves_nothing_under_the_output_name(big_image, model_dir, tmp_
     proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "out_probabilities.tif").exists()
     left = leftovers(tmp_path)
-    assert left and all(name.startswith(".out.") for name in left), left  # hidden only
+    hidden = (".out.", ".out_probabilities.")  # the class raster's and its probabilities'
+    assert left and all(name.startswith(hidden) for name in left), left  # hidden only
     small = write_image(tmp_path / "small.tif", 96)
     result = CliRunner().invoke(cli, ["-q", "classify", str(small), "--model", str(model_dir),
                                       "--out", str(out), *OPTS])  # fmt: skip
     assert result.exit_code == 0, result.output + result.stderr  # the stale lock is taken over
     assert out.exists() and not (tmp_path / ".out.tif.lock").exists()
+    assert not (tmp_path / ".out_probabilities.tif.lock").exists()
 
 
 def test_two_runs_on_one_output_one_finishes_the_other_refuses(big_image, model_dir, tmp_path):
@@ -252,7 +254,7 @@ def test_two_runs_on_one_output_one_finishes_the_other_refuses(big_image, model_
     with rasterio.open(out) as src:  # whole: every pixel readable and classified
         classes = src.read(1)
     assert classes.shape == (2048, 2048) and set(np.unique(classes).tolist()) <= {0, 1}
-    assert leftovers(tmp_path) == ["out.tif"]
+    assert leftovers(tmp_path) == ["out.tif", "out_probabilities.tif"]
 
 
 # ----------------------------------------------------------------------------- a full disk

@@ -293,7 +293,10 @@ def test_cog_output_is_a_valid_cog_with_mode_overviews(make_raster, tmp_path):
     np.testing.assert_array_equal(overview[votes <= 1], 0)
     head = out.read_bytes()[:1000]  # GDAL's COG "ghost" header, untouched since written
     assert b"LAYOUT=IFDS_BEFORE_DATA" in head and b"KNOWN_INCOMPATIBLE_EDITION=NO" in head
-    assert [p.name for p in tmp_path.iterdir() if p.name != "img.tif"] == ["o.tif"]
+    outputs = sorted(p.name for p in tmp_path.iterdir() if p.name != "img.tif")
+    assert outputs == ["o.tif", "o_probabilities.tif"]  # the probabilities beside it, a COG too
+    with rasterio.open(tmp_path / "o_probabilities.tif") as p:
+        assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.count == 5
 
 
 def test_probabilities_raster(make_raster, tmp_path):
@@ -312,6 +315,36 @@ def test_probabilities_raster(make_raster, tmp_path):
         got = p.read()
     assert np.abs(got.astype(int) - np.rint(probs * 255)).max() <= 1
     assert np.abs(got.sum(0).astype(int) - 255).max() <= 2
+
+
+def test_probabilities_are_written_beside_the_class_raster_by_default(make_raster, tmp_path):
+    """``classify(image, out)`` alone leaves what ``vectorize(out)`` needs for its filters."""
+    from geounet.inference.options import probabilities_path
+    from geounet.vectorizing.confidence import PROBABILITIES_TAG, tagged_probabilities
+
+    model, src = make_model(Smooth(), n_classes=3), make_raster(image(130, 170))
+    opts = {"tile_size": 64, "overlap": 16, "progress": False}
+    out = classify_raster(model, src, tmp_path / "scene_classified.tif", **opts)
+    side = tmp_path / "scene_classified_probabilities.tif"
+    assert probabilities_path(out) == side
+    with rasterio.open(out) as o, rasterio.open(side) as p:
+        assert o.tags()[PROBABILITIES_TAG] == side.name  # relative: the pair can be moved
+        assert p.count == 3 and p.descriptions == ("background", "class1", "class2")
+        assert p.profile["compress"] == "deflate" and (p.crs, p.transform) == (o.crs, o.transform)
+        assert tagged_probabilities(out, o.tags()[PROBABILITIES_TAG]) == side
+    explicit = tmp_path / "p.tif"
+    classify_raster(model, src, tmp_path / "e.tif", probabilities=explicit, **opts)
+    with rasterio.open(side) as a, rasterio.open(explicit) as b:
+        np.testing.assert_array_equal(a.read(), b.read())  # the same raster either way
+    bare = classify_raster(model, src, tmp_path / "bare.tif", probabilities=False, **opts)
+    assert not probabilities_path(bare).exists()
+    with rasterio.open(bare) as o:
+        assert PROBABILITIES_TAG not in o.tags()
+    stale = tmp_path / "new_probabilities.tif"
+    stale.write_bytes(b"x")  # left from another run: refused before any work
+    with pytest.raises(OutputExistsError, match=r"new_probabilities\.tif.*--no-probabilities"):
+        classify_raster(model, src, tmp_path / "new.tif", **opts)
+    assert not (tmp_path / "new.tif").exists()
 
 
 def test_input_without_crs_is_refused_unless_allowed(make_raster, tmp_path):

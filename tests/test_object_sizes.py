@@ -104,7 +104,10 @@ def classified(tmp_path, make_raster):
     img[0, 20:26, 20:26] = 200  # 9 m²
     model = pointwise_model({"building": {"count": 40, "p10_m2": 4.0, "p50_m2": 20.0}})
     src = make_raster(img, "scene.tif")
-    return classify_raster(model, src, tmp_path / "classified.tif", progress=False)
+    # without probabilities: the tagged minimum area as it is (the peak filter halves it)
+    return classify_raster(
+        model, src, tmp_path / "classified.tif", probabilities=False, progress=False
+    )
 
 
 def test_classified_raster_carries_min_area_that_vectorize_uses(classified, tmp_path):
@@ -125,7 +128,11 @@ def test_without_recorded_sizes_the_fallback_applies(tmp_path, make_raster):
     img[0, 5:9, 5:9] = 200  # 4 m²: below the 5 m² fallback
     img[0, 20:26, 20:26] = 200
     out = classify_raster(
-        pointwise_model({}), make_raster(img, "s.tif"), tmp_path / "c.tif", progress=False
+        pointwise_model({}),
+        make_raster(img, "s.tif"),
+        tmp_path / "c.tif",
+        probabilities=False,
+        progress=False,
     )
     with rasterio.open(out) as src:
         assert MIN_AREA_TAG not in src.tags()

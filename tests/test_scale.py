@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ from geounet.app.scale import band_ranges, classify_many, model_loads  # noqa: E
 from geounet.cli.main import cli  # noqa: E402
 from geounet.core.errors import InvalidParameterError, OutputExistsError  # noqa: E402
 from geounet.inference.classify import classify_with_options  # noqa: E402
-from geounet.inference.options import ClassifyOptions  # noqa: E402
+from geounet.inference.options import ClassifyOptions, probabilities_path  # noqa: E402
+from geounet.vectorizing.confidence import PROBABILITIES_TAG  # noqa: E402
 from tests.model_fakes import make_fake_data, synthetic_scene  # noqa: E402
 
 OPTS = ClassifyOptions(tile_size=64, overlap=16, engine="torch", progress=False)
@@ -57,22 +59,37 @@ def scene_file(make_raster, name, h, w, seed):
     return make_raster(synthetic_scene(max(h, w), seed=seed)[0][:, :h, :w], name=name)
 
 
-def single_process(model, scene, out, opts=OPTS):
-    return classify_with_options(model, scene, out, opts)
+def single_process(model, scene, like, folder):
+    """The scene classified on one machine, under the name of the Dask output ``like``."""
+    ref = folder / f"ref_{like.parent.name}_{like.stem}"
+    ref.mkdir()
+    return classify_with_options(model, scene, ref / like.name, OPTS)
 
 
 def assert_same_raster(a, b):
+    """The same class raster, and the same probabilities beside it, named in the same tag."""
+    _assert_same_file(a, b)
+    with rasterio.open(a) as ra:
+        x, tags = ra.read(), ra.tags()
+    assert len(np.unique(x)) >= 2, "a one-class map would prove little"
+    assert tags[PROBABILITIES_TAG] == probabilities_path(a).name
+    _assert_same_file(probabilities_path(a), probabilities_path(b))
+
+
+def _assert_same_file(a, b):
     with rasterio.open(a) as ra, rasterio.open(b) as rb:
-        assert (ra.crs, ra.transform, ra.shape, ra.nodata) == (
+        assert (ra.crs, ra.transform, ra.shape, ra.nodata, ra.count) == (
             rb.crs,
             rb.transform,
             rb.shape,
             rb.nodata,
+            rb.count,
         )
-        assert ra.tags() == rb.tags() and ra.colormap(1) == rb.colormap(1)
+        assert ra.tags() == rb.tags() and ra.descriptions == rb.descriptions
+        if ra.count == 1:
+            assert ra.colormap(1) == rb.colormap(1)
         x, y = ra.read(), rb.read()
     np.testing.assert_array_equal(x, y)
-    assert len(np.unique(x)) >= 2, "a one-class map would prove little"
 
 
 def test_many_scenes_one_task_each_equal_single_process(client, model_dir, local_model,
@@ -82,7 +99,7 @@ def test_many_scenes_one_task_each_equal_single_process(client, model_dir, local
     outs = classify_many(model_dir, scenes, tmp_path / "out", client=client, options=OPTS)
     assert [o.name for o in outs] == ["s0_classified.tif", "s1_classified.tif", "s2_classified.tif"]
     for scene, out in zip(scenes, outs):
-        assert_same_raster(out, single_process(local_model, scene, tmp_path / f"ref_{out.name}"))
+        assert_same_raster(out, single_process(local_model, scene, out, tmp_path))
     loads = client.run(model_loads)
     assert sum(loads.values()) >= 1 and max(loads.values()) <= 1  # once per worker, not per task
 
@@ -94,8 +111,14 @@ def test_one_scene_in_row_bands_equals_single_process(client, model_dir, local_m
     assert len(ranges) == 9 and ranges[-1] == (560, 600)  # bands not aligned with tiles
     (out,) = classify_many(model_dir, [scene], tmp_path / "out", client=client, options=OPTS,
                            band_rows=70)  # fmt: skip
-    assert_same_raster(out, single_process(local_model, scene, tmp_path / "ref.tif"))
+    assert_same_raster(out, single_process(local_model, scene, out, tmp_path))
     assert max(client.run(model_loads).values()) <= 1
+    none = replace(OPTS, probabilities=False)
+    (bare,) = classify_many(model_dir, [scene], tmp_path / "bare", client=client, options=none,
+                            band_rows=70)  # fmt: skip
+    assert sorted(p.name for p in bare.parent.iterdir()) == ["big_classified.tif"]
+    with rasterio.open(bare) as src:
+        assert PROBABILITIES_TAG not in src.tags()
 
 
 def test_a_worker_killed_mid_run_changes_nothing(model_dir, local_model, make_raster, tmp_path):
@@ -121,7 +144,8 @@ def test_a_worker_killed_mid_run_changes_nothing(model_dir, local_model, make_ra
         thread.join(300)
         assert not thread.is_alive()
         assert killed[0] not in cl.run(os.getpid).values()  # that process is gone
-    assert_same_raster(result["out"][0], single_process(local_model, scene, tmp_path / "ref.tif"))
+    out = result["out"][0]
+    assert_same_raster(out, single_process(local_model, scene, out, tmp_path))
 
 
 def test_cli_classifies_many_scenes_on_a_scheduler(client, model_dir, local_model, make_raster,
@@ -135,7 +159,7 @@ def test_cli_classifies_many_scenes_on_a_scheduler(client, model_dir, local_mode
     assert "dashboard" in res.output
     for scene in scenes:
         out = tmp_path / "cli" / f"{scene.stem}_classified.tif"
-        assert_same_raster(out, single_process(local_model, scene, tmp_path / f"r{scene.name}"))
+        assert_same_raster(out, single_process(local_model, scene, out, tmp_path))
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "already exists" in again.output
 
@@ -156,6 +180,10 @@ def test_bad_runs_are_refused_before_any_work(model_dir, make_raster, tmp_path):
     (tmp_path / "o" / "a_classified.tif").write_bytes(b"x")
     with pytest.raises(OutputExistsError, match=r"a_classified\.tif"):
         classify_many(model_dir, [a], tmp_path / "o")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "a_classified_probabilities.tif").write_bytes(b"x")  # a stale sidecar
+    with pytest.raises(OutputExistsError, match=r"a_classified_probabilities\.tif"):
+        classify_many(model_dir, [a], tmp_path / "p")
 
 
 def test_cli_workers_starts_a_local_cluster_for_one_scene(model_dir, local_model, make_raster,
@@ -168,7 +196,7 @@ def test_cli_workers_starts_a_local_cluster_for_one_scene(model_dir, local_model
     assert res.exit_code == 0, res.output
     assert "dashboard: http" in res.output
     out = tmp_path / "w" / "w_classified.tif"
-    assert_same_raster(out, single_process(local_model, scene, tmp_path / "ref.tif"))
+    assert_same_raster(out, single_process(local_model, scene, out, tmp_path))
     lone = CliRunner().invoke(cli, ["classify", str(scene), "--workers", "2", "--out",
                                     str(tmp_path / "x.tif")])  # fmt: skip
     assert lone.exit_code == 2 and "--out-dir" in lone.output
@@ -188,4 +216,4 @@ def test_remote_scenes_are_read_by_the_workers_over_http(client, model_dir, loca
         server.stop()
     for scene, out in zip(scenes, outs):
         assert out.name == f"{scene.stem}_classified.tif"
-        assert_same_raster(out, single_process(local_model, scene, tmp_path / f"ref{scene.name}"))
+        assert_same_raster(out, single_process(local_model, scene, out, tmp_path))

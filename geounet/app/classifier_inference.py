@@ -53,7 +53,7 @@ class Inference:
         batch_size: int = 4,
         blend: str = "spline",
         tta: str | None = None,
-        probabilities: PathLike | None = None,
+        probabilities: PathLike | bool | None = True,
         output_format: str = "GTiff",
         overwrite: bool = False,
         progress: bool = True,
@@ -71,9 +71,11 @@ class Inference:
 
         With ``vector`` the result is also vectorized into that file (``.gpkg``, ``.geojson``,
         ``.shp``, ``.fgb``, ``.parquet``; one layer per class), as ``geounet classify
-        --vector`` does: the building probabilities are at hand (a temporary file unless
-        ``probabilities=`` keeps them), so buildings the network was never sure of are
-        dropped, and every output is checked before the network runs.
+        --vector`` does: the building probabilities are at hand (beside ``out_raster`` by
+        default; a temporary file with ``probabilities=False``), so buildings the network was
+        never sure of are dropped, and every output is checked before the network runs.
+        Without ``vector`` the probabilities are written all the same (unless
+        ``probabilities=False``), so ``vectorize(out_raster)`` later drops them too.
 
         Example:
             Not run as a doctest: it needs a trained model and a scene on disk.

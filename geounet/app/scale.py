@@ -12,6 +12,10 @@ address, or a local cluster it starts), with the same result as one machine:
   (:func:`~geounet.inference.classify.class_writer`). Bands are submitted as the writer
   consumes them (at most two per worker thread in flight), so memory stays bounded.
 
+Either way the class probabilities are written beside each output by default
+(``<scene stem>_classified_probabilities.tif``, named in its tag, as one machine writes them),
+so that ``vectorize`` of each output drops the buildings the network was never sure of.
+
 The model folder's two files are scattered to every worker once (no shared file system is
 needed); each worker process loads the model once (:func:`worker_model`, keyed by the files'
 hash) and keeps it for every later task. A task lost with its worker is recomputed elsewhere by
@@ -45,9 +49,15 @@ import numpy as np
 
 from geounet.core.errors import InputNotFoundError, InvalidParameterError, OutputExistsError
 from geounet.core.types import PathLike, check_choice, import_optional
-from geounet.inference.classify import class_writer, classify_rows, classify_with_options
+from geounet.inference.classify import (
+    class_writer,
+    classify_rows,
+    classify_with_options,
+    probability_writer,
+)
 from geounet.inference.engines import ENGINE_FAMILIES
 from geounet.inference.options import ClassifyOptions
+from geounet.inference.streams import probs_to_uint8
 from geounet.io.raster import open_raster
 from geounet.io.remote import check_local_output, is_remote
 from geounet.io.write import atomic_output
@@ -152,21 +162,35 @@ def model_loads() -> int:
     return _LOADS[0]
 
 
-def _scene_task(payload: ModelPayload, scene: PathLike, options: ClassifyOptions) -> bytes:
-    """Classify one scene on a worker; the class raster's bytes."""
+def _scene_task(
+    payload: ModelPayload, scene: PathLike, options: ClassifyOptions, name: str
+) -> tuple[bytes, bytes | None]:
+    """Classify one scene on a worker; the bytes of the class raster (and its probabilities).
+
+    The files are written under their final names (``name``, and the probabilities beside it
+    when ``options.probabilities`` is True), so the class raster's tag names its probabilities
+    as the driver lays them side by side.
+    """
     model = worker_model(payload)
     with tempfile.TemporaryDirectory(prefix="geounet-scene-") as tmp:
-        out = Path(tmp) / "classified.tif"
-        classify_with_options(model, scene, out, options)
-        return out.read_bytes()
+        out = Path(tmp) / name
+        opts = options.for_output(out)
+        classify_with_options(model, scene, out, opts)
+        probs = Path(opts.probabilities).read_bytes() if opts.probabilities else None
+        return out.read_bytes(), probs
 
 
 def _band_task(
     payload: ModelPayload, scene: PathLike, rows: tuple[int, int], options: ClassifyOptions
-) -> np.ndarray:
-    """Classify the rows ``[a, b)`` of a scene on a worker; ``uint8 (b - a, W)`` classes."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classify the rows ``[a, b)`` of a scene on a worker.
+
+    Returns ``uint8 (b - a, W)`` classes and, when ``options.probabilities`` is set, the
+    probabilities as written, ``uint8 (K, b - a, W)`` (else None).
+    """
     model = worker_model(payload)
-    return classify_rows(model, scene, rows[0], rows[1], options)[0]
+    classes, probs = classify_rows(model, scene, rows[0], rows[1], options)
+    return classes, (probs_to_uint8(probs) if options.probabilities else None)
 
 
 def default_band_rows(width: int, height: int, options: ClassifyOptions, threads: int = 1) -> int:
@@ -253,10 +277,11 @@ def _check_scenes(
     """``(scene, output)`` pairs, every problem refused before any work."""
     if not scenes:
         raise InvalidParameterError("classify_many got no scene; give one or more images.")
-    if options.probabilities is not None:
+    if options.probabilities not in (None, True):
         raise InvalidParameterError(
             f"{options.probabilities}: probabilities= names one file, but classify_many "
-            "writes one output per scene; leave it out (classify one scene for probabilities)."
+            "writes one output per scene; leave it True (the probabilities beside each "
+            "output) or make it False (none)."
         )
     pairs: list[tuple[PathLike, Path]] = []
     for scene in scenes:
@@ -270,11 +295,12 @@ def _check_scenes(
                 f"{scene}: another scene has the same name, so both would be written to {out}; "
                 "rename one of them or classify them into different folders."
             )
-        if out.exists() and not options.overwrite:
-            raise OutputExistsError(
-                f"{out}: output already exists; pass overwrite=True (--overwrite) to replace "
-                "it or choose another --out-dir."
-            )
+        for path in (out, options.for_output(out).probabilities):
+            if path is not None and path.exists() and not options.overwrite:
+                raise OutputExistsError(
+                    f"{path}: output already exists; pass overwrite=True (--overwrite) to "
+                    "replace it or choose another --out-dir."
+                )
         pairs.append((scene, out))
     return pairs
 
@@ -303,13 +329,20 @@ def _run_scenes(job: _Job, pairs: list[tuple[PathLike, Path]]) -> None:
     task_opts = replace(opts, progress=False, overwrite=False)
     submit = job.client.submit
     futures = {
-        submit(_scene_task, job.payload, scene, task_opts, retries=job.retries, pure=False): out
+        submit(
+            _scene_task, job.payload, scene, task_opts, out.name, retries=job.retries, pure=False
+        ): out
         for scene, out in pairs
     }
     with _bar(len(futures), "scene", opts.progress) as bar:
         for fut in distributed.as_completed(futures):
-            data = fut.result()
-            with atomic_output(futures[fut], overwrite=opts.overwrite) as tmp:
+            out = futures[fut]
+            data, probs = fut.result()
+            prob_path = opts.for_output(out).probabilities
+            if probs is not None and prob_path is not None:  # first, as one run writes them
+                with atomic_output(prob_path, overwrite=opts.overwrite) as tmp:
+                    tmp.write_bytes(probs)
+            with atomic_output(out, overwrite=opts.overwrite) as tmp:
                 tmp.write_bytes(data)
             fut.release()
             bar.update(1)
@@ -327,7 +360,7 @@ def _band_engine(options: ClassifyOptions) -> tuple[ClassifyOptions, str]:
 
 def _run_bands(job: _Job, scene: PathLike, out: Path, band_rows: int | None) -> None:
     """Row bands of one scene; the driver writes each band's rows in order as it arrives."""
-    client, opts = job.client, job.options
+    client, opts = job.client, job.options.for_output(out)
     info = open_raster(scene, allow_no_crs=opts.allow_no_crs, asset=opts.asset)
     threads = max(1, sum(client.nthreads().values()))
     rows = band_rows or default_band_rows(info.width, info.height, opts, threads)
@@ -345,13 +378,20 @@ def _run_bands(job: _Job, scene: PathLike, out: Path, band_rows: int | None) -> 
 
     for _ in range(in_flight):
         submit()
-    with (
-        class_writer(out, info, job.config, opts, engine) as writer,
-        _bar(len(ranges), "band", opts.progress) as bar,
-    ):
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(class_writer(out, info, job.config, opts, engine))
+        prob_writer = None
+        if opts.probabilities is not None:
+            prob_writer = stack.enter_context(
+                probability_writer(opts.probabilities, info, job.config, opts)
+            )
+        bar = stack.enter_context(_bar(len(ranges), "band", opts.progress))
         while pending:
             (a, _), fut = pending.popleft()
-            writer.write(fut.result(), row=a, col=0)
+            classes, probs = fut.result()
+            writer.write(classes, row=a, col=0)
+            if prob_writer is not None and probs is not None:
+                prob_writer.write(probs, row=a, col=0)
             fut.release()
             bar.update(1)
             submit()
@@ -395,7 +435,9 @@ def classify_many(
         out_dir: Local folder of the outputs, ``<scene stem>_classified.tif`` each.
         client: A :class:`distributed.Client`; default: connect to ``scheduler`` or start a
             local cluster of ``workers`` single-threaded worker processes.
-        options: How to classify (``probabilities`` is not allowed: one file per scene).
+        options: How to classify (``probabilities``: True, the default, writes each
+            output's probabilities beside it, ``<stem>_classified_probabilities.tif``;
+            False none; a path is refused: one file per scene).
         split: ``"auto"`` (bands for one scene, one task per scene otherwise), ``"scenes"``
             or ``"bands"``.
         band_rows: Rows per band (default: :func:`default_band_rows`).

@@ -30,8 +30,8 @@ def classify_and_vectorize(
     """Classify ``image`` with a loaded model into ``out``, then optionally vectorize it.
 
     Every output is checked before the network runs. With ``vector`` the building
-    probabilities are at hand when vectorizing (in a temporary file beside ``out``, unless
-    ``options.probabilities`` keeps them), so buildings the network was never sure of are
+    probabilities are at hand when vectorizing (beside ``out`` by default; in a temporary file
+    when ``options.probabilities`` is False), so buildings the network was never sure of are
     dropped (:mod:`geounet.vectorizing.confidence`); with ``options.resume`` only when kept
     (a resumed run must name the same outputs as the interrupted one).
 
@@ -50,7 +50,7 @@ def classify_and_vectorize(
     """
     from geounet.inference.classify import classify_with_options
 
-    opts = options or ClassifyOptions()
+    opts = (options or ClassifyOptions()).for_output(out)
     if vector:  # every output is checked before any work (classify checks its rasters)
         from geounet.io.vectors import check_outputs  # geopandas: only when vectorizing
 

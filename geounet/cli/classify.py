@@ -69,7 +69,14 @@ if TYPE_CHECKING:
     "--probabilities",
     type=click.Path(path_type=Path),
     default=None,
-    help="Also write per-class probabilities (uint8 0-255, one band per class).",
+    help="Write the class probabilities (uint8 0-255, one band per class) here "
+    "[default: beside OUT, <its stem>_probabilities.tif; vectorize uses them to drop "
+    "buildings the network was never sure of].",
+)
+@click.option(
+    "--no-probabilities",
+    is_flag=True,
+    help="Do not write the class probabilities (vectorize then keeps every building).",
 )
 @click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF with overviews.")
 @click.option(
@@ -103,6 +110,7 @@ def command(
     blend: str,
     tta: str | None,
     probabilities: Path | None,
+    no_probabilities: bool,
     cog: bool,
     asset: str | None,
     resume: bool,
@@ -125,15 +133,21 @@ def command(
       geounet classify s3://bucket/huge.tif --out-dir out --scheduler tcp://HOST:8786
     """
     from geounet.app.workflows import classify_scene
+    from geounet.core.errors import InvalidParameterError
     from geounet.inference.options import ClassifyOptions
 
+    if probabilities is not None and no_probabilities:
+        raise InvalidParameterError(
+            f"--probabilities {probabilities} and --no-probabilities contradict each other; "
+            "give one of them."
+        )
     options = ClassifyOptions(
         tile_size=tile_size,
         overlap=overlap,
         batch_size=batch_size,
         blend=blend,
         tta=tta,
-        probabilities=probabilities,
+        probabilities=False if no_probabilities else (probabilities or True),
         output_format="COG" if cog else "GTiff",
         overwrite=overwrite,
         progress=not ctx.obj.get("quiet"),

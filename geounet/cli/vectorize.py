@@ -89,9 +89,9 @@ from geounet.core.classes import parse_classes
     "--probabilities",
     type=IMAGE,
     default=None,
-    help="Probability raster from classify (default: the one classify --probabilities "
-    "wrote and named in the class raster): adds mean and peak confidence, and drops "
-    "buildings the network was never sure of.",
+    help="Probability raster from classify (default: the one classify wrote and named in "
+    "the class raster, <its stem>_probabilities.tif unless chosen): adds mean and peak "
+    "confidence, and drops buildings the network was never sure of.",
 )
 @click.option(
     "--min-peak-confidence",
@@ -173,7 +173,9 @@ def command(
     if buildings is not None and buildings.attrs.get("min_peak_confidence") is None:
         click.echo(
             "note: no building probabilities, so buildings the network was never sure of are "
-            "kept; classify with --probabilities PATH (or --vector) to have them dropped.",
+            "kept; classify without --no-probabilities (they are written beside the class "
+            "raster, <its stem>_probabilities.tif) or give --probabilities PATH to have them "
+            "dropped.",
             err=True,
         )
     click.echo(f"written: {out}")

@@ -74,6 +74,7 @@ from geounet.vectorizing.sizes import MIN_AREA_TAG, min_area_from_sizes
 
 __all__ = [
     "GDAL_CACHE_BYTES",
+    "PROBABILITIES_DEFLATE_LEVEL",
     "RANGE_RATIO_WARN",
     "RESAMPLE_TOLERANCE",
     "RESOLUTION_WARN",
@@ -83,9 +84,14 @@ __all__ = [
     "classify_rows",
     "classify_with_options",
     "predict_array",
+    "probability_writer",
     "run_network",
 ]
 
+#: DEFLATE level of the probabilities raster: 2.5 times faster than GDAL's default 6 for
+#: 7 % more bytes (a real scene's two-class probabilities; twenty-fourth round of
+#: ``benchmarks/README.md``); the class raster keeps 6.
+PROBABILITIES_DEFLATE_LEVEL = 3
 #: Resample to the model's pixel size when the input's differs by more than this fraction.
 RESAMPLE_TOLERANCE = 0.05
 #: Warn when the pixel sizes differ by more than this fraction.
@@ -338,7 +344,7 @@ def classify_raster(
     batch_size: int = 4,
     blend: str = "spline",
     tta: str | None = None,
-    probabilities: PathLike | None = None,
+    probabilities: PathLike | bool | None = True,
     output_format: str = "GTiff",
     overwrite: bool = False,
     progress: bool = True,
@@ -406,6 +412,7 @@ def classify_with_options(
         BandMismatchError: The input does not have the model's bands.
         InvalidParameterError: ``options.probabilities`` is ``out_raster`` itself.
     """
+    options = options.for_output(out_raster)
     for out in (out_raster, options.probabilities):
         if out is not None:
             check_local_output(out)
@@ -444,11 +451,16 @@ def classify_with_options(
 def _check_outputs(out_raster: Path, options: ClassifyOptions) -> list[Path]:
     """The output paths (class raster, then probabilities), refused before any work."""
     outs = [out_raster] + ([Path(options.probabilities)] if options.probabilities else [])
-    for out in outs:
+    for out, what in zip(outs, ("output", "the class probabilities' output"), strict=False):
         if out.exists() and not options.overwrite:
+            other = (
+                ""
+                if out == out_raster
+                else ", or probabilities=False (--no-probabilities) to leave them out"
+            )
             raise OutputExistsError(
-                f"{out}: output already exists; pass overwrite=True (--overwrite) to replace "
-                "it or choose another name."
+                f"{out}: {what} already exists; pass overwrite=True (--overwrite) to replace "
+                f"it or choose another name{other}."
             )
     if len(outs) == 2 and outs[0].resolve() == outs[1].resolve():
         raise InvalidParameterError(
@@ -467,19 +479,32 @@ def _open_writers(
     engine: str,
 ) -> WriterSink:
     """Writers of the class raster (and the probabilities), closed by ``stack``."""
-    geo = (info.crs, info.transform)
-    common = {"output_format": options.output_format, "overwrite": options.overwrite}
-    size = (info.width, info.height)
     writer = stack.enter_context(class_writer(outs[0], info, config, options, engine))
     prob_writer = None
     if len(outs) > 1:
-        probs = WriterOptions(
-            tags=_probability_tags(config), descriptions=config.class_names, **common
-        )
-        prob_writer = stack.enter_context(
-            RasterWriter(outs[1], *size, config.n_classes, "uint8", *geo, probs)
-        )
+        prob_writer = stack.enter_context(probability_writer(outs[1], info, config, options))
     return WriterSink(writer, prob_writer)
+
+
+def probability_writer(
+    path: PathLike, info: RasterInfo, config: Any, options: ClassifyOptions
+) -> RasterWriter:
+    """The writer of the probabilities raster as :func:`classify_raster` writes it.
+
+    uint8 (0-255), one band per class named after it, on the input's grid, with the
+    ``GEOUNET_CLASSES`` and scale tags, ``options.output_format`` and ``options.overwrite``
+    (to enter with ``with``; scale-out code writes finished rows into it in order).
+    """
+    probs = WriterOptions(
+        tags=_probability_tags(config),
+        descriptions=config.class_names,
+        output_format=options.output_format,
+        overwrite=options.overwrite,
+        deflate_level=PROBABILITIES_DEFLATE_LEVEL,
+    )
+    return RasterWriter(
+        path, info.width, info.height, config.n_classes, "uint8", info.crs, info.transform, probs
+    )
 
 
 def class_writer(

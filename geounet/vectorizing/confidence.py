@@ -29,8 +29,10 @@ probability under :data:`ROAD_CONFIDENCE` is dropped.
 
 ``classify`` records the probability raster in the class raster's
 :data:`PROBABILITIES_TAG` (its path relative to the class raster's folder when it lies in it
-or below, else absolute), so that ``vectorize(classified)`` finds it while it is still there;
-``geounet classify --vector`` vectorizes with a temporary one, which is gone afterwards.
+or below, else absolute), so that ``vectorize(classified)`` finds it while it is still there.
+It writes one by default, beside the class raster (``<its stem>_probabilities.tif``); with
+``probabilities=False`` (``--no-probabilities``) none, and ``classify --vector`` then
+vectorizes with a temporary one, gone afterwards.
 
 Example:
     >>> probabilities_tag("out/scene_classified.tif", "out/scene_probabilities.tif")

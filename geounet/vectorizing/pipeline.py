@@ -172,8 +172,9 @@ def vectorize(
             spur length and gap used.
         probabilities: Probability raster written by ``classify`` (uint8 0-255, one band
             per class, same grid). None (default): the one the class raster's
-            ``GEOUNET_PROBABILITIES`` tag names (``classify(..., probabilities=...)`` writes
-            it), when that file is still there; else none.
+            ``GEOUNET_PROBABILITIES`` tag names (``classify`` writes them beside the class
+            raster by default and names them there), when that file is still there; else
+            none.
         min_peak_confidence: With probabilities, buildings whose most confident pixel has a
             lower building probability are dropped (hysteresis: traced at 0.5, kept with a
             seed at this). None: :data:`~geounet.vectorizing.confidence.PEAK_CONFIDENCE`
@@ -350,8 +351,8 @@ def _probabilities(
         raise InvalidParameterError(
             f"{name}={value} needs the {what} probabilities, and {info.path} "
             "names none that still exists: pass probabilities= (--probabilities) with the "
-            "raster classify wrote beside it (classify(..., probabilities=...)), or leave "
-            f"{name} out."
+            "raster classify wrote beside it (by default <its stem>_probabilities.tif), or "
+            f"leave {name} out."
         )
     if probabilities is None:
         return None, (None, None, False)
