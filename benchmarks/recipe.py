@@ -7,7 +7,7 @@ library is run with its defaults only::
     data = prepare_data(train_image, train_labels, classes=...)
     model = UnetClassifier(data)
     model.fit()
-    model.classify(test_image, "classified.tif", probabilities="probabilities.tif")
+    model.classify(test_image, "classified.tif")  # the probabilities beside it by default
     vectorize("classified.tif")  # uses the probabilities classify named in the class raster
 
 and the test part is scored: pixel IoU per class and mIoU (confusion matrix of the class raster
@@ -15,9 +15,10 @@ against the labels rasterized onto the test grid by the library's own label read
 object F1 (one-to-one matching at IoU >= 0.5, the SpaceNet metric, with
 :func:`geounet.evaluation.metrics.match_polygons`), predicted and true building counts, and the
 training minutes. The probabilities are what ``vectorize`` drops unsure buildings with (as
-``geounet classify --vector`` does); the trained model (``SCENE/model``), class rasters and
-probability rasters (``SCENE/probabilities_NN.tif``) stay under ``--out`` to compare runs
-afterwards.
+``geounet classify --vector`` does); ``classify`` writes them by default, here under names of
+their own so that saved runs stay comparable: the trained model (``SCENE/model``), class
+rasters and probability rasters (``SCENE/probabilities_NN.tif``) stay under ``--out`` to
+compare runs afterwards.
 
 Scenes (``--scene NAME`` runs one):
 
