@@ -77,10 +77,10 @@ class ClassifyOptions:
             then keeps every building. Measured on real scenes (fourteenth round of
             ``benchmarks/README.md``): vectorizing with them raised object F1 by 0.02-0.05 on
             15 of 17 models and lowered it on none. Writing them (2 CPU cores, a trained
-            two-class model, ``benchmarks/probabilities_cost.py``) made classifying 1.01-1.07
-            times as long on PyTorch and 1.06-1.11 times on ONNX Runtime, and took 0.40 bytes
-            per pixel beside the class raster's 0.02 (``benchmarks/README.md``, twenty-fourth
-            round).
+            two-class model, ``benchmarks/probabilities_cost.py``) made classifying 1.05-1.07
+            times as long on PyTorch and 1.11 times on ONNX Runtime (best of the rounds), and
+            took 0.40 bytes per pixel beside the class raster's 0.02 (``benchmarks/README.md``,
+            twenty-fourth round).
         output_format: ``"GTiff"`` or ``"COG"`` (Cloud-Optimised GeoTIFF with overviews).
         overwrite: Replace outputs that already exist (refused otherwise).
         progress: Show a progress bar over tiles.
