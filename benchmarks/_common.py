@@ -124,11 +124,13 @@ def work_dir(path: Path) -> Path:
 def classify_options(args: argparse.Namespace, **fields: Any) -> Any:
     """The :class:`~geounet.inference.options.ClassifyOptions` of ``--tile/--overlap/--batch``.
 
-    Outputs are replaced and no progress bar is drawn; ``fields`` set other options.
+    Outputs are replaced, no progress bar is drawn and only the class raster is written (no
+    probabilities beside it: the peers and the recorded figures write class maps only; what the
+    probabilities cost is ``probabilities_cost.py``'s measure); ``fields`` set other options.
     """
     from geounet.inference.options import ClassifyOptions
 
-    base = {"overwrite": True, "progress": False, **fields}
+    base = {"overwrite": True, "progress": False, "probabilities": False, **fields}
     return ClassifyOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, **base)
 
 

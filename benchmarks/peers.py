@@ -147,7 +147,13 @@ def run_geounet(args: Any, scene: Path, out: Path) -> str:
     from geounet.inference.classify import classify_with_options
     from geounet.inference.options import ClassifyOptions
 
-    fields = {"tile_size": args.tile, "overlap": args.overlap, "engine": "auto"}
+    # The class raster only, as every peer writes (probabilities_cost.py measures the sidecar)
+    fields = {
+        "tile_size": args.tile,
+        "overlap": args.overlap,
+        "engine": "auto",
+        "probabilities": False,
+    }
     opts = ClassifyOptions(overwrite=True, progress=False, **fields)
     if args.trained:  # as `geounet classify` runs it
         classify_scene(scene, model=args.trained, out=out, options=opts)

@@ -50,6 +50,7 @@ def _options(**fields: Any) -> Any:
     from geounet.inference.options import ClassifyOptions
 
     base = {"tile_size": TILE, "overlap": OVERLAP, "progress": False, "overwrite": True}
+    base["probabilities"] = False  # the class raster only: what the recorded figures timed
     return ClassifyOptions(**{**base, **fields})
 
 

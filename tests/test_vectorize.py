@@ -314,6 +314,39 @@ def test_lines_split_by_a_bridge_keep_their_mean_confidence(tmp_path):
     np.testing.assert_allclose(road["mean_confidence"][~along], 0.8, atol=1e-6)
 
 
+def test_many_dead_ends_join_one_road_each_on_the_line_as_split_so_far(tmp_path):
+    """A comb of 90 aisles ending 10 m short of one road: every bridge splits the road again.
+
+    Each ray must find the piece of the road that earlier bridges left there (the spatial
+    index is updated, and rebuilt past 64 new lines, instead of rebuilt after each bridge).
+    """
+    a = np.zeros((80, 90 * 8 + 8), np.uint8)
+    a[8:12, :] = 2  # the road along the top
+    for i in range(90):
+        a[22:76, 8 + 8 * i : 11 + 8 * i] = 2  # aisles 3 px wide, 5 m apart
+    road = vectorize(classified(tmp_path / "c.tif", a, res=1.0))["road"]
+    assert _parts(road) == 1  # every aisle reached the road
+    # the road cut at each of the 90 joints, the 90 aisles with their bridges
+    assert 170 <= len(road) <= 181
+    aisles = road[road.geometry.centroid.y < ORIGIN[1] - 15]
+    assert len(aisles) == 90
+
+
+def test_a_bridge_snaps_to_the_nearer_end_of_a_short_line():
+    """Which end a bridge joins does not depend on how the graph lists the line."""
+    import networkx as nx
+
+    from geounet.vectorizing.centerlines import _snap_or_split
+
+    for u, v in ((0, 1), (1, 0)):
+        g = nx.MultiGraph()
+        g.add_node(0, xy=np.array([0.0, 0.0]))
+        g.add_node(1, xy=np.array([4.0, 0.0]))
+        g.add_edge(u, v, xy=np.array([g.nodes[u]["xy"], g.nodes[v]["xy"]]), conf=(0.0, 0))
+        assert _snap_or_split(g, u, v, 0, shapely.Point(3.0, 0.0), 5.0) == 1
+        assert g.number_of_nodes() == 2  # snapped, not split
+
+
 def test_parallel_roads_are_not_bridged(tmp_path):
     a = np.zeros((40, 110), np.uint8)
     a[10:14, 10:100] = 2  # two roads 16 m apart: their ends are close but face away

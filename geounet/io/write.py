@@ -459,7 +459,7 @@ class WriterOptions:
     descriptions: Sequence[str | None] | None = None
     output_format: str = "GTiff"
     overwrite: bool = False
-    deflate_level: int = 6
+    deflate_level: int = DEFAULT_DEFLATE_LEVEL
 
     def __post_init__(self) -> None:
         check_choice("output_format", self.output_format, OUTPUT_FORMATS)
