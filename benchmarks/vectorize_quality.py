@@ -17,11 +17,17 @@ figures (a part whose data is absent is reported as skipped, with the reason):
 - **speed**: a generated ``--size`` x ``--size`` building mask (default 10 000, 0.5 m
   pixels, rectangles and L-shapes, some rotated) vectorized with the defaults, against bare
   ``rasterio.features.shapes`` over the same mask, in the same run: ratio <= 2.0.
+- **road_speed**: the road map of a poorly trained model, generated (a street grid broken
+  at random, beside thousands of short strokes of confetti), at ``--road-size`` and half
+  that side: seconds of :func:`geounet.vectorize`'s road centre lines against bare
+  ``skimage.morphology.skeletonize`` of the same mask, and how the time grows with the
+  pixels (exponent ``log(t_full / t_half) / log(4)``: 1 is linear; target <= 1.3).
 
 Usage::
 
     flock /tmp/geounet-bench.lock python benchmarks/vectorize_quality.py
     python benchmarks/vectorize_quality.py --size 2000          # quick smoke test
+    python benchmarks/vectorize_quality.py --parts road_speed --road-size 4000
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ TARGETS = {
     "road_correctness": 0.90,
     "short_spurs": 0,
     "speed_ratio": 2.0,
+    "road_growth": 1.3,
 }
 
 
@@ -282,11 +289,76 @@ def speed(work: Path, size: int) -> dict:
     return out
 
 
+def road_mask(size: int, seed: int = 0) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 road map (1) as a poorly trained model draws one.
+
+    Streets 6 px wide every 100 px, each block-long piece broken at random (gaps of 6-20
+    px) with a chance of one in two, and one short stroke (3 px wide, 5-30 px long, any
+    angle) per 4 000 pixels: thousands of fragments, dead ends and gaps to bridge.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for c in range(50, size, 100):
+        for start in range(0, size, 100):
+            pieces = [(start, min(start + 100, size))]
+            if rng.random() < 0.5:
+                cut, gap = start + rng.uniform(20, 80), rng.uniform(6, 20)
+                pieces = [(start, cut), (cut + gap, min(start + 100, size))]
+            for a, b in pieces:
+                shapes += [shapely.box(a, c - 3, b, c + 3), shapely.box(c - 3, a, c + 3, b)]
+    n = size * size // 4000
+    x, y = rng.uniform(0, size, n), rng.uniform(0, size, n)
+    length, angle = rng.uniform(5, 30, n), rng.uniform(0, np.pi, n)
+    dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
+    ends = [np.stack([x - dx, y - dy], axis=-1), np.stack([x + dx, y + dy], axis=-1)]
+    strokes = shapely.linestrings(np.stack(ends, axis=1))
+    shapes += list(shapely.buffer(strokes, 1.5))
+    return rasterio.features.rasterize([(g, 1) for g in shapes], (size, size), dtype="uint8")
+
+
+def road_seconds(work: Path, size: int) -> dict:
+    """Seconds of vectorize's road lines and of bare skeletonize on a ``road_mask``."""
+    from skimage.morphology import skeletonize
+
+    mask = road_mask(size)
+    path = write_raster(
+        work / f"roads_{size}.tif",
+        mask,
+        CRS.from_epsg(EPSG),
+        from_origin(500000, 3800000, RES, RES),
+        nodata=255,
+        class_names={0: "background", 1: "road"},
+    )
+    t0 = time.perf_counter()
+    skeletonize(mask == 1)
+    bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lines = vectorize(path)["road"]
+    ours = time.perf_counter() - t0
+    print(
+        f"  {size} x {size}: vectorize {len(lines)} road lines in {ours:.2f} s, "
+        f"skeletonize {bare:.2f} s (ratio {ours / bare:.1f})"
+    )
+    return {"size": size, "lines": len(lines), "vectorize_seconds": ours, "bare_seconds": bare}
+
+
+def road_speed(work: Path, size: int) -> dict:
+    """``road_seconds`` at half the side and at the side; the growth exponent."""
+    print("road_speed: a broken street grid with confetti, vectorized at two sizes")
+    half, full = road_seconds(work, size // 2), road_seconds(work, size)
+    growth = float(np.log(full["vectorize_seconds"] / half["vectorize_seconds"]) / np.log(4))
+    print(f"  time grows as pixels^{growth:.2f} (target <= {TARGETS['road_growth']})")
+    return {"half": half, "full": full, "growth": growth}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for and print the JSON line last."""
     p = parser(__doc__)
     add_scene_args(p, size=10000, work=None, size_help="speed mask side (pixels)")
-    p.add_argument("--parts", default="buildings,roads,speed", help="comma-separated parts to run")
+    p.add_argument(
+        "--parts", default="buildings,roads,speed,road_speed", help="comma-separated parts to run"
+    )
+    p.add_argument("--road-size", type=int, default=4000, help="road_speed mask side (pixels)")
     args = p.parse_args(argv)
     parts = {part.strip() for part in args.parts.split(",")}
     result: dict = {"targets": TARGETS}
@@ -298,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             result["roads"] = roads()
         if "speed" in parts:
             result["speed"] = speed(work, args.size)
+        if "road_speed" in parts:
+            result["road_speed"] = road_speed(work, args.road_size)
     for name in ("buildings", "roads"):
         if "skipped" in result.get(name, {}):
             print(f"{name}: SKIPPED ({result[name]['skipped']})")
@@ -321,6 +395,8 @@ def _targets_met(r: dict) -> dict:
         met["short_spurs"] = rd["short_spurs"] == TARGETS["short_spurs"]
     if "ratio" in s:
         met["speed_ratio"] = s["ratio"] <= TARGETS["speed_ratio"]
+    if "growth" in r.get("road_speed", {}):
+        met["road_growth"] = r["road_speed"]["growth"] <= TARGETS["road_growth"]
     return met
 
 

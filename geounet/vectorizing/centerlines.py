@@ -265,7 +265,10 @@ class _EdgeIndex:
             for i in self.tree.query(ray, predicate="intersects").tolist()
             if i not in self.removed
         ]
-        return found + [e for e, line in self.extra.items() if line.intersects(ray)]
+        if not self.extra:
+            return found
+        hits = shapely.intersects(np.array(list(self.extra.values())), ray)
+        return found + [e for e, hit in zip(self.extra, hits.tolist()) if hit]
 
     def replace(self, old: tuple, new: list[tuple]) -> None:
         """Edge ``old`` is gone from the graph; ``new`` edges took its place."""

@@ -1,0 +1,34 @@
+"""``benchmarks/vectorize_quality.py``'s road part: a broken road map, timed at two sizes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from benchmark_modules import benchmark_module
+from scipy import ndimage
+
+
+@pytest.fixture(scope="module")
+def vq():
+    with benchmark_module("vectorize_quality.py", "vectorize_quality_benchmark") as module:
+        yield module
+
+
+def test_the_road_map_is_broken_and_strewn_with_confetti(vq) -> None:
+    mask = vq.road_mask(400)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    assert np.array_equal(mask, vq.road_mask(400))  # seeded
+    _, parts = ndimage.label(mask)
+    assert parts > 400 * 400 // 4000 // 2  # confetti, beside the broken grid
+    assert 0.05 < mask.mean() < 0.3
+
+
+def test_road_speed_times_both_sizes_and_the_growth(vq, tmp_path) -> None:
+    r = vq.road_speed(tmp_path, 400)
+    assert r["half"]["size"] == 200 and r["full"]["size"] == 400
+    assert r["full"]["lines"] > r["half"]["lines"] > 0
+    assert all(r[k]["vectorize_seconds"] > 0 and r[k]["bare_seconds"] > 0 for k in ("half", "full"))
+    assert math.isfinite(r["growth"])
+    assert vq._targets_met({"road_speed": r})["road_growth"] == (r["growth"] <= 1.3)
