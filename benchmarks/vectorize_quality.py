@@ -22,12 +22,16 @@ figures (a part whose data is absent is reported as skipped, with the reason):
   that side: seconds of :func:`geounet.vectorize`'s road centre lines against bare
   ``skimage.morphology.skeletonize`` of the same mask, and how the time grows with the
   pixels (exponent ``log(t_full / t_half) / log(4)``: 1 is linear; target <= 1.3).
+- **split_speed**: one dense block of touching roofs with ragged edges, as a network maps
+  an informal settlement (``--roofs`` per side, and half that), vectorized with the
+  defaults: seconds, buildings, and the growth exponent over the pixels (target <= 1.3).
 
 Usage::
 
     flock /tmp/geounet-bench.lock python benchmarks/vectorize_quality.py
     python benchmarks/vectorize_quality.py --size 2000          # quick smoke test
     python benchmarks/vectorize_quality.py --parts road_speed --road-size 4000
+    python benchmarks/vectorize_quality.py --parts split_speed --roofs 40
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import shapely
 from _common import EPSG, RES, add_scene_args, emit, parser, work_dir
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
+from scipy import ndimage
 
 from geounet.evaluation.metrics import line_completeness_correctness, match_polygons
 from geounet.io.raster import write_raster
@@ -63,6 +68,7 @@ TARGETS = {
     "short_spurs": 0,
     "speed_ratio": 2.0,
     "road_growth": 1.3,
+    "split_growth": 1.3,
 }
 
 
@@ -351,13 +357,66 @@ def road_speed(work: Path, size: int) -> dict:
     return {"half": half, "full": full, "growth": growth}
 
 
+def roof_block(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` x ``n`` roofs of 24-34 px, each joined to its neighbours by a 6 px neck, edges ragged.
+
+    At 0.3 m, roofs of 7-10 m touching through short walls; four in ten edge pixels are
+    dropped, so each roof has several distance peaks to merge, as a network's mask has.
+    """
+    rng = np.random.default_rng(seed)
+    size = n * 36 + 2
+    m = np.zeros((size, size), bool)
+    for i in range(n):
+        for j in range(n):
+            h, w = rng.integers(24, 34, 2)
+            r, c = 1 + i * 36, 1 + j * 36
+            m[r : r + h, c : c + w] = True
+            m[r + h // 2 - 3 : r + h // 2 + 3, c + w : c + 37] = j < n - 1
+            m[r + h : r + 37, c + w // 2 - 3 : c + w // 2 + 3] = i < n - 1
+    edge = m & ~ndimage.binary_erosion(m)
+    m &= ~(edge & (rng.random(m.shape) < 0.4))
+    m[-1] = m[:, -1] = False
+    return m.astype(np.uint8)
+
+
+def split_seconds(work: Path, n: int) -> dict:
+    """Seconds of vectorize's buildings on a ``roof_block`` of ``n`` x ``n`` roofs (0.3 m)."""
+    mask = roof_block(n)
+    path = write_raster(
+        work / f"roofs_{n}.tif",
+        mask,
+        CRS.from_epsg(EPSG),
+        from_origin(500000, 3800000, 0.3, 0.3),
+        nodata=255,
+        class_names={0: "background", 1: "building"},
+    )
+    t0 = time.perf_counter()
+    found = len(vectorize(path)["building"])
+    seconds = time.perf_counter() - t0
+    print(f"  {n * n} roofs ({mask.shape[0]} px a side): {found} buildings in {seconds:.2f} s")
+    return {"roofs": n * n, "side_px": int(mask.shape[0]), "buildings": found, "seconds": seconds}
+
+
+def split_speed(work: Path, n: int) -> dict:
+    """``split_seconds`` at half the roofs a side and at ``n``; the growth exponent."""
+    print("split_speed: one block of touching roofs with ragged edges, at two sizes")
+    half, full = split_seconds(work, n // 2), split_seconds(work, n)
+    pixels = (full["side_px"] / half["side_px"]) ** 2
+    growth = float(np.log(full["seconds"] / half["seconds"]) / np.log(pixels))
+    print(f"  time grows as pixels^{growth:.2f} (target <= {TARGETS['split_growth']})")
+    return {"half": half, "full": full, "growth": growth}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for and print the JSON line last."""
     p = parser(__doc__)
     add_scene_args(p, size=10000, work=None, size_help="speed mask side (pixels)")
     p.add_argument(
-        "--parts", default="buildings,roads,speed,road_speed", help="comma-separated parts to run"
+        "--parts",
+        default="buildings,roads,speed,road_speed,split_speed",
+        help="comma-separated parts to run",
     )
+    p.add_argument("--roofs", type=int, default=40, help="split_speed roofs per block side")
     p.add_argument("--road-size", type=int, default=4000, help="road_speed mask side (pixels)")
     args = p.parse_args(argv)
     parts = {part.strip() for part in args.parts.split(",")}
@@ -372,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
             result["speed"] = speed(work, args.size)
         if "road_speed" in parts:
             result["road_speed"] = road_speed(work, args.road_size)
+        if "split_speed" in parts:
+            result["split_speed"] = split_speed(work, args.roofs)
     for name in ("buildings", "roads"):
         if "skipped" in result.get(name, {}):
             print(f"{name}: SKIPPED ({result[name]['skipped']})")
@@ -395,8 +456,9 @@ def _targets_met(r: dict) -> dict:
         met["short_spurs"] = rd["short_spurs"] == TARGETS["short_spurs"]
     if "ratio" in s:
         met["speed_ratio"] = s["ratio"] <= TARGETS["speed_ratio"]
-    if "growth" in r.get("road_speed", {}):
-        met["road_growth"] = r["road_speed"]["growth"] <= TARGETS["road_growth"]
+    for part in ("road", "split"):
+        if "growth" in r.get(f"{part}_speed", {}):
+            met[f"{part}_growth"] = r[f"{part}_speed"]["growth"] <= TARGETS[f"{part}_growth"]
     return met
 
 

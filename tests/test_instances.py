@@ -141,6 +141,60 @@ def test_split_mask_labels_each_instance_inside_the_mask():
     assert labels[12, 10] != labels[12, 30]
 
 
+def _merge_by_rescoring_all(labels, s, dist, opts):
+    """The merge as it first was: every pair rescored after each merge (n**2, kept as truth)."""
+    from scipy import ndimage
+
+    from geounet.vectorizing.instances import _merge_score, _saddles
+
+    idx = np.arange(1, int(labels.max()) + 1)
+    peak = dict(zip(idx.tolist(), ndimage.maximum(s, labels, idx)))
+    width = dict(zip(idx.tolist(), ndimage.maximum(dist, labels, idx) * 2))
+    saddle, parent = _saddles(labels, s), np.arange(len(idx) + 1)
+    while saddle:
+        score = {
+            k: _merge_score(v, peak[k[0]], peak[k[1]], width[k[0]], width[k[1]], opts)
+            for k, v in saddle.items()
+        }
+        (a, b), best = max(score.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
+        if best <= opts.neck_ratio:
+            break
+        parent[parent == b] = a
+        peak[a], width[a] = max(peak[a], peak[b]), max(width[a], width[b])
+        merged = {}
+        for (x, y), v in saddle.items():
+            x, y = (a if x == b else x), (a if y == b else y)
+            if x != y:
+                merged[(min(x, y), max(x, y))] = max(v, merged.get((min(x, y), max(x, y)), -np.inf))
+        saddle = merged
+    _, dense = np.unique(parent, return_inverse=True)
+    return dense[labels].astype(np.int32)
+
+
+def test_merging_regions_from_a_heap_equals_rescoring_every_pair(monkeypatch):
+    """Ragged masks of many peaks: the heap merges exactly the regions the n**2 loop merged."""
+    from scipy import ndimage
+
+    import geounet.vectorizing.instances as inst
+
+    fast = inst._merge_regions
+    # seeds 180, 255 and 459 give regions whose merged neighbours share a third one (the
+    # pass kept must be the higher of the two): a heap that kept either one failed on them
+    for trial in [*range(12), 180, 255, 459]:
+        rng = np.random.default_rng(trial)
+        h, w = rng.integers(30, 80, 2)
+        mask = ndimage.binary_opening(rng.random((h, w)) < rng.uniform(0.5, 0.8))
+        mask[0] = mask[-1] = False
+        mask[:, 0] = mask[:, -1] = False
+        prob = rng.random((h, w)) if trial % 2 else None
+        pixel = (0.3, 0.3) if trial % 3 else (0.5, 0.5)
+        monkeypatch.setattr(inst, "_merge_regions", fast)
+        got = split_mask(mask, pixel, SeparationOptions(), prob)
+        monkeypatch.setattr(inst, "_merge_regions", _merge_by_rescoring_all)
+        want = split_mask(mask, pixel, SeparationOptions(), prob)
+        assert np.array_equal(got, want), trial
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "3"])
 def test_bad_min_separation_is_refused(tmp_path, bad):
     path = classified(tmp_path / "c.tif", terraced_row(2))

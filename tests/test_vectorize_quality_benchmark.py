@@ -1,4 +1,4 @@
-"""``benchmarks/vectorize_quality.py``'s road part: a broken road map, timed at two sizes."""
+"""``benchmarks/vectorize_quality.py``: a broken road map, a block of touching roofs, timed."""
 
 from __future__ import annotations
 
@@ -32,3 +32,15 @@ def test_road_speed_times_both_sizes_and_the_growth(vq, tmp_path) -> None:
     assert all(r[k]["vectorize_seconds"] > 0 and r[k]["bare_seconds"] > 0 for k in ("half", "full"))
     assert math.isfinite(r["growth"])
     assert vq._targets_met({"road_speed": r})["road_growth"] == (r["growth"] <= 1.3)
+
+
+def test_split_speed_finds_every_roof_of_the_ragged_block(vq, tmp_path) -> None:
+    block = vq.roof_block(4)
+    assert block.shape == (146, 146) and block.dtype == np.uint8
+    lab, _ = ndimage.label(block)
+    sizes = np.bincount(lab.ravel())[1:]
+    assert sizes.max() > 0.99 * sizes.sum()  # one region (the roofs touch), a few stray pixels
+    r = vq.split_speed(tmp_path, 6)
+    assert r["half"]["roofs"] == 9 and r["full"]["roofs"] == 36
+    assert r["half"]["buildings"] == 9 and r["full"]["buildings"] == 36  # split apart
+    assert math.isfinite(r["growth"])

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,31 +146,47 @@ def _merge_regions(
 
     Two regions stay apart when the pass between them is at most ``neck_ratio`` of the lower
     of their two peaks and at least ``dip_m`` below it, and both are at least
-    ``min_separation_m`` wide.
+    ``min_separation_m`` wide. The pairs wait in a heap (a merge rescores only the pairs of
+    the merged region), so a large region of many peaks costs ``n log n``, not ``n**2``.
     """
     n = int(labels.max())
     idx = np.arange(1, n + 1)
     peak = dict(zip(idx.tolist(), ndimage.maximum(s, labels, idx)))
     width = dict(zip(idx.tolist(), ndimage.maximum(dist, labels, idx) * 2))
-    saddle = _saddles(labels, s)
+    nbrs: dict[int, dict[int, float]] = {i: {} for i in idx.tolist()}
+    for (a, b), v in _saddles(labels, s).items():
+        nbrs[a][b] = nbrs[b][a] = v
+    version = dict.fromkeys(nbrs, 0)
+    heap: list[tuple[float, int, int, int, int]] = []
+
+    def push(a: int, b: int) -> None:
+        x, y = min(a, b), max(a, b)
+        score = _merge_score(nbrs[x][y], peak[x], peak[y], width[x], width[y], opts)
+        heapq.heappush(heap, (-score, x, y, version[x], version[y]))
+
+    for a in nbrs:
+        for b in nbrs[a]:
+            if a < b:
+                push(a, b)
     parent = np.arange(n + 1)
-    while saddle:
-        score = {
-            k: _merge_score(v, peak[k[0]], peak[k[1]], width[k[0]], width[k[1]], opts)
-            for k, v in saddle.items()
-        }
-        (a, b), best = max(score.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
-        if best <= opts.neck_ratio:
+    while heap:
+        neg, a, b, va, vb = heapq.heappop(heap)
+        if va != version.get(a) or vb != version.get(b):
+            continue  # a region of the pair has merged since: rescored elsewhere
+        if -neg <= opts.neck_ratio:
             break
-        parent[parent == b] = a
+        parent[b] = a  # b's region joins a's (a < b: the lower label stays, as it always did)
         peak[a], width[a] = max(peak[a], peak[b]), max(width[a], width[b])
-        merged: dict[tuple[int, int], float] = {}
-        for (x, y), v in saddle.items():
-            x, y = (a if x == b else x), (a if y == b else y)
-            if x != y:
-                key = (min(x, y), max(x, y))
-                merged[key] = max(v, merged.get(key, -np.inf))
-        saddle = merged
+        for y, v in nbrs.pop(b).items():
+            del nbrs[y][b]
+            if y != a:
+                nbrs[a][y] = nbrs[y][a] = max(v, nbrs[a].get(y, -np.inf))
+        del version[b]
+        version[a] += 1
+        for y in nbrs[a]:
+            push(a, y)
+    while not np.array_equal(parent, parent[parent]):  # every label to its region's root
+        parent = parent[parent]
     _, dense = np.unique(parent, return_inverse=True)
     return dense[labels].astype(np.int32)
 
