@@ -242,6 +242,18 @@ def building_mask(size: int, seed: int = 0) -> np.ndarray:
     )
 
 
+def mask_file(path: Path, mask: np.ndarray, name: str, res: float = RES) -> Path:
+    """``mask`` (0 background, 1 ``name``) written as a class raster in UTM at ``res`` m."""
+    return write_raster(
+        path,
+        mask,
+        CRS.from_epsg(EPSG),
+        from_origin(500000, 3800000, res, res),
+        nodata=255,
+        class_names={0: "background", 1: name},
+    )
+
+
 def bare_shapes(path: Path) -> tuple[int, float]:
     """Polygons and seconds of plain ``rasterio.features.shapes`` over the building mask."""
     t0 = time.perf_counter()
@@ -258,14 +270,7 @@ def speed(work: Path, size: int) -> dict:
     """Time vectorize against bare shapes on a generated building mask."""
     t0 = time.perf_counter()
     mask = building_mask(size)
-    path = write_raster(
-        work / f"buildings_{size}.tif",
-        mask,
-        CRS.from_epsg(EPSG),
-        from_origin(500000, 3800000, RES, RES),
-        nodata=255,
-        class_names={0: "background", 1: "building"},
-    )
+    path = mask_file(work / f"buildings_{size}.tif", mask, "building")
     del mask
     print(f"speed: generated a {size} x {size} building mask in {time.perf_counter() - t0:.1f} s")
     n_bare, bare = bare_shapes(path)
@@ -327,14 +332,7 @@ def road_seconds(work: Path, size: int) -> dict:
     from skimage.morphology import skeletonize
 
     mask = road_mask(size)
-    path = write_raster(
-        work / f"roads_{size}.tif",
-        mask,
-        CRS.from_epsg(EPSG),
-        from_origin(500000, 3800000, RES, RES),
-        nodata=255,
-        class_names={0: "background", 1: "road"},
-    )
+    path = mask_file(work / f"roads_{size}.tif", mask, "road")
     t0 = time.perf_counter()
     skeletonize(mask == 1)
     bare = time.perf_counter() - t0
@@ -382,14 +380,7 @@ def roof_block(n: int, seed: int = 0) -> np.ndarray:
 def split_seconds(work: Path, n: int) -> dict:
     """Seconds of vectorize's buildings on a ``roof_block`` of ``n`` x ``n`` roofs (0.3 m)."""
     mask = roof_block(n)
-    path = write_raster(
-        work / f"roofs_{n}.tif",
-        mask,
-        CRS.from_epsg(EPSG),
-        from_origin(500000, 3800000, 0.3, 0.3),
-        nodata=255,
-        class_names={0: "background", 1: "building"},
-    )
+    path = mask_file(work / f"roofs_{n}.tif", mask, "building", res=0.3)
     t0 = time.perf_counter()
     found = len(vectorize(path)["building"])
     seconds = time.perf_counter() - t0
