@@ -243,8 +243,8 @@ class _EdgeIndex:
 
     Rebuilding an STR tree after each bridge made bridging quadratic in the number of lines
     (a noisy class raster of 1 800 road pieces: 500 rebuilds of 3 000 lines, half a minute);
-    here the edges added since the last build are searched one by one and the tree is rebuilt
-    only once they are a quarter of it.
+    here the edges added since the last build are tested apart (one vectorized call) and the
+    tree is rebuilt only once they are a quarter of it.
     """
 
     def __init__(self, g: nx.MultiGraph) -> None:
