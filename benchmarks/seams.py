@@ -88,9 +88,7 @@ def read_image(path: Path, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def whole_image(model: Any, arr: np.ndarray, valid: np.ndarray, halo: int) -> np.ndarray:
     """One forward pass over the whole image, mirror-padded by ``halo`` like the tiled run."""
     side = MULTIPLE * math.ceil((max(arr.shape[1:]) + 2 * halo) / MULTIPLE)
-    opts = ClassifyOptions(
-        tile_size=side, overlap=2 * halo, blend="none", batch_size=1, probabilities=False
-    )
+    opts = ClassifyOptions(tile_size=side, overlap=2 * halo, blend="none", batch_size=1)
     classes, _ = predict_array(model, arr, opts, valid=valid)
     return classes
 
