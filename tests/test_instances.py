@@ -195,6 +195,106 @@ def test_merging_regions_from_a_heap_equals_rescoring_every_pair(monkeypatch):
         assert np.array_equal(got, want), trial
 
 
+def _ragged_scene(seed: int) -> np.ndarray:
+    """Blobs of smoothed noise with pepper: many regions, some touching at corners."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(60, 260, 2)
+    field = ndimage.gaussian_filter(rng.random((h, w)), rng.uniform(2, 6))
+    mask = field > np.quantile(field, rng.uniform(0.4, 0.7))
+    mask |= ndimage.binary_opening(rng.random((h, w)) < 0.6) & (rng.random((h, w)) < 0.5)
+    return mask
+
+
+def _outlines(mask: np.ndarray) -> np.ndarray:
+    """Pixel-edge outlines of the 4-connected regions of ``mask`` (pixel coordinates)."""
+    from geounet.vectorizing.polygons import polygons_from_shapes
+
+    items = rasterio.features.shapes(mask.astype(np.uint8), mask=mask, connectivity=4)
+    return polygons_from_shapes(list(items), offset=(0.0, 0.0))[0]
+
+
+def _reader(array: np.ndarray):
+    """A block reader (rows ``a:e``, columns ``b:f``) of an array in memory."""
+    return lambda a, b, e, f: array[a:e, b:f]
+
+
+def test_outlines_split_together_get_the_instances_of_their_own_crops(monkeypatch):
+    """A block of outlines split in one mosaic == each outline split in its own crop.
+
+    The only freedom is the watershed's order among pixels of equal height: a few pixels
+    of a line may move, never the number of instances.
+    """
+    import geounet.vectorizing.instances as inst
+
+    batched = inst._split_batch
+    identical = total = 0
+    for seed in range(16):
+        mask = _ragged_scene(seed)
+        data = mask.astype(np.uint8)
+        rng = np.random.default_rng(seed)
+        prob = rng.random(mask.shape).astype(np.float32) if seed % 2 else None
+        pixel = (0.3, 0.3) if seed % 3 else (0.5, 0.4)
+        outlines = _outlines(mask)
+        args = (outlines, 1, _reader(data), pixel, SeparationOptions())
+        kw = {"size": mask.shape, "prob": None if prob is None else _reader(prob)}
+        monkeypatch.setattr(inst, "_split_batch", batched)
+        got, got_src = inst.split_polygons(*args, **kw)
+        monkeypatch.setattr(inst, "_split_batch", lambda g, batch, *a: batch.tolist())
+        want, want_src = inst.split_polygons(*args, **kw)
+        assert np.array_equal(got_src, want_src), seed  # as many pieces from each outline
+        assert len(got) > len(outlines)  # the scenes do split
+        for i, outline in enumerate(outlines):
+            a, b = got[got_src == i], want[want_src == i]
+            total += 1
+            if all(shapely.equals_exact(x, y, 0) for x, y in zip(a, b)):
+                identical += 1
+                continue
+            moved = sum(shapely.area(shapely.symmetric_difference(x, y)) for x, y in zip(a, b))
+            assert moved / 2 <= 0.02 * outline.area, (seed, i)
+            assert shapely.equals(shapely.union_all(a), outline)
+    assert identical >= 0.995 * total
+
+
+def test_outlines_are_packed_side_by_side_without_overlap():
+    from geounet.vectorizing.instances import _pack
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(3, 90, (200, 2))
+    corners, shape = _pack(sizes)
+    cover = np.zeros(shape, dtype=np.int64)
+    for (y, x), (h, w) in zip(corners, sizes):
+        cover[y : y + h, x : x + w] += 1
+    assert cover.max() == 1  # no two crops overlap, all inside the mosaic
+    assert cover.sum() == np.prod(sizes, axis=1).sum()
+    assert cover.mean() > 0.6  # packed, not strung out
+
+
+def test_first_pixel_of_an_outline_in_raster_order():
+    from geounet.vectorizing.instances import _first_pixel
+
+    u = np.zeros((12, 12), bool)
+    u[2:10, 3:5] = u[2:10, 8:10] = u[8:10, 3:10] = True  # a U: two runs on its top row
+    ring = np.zeros((12, 12), bool)
+    ring[1:11, 1:11] = True
+    ring[4:7, 4:7] = False  # a hole
+    for mask, first in ((u, (2, 3)), (ring, (1, 1))):
+        (outline,) = _outlines(mask)
+        assert tuple(_first_pixel(np.array([outline]))[0]) == first
+
+
+def test_buildings_touching_at_a_corner_split_each_on_its_own(tmp_path):
+    """Two terraced rows meeting corner to corner stay two rows of houses, four each."""
+    row = terraced_row(4)
+    h, w = row.shape
+    data = np.zeros((2 * h - 8, 2 * w - 8), np.uint8)
+    data[:h, :w] = row
+    data[h - 8 :, w - 8 :] |= row  # the second row's first pixel touches the first's last
+    path = classified(tmp_path / "c.tif", data)
+    assert len(vectorize(path)["building"]) == 8
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "3"])
 def test_bad_min_separation_is_refused(tmp_path, bad):
     path = classified(tmp_path / "c.tif", terraced_row(2))
