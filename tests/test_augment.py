@@ -175,6 +175,41 @@ def test_grayscale_off_draws_nothing_more():
     assert torch.equal(off.get_state(), on.get_state())
 
 
+def test_recolor_shifts_each_labelled_class_on_its_own_and_keeps_nodata():
+    from geounet.data.augment import RECOLOR_SIGMA
+
+    image, mask = torch.randn(3, 64, 64), blocks(64)
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[:, :10] = False  # nodata stays nodata
+    opts = AugmentOptions(dihedral=False, scale=(1.0, 1.0), p_photometric=0.0, recolor=1.0)
+    out, out_mask = augment_chip(image, mask, valid, torch.Generator().manual_seed(0), opts)
+    assert torch.equal(out_mask[valid], mask[valid])
+    assert (out[:, ~valid] == 0).all() and (out_mask[~valid] == 255).all()
+    shift = out - image
+    ground = (mask == 0) & valid
+    assert torch.equal(out[:, ground], image[:, ground])  # the background keeps its colour
+    shifts = []
+    for k in torch.unique(mask[valid]).tolist():
+        if k == 0:
+            continue
+        d = shift[:, (mask == k) & valid]  # one shift per band over the whole class
+        assert torch.allclose(d, d[:, :1].expand_as(d), atol=1e-5)
+        assert (d[:, 0].abs() <= RECOLOR_SIGMA + 1e-6).all()
+        shifts.append(d[:, 0])
+    assert len(shifts) >= 2 and not torch.allclose(shifts[0], shifts[1])  # drawn per class
+
+
+def test_recolor_off_draws_nothing_more():
+    image, mask = torch.randn(3, 32, 32), blocks(32)
+    off, on = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    augment_chip(image, mask, None, off, AugmentOptions(p_photometric=0.0))
+    augment_chip(image, mask, None, on, AugmentOptions(p_photometric=0.0, recolor=1e-9))
+    torch.rand(1, generator=off)  # the one number recolor > 0 draws (no chip recoloured)
+    assert torch.equal(off.get_state(), on.get_state())
+    with pytest.raises(InvalidParameterError, match="recolor"):
+        AugmentOptions(recolor=1.5)
+
+
 def test_augment_options_from_a_flag_a_mapping_or_options():
     assert augment_options(True) == AugmentOptions()
     assert augment_options(False) is None and augment_options(None) is None

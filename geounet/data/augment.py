@@ -64,6 +64,12 @@ class AugmentOptions:
         cutmix: Probability that a chip gets a box of another training chip (augmented on
             its own) pasted over it, image and mask alike (:func:`cut_mix`): roofs, roads and
             fields meet in places the labelled part never shows. 0 (default): off.
+        recolor: Probability that the labelled objects of a chip change colour on their own:
+            the pixels of each class but the first (background) are shifted per band by
+            their own draw in ``±RECOLOR_SIGMA`` standard deviations, the ground keeps its
+            colour. A labelled part that shows grey metal roofs then also shows dark,
+            rusty or red ones, as the rest of a scene may. 0 (default): off, and no number
+            is drawn for it.
         rotate: Largest rotation in degrees, drawn uniformly in ``[-rotate, rotate]`` and
             resampled together with the zoom (:func:`rotate_and_zoom`): with the dihedral
             quarter turns, 45 gives every orientation. The corners a turn uncovers are
@@ -95,6 +101,7 @@ class AugmentOptions:
     grayscale: float = 0.0
     cutmix: float = 0.0
     rotate: float = 0.0
+    recolor: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -102,7 +109,15 @@ class AugmentOptions:
             raise InvalidParameterError(
                 f"AugmentOptions.scale={self.scale} must satisfy 0.5 <= low <= 1 <= high <= 2."
             )
-        for name in ("brightness", "contrast", "gamma", "p_photometric", "grayscale", "cutmix"):
+        for name in (
+            "brightness",
+            "contrast",
+            "gamma",
+            "p_photometric",
+            "grayscale",
+            "cutmix",
+            "recolor",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InvalidParameterError(f"AugmentOptions.{name}={v} must lie in [0, 1].")
@@ -138,6 +153,24 @@ def _photometric(
         return px.to(image.dtype).reshape(image.shape)
     out = image.clone()
     out[:, valid] = px.to(image.dtype)
+    return out
+
+
+#: Largest per-band shift (standard deviations) of a recoloured object (``recolor``).
+RECOLOR_SIGMA = 1.0
+
+
+def _recolor(
+    image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, gen: torch.Generator | None
+) -> torch.Tensor:
+    """Each labelled class but the first shifted per band by its own draw (``recolor``)."""
+    out = image.clone()
+    for k in torch.unique(mask[valid]).tolist():
+        if k in (0, IGNORE_INDEX):
+            continue
+        shift = _uniform(-RECOLOR_SIGMA, RECOLOR_SIGMA, image.shape[0], gen)
+        sel = (mask == k) & valid
+        out[:, sel] = out[:, sel] + shift[:, None].to(image.dtype)
     return out
 
 
@@ -352,9 +385,10 @@ def augment_chip(
     """Draw one augmentation for a normalised training chip and its mask.
 
     Order: scale jitter, with the rotation when ``options.rotate`` is on (image bilinear,
-    mask and validity nearest), photometric changes of the valid pixels, then a dihedral
-    transform. Invalid pixels end as 0 in every band (the training mean) and 255 in the
-    mask, as :func:`~geounet.data.normalize.normalize_valid` and the loss expect.
+    mask and validity nearest), grey-scale and object recolouring when on, photometric
+    changes of the valid pixels, then a dihedral transform. Invalid pixels end as 0 in
+    every band (the training mean) and 255 in the mask, as
+    :func:`~geounet.data.normalize.normalize_valid` and the loss expect.
 
     Args:
         image: ``(C, H, W)`` float chip, normalised per band.
@@ -386,6 +420,8 @@ def augment_chip(
         image, mask, valid = _scale(image, mask, valid, factor, generator)
     if opt.grayscale > 0 and float(torch.rand(1, generator=generator)) < opt.grayscale:
         image = _grayscale(image)
+    if opt.recolor > 0 and float(torch.rand(1, generator=generator)) < opt.recolor:
+        image = _recolor(image, mask, valid, generator)
     if float(torch.rand(1, generator=generator)) < opt.p_photometric:
         image = _photometric(image, valid, opt, generator)
     image = torch.where(valid[None], image, torch.zeros((), dtype=image.dtype))
