@@ -308,9 +308,9 @@ def split_polygons(
     """Split traced building polygons (pixel coordinates) into instance polygons.
 
     Nearby outlines are split together, a block of up to about :data:`BATCH_PX` pixels a side
-    at a time (one read, one distance transform, one watershed): the same instances as
+    at a time (one read, one distance transform, one watershed): the instances of
     splitting each outline in its own crop (:func:`split_mask`), which is what outlines
-    larger than half a block, or touching another building at a corner, still get.
+    larger than half a block still get.
 
     Args:
         geoms_px: Polygons of ``value`` traced by
@@ -335,7 +335,9 @@ def split_polygons(
     if prob is None:  # a convex outline has no neck: only a probability dip could split it
         todo &= area < shapely.area(shapely.convex_hull(geoms_px)) - 1e-6
     split: dict[int, np.ndarray | None] = {}
-    batches, alone = _batches(bounds, np.flatnonzero(todo))
+    polygon = shapely.get_type_id(geoms_px) == 3  # a traced region; anything else alone
+    batches, alone = _batches(bounds, np.flatnonzero(todo & polygon))
+    alone.extend(np.flatnonzero(todo & ~polygon).tolist())
     for batch in batches:
         alone.extend(
             _split_batch(geoms_px, batch, value, (classes, prob), pixel_m, opts, size, split)
@@ -429,8 +431,8 @@ def _split_batch(
 def _first_pixel(geoms: np.ndarray) -> np.ndarray:
     """``(row, col)`` of each traced outline's first pixel in raster order.
 
-    The top-left corner of that pixel is the outline's lowest vertex (smallest y, then x):
-    a traced outline follows pixel edges, and no hole reaches its top row.
+    The top-left corner of that pixel is the outline's vertex of the smallest row, then
+    column: a traced outline follows pixel edges, and no hole reaches its top row.
     """
     xy, index = shapely.get_coordinates(shapely.get_exterior_ring(geoms), return_index=True)
     order = np.lexsort((xy[:, 0], xy[:, 1], index))
