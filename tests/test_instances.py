@@ -241,7 +241,8 @@ def test_outlines_split_together_get_the_instances_of_their_own_crops(monkeypatc
         kw = {"size": mask.shape, "prob": None if prob is None else _reader(prob)}
         monkeypatch.setattr(inst, "_split_batch", batched)
         got, got_src = inst.split_polygons(*args, **kw)
-        monkeypatch.setattr(inst, "_split_batch", lambda g, batch, *a: batch.tolist())
+        alone = lambda block, *a, **k: ({}, np.arange(len(block[0])))  # noqa: E731
+        monkeypatch.setattr(inst, "_split_batch", alone)
         want, want_src = inst.split_polygons(*args, **kw)
         assert np.array_equal(got_src, want_src), seed  # as many pieces from each outline
         assert len(got) > len(outlines)  # the scenes do split
@@ -255,6 +256,36 @@ def test_outlines_split_together_get_the_instances_of_their_own_crops(monkeypatc
             assert moved / 2 <= 0.02 * outline.area, (seed, i)
             assert shapely.equals(shapely.union_all(a), outline)
     assert identical >= 0.995 * total
+
+
+def test_the_split_does_not_depend_on_the_thread_count(monkeypatch):
+    """Blocks split on one thread or several give the same polygons, in the same order."""
+    import geounet.vectorizing.instances as inst
+
+    for seed in (1, 4):
+        mask = _ragged_scene(seed)
+        prob = np.random.default_rng(seed).random(mask.shape).astype(np.float32)
+        outlines = _outlines(mask)
+        monkeypatch.setattr(inst, "BATCH_PX", 64)  # several blocks even on a small scene
+        runs = []
+        for threads in ("1", "2", "3"):
+            monkeypatch.setenv("GEOUNET_NUM_THREADS", threads)
+            runs.append(
+                inst.split_polygons(
+                    outlines,
+                    1,
+                    _reader(mask.astype(np.uint8)),
+                    (0.3, 0.3),
+                    SeparationOptions(),
+                    size=mask.shape,
+                    prob=_reader(prob),
+                )
+            )
+        (one, one_src), *others = runs
+        assert len(one) > len(outlines)
+        for got, src in others:
+            assert np.array_equal(src, one_src)
+            assert all(shapely.equals_exact(a, b, 0) for a, b in zip(got, one))
 
 
 def test_outlines_are_packed_side_by_side_without_overlap():

@@ -4,8 +4,10 @@
 report more cores than their quota allows); :func:`engine_threads` is the thread count of the
 ONNX Runtime and OpenVINO engines: torch's count when torch is loaded (geounet sets it from the
 same rules, :func:`geounet.model.training.configure_cpu_threads`), else the user's setting,
-else the available physical cores. :func:`limit_spin_waiting` (called by ``import geounet``)
-makes torch's idle OpenMP threads sleep sooner, so other work on the machine does not stall it.
+else the available physical cores (:func:`worker_threads`, which also sizes the pools of
+:func:`ordered_map`, geounet's own multithreaded work outside torch).
+:func:`limit_spin_waiting` (called by ``import geounet``) makes torch's idle OpenMP threads
+sleep sooner, so other work on the machine does not stall it.
 
 Example:
     >>> available_cores() >= 1 and engine_threads() >= 1
@@ -17,7 +19,11 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "SPIN_COUNT",
@@ -26,8 +32,13 @@ __all__ = [
     "available_cores",
     "engine_threads",
     "limit_spin_waiting",
+    "ordered_map",
     "physical_cores",
+    "worker_threads",
 ]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Environment variables by which a user chooses the thread count.
 THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GEOUNET_NUM_THREADS")
@@ -101,8 +112,51 @@ def engine_threads() -> int:
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "get_num_threads"):
         return max(1, torch.get_num_threads())
+    return worker_threads()
+
+
+def worker_threads() -> int:
+    """Threads for compute outside torch: the user's setting, else the available physical cores.
+
+    The setting is the first positive whole number among ``GEOUNET_NUM_THREADS``,
+    ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``.
+    """
     for key in ("GEOUNET_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         value = os.environ.get(key, "")
         if value.isdigit() and int(value) > 0:
             return int(value)
     return max(1, min(available_cores(), physical_cores()))
+
+
+def ordered_map(
+    fn: Callable[[_T], _R], items: Iterable[_T], threads: int | None = None
+) -> Iterator[_R]:
+    """``map(fn, items)`` on a pool of threads, results in the order of ``items``.
+
+    ``items`` is drawn in the calling thread (put reads from files there: a rasterio dataset
+    is not to be shared between threads) and at most twice ``threads`` of them are taken
+    ahead of the results, so memory stays bounded however many there are. Worth it where
+    ``fn`` spends its time in code that releases the GIL (SciPy's and scikit-image's
+    kernels, GEOS); with one thread it is plain ``map``.
+
+    Args:
+        fn: The work for one item; its exception is raised here, in order.
+        items: The items, drawn lazily.
+        threads: Pool size; None: :func:`worker_threads`.
+
+    Example:
+        >>> list(ordered_map(lambda x: x * x, range(5), threads=2))
+        [0, 1, 4, 9, 16]
+    """
+    threads = worker_threads() if threads is None else threads
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads, "geounet-worker") as pool:
+        pending: deque[Future[_R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -45,6 +45,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import rasterio.features
@@ -54,6 +55,7 @@ from skimage.morphology import local_maxima
 from skimage.segmentation import watershed
 
 from geounet.core.errors import InvalidParameterError
+from geounet.core.threads import ordered_map
 from geounet.vectorizing.polygons import polygons_from_shapes
 
 __all__ = [
@@ -261,25 +263,41 @@ def _watershed_split(
 
 
 def _component_crop(
-    poly: shapely.Polygon, value: int, read: BlockReader, size: tuple[int, int]
-) -> tuple[int, int, np.ndarray]:
-    """``(row0, col0, mask)`` of the region a traced polygon outlines, margin included.
+    poly: shapely.Polygon,
+    value: int,
+    read: tuple[BlockReader, BlockReader | None],
+    size: tuple[int, int],
+) -> tuple[int, int, np.ndarray, np.ndarray | None]:
+    """``(row0, col0, mask, prob)``: the region a traced polygon outlines, margin included.
 
     The region is the 4-connected region of ``value`` pixels with the polygon's bounding box
-    and area; other regions in the box are False, and so is a one-pixel margin.
+    and area; other regions in the box are False, and so is a one-pixel margin. ``read`` is
+    the reader of the class values and that of the building probability (or None, and the
+    crop's ``prob`` is None).
     """
     c0, r0, c1, r1 = (round(float(v)) for v in shapely.bounds(poly))
-    block = _crop(read, r0 - 1, c0 - 1, (r1 - r0 + 2, c1 - c0 + 2), size) == value
+    block = _crop(read[0], r0 - 1, c0 - 1, (r1 - r0 + 2, c1 - c0 + 2), size) == value
     lab, _ = ndimage.label(block, structure=_CROSS)
     count = np.bincount(lab.ravel())
     want = (slice(1, r1 - r0 + 1), slice(1, c1 - c0 + 1))
     area = round(float(shapely.area(poly)))
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl == want and count[i] == area:
-            return r0 - 1, c0 - 1, lab == i
+            p = None if read[1] is None else _crop(read[1], r0 - 1, c0 - 1, lab.shape, size)
+            return r0 - 1, c0 - 1, lab == i, p
     raise InvalidParameterError(  # pragma: no cover - the polygon was traced from this raster
         f"the building outline at pixel ({r0}, {c0}) does not match the class raster."
     )
+
+
+def _split_crop(
+    crop: tuple[int, int, np.ndarray, np.ndarray | None],
+    pixel_m: tuple[float, float],
+    opts: SeparationOptions,
+) -> np.ndarray | None:
+    """The pieces of one region cut out by :func:`_component_crop` (None: it stays whole)."""
+    r0, c0, mask, p = crop
+    return _pieces(split_mask(mask, pixel_m, opts, p), r0, c0)
 
 
 def _crop(
@@ -310,7 +328,9 @@ def split_polygons(
     Nearby outlines are split together, a block of up to about :data:`BATCH_PX` pixels a side
     at a time (one read, one distance transform, one watershed): the instances of
     splitting each outline in its own crop (:func:`split_mask`), which is what outlines
-    larger than half a block still get.
+    larger than half a block still get. Blocks are read in the calling thread and split on
+    :func:`~geounet.core.threads.worker_threads` threads (the distance transform, labelling
+    and watershed release the GIL); the result does not depend on the thread count.
 
     Args:
         geoms_px: Polygons of ``value`` traced by
@@ -338,14 +358,14 @@ def split_polygons(
     polygon = shapely.get_type_id(geoms_px) == 3  # a traced region; anything else alone
     batches, alone = _batches(bounds, np.flatnonzero(todo & polygon))
     alone.extend(np.flatnonzero(todo & ~polygon).tolist())
-    for batch in batches:
-        alone.extend(
-            _split_batch(geoms_px, batch, value, (classes, prob), pixel_m, opts, size, split)
-        )
-    for i in alone:
-        r0, c0, mask = _component_crop(geoms_px[i], value, classes, size)
-        p = None if prob is None else _crop(prob, r0, c0, mask.shape, size)
-        split[i] = _pieces(split_mask(mask, pixel_m, opts, p), r0, c0)
+    blocks = (_batch_block(geoms_px[b], (classes, prob), size) for b in batches)
+    work = partial(_split_batch, value=value, pixel_m=pixel_m, opts=opts)
+    for batch, (pieces, missed) in zip(batches, ordered_map(work, blocks)):
+        split.update((int(batch[j]), g) for j, g in pieces.items())
+        alone.extend(batch[missed].tolist())
+    crops = (_component_crop(geoms_px[i], value, (classes, prob), size) for i in alone)
+    work = partial(_split_crop, pixel_m=pixel_m, opts=opts)
+    split.update(zip(alone, ordered_map(work, crops)))
     if len(geoms_px) == 0:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     out = [split.get(i) for i in range(len(geoms_px))]
@@ -374,33 +394,45 @@ def _batches(bounds: np.ndarray, todo: np.ndarray) -> tuple[list[np.ndarray], li
     return np.split(small[order], cuts), alone
 
 
-def _split_batch(
-    geoms_px: np.ndarray,
-    batch: np.ndarray,
-    value: int,
-    read: tuple[BlockReader, BlockReader | None],
-    pixel_m: tuple[float, float],
-    opts: SeparationOptions,
-    size: tuple[int, int],
-    split: dict[int, np.ndarray | None],
-) -> list[int]:
-    """Split a batch of outlines in one call: their pieces go to ``split[position]``.
+def _batch_block(
+    geoms: np.ndarray, read: tuple[BlockReader, BlockReader | None], size: tuple[int, int]
+) -> tuple[np.ndarray, int, int, np.ndarray, np.ndarray | None]:
+    """``(geoms, row0, col0, classes, prob)``: the block under a batch of outlines, read.
 
-    The block under the batch is read (``read``: class values, probabilities) and labelled
-    once; each outline's region is cut out of it with a one-pixel margin, as
-    :func:`split_mask` gets it alone, and the crops are packed side by side into one mosaic
-    that is split in one call: the distance transform (a region's nearest outside pixel is
-    in its margin), the regional maxima, the watershed and the merging are all 4-connected,
-    so no region sees another. The only difference from one call per region is the order in
-    which the watershed floods pixels of equal height: a few pixels of a watershed line may
-    fall to the other side. Returns the positions of outlines that match no region of the
-    block (split alone).
+    The block spans the outlines' bounding boxes with a one-pixel margin; ``read`` is the
+    reader of the class values and that of the building probability (or None).
     """
-    geoms = geoms_px[batch]
     box = np.round(shapely.bounds(geoms)).astype(np.int64)  # col0, row0, col1, row1
     r0, c0 = int(box[:, 1].min()) - 1, int(box[:, 0].min()) - 1
     shape = (int(box[:, 3].max()) + 1 - r0, int(box[:, 2].max()) + 1 - c0)
-    lab, n = ndimage.label(_crop(read[0], r0, c0, shape, size) == value, structure=_CROSS)
+    probs = None if read[1] is None else _crop(read[1], r0, c0, shape, size)
+    return geoms, r0, c0, _crop(read[0], r0, c0, shape, size), probs
+
+
+def _split_batch(
+    block: tuple[np.ndarray, int, int, np.ndarray, np.ndarray | None],
+    value: int,
+    pixel_m: tuple[float, float],
+    opts: SeparationOptions,
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Split a batch of outlines in one call, given the block under them (:func:`_batch_block`).
+
+    The block is labelled once; each outline's region is cut out of it with a one-pixel
+    margin, as :func:`split_mask` gets it alone, and the crops are packed side by side into
+    one mosaic that is split in one call: the distance transform (a region's nearest outside
+    pixel is in its margin), the regional maxima, the watershed and the merging are all
+    4-connected, so no region sees another. The only difference from one call per region is
+    the order in which the watershed floods pixels of equal height: a few pixels of a
+    watershed line may fall to the other side.
+
+    Returns:
+        ``(pieces, missed)``: the pieces of each outline that splits, by its position in the
+        batch, and the positions of outlines that match no region of the block (to be split
+        alone).
+    """
+    geoms, r0, c0, classes, probs = block
+    box = np.round(shapely.bounds(geoms)).astype(np.int64)  # col0, row0, col1, row1
+    lab, n = ndimage.label(classes == value, structure=_CROSS)
     first = _first_pixel(geoms) - [r0, c0]  # each outline's first pixel in raster order
     comp = lab[first[:, 0], first[:, 1]]
     comp[np.bincount(lab.ravel(), minlength=n + 1)[comp] != np.round(shapely.area(geoms))] = 0
@@ -408,7 +440,6 @@ def _split_batch(
     sizes = np.stack([box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]], axis=1)
     corners, mosaic_shape = _pack(sizes) if len(box) else (sizes, (0, 0))
     owner = np.zeros(mosaic_shape, dtype=np.int64)  # position in the batch + 1
-    probs = None if read[1] is None else _crop(read[1], r0, c0, shape, size)
     p = None if probs is None else np.zeros(mosaic_shape, dtype=np.float32)
     places = [(slice(y, y + h), slice(x, x + w)) for (y, x), (h, w) in zip(corners, sizes)]
     members = np.flatnonzero(comp > 0)
@@ -419,13 +450,14 @@ def _split_batch(
     labels = split_mask(owner > 0, pixel_m, opts, p) if len(box) else owner
     instance_of = np.zeros(int(labels.max()) + 1, dtype=np.int64)  # instance -> member + 1
     instance_of[labels[owner > 0]] = owner[owner > 0]
-    count = np.bincount(instance_of[1:], minlength=len(batch) + 1)
+    count = np.bincount(instance_of[1:], minlength=len(geoms) + 1)
+    pieces = {}
     for j, m in enumerate(members.tolist()):
         if count[m + 1] > 1:  # ranked 1..n in raster order, as its own crop numbers them
             ranked = np.unique(labels[places[j]], return_inverse=True)[1].reshape(sizes[j])
             rows, cols = int(box[j, 1]) + r0, int(box[j, 0]) + c0
-            split[int(batch[m])] = _pieces(ranked.astype(np.int32), rows, cols)
-    return batch[comp == 0].tolist()
+            pieces[m] = _pieces(ranked.astype(np.int32), rows, cols)
+    return pieces, np.flatnonzero(comp == 0)
 
 
 def _first_pixel(geoms: np.ndarray) -> np.ndarray:
