@@ -16,7 +16,9 @@ figures (a part whose data is absent is reported as skipped, with the reason):
   than the pruning threshold.
 - **speed**: a generated ``--size`` x ``--size`` building mask (default 10 000, 0.5 m
   pixels, rectangles and L-shapes, some rotated) vectorized with the defaults, against bare
-  ``rasterio.features.shapes`` over the same mask, in the same run: ratio <= 2.0.
+  ``rasterio.features.shapes`` over the same mask, in the same run: ratio <= 2.0 (also
+  printed: unregularized, and with one thread; the default uses
+  :func:`geounet.core.threads.worker_threads`, ``GEOUNET_NUM_THREADS`` to choose).
 - **road_speed**: the road map of a poorly trained model, generated (a street grid broken
   at random, beside thousands of short strokes of confetti), at ``--road-size`` and half
   that side: seconds of :func:`geounet.vectorize`'s road centre lines against bare
@@ -36,6 +38,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -53,6 +56,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from scipy import ndimage
 
+from geounet.core.threads import worker_threads
 from geounet.evaluation.metrics import line_completeness_correctness, match_polygons
 from geounet.io.raster import write_raster
 from geounet.vectorizing.pipeline import vectorize
@@ -266,36 +270,61 @@ def bare_shapes(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def _timed_vectorize(path: Path, threads: int | None = None, **kw) -> tuple[int, float]:
+    """Buildings and seconds of :func:`vectorize` (``threads``: ``GEOUNET_NUM_THREADS``)."""
+    before = os.environ.get("GEOUNET_NUM_THREADS")
+    if threads is not None:
+        os.environ["GEOUNET_NUM_THREADS"] = str(threads)
+    try:
+        t0 = time.perf_counter()
+        n = len(vectorize(path, **kw)["building"])
+        return n, time.perf_counter() - t0
+    finally:
+        if before is None:
+            os.environ.pop("GEOUNET_NUM_THREADS", None)
+        else:
+            os.environ["GEOUNET_NUM_THREADS"] = before
+
+
 def speed(work: Path, size: int) -> dict:
-    """Time vectorize against bare shapes on a generated building mask."""
+    """Time vectorize against bare shapes on a generated building mask.
+
+    Bare shapes is timed before and after the vectorize runs (the ratio uses their mean, on
+    a shared machine); vectorize runs with its default thread count (:func:`worker_threads`),
+    then with one thread, so both ratios come from the same run.
+    """
     t0 = time.perf_counter()
     mask = building_mask(size)
     path = mask_file(work / f"buildings_{size}.tif", mask, "building")
     del mask
     print(f"speed: generated a {size} x {size} building mask in {time.perf_counter() - t0:.1f} s")
-    n_bare, bare = bare_shapes(path)
-    t0 = time.perf_counter()
-    layers = vectorize(path)
-    ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    unregularized = len(vectorize(path, regularize=False)["building"])
-    plain = time.perf_counter() - t0
+    n_bare, bare_first = bare_shapes(path)
+    polygons, ours = _timed_vectorize(path)
+    unregularized, plain = _timed_vectorize(path, regularize=False)
+    _, one = _timed_vectorize(path, threads=1)
+    _, bare_last = bare_shapes(path)
+    bare = (bare_first + bare_last) / 2
     out = {
         "size": size,
+        "threads": worker_threads(),
         "bare_polygons": n_bare,
-        "polygons": len(layers["building"]),
+        "polygons": polygons,
         "polygons_unregularized": unregularized,
         "bare_seconds": bare,
+        "bare_seconds_runs": [bare_first, bare_last],
         "vectorize_seconds": ours,
         "vectorize_unregularized_seconds": plain,
+        "vectorize_one_thread_seconds": one,
         "ratio": ours / bare,
         "ratio_unregularized": plain / bare,
+        "ratio_one_thread": one / bare,
     }
     print(
-        f"  rasterio.features.shapes: {n_bare} polygons in {bare:.2f} s; vectorize: "
-        f"{out['polygons']} regularized buildings in {ours:.2f} s -> ratio {out['ratio']:.2f} "
-        f"(target <= {TARGETS['speed_ratio']}); unregularized {plain:.2f} s "
-        f"(ratio {out['ratio_unregularized']:.2f})"
+        f"  rasterio.features.shapes: {n_bare} polygons in {bare_first:.2f} s, {bare_last:.2f} s;"
+        f" vectorize ({out['threads']} threads): {polygons} regularized buildings in "
+        f"{ours:.2f} s -> ratio {out['ratio']:.2f} (target <= {TARGETS['speed_ratio']}); "
+        f"unregularized {plain:.2f} s (ratio {out['ratio_unregularized']:.2f}); one thread "
+        f"{one:.2f} s (ratio {out['ratio_one_thread']:.2f})"
     )
     return out
 

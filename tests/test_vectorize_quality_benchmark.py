@@ -44,3 +44,12 @@ def test_split_speed_finds_every_roof_of_the_ragged_block(vq, tmp_path) -> None:
     assert r["half"]["roofs"] == 9 and r["full"]["roofs"] == 36
     assert r["half"]["buildings"] == 9 and r["full"]["buildings"] == 36  # split apart
     assert math.isfinite(r["growth"])
+
+
+def test_speed_times_the_default_threads_and_one_thread(vq, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GEOUNET_NUM_THREADS", "2")
+    r = vq.speed(tmp_path, 300)
+    assert r["threads"] == 2 and r["polygons"] == r["polygons_unregularized"] > 0
+    assert len(r["bare_seconds_runs"]) == 2 and r["bare_seconds"] > 0
+    assert r["ratio_one_thread"] == r["vectorize_one_thread_seconds"] / r["bare_seconds"]
+    assert vq.os.environ["GEOUNET_NUM_THREADS"] == "2"  # put back after the one-thread run

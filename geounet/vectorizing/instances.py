@@ -439,14 +439,10 @@ def _split_batch(
     box = box[comp > 0] - [c0 + 1, r0 + 1, c0 - 1, r0 - 1]  # in block pixels, with a margin
     sizes = np.stack([box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]], axis=1)
     corners, mosaic_shape = _pack(sizes) if len(box) else (sizes, (0, 0))
-    owner = np.zeros(mosaic_shape, dtype=np.int64)  # position in the batch + 1
-    p = None if probs is None else np.zeros(mosaic_shape, dtype=np.float32)
-    places = [(slice(y, y + h), slice(x, x + w)) for (y, x), (h, w) in zip(corners, sizes)]
     members = np.flatnonzero(comp > 0)
-    for m, k, (a, b, e, f), place in zip(members.tolist(), comp[members].tolist(), box, places):
-        owner[place][lab[b:f, a:e] == k] = m + 1
-        if p is not None:
-            p[place] = probs[b:f, a:e]
+    owner, p = _mosaic(lab, comp[members], box, corners, mosaic_shape, probs)
+    owner[owner > 0] = members[owner[owner > 0] - 1] + 1  # position in the batch + 1
+    places = [(slice(y, y + h), slice(x, x + w)) for (y, x), (h, w) in zip(corners, sizes)]
     labels = split_mask(owner > 0, pixel_m, opts, p) if len(box) else owner
     instance_of = np.zeros(int(labels.max()) + 1, dtype=np.int64)  # instance -> member + 1
     instance_of[labels[owner > 0]] = owner[owner > 0]
@@ -458,6 +454,37 @@ def _split_batch(
             rows, cols = int(box[j, 1]) + r0, int(box[j, 0]) + c0
             pieces[m] = _pieces(ranked.astype(np.int32), rows, cols)
     return pieces, np.flatnonzero(comp == 0)
+
+
+def _mosaic(
+    lab: np.ndarray,
+    comps: np.ndarray,
+    box: np.ndarray,
+    corners: np.ndarray,
+    shape: tuple[int, int],
+    probs: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Regions ``comps`` of the labelled block ``lab`` placed into a mosaic of ``shape``.
+
+    Region ``comps[j]`` (its box ``box[j]``, block columns and rows with the margin, goes to
+    ``corners[j]``) is marked ``j + 1`` in the returned int64 mosaic, and its pixels'
+    probabilities copied (0 elsewhere: the height surface is 0 outside a region anyway).
+    """
+    index = np.full(int(lab.max()) + 1, -1, dtype=np.int64)
+    index[comps] = np.arange(len(comps))
+    flat = np.flatnonzero(lab)
+    j = index[lab.ravel()[flat]]
+    flat, j = flat[j >= 0], j[j >= 0]
+    rows, cols = np.divmod(flat, lab.shape[1])
+    to_r = rows - box[j, 1] + corners[j, 0]
+    to_c = cols - box[j, 0] + corners[j, 1]
+    owner = np.zeros(shape, dtype=np.int64)
+    owner[to_r, to_c] = j + 1
+    if probs is None:
+        return owner, None
+    p = np.zeros(shape, dtype=np.float32)
+    p[to_r, to_c] = probs[rows, cols]
+    return owner, p
 
 
 def _first_pixel(geoms: np.ndarray) -> np.ndarray:
