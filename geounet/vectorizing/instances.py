@@ -23,7 +23,9 @@ seams. The crops of nearby outlines are packed side by side into one mosaic and 
 one call (:data:`BATCH_PX`): every step is 4-connected, so each crop gets its own instances,
 and the per-call cost of thousands of small buildings is paid once per block
 (``benchmarks/vectorize_quality.py --parts speed``: 10 000² pixels of buildings, 16.5 s ->
-12.6 s).
+12.6 s). The blocks are split on :func:`~geounet.core.threads.worker_threads` threads: the
+distance transform, labelling and watershed release the GIL (2 cores: 8.4-8.6 s on one
+thread -> 7.0-7.3 s, the same polygons).
 
 Measured (``benchmarks/separation.py``): the OpenStreetMap buildings of ``oam_kampala``
 (106 of at least 2 m², a dense settlement) rasterized as one class merge into 95 regions;
