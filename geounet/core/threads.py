@@ -40,8 +40,8 @@ __all__ = [
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
-#: Environment variables by which a user chooses the thread count.
-THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GEOUNET_NUM_THREADS")
+#: Environment variables by which a user chooses the thread count, first one first.
+THREADS_ENV = ("GEOUNET_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 #: Environment variables by which a user chooses how idle OpenMP threads wait.
 WAIT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -118,10 +118,10 @@ def engine_threads() -> int:
 def worker_threads() -> int:
     """Threads for compute outside torch: the user's setting, else the available physical cores.
 
-    The setting is the first positive whole number among ``GEOUNET_NUM_THREADS``,
-    ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``.
+    The setting is the first positive whole number among :data:`THREADS_ENV`
+    (``GEOUNET_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``).
     """
-    for key in ("GEOUNET_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for key in THREADS_ENV:
         value = os.environ.get(key, "")
         if value.isdigit() and int(value) > 0:
             return int(value)
