@@ -1,6 +1,7 @@
 """What ``UnetClassifier`` needs around the network and the fit loop.
 
-The training labels' object sizes (recorded in the model for ``vectorize``), the start of a
+The training labels' object sizes and split share (recorded in the model for ``vectorize``),
+the start of a
 fine-tuning run, class weights, the loaders of a fit (validation, or every chip for
 ``refit_on_all``), the saved state of an interrupted fit and the JSON form of its metrics.
 Kept apart from :mod:`geounet.app.classifier` so that the class reads as the user's surface.
@@ -31,6 +32,7 @@ from geounet.vectorizing.sizes import object_sizes
 __all__ = [
     "FIT_STATE_DIR",
     "SIZE_CHIPS",
+    "SPLIT_CHIPS",
     "all_chips_loader",
     "describe_weights",
     "display_figure",
@@ -47,6 +49,10 @@ __all__ = [
 
 #: Label chips read at most to measure the training objects' sizes (spread evenly).
 SIZE_CHIPS = 2000
+#: Of those, label chips whose buildings are split to measure the labels' split share.
+SPLIT_CHIPS = 500
+#: The class whose split share is measured: ``vectorize``'s default building class.
+BUILDING = "building"
 
 
 def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
@@ -55,7 +61,10 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
     Reads the label chips of both splits (at most :data:`SIZE_CHIPS`, spread evenly); see
     :func:`geounet.vectorizing.sizes.object_sizes`. Imagery without a CRS is measured in
     square pixels (the unit ``vectorize`` works in there); empty when the imagery has a CRS
-    but no pixel size in metres.
+    but no pixel size in metres. The ``building`` class also gets ``split_objects`` and
+    ``split_share`` (:func:`geounet.vectorizing.instances.label_split_share`, on at most
+    :data:`SPLIT_CHIPS` of the chips): whether ``vectorize`` splits touching buildings by
+    default.
     """
     gsd = getattr(data, "gsd_m", None)
     if not gsd and getattr(data, "crs", None) is None:
@@ -64,10 +73,23 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
     chips = [(ds, i) for ds in sets if ds is not None for i in range(len(ds))]
     if not gsd or not chips:
         return {}
-    pick = np.unique(np.linspace(0, len(chips) - 1, min(len(chips), SIZE_CHIPS)).astype(int))
+    pick = _spread(len(chips), SIZE_CHIPS)
     names = {i: n for i, n in enumerate(data.classes) if i > 0}
     labels = (ds.read_label(i) for ds, i in (chips[k] for k in pick))
-    return object_sizes(labels, names, pixel_area_m2=float(gsd) ** 2)
+    sizes = object_sizes(labels, names, pixel_area_m2=float(gsd) ** 2)
+    building = [i for i, n in names.items() if n == BUILDING]
+    if building and BUILDING in sizes:
+        from geounet.vectorizing.instances import label_split_share  # scikit-image: only here
+
+        few = pick[_spread(len(pick), SPLIT_CHIPS)]
+        labels = (ds.read_label(i) for ds, i in (chips[k] for k in few))
+        sizes[BUILDING].update(label_split_share(labels, building[0], (gsd, gsd)))
+    return sizes
+
+
+def _spread(n: int, most: int) -> np.ndarray:
+    """At most ``most`` indices of ``range(n)``, spread evenly (the first and last included)."""
+    return np.unique(np.linspace(0, n - 1, min(n, most)).astype(int))
 
 
 def fine_tune_start(path: PathLike, config: ModelConfig) -> tuple[nn.Module, ModelConfig]:

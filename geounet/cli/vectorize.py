@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from geounet.cli.options import (
     resolve_image,
 )
 from geounet.core.classes import parse_classes
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 
 @click.command("vectorize")
@@ -74,9 +78,10 @@ from geounet.core.classes import parse_classes
 @click.option("--no-regularize", is_flag=True, help="Keep traced building outlines as they are.")
 @click.option("--no-centerlines", is_flag=True, help="Roads as polygons, not centre lines.")
 @click.option(
-    "--no-separate",
-    is_flag=True,
-    help="Keep touching buildings as one polygon (no watershed split).",
+    "--separate/--no-separate",
+    default=None,
+    help="Split touching buildings into one polygon each (watershed), or keep them as one "
+    "[default: split, unless the model's training labels draw blocks of buildings as one].",
 )
 @click.option(
     "--min-separation",
@@ -123,7 +128,7 @@ def command(
     gap_m: float | None,
     no_regularize: bool,
     no_centerlines: bool,
-    no_separate: bool,
+    separate: bool | None,
     min_separation_m: float | None,
     probabilities: Path | None,
     min_peak_confidence: float | None,
@@ -159,7 +164,7 @@ def command(
         gap_m=gap_m,
         regularize=not no_regularize,
         road_centerlines=not no_centerlines,
-        separate=not no_separate,
+        separate=separate,
         probabilities=probabilities,
         min_peak_confidence=min_peak_confidence,
         min_road_confidence=min_road_confidence,
@@ -169,8 +174,18 @@ def command(
     )
     for name, gdf in layers.items():
         click.echo(f"{name}: {len(gdf)} features")
-    buildings = layers.get(building_class)
-    if buildings is not None and buildings.attrs.get("min_peak_confidence") is None:
+    _notes(layers.get(building_class), separate)
+    click.echo(f"written: {out}")
+
+
+def _notes(buildings: gpd.GeoDataFrame | None, separate: bool | None) -> None:
+    """Tell on stderr what the defaults did to the building layer that the user may not expect.
+
+    ``separate`` is what the user asked for (None: the default).
+    """
+    if buildings is None:
+        return
+    if buildings.attrs.get("min_peak_confidence") is None:
         click.echo(
             "note: no building probabilities, so buildings the network was never sure of are "
             "kept; classify without --no-probabilities (they are written beside the class "
@@ -178,4 +193,11 @@ def command(
             "dropped.",
             err=True,
         )
-    click.echo(f"written: {out}")
+    if separate is None and buildings.attrs.get("separate") is False:
+        share = buildings.attrs.get("label_split_share") or 0.0
+        click.echo(
+            f"note: touching buildings kept whole: the model's training labels draw blocks of "
+            f"buildings as one (the split would cut {share:.0%} of their building area); "
+            "--separate splits them anyway.",
+            err=True,
+        )

@@ -70,7 +70,12 @@ from geounet.io.raster import (
 )
 from geounet.io.remote import check_local_output
 from geounet.vectorizing.confidence import PROBABILITIES_TAG, probabilities_tag
-from geounet.vectorizing.sizes import MIN_AREA_TAG, min_area_from_sizes
+from geounet.vectorizing.sizes import (
+    LABEL_SPLIT_TAG,
+    MIN_AREA_TAG,
+    min_area_from_sizes,
+    split_shares_from_sizes,
+)
 
 __all__ = [
     "GDAL_CACHE_BYTES",
@@ -283,12 +288,15 @@ def _bounded_gdal_cache() -> contextlib.AbstractContextManager[Any]:
 
 
 def _class_tags(config: Any, engine: str, georeferenced: bool = True) -> dict[str, str]:
-    """Class raster tags: class names, the engine, and the default ``min_area_m2`` per class.
+    """Class raster tags: class names, the engine, and what the training labels tell vectorize.
 
-    The minimum areas come from the training labels' object sizes; ``vectorize`` uses them.
-    A model trained without a CRS measured them in square pixels, which is what ``vectorize``
-    works in on a raster without a CRS: the tag is written only when the units agree
-    (training data and the classified raster both georeferenced, or neither).
+    The default ``min_area_m2`` per class comes from the training labels' object sizes. A
+    model trained without a CRS measured them in square pixels, which is what ``vectorize``
+    works in on a raster without a CRS: that tag is written only when the units agree
+    (training data and the classified raster both georeferenced, or neither). The share of
+    the training buildings that the watershed split would cut (tag
+    :data:`~geounet.vectorizing.sizes.LABEL_SPLIT_TAG`) decides whether ``vectorize`` splits
+    touching buildings by default.
     """
     tags = {
         "CLASSES": classes_tag({i: c.name for i, c in enumerate(config.classes)}),
@@ -299,6 +307,9 @@ def _class_tags(config: Any, engine: str, georeferenced: bool = True) -> dict[st
     same_units = (getattr(config, "gsd_m", None) is not None) == georeferenced
     if min_area and same_units:
         tags[MIN_AREA_TAG] = json.dumps(min_area)
+    shares = split_shares_from_sizes(getattr(config, "object_sizes", None))
+    if shares:
+        tags[LABEL_SPLIT_TAG] = json.dumps(shares)
     return tags
 
 

@@ -45,7 +45,7 @@ Example:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -59,6 +59,7 @@ from skimage.segmentation import watershed
 from geounet.core.errors import InvalidParameterError
 from geounet.core.threads import ordered_map
 from geounet.vectorizing.polygons import polygons_from_shapes
+from geounet.vectorizing.sizes import whole_regions
 
 __all__ = [
     "BATCH_PX",
@@ -67,6 +68,7 @@ __all__ = [
     "MIN_SEPARATION_M",
     "NECK_RATIO",
     "SeparationOptions",
+    "label_split_share",
     "split_mask",
     "split_polygons",
 ]
@@ -246,6 +248,46 @@ def split_mask(
     sampling = (float(pixel_m[1]), float(pixel_m[0]))
     dist = ndimage.distance_transform_edt(mask, sampling=sampling)
     return _watershed_split(mask, dist, pixel_m, opts, prob)
+
+
+def label_split_share(
+    labels: Iterable[np.ndarray],
+    value: int,
+    pixel_m: tuple[float, float],
+    opts: SeparationOptions | None = None,
+) -> dict[str, float]:
+    """How much of the training labels' own buildings the watershed split would cut.
+
+    Each 4-connected region of ``value`` lying whole inside a label chip is one labelled
+    building (vector labels are burnt with a gap between touching polygons); it is split with
+    :func:`split_mask` as ``vectorize`` would split a predicted one. Labels that draw each
+    roof apart are rarely cut (the recipe scenes: ``oam_kampala`` 0 %, ``oam_zanzibar``
+    1.2 %, ``spacenet_atlanta_pan`` 2.3 %, ``inria_austin`` 4.9 % of the area); labels that
+    draw a block of buildings as one object are (``dubai_multiclass`` 21 %).
+
+    Args:
+        labels: Label chips ``(H, W)`` of class values.
+        value: The building class's value.
+        pixel_m: Pixel width and height in metres.
+        opts: Separation settings (default: ``vectorize``'s).
+
+    Returns:
+        ``{"split_objects": whole regions measured, "split_share": share of their area that
+        would be split}``; each region weighted for the chance that a chip sees it whole
+        (:func:`~geounet.vectorizing.sizes.whole_regions`). The share is 0 without regions.
+    """
+    opts = opts or SeparationOptions()
+    cut = total = 0.0
+    n = 0
+    for lab in labels:
+        regions, boxes, pixels, weights = whole_regions(np.asarray(lab), value)
+        for (k, box), px, w in zip(boxes, pixels, weights):
+            crop = np.pad(regions[box] == k, 1)
+            n += 1
+            total += px * w
+            if split_mask(crop, pixel_m, opts).max() > 1:
+                cut += px * w
+    return {"split_objects": n, "split_share": round(cut / total, 4) if total else 0.0}
 
 
 def _watershed_split(

@@ -64,10 +64,12 @@ from geounet.vectorizing.polygons import (
 )
 from geounet.vectorizing.regularize import regularize_buildings
 from geounet.vectorizing.sizes import (
+    LABEL_SPLIT_TAG,
     MIN_AREA_FALLBACK_M2,
     MIN_AREA_TAG,
     filtered_min_area,
     min_area_from_tag,
+    separate_from_tag,
 )
 from geounet.vectorizing.skeleton import SkeletonCollector
 
@@ -102,6 +104,7 @@ class _Options:
     min_road: float = 0.0  # road lines that end, with a lower mean probability, are dropped
     peak_levels: np.ndarray | None = None  # building pixels per probability level (0-255)
     sized: tuple[int | None, float] = (None, 0.0)  # (building value, its own min area m²)
+    label_split: tuple[bool, float | None] = (True, None)  # (separate, labels' split share)
 
 
 def vectorize(
@@ -114,7 +117,7 @@ def vectorize(
     min_area_m2: float | None = None,
     simplify_m: float = 0.5,
     regularize: bool = True,
-    separate: bool = True,
+    separate: bool | None = None,
     min_separation_m: float = MIN_SEPARATION_M,
     road_centerlines: bool = True,
     spur_length_m: float | None = None,
@@ -159,7 +162,13 @@ def vectorize(
         separate: Split touching buildings into one polygon each (marker-controlled
             watershed of each building outline, on its distance to the outline, times the
             building probability when ``probabilities`` is given; see
-            :mod:`geounet.vectorizing.instances`).
+            :mod:`geounet.vectorizing.instances`). None (default): split, unless the model's
+            training labels draw blocks of buildings as one (the split would cut at least
+            :data:`~geounet.vectorizing.sizes.MAX_LABEL_SPLIT_SHARE` of their building
+            area, tag ``GEOUNET_LABEL_SPLIT_SHARE`` written by ``classify``): splitting the
+            network's blocks then makes several polygons of each building it learnt. The
+            building layer's ``attrs["separate"]`` says whether it was split and
+            ``attrs["label_split_share"]`` the share the decision read (None: no tag).
         min_separation_m: Smallest width of a building split off, and smallest distance
             between the centres of two buildings split apart.
         road_centerlines: Roads as centre lines (else polygons).
@@ -238,8 +247,8 @@ def vectorize(
     peak_class = by_name.get(building_class)
     opts = _Options(min_area_m2, simplify_m, peak_class if regularize else None)
     _set_filters(opts, (min_peak, min_road, adaptive), (peak_class, building_min_area))
-    if separate:
-        _split_touching(opts, by_name.get(building_class), min_separation_m, info)
+    _split_touching(opts, _separate(info, separate, building_class), by_name.get(building_class))
+    opts.separation, opts.size = SeparationOptions(min_separation_m), (info.height, info.width)
     with ExitStack() as stack:
         src = stack.enter_context(rasterio.open(info.path))
         prob = _open_readers(stack, src, probabilities, info, class_map, opts, allow_no_crs)
@@ -276,12 +285,14 @@ def _set_filters(
 
 
 def _split_touching(
-    opts: _Options, building: int | None, min_separation_m: float, info: RasterInfo
+    opts: _Options, decided: tuple[bool, float | None], building: int | None
 ) -> None:
-    """Set ``opts`` to split the touching buildings of class value ``building``."""
-    opts.separate = building
-    opts.separation = SeparationOptions(min_separation_m=min_separation_m)
-    opts.size = (info.height, info.width)
+    """Set ``opts`` to split the touching buildings of class value ``building``, if decided.
+
+    ``decided`` is ``(separate, the training labels' split share or None)``.
+    """
+    opts.separate = building if decided[0] else None
+    opts.label_split = decided
 
 
 def _in_order(
@@ -293,7 +304,8 @@ def _in_order(
 ) -> dict[str, gpd.GeoDataFrame]:
     """The layers in class order, each with the ``min_area_m2`` and ``min_peak_confidence`` used.
 
-    ``used`` is ``(min_area_m2, min_peak_confidence)``; buildings have their own area.
+    ``used`` is ``(min_area_m2, min_peak_confidence)``; buildings have their own area, and
+    say whether they were split (``separate``) and the ``label_split_share`` that decided it.
     """
     min_area_m2, min_peak = used
     min_peak = None if min_peak is None else opts.min_peak  # the scene's, when lowered
@@ -301,6 +313,8 @@ def _in_order(
     for name, gdf in out.items():
         area = opts.sized[1] if name == building_class else min_area_m2
         gdf.attrs.update(min_area_m2=float(area), min_peak_confidence=min_peak)
+        if name == building_class:
+            gdf.attrs.update(separate=opts.label_split[0], label_split_share=opts.label_split[1])
     return out
 
 
@@ -378,6 +392,16 @@ def _min_areas(
         return min_area_m2, min_area_m2
     default = _default_min_area(info, class_map, building_class)
     return default, filtered_min_area(default) if filtered else default
+
+
+def _separate(
+    info: RasterInfo, separate: bool | None, building_class: str
+) -> tuple[bool, float | None]:
+    """``(separate, share)``: as given, else from the class raster's label-split tag."""
+    with rasterio.open(info.path) as src:
+        tag = src.tags().get(LABEL_SPLIT_TAG)
+    default, share = separate_from_tag(tag, building_class)
+    return (default if separate is None else bool(separate)), share
 
 
 def _default_min_area(info: RasterInfo, class_map: dict[int, str], building_class: str) -> float:

@@ -56,14 +56,20 @@ from geounet.core.types import IGNORE_INDEX
 
 __all__ = [
     "FILTERED_MIN_AREA_FACTOR",
+    "LABEL_SPLIT_TAG",
+    "MAX_LABEL_SPLIT_SHARE",
     "MIN_AREA_FALLBACK_M2",
     "MIN_AREA_PERCENTILE",
     "MIN_AREA_TAG",
+    "MIN_SPLIT_OBJECTS",
     "PERCENTILES",
     "filtered_min_area",
     "min_area_from_sizes",
     "min_area_from_tag",
     "object_sizes",
+    "separate_from_tag",
+    "split_shares_from_sizes",
+    "whole_regions",
 ]
 
 #: Percentiles of the object areas recorded per class.
@@ -78,14 +84,24 @@ MIN_OBJECTS = 5
 FILTERED_MIN_AREA_FACTOR = 0.5
 #: Tag of a classified raster: JSON ``{class name: min_area_m2}`` from the training labels.
 MIN_AREA_TAG = "GEOUNET_MIN_AREA_M2"
+#: Tag of a classified raster: JSON ``{class name: share}``, the share of the training
+#: labels' building area that the watershed split would cut (:func:`split_shares_from_sizes`).
+LABEL_SPLIT_TAG = "GEOUNET_LABEL_SPLIT_SHARE"
+#: Touching buildings are not split by default when the split cuts at least this share of the
+#: training labels' own building area (labels that draw a block as one building).
+MAX_LABEL_SPLIT_SHARE = 0.1
+#: Fewest whole training objects for their split share to be trusted.
+MIN_SPLIT_OBJECTS = 20
 #: 4-connectivity.
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 
 
-def _region_sizes(lab: np.ndarray, value: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sizes (pixels) and sampling weights of the regions of ``value`` inside the chip.
+def whole_regions(lab: np.ndarray, value: int) -> tuple[np.ndarray, list, np.ndarray, np.ndarray]:
+    """The 4-connected regions of ``value`` that lie whole inside the chip ``lab``.
 
-    Regions are 4-connected; those touching the array border are left out.
+    Returns ``(regions, boxes, pixels, weights)``: the region label array and, for each region
+    not touching the array border, ``(its label in regions, its bounding box as a pair of
+    slices)``, its size in pixels and its sampling weight.
 
     A chip sees an ``h`` x ``w`` object whole in only ``(H - h - 1)(W - w - 1)`` of its
     ``H W`` positions, so larger objects are undercounted; each is weighted by the inverse
@@ -95,17 +111,18 @@ def _region_sizes(lab: np.ndarray, value: int) -> tuple[np.ndarray, np.ndarray]:
 
     regions, n = ndimage.label(lab == value, structure=_CROSS)
     if n == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0)
+        return regions, [], np.empty(0, dtype=np.int64), np.empty(0)
     counts = np.bincount(regions.ravel(), minlength=n + 1)
     edge = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
     counts[edge] = 0
     counts[0] = 0
     keep = np.flatnonzero(counts[1:] > 0)
-    boxes = ndimage.find_objects(regions)
-    hw = np.array([[sl[0].stop - sl[0].start, sl[1].stop - sl[1].start] for sl in boxes])
+    found = ndimage.find_objects(regions)
+    boxes = [(k + 1, found[k]) for k in keep]
+    hw = np.array([[sl[0].stop - sl[0].start, sl[1].stop - sl[1].start] for sl in found])
     h, w = lab.shape
     seen = (h - hw[keep, 0] - 1) * (w - hw[keep, 1] - 1) / (h * w)
-    return counts[keep + 1], 1.0 / seen
+    return regions, boxes, counts[keep + 1], 1.0 / seen
 
 
 def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: Iterable[float]) -> list:
@@ -134,7 +151,7 @@ def object_sizes(
     found: dict[int, list[tuple]] = {v: [] for v in classes if v != IGNORE_INDEX}
     for lab in labels:
         for value in found:
-            found[value].append(_region_sizes(np.asarray(lab), value))
+            found[value].append(whole_regions(np.asarray(lab), value)[2:])
     out: dict[str, dict[str, float]] = {}
     for value, parts in found.items():
         areas = np.concatenate([a for a, _ in parts]) * float(pixel_area_m2)
@@ -187,3 +204,35 @@ def min_area_from_tag(tag: str | None, names: Iterable[str], building: str) -> f
     if not values:
         return None
     return values.get(building, min(values.values()))
+
+
+def split_shares_from_sizes(sizes: Mapping[str, Mapping[str, Any]] | None) -> dict[str, float]:
+    """``{class name: split_share}`` of the classes whose training labels measured one.
+
+    The share (``split_share`` of :func:`~geounet.vectorizing.instances.label_split_share`)
+    is kept when at least :data:`MIN_SPLIT_OBJECTS` whole objects measured it.
+    """
+    return {
+        name: float(s["split_share"])
+        for name, s in (sizes or {}).items()
+        if "split_share" in s and s.get("split_objects", 0) >= MIN_SPLIT_OBJECTS
+    }
+
+
+def separate_from_tag(tag: str | None, building: str) -> tuple[bool, float | None]:
+    """``(separate, share)``: whether ``vectorize`` splits touching buildings by default.
+
+    ``share`` is the building class's value in a classified raster's :data:`LABEL_SPLIT_TAG`
+    (None when the tag is missing, unreadable or has no such class: then split). Touching
+    buildings are split unless the split cut at least :data:`MAX_LABEL_SPLIT_SHARE` of the
+    training labels' own building area: labels that draw a city block as one building teach
+    the network blocks, and splitting its blocks at their necks makes several polygons of
+    each labelled building.
+    """
+    try:
+        share = float(json.loads(tag)[building]) if tag else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        share = None
+    if share is None or not np.isfinite(share):
+        return True, None
+    return share < MAX_LABEL_SPLIT_SHARE, share
