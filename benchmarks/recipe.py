@@ -14,11 +14,13 @@ and the test part is scored: pixel IoU per class and mIoU (confusion matrix of t
 against the labels rasterized onto the test grid by the library's own label reader), building
 object F1 (one-to-one matching at IoU >= 0.5, the SpaceNet metric, with
 :func:`geounet.evaluation.metrics.match_polygons`), predicted and true building counts, and the
-training minutes. The probabilities are what ``vectorize`` drops unsure buildings with (as
-``geounet classify --vector`` does); ``classify`` writes them by default, here under names of
-their own so that saved runs stay comparable: the trained model (``SCENE/model``), class
-rasters and probability rasters (``SCENE/probabilities_NN.tif``) stay under ``--out`` to
-compare runs afterwards.
+training minutes, and whether touching buildings were split (``separated``: ``vectorize``'s
+default follows ``label_split_share``, the share of the training buildings the split would
+cut; see :mod:`geounet.vectorizing.sizes`). The probabilities are what ``vectorize`` drops
+unsure buildings with (as ``geounet classify --vector`` does); ``classify`` writes them by
+default, here under names of their own so that saved runs stay comparable: the trained model
+(``SCENE/model``), class rasters and probability rasters (``SCENE/probabilities_NN.tif``)
+stay under ``--out`` to compare runs afterwards.
 
 Scenes (``--scene NAME`` runs one):
 
@@ -384,7 +386,14 @@ def score_class_raster(
     pred_polys = np.asarray([] if layer is None else layer.geometry.values, dtype=object)
     true_polys = truth_buildings(image, labels, truth, building, scene)
     m = match_polygons(true_polys, pred_polys)
-    return {"cm": cm, "tp": m["tp"], "n_pred": len(pred_polys), "n_true": len(true_polys)}
+    split = None if layer is None else layer.attrs.get("separate")  # touching ones split?
+    return {
+        "cm": cm,
+        "tp": m["tp"],
+        "n_pred": len(pred_polys),
+        "n_true": len(true_polys),
+        "separated": split,
+    }
 
 
 def score_roads(image: Path, lines: Path, layer: gpd.GeoDataFrame | None) -> dict[str, Any]:
@@ -432,6 +441,7 @@ def summarize(parts: list[dict[str, Any]], class_names: list[str]) -> dict[str, 
         "recall": round(tp / n_true, 4) if n_true else None,
         "pred_buildings": int(n_pred),
         "true_buildings": int(n_true),
+        "separated": [p.get("separated") for p in parts],
     }
 
 
@@ -499,6 +509,8 @@ def run_scene(
         "stopped_by": history.attrs.get("stopped_by"),  # epochs, early stopping, time budget
         "chips": {k: int(v) for k, v in data.manifest.get("chip_counts", {}).items()},
         "backbone": backbone,
+        # the share of the training buildings the split would cut: vectorize's default
+        "label_split_share": model.config.object_sizes.get("building", {}).get("split_share"),
     }
 
 

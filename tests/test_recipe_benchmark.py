@@ -187,3 +187,28 @@ def test_a_road_scene_is_scored_on_its_pixels_and_centre_lines(recipe, make_rast
     assert summary["road_completeness"] > 0.95 and summary["road_correctness"] > 0.95
     assert summary["road_length_m"]["true"] == pytest.approx(128.0, abs=0.01)
     assert summary["apls"] > 0.9 and summary["road_lines"] >= 1
+
+
+def test_a_building_scene_says_whether_touching_buildings_were_split(recipe, make_raster, tmp_path):
+    import numpy as np
+
+    from geounet.data.prepare import prepare_data
+
+    labels = np.zeros((128, 128), np.uint8)
+    labels[20:36, 20:36] = labels[20:36, 40:56] = 1
+    labels[26:30, 36:40] = 1  # two squares joined by a bridge: one labelled building
+    image = make_raster(np.repeat(labels[None] * 200, 3, axis=0), "part.tif")
+    truth = make_raster(labels, "truth.tif")
+    data = prepare_data(
+        [str(image)], [str(truth)], classes={1: "building"}, chip_size=64,
+        out_dir=tmp_path / "chips",
+    )  # fmt: skip
+    scene = recipe.Scene([], [], [image], [truth], {1: "building"})
+    names = ["background", "building"]
+    for options, split, pred in (({}, True, 2), ({"separate": False}, False, 1)):
+        options = {"classes": {1: "building"}, **options}
+        part = recipe.score_class_raster(truth, data, scene, 0, names, options)
+        summary = recipe.summarize([part], names)
+        assert summary["separated"] == [split]
+        assert summary["pred_buildings"] == pred and summary["true_buildings"] == 1
+        assert summary["building_f1"] == (1.0 if pred == 1 else 0.0)

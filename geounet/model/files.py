@@ -100,8 +100,11 @@ class ModelConfig:
         history: Per-epoch training history records.
         object_sizes: Area distribution of the training labels' objects per class,
             ``{name: {"count", "p5_m2", ...}}`` (see :mod:`geounet.vectorizing.sizes`); the
-            default ``min_area_m2`` of vectorizing this model's output. Empty in files
-            written before it was recorded.
+            default ``min_area_m2`` of vectorizing this model's output. The building class
+            also has ``split_objects`` and ``split_share``, the share of its area that the
+            watershed split would cut: whether ``vectorize`` splits touching buildings by
+            default. Empty in files written before sizes were recorded; no split share in
+            files written before it was.
         decision_weights: Per class, the weight its probability gets when a pixel's class is
             decided (the class of highest ``probability x weight``), calibrated on the
             validation chips after training (:mod:`geounet.evaluation.decision`); None (files

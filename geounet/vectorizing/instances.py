@@ -27,6 +27,10 @@ and the per-call cost of thousands of small buildings is paid once per block
 distance transform, labelling and watershed release the GIL (2 cores: 8.4-8.6 s on one
 thread -> 7.0-7.3 s, the same polygons).
 
+Whether ``vectorize`` splits by default follows the model's training labels
+(:func:`label_split_share`, :mod:`geounet.vectorizing.sizes`): labels that draw a block of
+buildings as one teach the network blocks, and those are not split.
+
 Measured (``benchmarks/separation.py``): the OpenStreetMap buildings of ``oam_kampala``
 (106 of at least 2 m², a dense settlement) rasterized as one class merge into 95 regions;
 vectorized, they give object F1 0.945 (95 polygons) without separation and 0.986 (105) with

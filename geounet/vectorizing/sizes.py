@@ -1,4 +1,4 @@
-"""Object sizes of label masks, and the smallest polygon area vectorize keeps by default.
+"""Object sizes of label masks: the smallest polygon area vectorize keeps, and whether it splits.
 
 The training labels tell how small the objects of a class really are. :func:`object_sizes`
 measures the 4-connected regions of each class in label chips (regions touching a chip's
@@ -30,6 +30,20 @@ percentile is 5.9 m² there already), ``spacenet_atlanta_pan`` -0.009 (2; 8 poly
 buildings become 15 and 13). Without the filter a lower threshold brings the specks back
 (the fourteenth round: -0.004 to -0.022), so the whole percentile stays there.
 
+The training labels also tell whether touching buildings should be split. Vector labels are
+burnt with a gap between touching polygons, so each whole region of a label chip is one
+labelled building; :func:`~geounet.vectorizing.instances.label_split_share` splits them as
+``vectorize`` would split a prediction and records the share of their area that comes apart
+(``split_share`` beside the sizes, from at least :data:`MIN_SPLIT_OBJECTS` objects;
+``classify`` writes it into tag :data:`LABEL_SPLIT_TAG`). Labels that draw each roof apart are
+rarely cut: ``oam_kampala`` 0 %, ``oam_zanzibar`` 1.2 %, ``spacenet_atlanta_pan`` 2.3 %,
+``inria_austin`` 4.9 %. Dubai's six-class masks draw whole blocks as one building: 21 %, and
+a network trained on them marks blocks, which the split cuts into several polygons each
+(724 polygons for 313 buildings, object F1 0.079; not split: 421 and 0.243, the
+twenty-seventh round of ``benchmarks/README.md``). So from :data:`MAX_LABEL_SPLIT_SHARE`
+(10 %, twice Inria's share and half Dubai's) ``vectorize`` keeps touching buildings whole by
+default (:func:`separate_from_tag`).
+
 Example:
     >>> import numpy as np
     >>> lab = np.zeros((12, 12), np.uint8); lab[2:4, 2:4] = 1; lab[5:10, 5:10] = 1
@@ -42,6 +56,8 @@ Example:
     {}
     >>> filtered_min_area(7.0)              # buildings, when the peak filter runs
     3.5
+    >>> separate_from_tag('{"building": 0.21}', "building")   # labels of whole blocks
+    (False, 0.21)
 """
 
 from __future__ import annotations
