@@ -54,6 +54,7 @@ def test_the_share_is_the_area_of_the_labelled_objects_the_split_cuts():
     assert label_split_share([chip(0, 6)], 1, PIXEL) == {"split_objects": 6, "split_share": 0.0}
     assert label_split_share([chip(6, 0)], 1, PIXEL) == {"split_objects": 6, "split_share": 1.0}
     mixed = label_split_share([chip(2, 4)], 1, PIXEL)
+    assert type(mixed["split_share"]) is float  # a plain number in the model's JSON
     # two dumbbells of 528 pixels against four squares of 256, each weighted for how often
     # a chip sees it whole (the wider dumbbell less often: more weight)
     assert mixed["split_objects"] == 6

@@ -291,7 +291,7 @@ def label_split_share(
             total += px * w
             if split_mask(crop, pixel_m, opts).max() > 1:
                 cut += px * w
-    return {"split_objects": n, "split_share": round(cut / total, 4) if total else 0.0}
+    return {"split_objects": n, "split_share": round(float(cut / total), 4) if total else 0.0}
 
 
 def _watershed_split(
