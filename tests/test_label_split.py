@@ -66,6 +66,8 @@ def test_the_share_is_the_area_of_the_labelled_objects_the_split_cuts():
     # a wider minimum separation keeps the dumbbells whole (their squares are 8 m wide)
     from geounet.vectorizing.instances import SeparationOptions
 
+    # at most about `most` objects: whole chips until that many
+    assert label_split_share([chip(3, 3)] * 4, 1, PIXEL, most=7)["split_objects"] == 12
     wide = SeparationOptions(min_separation_m=10.0)
     assert label_split_share([chip(6, 0)], 1, PIXEL, wide)["split_share"] == 0.0
 

@@ -1,9 +1,8 @@
 """What ``UnetClassifier`` needs around the network and the fit loop.
 
 The training labels' object sizes and split share (recorded in the model for ``vectorize``),
-the start of a
-fine-tuning run, class weights, the loaders of a fit (validation, or every chip for
-``refit_on_all``), the saved state of an interrupted fit and the JSON form of its metrics.
+the start of a fine-tuning run, class weights, the loaders of a fit (validation, or every chip
+for ``refit_on_all``), the saved state of an interrupted fit and the JSON form of its metrics.
 Kept apart from :mod:`geounet.app.classifier` so that the class reads as the user's surface.
 """
 
@@ -33,6 +32,7 @@ __all__ = [
     "FIT_STATE_DIR",
     "SIZE_CHIPS",
     "SPLIT_CHIPS",
+    "SPLIT_OBJECTS",
     "all_chips_loader",
     "describe_weights",
     "display_figure",
@@ -49,8 +49,11 @@ __all__ = [
 
 #: Label chips read at most to measure the training objects' sizes (spread evenly).
 SIZE_CHIPS = 2000
-#: Of those, label chips whose buildings are split to measure the labels' split share.
+#: Of those, label chips whose buildings are split to measure the labels' split share (in a
+#: fixed shuffled order).
 SPLIT_CHIPS = 500
+#: Buildings measured for the split share: chips are read until this many are (seconds).
+SPLIT_OBJECTS = 1000
 #: The class whose split share is measured: ``vectorize``'s default building class.
 BUILDING = "building"
 
@@ -63,8 +66,8 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
     square pixels (the unit ``vectorize`` works in there); empty when the imagery has a CRS
     but no pixel size in metres. The ``building`` class also gets ``split_objects`` and
     ``split_share`` (:func:`geounet.vectorizing.instances.label_split_share`, on at most
-    :data:`SPLIT_CHIPS` of the chips): whether ``vectorize`` splits touching buildings by
-    default.
+    :data:`SPLIT_CHIPS` of the chips and about :data:`SPLIT_OBJECTS` buildings): whether
+    ``vectorize`` splits touching buildings by default.
     """
     gsd = getattr(data, "gsd_m", None)
     if not gsd and getattr(data, "crs", None) is None:
@@ -81,9 +84,10 @@ def label_object_sizes(data: Any) -> dict[str, dict[str, float]]:
     if building and BUILDING in sizes:
         from geounet.vectorizing.instances import label_split_share  # scikit-image: only here
 
-        few = pick[_spread(len(pick), SPLIT_CHIPS)]
+        few = np.random.default_rng(0).permutation(pick[_spread(len(pick), SPLIT_CHIPS)])
         labels = (ds.read_label(i) for ds, i in (chips[k] for k in few))
-        sizes[BUILDING].update(label_split_share(labels, building[0], (gsd, gsd)))
+        share = label_split_share(labels, building[0], (gsd, gsd), most=SPLIT_OBJECTS)
+        sizes[BUILDING].update(share)
     return sizes
 
 

@@ -259,6 +259,7 @@ def label_split_share(
     value: int,
     pixel_m: tuple[float, float],
     opts: SeparationOptions | None = None,
+    most: int | None = None,
 ) -> dict[str, float]:
     """How much of the training labels' own buildings the watershed split would cut.
 
@@ -274,6 +275,7 @@ def label_split_share(
         value: The building class's value.
         pixel_m: Pixel width and height in metres.
         opts: Separation settings (default: ``vectorize``'s).
+        most: Stop after the chip in which this many objects have been measured (None: all).
 
     Returns:
         ``{"split_objects": whole regions measured, "split_share": share of their area that
@@ -291,6 +293,8 @@ def label_split_share(
             total += px * w
             if split_mask(crop, pixel_m, opts).max() > 1:
                 cut += px * w
+        if most is not None and n >= most:
+            break
     return {"split_objects": n, "split_share": round(float(cut / total), 4) if total else 0.0}
 
 
