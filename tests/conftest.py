@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -123,6 +124,29 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
+def labelled_model(make_raster: Callable[..., Path], tmp_path: Path) -> Callable[..., object]:
+    """Factory: an untrained tiny ``UnetClassifier`` on a scene labelled ``labels`` (class 1).
+
+    ``labelled_model(labels, chip_size, crs=UTM)``: the image is bright where the labels say
+    building (three bands, 0.5 m pixels); ``crs=None`` prepares it without a CRS. The model's
+    ``config.object_sizes`` are those of the labels.
+    """
+    from geounet.app.classifier import UnetClassifier
+    from geounet.data.prepare import prepare_data
+
+    def _make(labels: np.ndarray, chip_size: int, crs: CRS | None = UTM) -> object:
+        image = np.where(labels[None] == 1, 160, 60).astype(np.uint8).repeat(3, axis=0)
+        data = prepare_data(
+            make_raster(image, "scene.tif", crs=crs), make_raster(labels, "labels.tif", crs=crs),
+            classes={1: "building"}, chip_size=chip_size, allow_no_crs=crs is None,
+            out_dir=tmp_path / "chips",
+        )  # fmt: skip
+        return UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)
+
+    return _make
+
+
+@pytest.fixture
 def one_thread():
     """Run torch on one thread: tiny networks gain nothing from threads, and one thread avoids
     OpenMP spin-waiting when other processes share the cores."""
@@ -132,3 +156,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pointwise_building_model(object_sizes: dict) -> SimpleNamespace:
+    """A stand-in for a trained model: "building" where band 1 is above 100 (a 1x1 convolution).
+
+    One band, 0.5 m pixels, trained on labels with these ``object_sizes``
+    (:attr:`geounet.model.files.ModelConfig.object_sizes`); what ``classify_raster`` needs.
+    """
+    import torch
+
+    from geounet.core.classes import make_classes
+    from geounet.model.files import ModelConfig
+
+    net = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+        net.weight[1, 0] = 1.0
+        net.bias[1] = -100.0
+    config = ModelConfig(
+        arch="unet", backbone=None, in_channels=1, classes=make_classes({1: "building"}),
+        bands=[1], band_names=["b1"], stats={"mean": [0.0], "std": [1.0], "p98": [255.0]},
+        chip_size=64, gsd_m=0.5, source_dtype="uint8", object_sizes=object_sizes,
+    )  # fmt: skip
+    return SimpleNamespace(network=net, config=config, device=torch.device("cpu"))

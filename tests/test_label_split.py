@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
+from conftest import pointwise_building_model
 
-from geounet.app.classifier import UnetClassifier
 from geounet.cli.main import cli
-from geounet.core.classes import make_classes
-from geounet.data.prepare import prepare_data
 from geounet.inference.classify import classify_raster
-from geounet.model.files import ModelConfig, read_config
+from geounet.model.files import read_config
 from geounet.vectorizing.instances import label_split_share
 from geounet.vectorizing.pipeline import vectorize
 from geounet.vectorizing.sizes import (
@@ -27,7 +23,6 @@ from geounet.vectorizing.sizes import (
     split_shares_from_sizes,
 )
 
-TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 PIXEL = (0.5, 0.5)
 
 
@@ -87,40 +82,24 @@ def test_the_tag_decides_the_default_and_too_few_objects_say_nothing():
         assert separate_from_tag(tag, "building") == (True, None), tag
 
 
-def test_prepared_block_labels_record_a_high_share_in_the_model(tmp_path, make_raster):
+def test_prepared_block_labels_record_a_high_share_in_the_model(tmp_path, labelled_model):
     labels = np.zeros((256, 256), np.uint8)
     for r in range(4, 240, 22):
         for c in range(4, 200, 42):
             dumbbell(labels, r, c)
-    image = np.where(labels[None] == 1, 160, 60).astype(np.uint8).repeat(3, axis=0)
-    data = prepare_data(
-        make_raster(image, "scene.tif"), make_raster(labels, "labels.tif"),
-        classes={1: "building"}, chip_size=64, out_dir=tmp_path / "chips",
-    )  # fmt: skip
-    model = UnetClassifier(data, **TINY)
+    model = labelled_model(labels, 64)
     sizes = model.config.object_sizes["building"]
     assert sizes["split_objects"] >= MIN_SPLIT_OBJECTS
     assert sizes["split_share"] == 1.0
     assert read_config(model.save(tmp_path / "m")).object_sizes["building"] == sizes
 
 
-def pointwise_model(split_share: float | None) -> SimpleNamespace:
-    """Class 1 ("building") where band 1 is above 100, trained on labels of this split share."""
-    net = torch.nn.Conv2d(1, 2, 1)
-    with torch.no_grad():
-        net.weight.zero_()
-        net.bias.zero_()
-        net.weight[1, 0] = 1.0
-        net.bias[1] = -100.0
+def trained_on(split_share: float | None) -> dict:
+    """The ``object_sizes`` of a model whose training labels had this split share (or none)."""
     sizes = {"count": 40, "p10_m2": 4.0}
     if split_share is not None:
         sizes.update(split_objects=40, split_share=split_share)
-    config = ModelConfig(
-        arch="unet", backbone=None, in_channels=1, classes=make_classes({1: "building"}),
-        bands=[1], band_names=["b1"], stats={"mean": [0.0], "std": [1.0], "p98": [255.0]},
-        chip_size=64, gsd_m=0.5, source_dtype="uint8", object_sizes={"building": sizes},
-    )  # fmt: skip
-    return SimpleNamespace(network=net, config=config, device=torch.device("cpu"))
+    return {"building": sizes}
 
 
 @pytest.mark.parametrize(("share", "pieces"), [(None, 2), (0.02, 2), (0.3, 1)])
@@ -129,7 +108,7 @@ def test_vectorize_follows_the_labels_of_the_model(tmp_path, make_raster, share,
     dumbbell(img[0], 10, 10)
     img[img > 0] = 200
     out = classify_raster(
-        pointwise_model(share), make_raster(img, "s.tif"), tmp_path / "c.tif",
+        pointwise_building_model(trained_on(share)), make_raster(img, "s.tif"), tmp_path / "c.tif",
         probabilities=False, progress=False,
     )  # fmt: skip
     with rasterio.open(out) as src:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
+from conftest import pointwise_building_model
 
-from geounet.app.classifier import UnetClassifier
 from geounet.cli.main import cli
-from geounet.core.classes import make_classes
-from geounet.data.prepare import prepare_data
 from geounet.inference.classify import classify_raster
-from geounet.model.files import CONFIG_FILE, ModelConfig, read_config
+from geounet.model.files import CONFIG_FILE, read_config
 from geounet.vectorizing.pipeline import vectorize
 from geounet.vectorizing.sizes import (
     MIN_AREA_FALLBACK_M2,
@@ -25,8 +21,6 @@ from geounet.vectorizing.sizes import (
     min_area_from_tag,
     object_sizes,
 )
-
-TINY = {"backbone": None, "base_channels": 4, "depth": 2, "seed": 0}
 
 
 def test_sizes_leave_out_cut_objects_and_weight_large_ones():
@@ -57,17 +51,12 @@ def test_min_area_from_sizes_and_from_the_tag():
     assert min_area_from_tag(None, ["building"], "building") is None
 
 
-def test_new_model_records_training_object_sizes_and_old_files_load(tmp_path, make_raster):
+def test_new_model_records_training_object_sizes_and_old_files_load(tmp_path, labelled_model):
     labels = np.zeros((128, 128), np.uint8)
     for r in range(4, 120, 12):
         for c in range(4, 120, 12):
             labels[r : r + 6, c : c + 6] = 1  # 6 x 6 pixels of 0.5 m: 9 m² each
-    image = np.where(labels[None] == 1, 160, 60).astype(np.uint8).repeat(3, axis=0)
-    data = prepare_data(
-        make_raster(image, "scene.tif"), make_raster(labels, "labels.tif"),
-        classes={1: "building"}, chip_size=32, out_dir=tmp_path / "chips",
-    )  # fmt: skip
-    model = UnetClassifier(data, **TINY)
+    model = labelled_model(labels, 32)
     sizes = model.config.object_sizes["building"]
     assert sizes["count"] > 20
     assert sizes["p5_m2"] == sizes["p50_m2"] == 9.0
@@ -79,30 +68,13 @@ def test_new_model_records_training_object_sizes_and_old_files_load(tmp_path, ma
     assert read_config(folder).object_sizes == {}
 
 
-def pointwise_model(object_sizes: dict) -> SimpleNamespace:
-    """Class 1 ("building") where band 1 is above 100: a 1x1 convolution."""
-    net = torch.nn.Conv2d(1, 2, 1)
-    with torch.no_grad():
-        net.weight.zero_()
-        net.bias.zero_()
-        net.weight[1, 0] = 1.0
-        net.bias[1] = -100.0
-    config = ModelConfig(
-        arch="unet", backbone=None, in_channels=1, classes=make_classes({1: "building"}),
-        bands=[1], band_names=["b1"], stats={"mean": [0.0], "std": [1.0], "p98": [255.0]},
-        chip_size=64,
-        gsd_m=0.5, source_dtype="uint8", object_sizes=object_sizes,
-    )  # fmt: skip
-    return SimpleNamespace(network=net, config=config, device=torch.device("cpu"))
-
-
 @pytest.fixture
 def classified(tmp_path, make_raster):
     """A class raster of a 1 m² and a 9 m² building, from a model whose labels' p10 is 4 m²."""
     img = np.zeros((1, 40, 40), np.uint8)
     img[0, 5:7, 5:7] = 200  # 2 x 2 pixels of 0.5 m: 1 m²
     img[0, 20:26, 20:26] = 200  # 9 m²
-    model = pointwise_model({"building": {"count": 40, "p10_m2": 4.0, "p50_m2": 20.0}})
+    model = pointwise_building_model({"building": {"count": 40, "p10_m2": 4.0, "p50_m2": 20.0}})
     src = make_raster(img, "scene.tif")
     # without probabilities: the tagged minimum area as it is (the peak filter halves it)
     return classify_raster(
@@ -128,7 +100,7 @@ def test_without_recorded_sizes_the_fallback_applies(tmp_path, make_raster):
     img[0, 5:9, 5:9] = 200  # 4 m²: below the 5 m² fallback
     img[0, 20:26, 20:26] = 200
     out = classify_raster(
-        pointwise_model({}),
+        pointwise_building_model({}),
         make_raster(img, "s.tif"),
         tmp_path / "c.tif",
         probabilities=False,
@@ -142,21 +114,16 @@ def test_without_recorded_sizes_the_fallback_applies(tmp_path, make_raster):
 
 
 def test_without_a_crs_sizes_are_in_pixels_and_reach_only_unreferenced_rasters(
-    tmp_path, make_raster
+    tmp_path, make_raster, labelled_model
 ):
     labels = np.zeros((128, 128), np.uint8)
     for r in range(4, 120, 12):
         for c in range(4, 120, 12):
             labels[r : r + 6, c : c + 6] = 1  # 36 pixels each
-    image = np.where(labels[None] == 1, 160, 60).astype(np.uint8).repeat(3, axis=0)
-    data = prepare_data(
-        make_raster(image, "scene.tif", crs=None), make_raster(labels, "labels.tif", crs=None),
-        classes={1: "building"}, chip_size=32, allow_no_crs=True,
-    )  # fmt: skip
-    model = UnetClassifier(data, **TINY)
+    model = labelled_model(labels, 32, crs=None)
     assert model.config.object_sizes["building"]["p10_m2"] == 36.0  # square pixels
     # a pixel-unit model tags only rasters that vectorize measures in pixels too
-    sized = pointwise_model({"building": {"count": 40, "p10_m2": 36.0}})
+    sized = pointwise_building_model({"building": {"count": 40, "p10_m2": 36.0}})
     sized.config.gsd_m = None
     img = np.zeros((1, 40, 40), np.uint8)
     img[0, 20:26, 20:26] = 200
