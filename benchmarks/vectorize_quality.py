@@ -1,6 +1,6 @@
 """Vectorizing quality and speed: buildings, road centre lines, and time against bare GDAL.
 
-Three parts, each printed as readable lines; the last line is one JSON object with all
+Six parts, each printed as readable lines; the last line is one JSON object with all
 figures (a part whose data is absent is reported as skipped, with the reason):
 
 - **buildings**: ``../shared/data/spacenet_atlanta_pan/buildings.geojson`` rasterized onto
@@ -27,6 +27,10 @@ figures (a part whose data is absent is reported as skipped, with the reason):
 - **split_speed**: one dense block of touching roofs with ragged edges, as a network maps
   an informal settlement (``--roofs`` per side, and half that), vectorized with the
   defaults: seconds, buildings, and the growth exponent over the pixels (target <= 1.3).
+- **holes_speed**: a land-cover class over the whole scene with 2 % of its pixels missing at
+  random and a lake every 500 px (``--holes-size`` a side, and half that; windows of 2 048
+  px, so the scene-wide polygon is merged across seams), vectorized with the defaults:
+  seconds, the holes kept, and the growth exponent over the pixels (target <= 1.3).
 
 Usage::
 
@@ -34,6 +38,7 @@ Usage::
     python benchmarks/vectorize_quality.py --size 2000          # quick smoke test
     python benchmarks/vectorize_quality.py --parts road_speed --road-size 4000
     python benchmarks/vectorize_quality.py --parts split_speed --roofs 40
+    python benchmarks/vectorize_quality.py --parts holes_speed --holes-size 4000
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ TARGETS = {
     "speed_ratio": 2.0,
     "road_growth": 1.3,
     "split_growth": 1.3,
+    "holes_growth": 1.3,
 }
 
 
@@ -427,17 +433,52 @@ def split_speed(work: Path, n: int) -> dict:
     return {"half": half, "full": full, "growth": growth}
 
 
+def pepper_mask(size: int, seed: int = 0) -> np.ndarray:
+    """``size``² pixels of one class, 2 % of them missing at random, a 40 px lake every 500 px.
+
+    What a land-cover network's scene-wide class looks like: one polygon with a hole at every
+    stray pixel (filled, being under the smallest area) and lakes (kept).
+    """
+    rng = np.random.default_rng(seed)
+    m = rng.random((size, size)) >= 0.02
+    for r in range(230, size - 40, 500):
+        for c in range(230, size - 40, 500):
+            m[r : r + 40, c : c + 40] = False
+    return m.astype(np.uint8)
+
+
+def holes_seconds(work: Path, size: int) -> dict:
+    """Seconds of vectorize on a ``pepper_mask`` of ``size``² pixels (0.5 m)."""
+    path = mask_file(work / f"pepper_{size}.tif", pepper_mask(size), "land")
+    t0 = time.perf_counter()
+    land = vectorize(path)["land"]
+    seconds = time.perf_counter() - t0
+    holes = int(shapely.get_num_interior_rings(land.geometry.values).sum())
+    print(f"  {size}² px: {len(land)} polygons, {holes} holes kept, in {seconds:.2f} s")
+    return {"size": size, "polygons": len(land), "holes": holes, "seconds": seconds}
+
+
+def holes_speed(work: Path, size: int) -> dict:
+    """``holes_seconds`` at half ``size`` and at ``size``; the growth exponent."""
+    print("holes_speed: one land-cover class over the scene, full of holes, at two sizes")
+    half, full = holes_seconds(work, size // 2), holes_seconds(work, size)
+    growth = float(np.log(full["seconds"] / half["seconds"]) / np.log(4))
+    print(f"  time grows as pixels^{growth:.2f} (target <= {TARGETS['holes_growth']})")
+    return {"half": half, "full": full, "growth": growth}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for and print the JSON line last."""
     p = parser(__doc__)
     add_scene_args(p, size=10000, work=None, size_help="speed mask side (pixels)")
     p.add_argument(
         "--parts",
-        default="buildings,roads,speed,road_speed,split_speed",
+        default="buildings,roads,speed,road_speed,split_speed,holes_speed",
         help="comma-separated parts to run",
     )
     p.add_argument("--roofs", type=int, default=40, help="split_speed roofs per block side")
     p.add_argument("--road-size", type=int, default=4000, help="road_speed mask side (pixels)")
+    p.add_argument("--holes-size", type=int, default=4000, help="holes_speed side (pixels)")
     args = p.parse_args(argv)
     parts = {part.strip() for part in args.parts.split(",")}
     result: dict = {"targets": TARGETS}
@@ -453,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             result["road_speed"] = road_speed(work, args.road_size)
         if "split_speed" in parts:
             result["split_speed"] = split_speed(work, args.roofs)
+        if "holes_speed" in parts:
+            result["holes_speed"] = holes_speed(work, args.holes_size)
     for name in ("buildings", "roads"):
         if "skipped" in result.get(name, {}):
             print(f"{name}: SKIPPED ({result[name]['skipped']})")
@@ -476,7 +519,7 @@ def _targets_met(r: dict) -> dict:
         met["short_spurs"] = rd["short_spurs"] == TARGETS["short_spurs"]
     if "ratio" in s:
         met["speed_ratio"] = s["ratio"] <= TARGETS["speed_ratio"]
-    for part in ("road", "split"):
+    for part in ("road", "split", "holes"):
         if "growth" in r.get(f"{part}_speed", {}):
             met[f"{part}_growth"] = r[f"{part}_speed"]["growth"] <= TARGETS[f"{part}_growth"]
     return met

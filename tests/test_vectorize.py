@@ -33,7 +33,12 @@ from geounet.core.errors import (
 )
 from geounet.io.raster import write_raster
 from geounet.vectorizing.pipeline import vectorize
-from geounet.vectorizing.polygons import PolygonTracer, largest_polygon, simplify_polygons
+from geounet.vectorizing.polygons import (
+    PolygonTracer,
+    fill_small_holes,
+    largest_polygon,
+    simplify_polygons,
+)
 from geounet.vectorizing.regularize import regularize_buildings
 
 UTM = CRS.from_epsg(32616)
@@ -137,6 +142,52 @@ def test_object_cut_by_window_seams_is_one_polygon(tmp_path):
     assert len(reg_tiled) == 2
     for g1, g2 in zip(reg_whole.geometry, reg_tiled.geometry):
         assert shapely.equals_exact(shapely.normalize(g1), shapely.normalize(g2), 1e-6)
+
+
+def _traced(a: np.ndarray, window: int) -> set[bytes]:
+    """Every polygon of classes 1 and 2, traced window by window, as normalized WKB."""
+    tracer = PolygonTracer([1, 2], height=a.shape[0], width=a.shape[1])
+    out = []
+    for r in range(0, a.shape[0], window):
+        for c in range(0, a.shape[1], window):
+            out.append(tracer.trace(a[r : r + window, c : c + window], r, c)[0])
+    out.append(tracer.merged()[0])
+    return set(shapely.to_wkb(shapely.normalize(np.concatenate(out))))
+
+
+def test_seam_pieces_with_holes_merge_into_the_single_pass_outlines():
+    """A class over the whole scene with holes everywhere: inside one window, straddling a
+    seam, at a window's corner; and an island in a hole. The pieces' holes are put back into
+    the union of their outer rings, which must give exactly what one pass traces."""
+    rng = np.random.default_rng(0)
+    a = np.ones((64, 64), np.uint8)
+    a[rng.random(a.shape) < 0.08] = 0  # one-pixel holes
+    a[14:18, 30:34] = 0  # a hole across the seam at row 16
+    a[30:34, 30:34] = 0  # a hole at the corner of four windows
+    a[40:50, 40:50] = 0
+    a[44:46, 44:46] = 2  # an island of another class inside that hole
+    a[55:64, 0:9] = 2  # another class cut by the scene's edge
+    whole = _traced(a, 64)
+    holes = shapely.get_num_interior_rings(shapely.from_wkb(list(whole)))
+    assert len(whole) >= 3 and holes.max() > 100
+    for window in (16, 24):
+        assert _traced(a, window) == whole
+
+
+def test_fill_small_holes_rebuilds_only_the_polygons_that_lose_one():
+    ring = shapely.box(0, 0, 10, 10)
+    two = ring.difference(shapely.box(1, 1, 2, 2)).difference(shapely.box(4, 4, 7, 7))
+    one = ring.difference(shapely.box(4, 4, 7, 7))  # a 9 m² hole
+    other = shapely.MultiPolygon([shapely.box(0, 0, 1, 1)])
+    geoms = np.array([two, one, ring, other, None], dtype=object)
+    out = fill_small_holes(geoms, 5.0)
+    assert [len(g.interiors) for g in out[:3]] == [1, 1, 0]
+    assert shapely.equals(out[0], one)
+    assert out[1] is one and out[2] is ring and out[3] is other and out[4] is None
+    # a limit per polygon: the first keeps both holes, the second loses its own
+    out = fill_small_holes(geoms, np.array([0.5, 10.0, 1, 1, 1]))
+    assert len(out[0].interiors) == 2 and shapely.equals(out[1], ring)
+    assert len(fill_small_holes(np.empty(0, dtype=object), 1.0)) == 0
 
 
 def test_min_area_drops_small_objects(tmp_path):

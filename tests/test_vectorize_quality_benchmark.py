@@ -53,3 +53,17 @@ def test_speed_times_the_default_threads_and_one_thread(vq, tmp_path, monkeypatc
     assert len(r["bare_seconds_runs"]) == 2 and r["bare_seconds"] > 0
     assert r["ratio_one_thread"] == r["vectorize_one_thread_seconds"] / r["bare_seconds"]
     assert vq.os.environ["GEOUNET_NUM_THREADS"] == "2"  # put back after the one-thread run
+
+
+def test_holes_speed_keeps_the_lakes_and_fills_the_stray_pixels(vq, tmp_path) -> None:
+    mask = vq.pepper_mask(1000)
+    assert mask.shape == (1000, 1000) and mask.dtype == np.uint8
+    assert 0.02 < 1 - mask.mean() < 0.03  # stray pixels and four lakes of 40 x 40
+    assert not mask[230:270, 730:770].any()
+    r = vq.holes_speed(tmp_path, 600)
+    assert r["half"]["size"] == 300 and r["full"]["size"] == 600
+    # one land polygon each; only the lake is a hole (the stray pixels are under 5 m²)
+    assert r["half"]["polygons"] == r["full"]["polygons"] == 1
+    assert r["half"]["holes"] == r["full"]["holes"] == 1
+    assert math.isfinite(r["growth"])
+    assert vq._targets_met({"holes_speed": r})["holes_growth"] == (r["growth"] <= 1.3)

@@ -136,13 +136,40 @@ class PolygonTracer:
         self._seam = []
         out_g, out_v = [], []
         for value in np.unique(values):
-            union = shapely.union_all(geoms[values == value])
-            parts = shapely.get_parts(union)  # pieces meeting at a corner stay apart
-            parts = parts[shapely.get_type_id(parts) == 3]
-            # the union keeps a vertex where each seam crossed an edge; GDAL traces none
-            out_g.append(shapely.simplify(parts, 0, preserve_topology=False))
+            out_g.append(_union_with_holes(geoms[values == value]))
             out_v.append(np.full(len(out_g[-1]), value, dtype=np.int64))
         return np.concatenate(out_g), np.concatenate(out_v)
+
+
+def _union_with_holes(pieces: np.ndarray) -> np.ndarray:
+    """The union of one class's seam pieces, as Polygons.
+
+    A piece's holes lie inside its window (a gap that reaches the window's edge is outside the
+    piece, not a hole), where no other piece reaches: they are holes of the union as they are.
+    So only the outer rings are unioned, and each piece's holes put back into the polygon of
+    the union that holds them. The same polygons as the union of the pieces themselves, at a
+    fraction of its cost when a scene-wide class has thousands of holes (2 000² pixels of one
+    class with 2 % of its pixels missing: 3.0 s -> ...).
+    """
+    shells = shapely.polygons(shapely.get_exterior_ring(pieces))
+    parts = shapely.get_parts(shapely.union_all(shells))  # pieces meeting at a corner: apart
+    parts = parts[shapely.get_type_id(parts) == 3]
+    # the union keeps a vertex where each seam crossed an edge; GDAL traces none
+    parts = shapely.simplify(parts, 0, preserve_topology=False)
+    holes, _ = _holes(pieces)
+    if not holes.size or not parts.size:
+        return parts
+    inside = shapely.point_on_surface(shapely.polygons(holes))
+    part, hole = shapely.STRtree(inside).query(parts, predicate="contains")
+    out = parts.copy()
+    order = np.argsort(part, kind="stable")
+    part, hole = part[order], hole[order]
+    starts = np.flatnonzero(np.r_[True, part[1:] != part[:-1]]) if part.size else part
+    for a, b in zip(starts, np.r_[starts[1:], part.size].astype(int)):
+        p = parts[part[a]]
+        rings = [*shapely.get_rings(p)[1:], *holes[hole[a:b]]]
+        out[part[a]] = shapely.polygons(shapely.get_exterior_ring(p), rings)
+    return out
 
 
 def largest_polygon(geoms: np.ndarray) -> np.ndarray:
@@ -187,12 +214,25 @@ def fill_small_holes(geoms: np.ndarray, min_hole_area: float | np.ndarray) -> np
     """
     out = geoms.copy()
     limit = np.broadcast_to(np.asarray(min_hole_area, dtype=float), geoms.shape)
-    with_holes = np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0)
-    for i in with_holes:
-        poly = geoms[i]
-        holes = [r for r in poly.interiors if shapely.area(shapely.polygons(r)) >= limit[i]]
-        out[i] = shapely.polygons(poly.exterior, holes or None)
+    holes, owner = _holes(geoms)
+    if not owner.size:
+        return out
+    small = shapely.area(shapely.polygons(holes)) < limit[owner]
+    for i in np.unique(owner[small]):  # only the polygons that lose a hole are rebuilt
+        lo, hi = np.searchsorted(owner, [i, i + 1])  # owner is sorted
+        kept = holes[lo:hi][~small[lo:hi]]
+        out[i] = shapely.polygons(shapely.get_exterior_ring(geoms[i]), kept if kept.size else None)
     return out
+
+
+def _holes(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(interior rings, index of the polygon of each)`` of an array of polygons, in order."""
+    n = np.maximum(shapely.get_num_interior_rings(geoms), 0)
+    owner = np.repeat(np.arange(len(geoms)), n)
+    if not owner.size:
+        return np.empty(0, dtype=object), owner
+    first = np.repeat(np.cumsum(n) - n, n)
+    return shapely.get_interior_ring(geoms[owner], np.arange(owner.size) - first), owner
 
 
 def simplify_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
