@@ -147,9 +147,11 @@ def _union_with_holes(pieces: np.ndarray) -> np.ndarray:
     A piece's holes lie inside its window (a gap that reaches the window's edge is outside the
     piece, not a hole), where no other piece reaches: they are holes of the union as they are.
     So only the outer rings are unioned, and each piece's holes put back into the polygon of
-    the union that holds them. The same polygons as the union of the pieces themselves, at a
-    fraction of its cost when a scene-wide class has thousands of holes (2 000² pixels of one
-    class with 2 % of its pixels missing: 3.0 s -> ...).
+    the union that holds them. The same polygons as the union of the pieces themselves (WKB
+    for WKB on 61 layers of real class rasters cut into small windows), at a fraction of its
+    cost when a scene-wide class has thousands of holes: ``benchmarks/vectorize_quality.py
+    --parts holes_speed``, 4 000² pixels of one class with 2 % of its pixels missing, 21.5 and
+    25.6 s -> 7.5 and 7.6 s for all of ``vectorize``.
     """
     shells = shapely.polygons(shapely.get_exterior_ring(pieces))
     parts = shapely.get_parts(shapely.union_all(shells))  # pieces meeting at a corner: apart
