@@ -10,6 +10,7 @@ import rasterio
 from click.testing import CliRunner
 from conftest import pointwise_building_model
 
+from geounet.app.workflows import describe
 from geounet.cli.main import cli
 from geounet.inference.classify import classify_raster
 from geounet.model.files import read_config
@@ -91,7 +92,11 @@ def test_prepared_block_labels_record_a_high_share_in_the_model(tmp_path, labell
     sizes = model.config.object_sizes["building"]
     assert sizes["split_objects"] >= MIN_SPLIT_OBJECTS
     assert sizes["split_share"] == 1.0
-    assert read_config(model.save(tmp_path / "m")).object_sizes["building"] == sizes
+    folder = model.save(tmp_path / "m")
+    assert read_config(folder).object_sizes["building"] == sizes
+    rows = dict(describe(folder))  # `geounet info MODEL_DIR` says what vectorize will do
+    assert rows["vectorize touching buildings"].startswith("kept whole (the split would cut 100")
+    assert rows["vectorize min area"].startswith("building ")
 
 
 def trained_on(split_share: float | None) -> dict:

@@ -256,6 +256,29 @@ def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:
     for key, value in (meta.get("metrics") or {}).items():
         if isinstance(value, int | float):
             rows.append((f"metric {key}", f"{value:.4g}"))
+    return rows + _vectorize_defaults(meta.get("object_sizes"), meta.get("gsd_m") is not None)
+
+
+def _vectorize_defaults(sizes: Any, metres: bool) -> list[tuple[str, str]]:
+    """Rows saying what the training labels set for ``vectorize``: smallest area, the split."""
+    from geounet.vectorizing.sizes import (
+        MAX_LABEL_SPLIT_SHARE,
+        min_area_from_sizes,
+        split_shares_from_sizes,
+    )
+
+    rows = []
+    unit = "m²" if metres else "px²"
+    areas = min_area_from_sizes(sizes)
+    if areas:
+        text = ", ".join(f"{k} {v:g} {unit}" for k, v in areas.items())
+        half = " (buildings: half that with probabilities)" if "building" in areas else ""
+        rows.append(("vectorize min area", text + half))
+    share = split_shares_from_sizes(sizes).get("building")
+    if share is not None:
+        what = "kept whole" if share >= MAX_LABEL_SPLIT_SHARE else "split"
+        text = f"{what} (the split would cut {share:.1%} of the labelled buildings' area)"
+        rows.append(("vectorize touching buildings", text))
     return rows
 
 
