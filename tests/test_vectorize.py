@@ -157,8 +157,9 @@ def _traced(a: np.ndarray, window: int) -> set[bytes]:
 
 def test_seam_pieces_with_holes_merge_into_the_single_pass_outlines():
     """A class over the whole scene with holes everywhere: inside one window, straddling a
-    seam, at a window's corner; and an island in a hole. The pieces' holes are put back into
-    the union of their outer rings, which must give exactly what one pass traces."""
+    seam, at a window's corner; islands in holes, one of the same class across a seam. The
+    pieces' holes are put back into the union of their outer rings, which must give exactly
+    what one pass traces."""
     rng = np.random.default_rng(0)
     a = np.ones((64, 64), np.uint8)
     a[rng.random(a.shape) < 0.08] = 0  # one-pixel holes
@@ -167,6 +168,8 @@ def test_seam_pieces_with_holes_merge_into_the_single_pass_outlines():
     a[40:50, 40:50] = 0
     a[44:46, 44:46] = 2  # an island of another class inside that hole
     a[55:64, 0:9] = 2  # another class cut by the scene's edge
+    a[10:22, 44:58] = 0  # a hole across seams at row 16 and column 48...
+    a[14:18, 46:50] = 1  # ... with an island of the same class across them too
     whole = _traced(a, 64)
     holes = shapely.get_num_interior_rings(shapely.from_wkb(list(whole)))
     assert len(whole) >= 3 and holes.max() > 100
