@@ -464,7 +464,10 @@ def prepare_data(
             masks (where two features meet or overlap), so the network learns to leave a
             gap between touching roofs and they vectorize as separate buildings (the U-Net
             paper's treatment of touching cells). None burns the polygons as they are (for
-            land-cover parcels that should stay one surface).
+            land-cover parcels that should stay one surface); for buildings, touching ones
+            then become one labelled object, and where many touch, ``vectorize`` keeps the
+            model's touching buildings whole by default
+            (:func:`~geounet.vectorizing.sizes.separate_from_tag`).
         batch_size: Batch size of the loaders.
         augment: Augment training chips for aerial imagery: flips and 90° rotations, small
             scale jitter, per-band brightness/contrast/gamma (same geometry on image and
