@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -384,9 +385,17 @@ def road_seconds(work: Path, size: int) -> dict:
 def road_speed(work: Path, size: int) -> dict:
     """``road_seconds`` at half the side and at the side; the growth exponent."""
     print("road_speed: a broken street grid with confetti, vectorized at two sizes")
-    half, full = road_seconds(work, size // 2), road_seconds(work, size)
-    growth = float(np.log(full["vectorize_seconds"] / half["vectorize_seconds"]) / np.log(4))
-    print(f"  time grows as pixels^{growth:.2f} (target <= {TARGETS['road_growth']})")
+    return _two_sizes(road_seconds, work, size, "vectorize_seconds", "road_growth")
+
+
+def _two_sizes(seconds_of: Callable, work: Path, size: int, key: str, target: str) -> dict:
+    """``seconds_of(work, side)`` at half ``size`` and at ``size``; time's growth exponent.
+
+    ``key`` names the seconds in what ``seconds_of`` returns, ``target`` the growth target.
+    """
+    half, full = seconds_of(work, size // 2), seconds_of(work, size)
+    growth = float(np.log(full[key] / half[key]) / np.log(4))
+    print(f"  time grows as pixels^{growth:.2f} (target <= {TARGETS[target]})")
     return {"half": half, "full": full, "growth": growth}
 
 
@@ -461,10 +470,7 @@ def holes_seconds(work: Path, size: int) -> dict:
 def holes_speed(work: Path, size: int) -> dict:
     """``holes_seconds`` at half ``size`` and at ``size``; the growth exponent."""
     print("holes_speed: one land-cover class over the scene, full of holes, at two sizes")
-    half, full = holes_seconds(work, size // 2), holes_seconds(work, size)
-    growth = float(np.log(full["seconds"] / half["seconds"]) / np.log(4))
-    print(f"  time grows as pixels^{growth:.2f} (target <= {TARGETS['holes_growth']})")
-    return {"half": half, "full": full, "growth": growth}
+    return _two_sizes(holes_seconds, work, size, "seconds", "holes_growth")
 
 
 def main(argv: list[str] | None = None) -> int:
