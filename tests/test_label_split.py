@@ -14,7 +14,7 @@ from geounet.app.workflows import describe
 from geounet.cli.main import cli
 from geounet.inference.classify import classify_raster
 from geounet.model.files import read_config
-from geounet.vectorizing.instances import label_split_share
+from geounet.vectorizing.instances import SeparationOptions, label_split_share
 from geounet.vectorizing.pipeline import vectorize
 from geounet.vectorizing.sizes import (
     LABEL_SPLIT_TAG,
@@ -60,8 +60,6 @@ def test_the_share_is_the_area_of_the_labelled_objects_the_split_cuts():
     dumbbell(edge, 0, 4)
     assert label_split_share([edge], 1, PIXEL) == {"split_objects": 0, "split_share": 0.0}
     # a wider minimum separation keeps the dumbbells whole (their squares are 8 m wide)
-    from geounet.vectorizing.instances import SeparationOptions
-
     # at most about `most` objects: whole chips until that many
     assert label_split_share([chip(3, 3)] * 4, 1, PIXEL, most=7)["split_objects"] == 12
     wide = SeparationOptions(min_separation_m=10.0)

@@ -231,15 +231,16 @@ def vectorize(
     _check_parameters(min_area_m2, simplify_m, (spur_length_m, gap_m), window_size)
     info = _open_class_raster(classified, allow_no_crs)
     _check_class_raster(info)
-    class_map = _class_map(info, classes, window_size)
+    tags = _tags(info)  # read once: the defaults that classify recorded
+    class_map = _class_map(info, tags, classes, window_size)
     _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
     probabilities, (min_peak, min_road, adaptive) = _probabilities(
-        info, probabilities, min_peak_confidence, min_road_confidence
+        info, tags, probabilities, min_peak_confidence, min_road_confidence
     )
     min_area_m2, building_min_area = _min_areas(
-        info, class_map, building_class, min_area_m2, filtered=bool(min_peak)
+        tags, class_map, building_class, min_area_m2, filtered=bool(min_peak)
     )
     by_name = {n: v for v, n in class_map.items()}
     road = by_name.get(road_class) if road_centerlines else None
@@ -247,7 +248,7 @@ def vectorize(
     peak_class = by_name.get(building_class)
     opts = _Options(min_area_m2, simplify_m, peak_class if regularize else None)
     _set_filters(opts, (min_peak, min_road, adaptive), (peak_class, building_min_area))
-    _split_touching(opts, _separate(info, separate, building_class), by_name.get(building_class))
+    _split_touching(opts, _separate(tags, separate, building_class), by_name.get(building_class))
     opts.separation, opts.size = SeparationOptions(min_separation_m), (info.height, info.width)
     with ExitStack() as stack:
         src = stack.enter_context(rasterio.open(info.path))
@@ -341,6 +342,7 @@ def _open_readers(
 
 def _probabilities(
     info: RasterInfo,
+    tags: dict[str, str],
     probabilities: PathLike | None,
     min_peak: float | None,
     min_road: float | None,
@@ -357,8 +359,7 @@ def _probabilities(
     if min_road is not None:
         check_confidence(min_road, "min_road_confidence", ROAD_CONFIDENCE, "every road line")
     if probabilities is None:
-        with rasterio.open(info.path) as src:
-            probabilities = tagged_probabilities(info.path, src.tags().get(PROBABILITIES_TAG))
+        probabilities = tagged_probabilities(info.path, tags.get(PROBABILITIES_TAG))
     name, value = next(((k, v) for k, v in given.items() if v is not None), (None, None))
     if probabilities is None and name is not None:
         what = "building" if name == "min_peak_confidence" else "road"
@@ -376,7 +377,7 @@ def _probabilities(
 
 
 def _min_areas(
-    info: RasterInfo,
+    tags: dict[str, str],
     class_map: dict[int, str],
     building_class: str,
     min_area_m2: float | None,
@@ -390,25 +391,23 @@ def _min_areas(
     """
     if min_area_m2 is not None:
         return min_area_m2, min_area_m2
-    default = _default_min_area(info, class_map, building_class)
+    default = _default_min_area(tags, class_map, building_class)
     return default, filtered_min_area(default) if filtered else default
 
 
 def _separate(
-    info: RasterInfo, separate: bool | None, building_class: str
+    tags: dict[str, str], separate: bool | None, building_class: str
 ) -> tuple[bool, float | None]:
     """``(separate, share)``: as given, else from the class raster's label-split tag."""
-    with rasterio.open(info.path) as src:
-        tag = src.tags().get(LABEL_SPLIT_TAG)
-    default, share = separate_from_tag(tag, building_class)
+    default, share = separate_from_tag(tags.get(LABEL_SPLIT_TAG), building_class)
     return (default if separate is None else bool(separate)), share
 
 
-def _default_min_area(info: RasterInfo, class_map: dict[int, str], building_class: str) -> float:
+def _default_min_area(
+    tags: dict[str, str], class_map: dict[int, str], building_class: str
+) -> float:
     """``min_area_m2`` from the class raster's training-size tag, else the fallback."""
-    with rasterio.open(info.path) as src:
-        tag = src.tags().get(MIN_AREA_TAG)
-    value = min_area_from_tag(tag, class_map.values(), building_class)
+    value = min_area_from_tag(tags.get(MIN_AREA_TAG), class_map.values(), building_class)
     return MIN_AREA_FALLBACK_M2 if value is None else value
 
 
@@ -444,6 +443,12 @@ def _open_class_raster(path: PathLike, allow_no_crs: bool) -> RasterInfo:
         ) from None
 
 
+def _tags(info: RasterInfo) -> dict[str, str]:
+    """The class raster's tags (class names, probabilities, sizes and split of its labels)."""
+    with rasterio.open(info.path) as src:
+        return dict(src.tags())
+
+
 def _check_class_raster(info: RasterInfo) -> None:
     if info.count != 1 or not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise InvalidRasterError(
@@ -453,8 +458,13 @@ def _check_class_raster(info: RasterInfo) -> None:
         )
 
 
-def _class_map(info: RasterInfo, classes: Mapping[int, str] | None, window: int) -> dict:
-    """``{raster value: class name}`` of the classes to vectorize (no background, no nodata)."""
+def _class_map(
+    info: RasterInfo, tags: dict[str, str], classes: Mapping[int, str] | None, window: int
+) -> dict:
+    """``{raster value: class name}`` of the classes to vectorize (no background, no nodata).
+
+    ``tags`` are the raster's (its ``CLASSES`` tag names them when ``classes`` is None).
+    """
     if classes is not None:
         mapping = parse_classes(classes, integer_values=True) or {}
         if info.nodata is not None and info.nodata in mapping:
@@ -463,9 +473,11 @@ def _class_map(info: RasterInfo, classes: Mapping[int, str] | None, window: int)
                 "pixels are never vectorized. Remove it, or unset the raster's nodata."
             )
     else:
-        with rasterio.open(info.path) as src:
-            tag = src.tags().get("CLASSES")
-            mapping = parse_classes_tag(tag, info.path) if tag else _scan_values(src, info, window)
+        if tags.get("CLASSES"):
+            mapping = parse_classes_tag(tags["CLASSES"], info.path)
+        else:
+            with rasterio.open(info.path) as src:
+                mapping = _scan_values(src, info, window)
         mapping.pop(0, None)
     mapping = {v: n for v, n in mapping.items() if n != "background" and v != info.nodata}
     if len(set(mapping.values())) != len(mapping):
