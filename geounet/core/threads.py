@@ -96,7 +96,9 @@ def limit_spin_waiting() -> bool:
     Sets ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` unless the user chose how threads wait
     (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set) or torch is loaded already (libgomp reads
     them as it loads). ``import geounet`` calls it, so the command line, the QGIS plugin's
-    runs and a script that imports geounet before torch have it.
+    runs and a script that imports geounet before torch have it. torch's Linux wheels load
+    GNU libgomp only (MKL on its GNU threading layer), so Intel OpenMP's ``KMP_BLOCKTIME``
+    has nothing to act on there.
 
     Returns:
         Whether it set the variable.
