@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,55 @@ def test_classify_without_any_model_says_how_to_get_one(runner, make_raster, mon
     result = runner.invoke(cli, ["classify", str(path)])
     assert result.exit_code == 2
     assert "geounet demo" in result.output and "--model" in result.output
+
+
+def test_an_output_given_as_a_second_image_gets_the_command_meant(runner, make_raster, tmp_path):
+    """``geounet classify in.tif out.tif`` (GDAL's habit) is refused with ``--out out.tif``."""
+    image = make_raster(np.ones((3, 8, 8), np.uint8), name="in.tif")
+    target = tmp_path / "out.tif"
+    result = runner.invoke(cli, ["classify", str(image), str(target)])
+    assert result.exit_code == 2
+    assert f"--out {target}" in result.output and "no such image" in result.output
+    assert not target.exists()
+    other = make_raster(np.ones((3, 8, 8), np.uint8), name="other.tif")  # two real images
+    both = runner.invoke(cli, ["classify", str(image), str(other)])
+    assert both.exit_code == 2 and "--out-dir" in both.output and "no such image" not in both.output
+
+
+def test_many_images_are_checked_before_a_cluster_starts(runner, make_raster, monkeypatch,
+                                                         tmp_path):  # fmt: skip
+    """A missing image or an existing output is refused before Dask is started or reached."""
+    import geounet.app.scale as scale
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a Dask cluster was started before the images were checked")
+
+    monkeypatch.setattr(scale, "dask_client", no_cluster)
+    image = make_raster(np.ones((3, 8, 8), np.uint8), name="a.tif")
+    args = ["--out-dir", str(tmp_path / "out"), "--workers", "2"]
+    missing = runner.invoke(cli, ["classify", str(image), str(tmp_path / "b.tif"), *args])
+    assert missing.exit_code == 2, missing.output
+    assert "b.tif: no such file" in missing.output
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_classified.tif").write_bytes(b"x")
+    exists = runner.invoke(cli, ["classify", str(image), *args])
+    assert exists.exit_code == 2 and "already exists" in exists.output, exists.output
+
+
+@pytest.mark.parametrize(("flags", "preset", "expected"), [
+    ([], None, "warning"),  # Dask's start and stop chatter hidden
+    (["-vv"], None, None),  # debugging: Dask's own setting
+    ([], "info", "info"),  # the user's setting kept
+])  # fmt: skip
+def test_dask_logs_only_warnings_unless_debugging(runner, monkeypatch, tmp_path, flags, preset,
+                                                  expected):  # fmt: skip
+    from geounet.cli.main import DASK_LOG_ENV
+
+    monkeypatch.delenv(DASK_LOG_ENV, raising=False)
+    if preset:
+        monkeypatch.setenv(DASK_LOG_ENV, preset)
+    runner.invoke(cli, [*flags, "info", str(tmp_path / "nope.tif")])
+    assert os.environ.get(DASK_LOG_ENV) == expected
 
 
 def test_evaluate_writes_json(runner, make_raster, tmp_path):

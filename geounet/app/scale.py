@@ -68,6 +68,7 @@ __all__ = [
     "SPLITS",
     "ModelPayload",
     "band_ranges",
+    "check_scenes",
     "classify_many",
     "dask_client",
     "default_band_rows",
@@ -271,10 +272,19 @@ def dask_client(
         yield local
 
 
-def _check_scenes(
-    scenes: Sequence[PathLike], out_dir: Path, options: ClassifyOptions
+def check_scenes(
+    scenes: Sequence[PathLike], out_dir: PathLike, options: ClassifyOptions
 ) -> list[tuple[PathLike, Path]]:
-    """``(scene, output)`` pairs, every problem refused before any work."""
+    """``(scene, output)`` pairs of :func:`classify_many`, every problem refused before any work.
+
+    Raises:
+        InvalidParameterError: No scene, a path for ``options.probabilities``, two scenes
+            with the same output name, or a remote ``out_dir``.
+        InputNotFoundError: A local scene that does not exist.
+        OutputExistsError: An output or its probabilities exists (without ``overwrite``).
+    """
+    check_local_output(out_dir)
+    folder = Path(out_dir)
     if not scenes:
         raise InvalidParameterError("classify_many got no scene; give one or more images.")
     if options.probabilities not in (None, True):
@@ -289,7 +299,7 @@ def _check_scenes(
             if not Path(scene).exists():
                 raise InputNotFoundError(f"{scene}: no such file; check the path.")
             scene = Path(scene).resolve()  # workers may run in another folder
-        out = out_dir / output_name(scene)
+        out = folder / output_name(scene)
         if any(out == o for _, o in pairs):
             raise InvalidParameterError(
                 f"{scene}: another scene has the same name, so both would be written to {out}; "
@@ -458,9 +468,8 @@ def classify_many(
     """
     opts = options or ClassifyOptions()
     check_choice("split", split, SPLITS)
-    check_local_output(out_dir)
+    pairs = check_scenes(scenes, out_dir, opts)
     out = Path(out_dir)
-    pairs = _check_scenes(scenes, out, opts)
     payload = _payload(model, device)
     config = read_config(_materialize(payload))
     out.mkdir(parents=True, exist_ok=True)

@@ -177,20 +177,46 @@ def _classify_on_dask(
     out: Path | None,
     vector: Path | None,
 ) -> None:
-    """``geounet classify IMAGES... --out-dir DIR``: :func:`geounet.app.scale.classify_many`."""
-    from geounet.app.scale import classify_many, dask_client
+    """``geounet classify IMAGES... --out-dir DIR``: :func:`geounet.app.scale.classify_many`.
+
+    Every check (the images, the outputs, the model) runs before a cluster is started or
+    reached.
+    """
+    from geounet.app.scale import check_scenes, classify_many, dask_client
     from geounet.app.workflows import resolve_model
     from geounet.core.errors import InvalidParameterError
 
     if out_dir is None or out is not None or vector is not None:
+        _output_given_as_image(images, out_dir)
         raise InvalidParameterError(
             f"{' '.join(images)}: several images (or --scheduler/--workers) are classified on "
             "Dask into --out-dir DIR, one <stem>_classified.tif each; give --out-dir and leave "
             "out --out and --vector (vectorize each output afterwards)."
         )
+    check_scenes(images, out_dir, options)
     folder = resolve_model(model)
     with dask_client(None, scheduler, workers) as client:
         click.echo(f"dashboard: {client.dashboard_link}", err=True)
         outs = classify_many(folder, images, out_dir, client, options=options, device=device)
     for path in outs:
         click.echo(f"classified: {path}")
+
+
+def _output_given_as_image(images: tuple[str, ...], out_dir: Path | None) -> None:
+    """Refuse ``geounet classify in.tif out.tif`` (GDAL's habit) with the command meant.
+
+    Raises:
+        InvalidParameterError: Two images, the first a file and the second none, without
+            ``--out-dir``: the second was surely meant as the output.
+    """
+    from geounet.core.errors import InvalidParameterError
+    from geounet.io.remote import is_remote
+
+    if out_dir is not None or len(images) != 2 or any(map(is_remote, images)):
+        return
+    image, target = images
+    if Path(image).is_file() and not Path(target).exists():
+        raise InvalidParameterError(
+            f"{target}: no such image; geounet classify takes the images to classify, and "
+            f"names the output with --out: geounet classify {image} --out {target}"
+        )

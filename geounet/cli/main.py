@@ -7,6 +7,7 @@ Ctrl-C exits with 130 (outputs are written atomically, so nothing half-written i
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -17,7 +18,10 @@ import click
 from geounet.core.errors import GeounetError, InvalidParameterError
 from geounet.core.version import __version__
 
-__all__ = ["cli", "main"]
+__all__ = ["DASK_LOG_ENV", "cli", "main"]
+
+#: Dask's setting of its ``distributed`` loggers' level, set to ``warning`` below ``-vv``.
+DASK_LOG_ENV = "DASK_LOGGING__DISTRIBUTED"
 
 
 class _Group(click.Group):
@@ -73,6 +77,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     if verbose < 2:  # third-party chatter ("Created 157 records") only when debugging
         for name in ("pyogrio", "rasterio", "fiona", "matplotlib", "PIL"):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
+        # Dask's scheduler and workers log every start and stop at INFO; distributed sets its
+        # loggers' levels from its config as it loads (and its worker processes inherit this).
+        os.environ.setdefault(DASK_LOG_ENV, "warning")
     if quiet:
         warnings.simplefilter("ignore")
 
