@@ -242,6 +242,34 @@ def test_classes_spellings_agree_on_the_command_line(runner, make_raster, tmp_pa
     assert counts[0] == counts[1] == ["building: 1 features", "road: 1 features"]
 
 
+def test_vectorize_writes_beside_the_raster_without_out(runner, make_raster, tmp_path):
+    """``geounet vectorize scene_classified.tif`` -> ``scene_classified.gpkg``, as classify does."""
+    import geopandas as gpd
+
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:12, 4:12] = 1
+    path = make_raster(labels, "scene_classified.tif")
+    r = runner.invoke(cli, ["vectorize", str(path), "--classes", "building"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    out = path.with_suffix(".gpkg")
+    assert f"written: {out}" in r.output and len(gpd.read_file(out, layer="building")) == 1
+    again = runner.invoke(cli, ["vectorize", str(path), "--classes", "building"])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["vectorize"], "Missing argument 'CLASSIFIED'; add it (see `geounet vectorize --help`)."),
+    (["info", "x.tif", "-q"], "-q is an option of geounet itself, not of `geounet info`: put it "
+                              "before the command, `geounet -q info ...`."),
+    (["classify", "a.tif", "--verbose"], "`geounet --verbose classify ...`"),
+    (["classify", "a.tif", "--tile-size", "x"], "give an allowed value (see `geounet classify"),
+])  # fmt: skip
+def test_usage_errors_say_the_way_out(runner, args, says):
+    r = runner.invoke(cli, args, prog_name="geounet")
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and says in lines[0], r.output
+
+
 @pytest.fixture
 def small_scene(tmp_path):
     """A 192 x 256 crop of the sample training scene with its label raster."""

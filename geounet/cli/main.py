@@ -35,11 +35,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:  # an option click itself refused: also one line
-            name = exc.ctx.command_path if exc.ctx else "geounet"
-            err = InvalidParameterError(
-                f"{exc.format_message().rstrip('.')}; give an allowed value (see `{name} --help`)."
-            )
-            self._fail(ctx, err, exc)
+            self._fail(ctx, InvalidParameterError(_usage_message(exc)), exc)
         except GeounetError as exc:
             self._fail(ctx, exc, exc)
         except KeyboardInterrupt:
@@ -54,6 +50,25 @@ class _Group(click.Group):
             traceback.print_exception(raised)
         click.echo(f"geounet: error: {' '.join(str(err).split())}", err=True)
         ctx.exit(2)
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """What click refused, and the way out: add it, move a global option, or fix a value."""
+    name = exc.ctx.command_path if exc.ctx else "geounet"
+    message = exc.format_message().rstrip(".")
+    if isinstance(exc, click.MissingParameter):
+        return f"{message}; add it (see `{name} --help`)."
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in GLOBAL_OPTIONS:
+        command = name.split(" ", 1)[-1]
+        return (
+            f"{exc.option_name} is an option of geounet itself, not of `{name}`: put it before "
+            f"the command, `geounet {exc.option_name} {command} ...`."
+        )
+    return f"{message}; give an allowed value (see `{name} --help`)."
+
+
+#: The group's own options, which go before the command name.
+GLOBAL_OPTIONS = ("-v", "--verbose", "-q", "--quiet")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 @click.argument("classified", type=IMAGE)
 @click.option(
     "--out",
-    required=True,
     type=OUTPUT,
-    help="Vector file: .gpkg (one layer per class), .geojson, .shp, .fgb, .parquet.",
+    default=None,
+    help="Vector file: .gpkg (one layer per class), .geojson, .shp, .fgb, .parquet "
+    "(default: <raster stem>.gpkg beside the raster; in the working folder when remote).",
 )
 @classes_opt("For rasters without geounet metadata")
 @click.option(
@@ -118,7 +119,7 @@ if TYPE_CHECKING:
 @overwrite_opt
 def command(
     classified: Path | str,
-    out: Path,
+    out: Path | None,
     classes: str | None,
     min_area_m2: float | None,
     simplify_m: float,
@@ -144,16 +145,20 @@ def command(
 
     \b
     Example:
+      geounet vectorize scene_classified.tif   # -> scene_classified.gpkg beside it
       geounet vectorize scene_classified.tif --out features.gpkg
       geounet vectorize https://host/scene_classified.tif --out features.gpkg
       geounet vectorize labels.tif --classes 1=house,2=street --building-class house \\
           --road-class street --spur-length 10 --out features.fgb
     """
+    from geounet.app.workflows import default_output
     from geounet.vectorizing.pipeline import vectorize
 
+    source = resolve_image(classified, asset)
+    out = out or default_output(source, ".gpkg")
     extra = {} if min_separation_m is None else {"min_separation_m": min_separation_m}
     layers = vectorize(
-        resolve_image(classified, asset),
+        source,
         out,
         classes=parse_classes(classes),
         min_area_m2=min_area_m2,
