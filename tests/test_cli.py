@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -324,6 +325,7 @@ def test_train_augment_option_reaches_the_training_chips(
     class Fitted:
         config = type("Config", (), {"metrics": {}})()
         writes_files = True
+        history = pd.DataFrame()
 
     def fake_fit_and_save(data, out, **kwargs):
         seen.append(data.train_ds.augment)
@@ -355,6 +357,7 @@ def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monke
     class Fitted:
         config = type("Config", (), {"metrics": {"miou": 0.5}})()
         writes_files = True
+        history = pd.DataFrame()
 
     def fake_fit_and_save(data, out, **kwargs):
         seen.append((data.manifest, kwargs["fit_options"]))
@@ -416,6 +419,7 @@ def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_pat
          "--weights", "none", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output + repr(r.exception)
+    assert "epochs: 1 (ended by its planned epochs)" in r.output  # what ended the training
     assert (model / "geounet.json").exists() and (model / "model.safetensors").exists()
     r = runner.invoke(cli, ["info", str(model)])
     assert r.exit_code == 0 and "model folder" in r.output and "resnet18" in r.output

@@ -420,7 +420,9 @@ class UnetClassifier(Inference, ValidationResults):
             if any(refused.values()):
                 no_refit_with_ddp(f"{next(k for k, v in refused.items() if v)}=True")
             opts = {"early_stopping": early_stopping, "checkpoint": checkpoint}
-            return self._fit_ddp(data, epochs, lr, time_budget_s, progress, seed, **opts)
+            return self._ended(
+                self._fit_ddp(data, epochs, lr, time_budget_s, progress, seed, **opts)
+            )
         state = fit_state_dir(data)
         if resume:
             epochs, lr, budget = resume_plan(state, epochs, lr, time_budget_s, refit_on_all)
@@ -447,6 +449,11 @@ class UnetClassifier(Inference, ValidationResults):
             run.attrs["stopped_by"] = stopped_by
         self._confusion = confusion  # the held-out score (the first run's when refitting)
         self._record_metrics()
+        return self._ended(run)
+
+    def _ended(self, run: pd.DataFrame) -> pd.DataFrame:
+        """``run``, the history of a :meth:`fit` call, summed up in :attr:`history`'s attrs."""
+        self._history.attrs.update(stopped_by=run.attrs.get("stopped_by"), epochs=len(run))
         return run
 
     def _fit_ddp(

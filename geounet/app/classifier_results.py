@@ -43,7 +43,11 @@ class ValidationResults:
 
     @property
     def history(self) -> pd.DataFrame:
-        """Per-epoch training history of every :meth:`fit` call (a copy)."""
+        """Per-epoch training history of every :meth:`fit` call (a copy).
+
+        Its ``attrs`` sum up the last call: ``"epochs"`` it ran and what ended it,
+        ``"stopped_by"`` (as :meth:`fit`'s own history says).
+        """
         return self._history.copy()
 
     def plot_losses(self) -> Any:

@@ -139,8 +139,9 @@ def train_model(
         **prepare_options: More ``prepare_data`` keywords (when chipping images).
 
     Returns:
-        ``{"model": path, "metrics": {...}, "written": bool}`` (``written``: False on the
-        ranks other than 0 of a distributed run).
+        ``{"model": path, "metrics": {...}, "written": bool, "epochs": int, "stopped_by": str}``
+        (``written``: False on the ranks other than 0 of a distributed run; ``epochs`` and
+        ``stopped_by``: how many epochs the training ran and what ended it).
 
     Raises:
         InvalidParameterError: ``ddp`` with images instead of a chip folder; labels or
@@ -182,7 +183,14 @@ def train_model(
         data, out, backbone=backbone, encoder_weights=encoder_weights, epochs=epochs, lr=lr,
         overwrite=overwrite, fit_options=fit_kw,
     )  # fmt: skip
-    return {"model": Path(out), "metrics": clf.config.metrics, "written": clf.writes_files}
+    run = clf.history.attrs
+    return {
+        "model": Path(out),
+        "metrics": clf.config.metrics,
+        "written": clf.writes_files,
+        "epochs": run.get("epochs"),
+        "stopped_by": run.get("stopped_by"),
+    }
 
 
 def fit_and_save(

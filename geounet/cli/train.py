@@ -169,10 +169,17 @@ def command(
     )
     if not result["written"]:  # another rank of a distributed run reports and writes
         return
+    if result.get("epochs"):
+        ended = _ENDED.get(result.get("stopped_by"), "its planned epochs")
+        click.echo(f"epochs: {result['epochs']} (ended by {ended})")
     for key, value in (result["metrics"] or {}).items():
         if isinstance(value, int | float):
             click.echo(f"{key}: {value:.4f}")
     click.echo(f"model: {result['model']}")
+
+
+#: How ``geounet train`` names what ended the training (``fit``'s ``stopped_by``).
+_ENDED = {"time budget": "its time budget", "early stopping": "early stopping"}
 
 
 def _fit_options(budget_min: float | None, refit_on_all: bool, seed: int | None) -> dict[str, Any]:
