@@ -369,7 +369,7 @@ def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monke
     r = runner.invoke(cli, [*train, "--out", str(tmp_path / "m1")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     manifest, fit_options = seen[-1]
-    assert fit_options == {} and manifest["val_strip"] == "auto"
+    assert fit_options == {"progress": False} and manifest["val_strip"] == "auto"  # -q: no bars
     assert (manifest["stride"], manifest["val_fraction"]) == (32, 0.2)  # half a chip
     r = runner.invoke(
         cli,
@@ -378,13 +378,20 @@ def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monke
     )  # fmt: skip
     assert r.exit_code == 0, r.output + repr(r.exception)
     manifest, fit_options = seen[-1]
-    assert fit_options == {"refit_on_all": True, "seed": 3, "time_budget_s": 30.0}
+    assert fit_options == {
+        "refit_on_all": True,
+        "seed": 3,
+        "time_budget_s": 30.0,
+        "progress": False,
+    }
     assert (manifest["stride"], manifest["val_fraction"]) == (16, 0.4)
     assert manifest["val_strip"] == "start"
     valid = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "valid"]
     train_x = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "train"]
     assert max(valid) < min(train_x)  # the strip is at the start, as asked
     assert "miou: 0.5000" in r.output
+    loud = runner.invoke(cli, [*train[1:], "--out", str(tmp_path / "m4")])
+    assert loud.exit_code == 0 and seen[-1][1] == {}  # without -q fit shows its bars
 
     chips = tmp_path / "chips"
     prep = ["-q", "prepare", str(image), "--labels", str(labels), "--out", str(chips),
@@ -393,7 +400,7 @@ def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monke
     r = runner.invoke(cli, ["train", str(chips), "--out", str(tmp_path / "m3"), "--stride", "32"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert str(chips) in r.output and "stride" in r.output and "--labels" in r.output
-    assert len(seen) == 2  # refused before any training
+    assert len(seen) == 3  # refused before any training
 
 
 @pytest.mark.slow

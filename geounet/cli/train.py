@@ -183,9 +183,11 @@ _ENDED = {"time budget": "its time budget", "early stopping": "early stopping"}
 
 
 def _fit_options(budget_min: float | None, refit_on_all: bool, seed: int | None) -> dict[str, Any]:
-    """The ``fit`` keywords the options gave (none: ``fit``'s defaults)."""
+    """The ``fit`` keywords the options gave (none: ``fit``'s defaults); ``-q``: no bars."""
+    quiet = (click.get_current_context().find_root().obj or {}).get("quiet")
     return given_options(
         time_budget_s=None if budget_min is None else budget_min * 60,
         refit_on_all=refit_on_all or None,
         seed=seed,
+        progress=False if quiet else None,
     )
