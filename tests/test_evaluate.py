@@ -219,6 +219,30 @@ def test_vector_prediction_against_a_truth_raster(make_raster, tmp_path):
     assert r["buildings"]["tp"] == 1 and r["buildings"]["fp"] == 1
 
 
+def test_objects_are_scored_where_the_map_is(make_raster, tmp_path):
+    """A truth file covering more than the class raster (an OSM extract of the whole town):
+    buildings outside the raster are not false negatives, one across its edge is cut, and
+    a sliver the edge leaves is dropped; the other way round, predicted polygons beyond a
+    truth raster are not false positives."""
+    grid = make_raster(np.zeros((80, 80), np.uint8), name="grid.tif")  # x 500000-040
+    pred = np.zeros((80, 80), np.uint8)
+    pred[10:20, 10:20] = pred[40:60, 40:60] = 1
+    pred[10:30, 70:80] = 1  # the part of a building that the raster holds
+    p = _class_raster(tmp_path, "pred.tif", pred, grid, names={0: "background", 1: "building"})
+    inside = [(500005, 3699990, 500010, 3699995), (500020, 3699970, 500030, 3699980)]
+    across = [(500035, 3699985, 500045, 3699995)]  # half of it beyond the right edge
+    outside = [(500100, 3699900, 500110, 3699910), (500039.9, 3699960, 500050, 3699970)]
+    t = _boxes_gpkg(tmp_path / "truth.gpkg", inside + across + outside)  # the second: a sliver
+    r = evaluate(p, t)
+    b = r["buildings"]
+    assert (b["n_truth"], b["n_pred"], b["tp"], b["fp"], b["fn"]) == (3, 3, 3, 0, 0)
+    assert any("2 of 5 true buildings lie outside" in n for n in r["notes"])
+    truth = make_raster(pred[:, :60], name="truth.tif")  # a truth raster of the left part
+    v = _boxes_gpkg(tmp_path / "pred.gpkg", inside + across)
+    b = evaluate(v, truth, classes={1: "building"})["buildings"]
+    assert (b["n_truth"], b["n_pred"], b["tp"], b["fp"], b["fn"]) == (2, 2, 2, 0, 0)
+
+
 def test_vector_truth_elsewhere_is_refused(make_raster, tmp_path):
     grid = make_raster(np.zeros((20, 20), np.uint8), name="grid.tif")
     p = _class_raster(tmp_path, "pred.tif", np.zeros((20, 20), np.uint8), grid)

@@ -5,8 +5,10 @@ The prediction and the truth may each be a class raster or a vector file
 features are burnt into it, road centre lines as :data:`ROAD_HALF_WIDTH_M` wide corridors on
 each side); object metrics on vectors (a class raster is vectorized with
 :func:`geounet.vectorizing.pipeline.vectorize`), measured in metres in the prediction's local
-metric CRS. Different CRSs are reprojected; extents that do not overlap are refused; nodata
-and 255 are never scored.
+metric CRS, and only where the raster side lies (a truth file of a whole town scores a map of
+one tile on that tile; the result's notes say how many features were left out). Different
+CRSs are reprojected; extents that do not overlap are refused; nodata and 255 are never
+scored.
 
 Example:
     Not run as a doctest: it needs a classified raster and its truth on disk.
@@ -27,6 +29,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from rasterio.crs import CRS
 
 from geounet.core.errors import (
@@ -65,6 +68,9 @@ PIXEL_KEYS = ("pixel_accuracy", "miou", "kappa", "per_class", "confusion_matrix"
 #: Half width (m) of the corridor burnt for a road centre line in pixel metrics (the
 #: SpaceNet road-mask convention: 2 m on each side).
 ROAD_HALF_WIDTH_M = 2.0
+#: Pieces of polygons cut by the edge of the scored area smaller than this (m²) are dropped:
+#: a building a map's edge cuts to a sliver is not one the map could draw.
+MIN_CUT_AREA_M2 = 2.0
 
 
 @dataclass(frozen=True)
@@ -302,13 +308,56 @@ def _object_part(
     if truth is None or pred is None:
         return
     crs = _metric_crs(p, t)
+    area = _scored_area(p, t, crs)
     b, r = opts.building_class, opts.road_class
     if b in truth:
         tb, pb = to_metric(truth[b], crs), to_metric(pred.get(b, _empty(truth[b])), crs)
+        tb, pb = _inside(tb, area, "true buildings", result), _inside(pb, area, "", result)
         result["buildings"] = building_scores(tb, pb, opts.iou_threshold)
     if r in truth and _lines_or_empty(truth[r], pred.get(r), result["notes"]):
         tr, pr = to_metric(truth[r], crs), to_metric(pred.get(r, _empty(truth[r])), crs)
+        tr, pr = _inside(tr, area, "true roads", result), _inside(pr, area, "", result)
         result["roads"] = road_scores(tr, pr, opts.road_buffer_m)
+
+
+def _scored_area(p: Source, t: Source, crs: CRS | None) -> Any:
+    """The area both inputs cover, in ``crs``; None when both are vectors.
+
+    That is the raster's extent (of two rasters, where they overlap): a vector side is
+    scored there only. Two vector files have no extent of their own: all is scored.
+    """
+    boxes = []
+    for s in (p, t):
+        if s.info is not None:
+            edge = shapely.segmentize(shapely.box(*s.info.bounds), _edge_step(s.info.bounds))
+            boxes.append(to_metric(gpd.GeoSeries([edge], crs=s.info.crs), crs).iloc[0])
+    return shapely.intersection_all(boxes) if boxes else None
+
+
+def _edge_step(bounds: tuple[float, float, float, float]) -> float:
+    """Vertex spacing of an extent's edges before reprojection (64 a side)."""
+    return max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / 64 or 1.0
+
+
+def _inside(gs: gpd.GeoSeries, area: Any, what: str, result: dict) -> gpd.GeoSeries:
+    """``gs`` cut to ``area``: outside features dropped, and slivers the cut leaves too.
+
+    Features across the edge are cut; polygon pieces under :data:`MIN_CUT_AREA_M2` dropped.
+    A truth that covers more than the map (an OpenStreetMap extract of a whole town against
+    a classified tile) is scored where the map is; ``what`` names ``gs`` in the note that
+    says how many features were left out ("": no note).
+    """
+    if area is None or gs.empty:
+        return gs
+    cut = gs.clip(area, keep_geom_type=True)
+    polygon = cut.geom_type.str.contains("Polygon").to_numpy()
+    cut = cut[~cut.is_empty.to_numpy() & (~polygon | (cut.area.to_numpy() >= MIN_CUT_AREA_M2))]
+    if what and len(cut) < len(gs):
+        result["notes"].append(
+            f"object metrics on the area both inputs cover: {len(gs) - len(cut)} of {len(gs)} "
+            f"{what} lie outside it and are not scored"
+        )
+    return cut
 
 
 def _empty(like: gpd.GeoSeries) -> gpd.GeoSeries:
