@@ -148,6 +148,16 @@ def test_dask_logs_only_warnings_unless_debugging(runner, monkeypatch, tmp_path,
     assert os.environ.get(DASK_LOG_ENV) == expected
 
 
+def test_the_onnx_export_passes_log_only_warnings(runner, tmp_path):
+    """torch's ONNX export runs onnx_ir / onnxscript passes that log a line per initializer."""
+    import logging
+
+    from geounet.cli.main import ONNX_LOGGERS
+
+    runner.invoke(cli, ["info", str(tmp_path / "nope.tif")])
+    assert all(logging.getLogger(n).getEffectiveLevel() >= logging.WARNING for n in ONNX_LOGGERS)
+
+
 def test_evaluate_writes_json(runner, make_raster, tmp_path):
     truth = np.zeros((20, 20), np.uint8)
     truth[5:15, 5:15] = 1

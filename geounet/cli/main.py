@@ -67,6 +67,8 @@ def _usage_message(exc: click.UsageError) -> str:
     return f"{message}; give an allowed value (see `{name} --help`)."
 
 
+#: Loggers of the ONNX export's graph passes (a line per initializer merged and pass run).
+ONNX_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
 #: The group's own options, which go before the command name.
 GLOBAL_OPTIONS = ("-v", "--verbose", "-q", "--quiet")
 
@@ -90,7 +92,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     if verbose < 2:  # third-party chatter ("Created 157 records") only when debugging
-        for name in ("pyogrio", "rasterio", "fiona", "matplotlib", "PIL"):
+        for name in ("pyogrio", "rasterio", "fiona", "matplotlib", "PIL", *ONNX_LOGGERS):
             logging.getLogger(name).setLevel(max(level, logging.WARNING))
         # Dask's scheduler and workers log every start and stop at INFO; distributed sets its
         # loggers' levels from its config as it loads (and its worker processes inherit this).
