@@ -349,7 +349,9 @@ def _inside(gs: gpd.GeoSeries, area: Any, what: str, result: dict) -> gpd.GeoSer
     """
     if area is None or gs.empty:
         return gs
-    cut = gs.clip(area, keep_geom_type=True)
+    # an OpenStreetMap outline may cross itself: GEOS cannot cut it as it is
+    valid = gs.make_valid(method="structure", keep_collapsed=False)
+    cut = valid.clip(area, keep_geom_type=True)
     polygon = cut.geom_type.str.contains("Polygon").to_numpy()
     cut = cut[~cut.is_empty.to_numpy() & (~polygon | (cut.area.to_numpy() >= MIN_CUT_AREA_M2))]
     if what and len(cut) < len(gs):
