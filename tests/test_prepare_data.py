@@ -430,6 +430,26 @@ def test_vector_without_field_takes_the_single_class(make_raster, tmp_path: Path
         prepare_data(img, vec, classes={1: "a", 2: "b"}, chip_size=64)
 
 
+def test_inferred_names_of_buildings_and_roads_are_the_pipelines(make_raster, tmp_path) -> None:
+    """``buildings.geojson`` labels ``building`` (the class vectorize regularizes and splits),
+    a field's ``Roads`` labels ``road``; a value beside its own canonical spelling keeps its."""
+    img = make_raster(scene(), "img.tif")
+    x0, y0 = 500000.0, 3700000.0
+    boxes = [shapely.box(x0 + 10, y0 - 40, x0 + 30, y0 - 20), shapely.box(x0, y0 - 60, x0 + 9, y0)]
+    for name in ("buildings.geojson", "Roads.gpkg"):
+        gpd.GeoDataFrame(geometry=boxes[:1], crs=UTM.to_wkt()).to_file(tmp_path / name)
+    assert prepare_data(img, tmp_path / "buildings.geojson", chip_size=64).classes[1] == "building"
+    assert prepare_data(img, tmp_path / "Roads.gpkg", chip_size=64).classes[1] == "road"
+    for values, names in (
+        (["Buildings", "trees"], {"building", "trees"}),
+        (["building", "Building"], {"building", "Building"}),
+    ):
+        path = tmp_path / f"kinds_{values[1]}.gpkg"
+        gpd.GeoDataFrame({"kind": values}, geometry=boxes, crs=UTM.to_wkt()).to_file(path)
+        classes = prepare_data(img, path, label_field="kind", chip_size=64).classes
+        assert set(classes[1:]) == names, classes
+
+
 def test_rows_split_top_train_bottom_valid(make_raster) -> None:
     img = make_raster(scene(256, 256))
     data = prepare_data(

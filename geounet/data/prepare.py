@@ -422,7 +422,10 @@ def prepare_data(
             always ``background``.
             None infers classes: one per value found (value ``v`` named ``class_v``; a 0/255
             mask gives ``{255: "class_255"}``), one per colour found (named by the colour),
-            or for a vector file without ``label_field`` one class named after the file.
+            or for a vector file without ``label_field`` one class named after the file;
+            ``buildings``/``roads`` (any case, a file name or a field value) name the
+            classes ``building``/``road`` that ``vectorize`` regularizes, splits and draws
+            as centre lines (:func:`geounet.data.labels.inferred_name`).
         label_field: Vector attribute holding each feature's class.
         chip_size: Chip size in pixels, a multiple of 32.
         stride: Step between chips (smaller than ``chip_size`` gives overlapping chips).

@@ -17,7 +17,9 @@ Conventions (they are the documented behaviour of :func:`geounet.data.prepare.pr
   ignored by the loss. Pixels outside the label raster, label ``nodata`` pixels and, in colour
   masks, black ``#000000`` (padding) unless it is declared as a class, become 255.
 - Without ``classes``: a vector file gives one class named after the file (or one class per
-  value of ``label_field``); an integer label raster gives one class per value found (0 is
+  value of ``label_field``), ``buildings``/``roads`` in any case as ``building``/``road``
+  (:func:`inferred_name`: the classes ``vectorize`` regularizes, splits and draws as lines);
+  an integer label raster gives one class per value found (0 is
   background, any other value ``v`` is named ``class_v``, e.g. a 0/255 mask gives
   ``{255: "class_255"}``); an RGB mask gives one class per colour found, named by the colour.
 - Where vector features of different classes overlap, the class listed later wins.
@@ -45,11 +47,22 @@ from geounet.data.labels.raster import BLACK, RasterLabels
 from geounet.data.labels.vector import VectorLabels
 from geounet.io.raster import RasterInfo
 
+#: Spellings of the classes the pipeline treats specially, taken from a file name or a label
+#: value when ``classes`` is not given: ``buildings.geojson`` labels ``building``.
+CANONICAL_NAMES = {
+    "building": "building",
+    "buildings": "building",
+    "road": "road",
+    "roads": "road",
+}
+
 __all__ = [
+    "CANONICAL_NAMES",
     "VECTOR_SUFFIXES",
     "LabelSource",
     "RasterLabels",
     "VectorLabels",
+    "inferred_name",
     "is_color_mapping",
     "is_vector_path",
     "open_labels",
@@ -115,21 +128,48 @@ def is_color_mapping(mapping: Mapping[Any, str] | None) -> bool | None:
     return all(isinstance(k, str) and k.startswith("#") for k in mapping)
 
 
+def inferred_name(text: str) -> str:
+    """A class name taken from a file name or a label value, as the pipeline knows it.
+
+    ``buildings`` and ``roads`` (any case) become ``building`` and ``road``, the classes whose
+    polygons ``vectorize`` regularizes and splits and whose centre lines it draws; other
+    names are kept as they are.
+
+    Example:
+        >>> inferred_name("Buildings"), inferred_name("roads"), inferred_name("trees")
+        ('building', 'road', 'trees')
+    """
+    return CANONICAL_NAMES.get(text.strip().lower(), text)
+
+
+def _value_name(value: Any, values: Sequence[Any]) -> str:
+    """The class name of a label value: :func:`inferred_name` of a string, ``class_<v>``.
+
+    A string keeps its own spelling when another of the ``values`` found is spelled as its
+    inferred name (``"Building"`` beside ``"building"``).
+    """
+    if not isinstance(value, str):
+        return f"class_{value}"
+    name = inferred_name(value)
+    return value if name != value and name in values else name
+
+
 def _infer(sources: Sequence[LabelSource]) -> tuple[dict[Any, str], dict[str, str]]:
     mapping: dict[Any, str] = {}
     colors: dict[str, str] = {}
     for src in sources:
         if isinstance(src, VectorLabels) and src.label_field is None:
-            mapping.setdefault(1, src.path.stem)
+            mapping.setdefault(1, inferred_name(src.path.stem))
             continue
-        for v in src.found_values():
+        found = list(src.found_values())
+        for v in found:
             if isinstance(src, RasterLabels) and src.colors:
                 if v != BLACK:
                     mapping[v] = v
             elif v in (0, "0"):
                 mapping[0] = "background"
             else:
-                mapping[v] = v if isinstance(v, str) else f"class_{v}"
+                mapping[v] = _value_name(v, found)
                 pal = src.palette_colors() if isinstance(src, RasterLabels) else {}
                 if isinstance(v, int) and v in pal:
                     colors[mapping[v]] = pal[v]
