@@ -523,6 +523,41 @@ def test_every_format_round_trips_with_its_crs(scene, tmp_path, ext):
         assert "perim_m" in _read(tmp_path / "features_building.shp", "").columns
 
 
+def test_shapefiles_get_every_attribute_under_its_own_short_name(tmp_path):
+    """dBASE names hold 10 characters: each attribute vectorize writes gets a name of ours
+    (GDAL would launder it with a warning, and two long names could collide)."""
+    from geounet.io.vectors import SHAPEFILE_FIELDS, write_layers
+
+    square = shapely.box(500000, 3699990, 500010, 3700000)
+    columns = {"class": ["building"], "area_m2": [100.0], "perimeter_m": [40.0]}
+    columns |= {"mean_confidence": [0.9], "peak_confidence": [1.0]}
+    line = shapely.LineString([(500000, 3699950), (500050, 3699950)])
+    layers = {
+        "building": gpd.GeoDataFrame(columns, geometry=[square], crs=UTM),
+        "road": gpd.GeoDataFrame(
+            {"class": ["road"], "length_m": [50.0], "mean_confidence": [0.95]},
+            geometry=[line],
+            crs=UTM,
+        ),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "truncated" / "laundered" warning
+        write_layers(layers, tmp_path / "f.shp")
+    for name, gdf in layers.items():
+        back = _read(tmp_path / f"f_{name}.shp", "")
+        want = [SHAPEFILE_FIELDS.get(c, c) for c in gdf.columns if c != "geometry"]
+        assert [c for c in back.columns if c != "geometry"] == want
+        assert all(len(c) <= 10 for c in want)
+
+
+def test_the_command_line_names_the_files_it_wrote(scene, tmp_path):
+    """A format of one file per class writes ``<stem>_<class>.<ext>``: those are named."""
+    r = CliRunner().invoke(cli, ["vectorize", str(scene), "--out", str(tmp_path / "f.shp")])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("written:"))
+    assert line == f"written: {tmp_path / 'f_building.shp'}, {tmp_path / 'f_road.shp'}"
+
+
 def test_existing_output_is_refused_unless_overwrite(scene, tmp_path):
     out = tmp_path / "f.geojson"
     vectorize(scene, out)

@@ -180,7 +180,8 @@ def command(
     for name, gdf in layers.items():
         click.echo(f"{name}: {len(gdf)} features")
     _notes(layers.get(building_class), separate)
-    click.echo(f"written: {out}")
+    written = dict.fromkeys(str(g.attrs.get("path", out)) for g in layers.values())
+    click.echo(f"written: {', '.join(written) or out}")  # a file per class but in GeoPackage
 
 
 def _notes(buildings: gpd.GeoDataFrame | None, separate: bool | None) -> None:

@@ -55,7 +55,11 @@ VECTOR_FORMATS: dict[str, str] = {
 }
 _SHP_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
 #: Attribute names shortened in shapefiles (dBASE allows 10 characters).
-SHAPEFILE_FIELDS = {"perimeter_m": "perim_m", "mean_confidence": "mean_conf"}
+SHAPEFILE_FIELDS = {
+    "perimeter_m": "perim_m",
+    "mean_confidence": "mean_conf",
+    "peak_confidence": "peak_conf",
+}
 
 
 def vector_output_path(out: PathLike) -> Path:
