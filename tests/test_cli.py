@@ -599,6 +599,20 @@ def test_classify_vector_vectorizes_with_the_probabilities(
     assert r.exit_code == 2 and "contradict" in r.output and not (tmp_path / "x.tif").exists()
 
 
+def test_classify_vector_names_the_files_it_wrote(runner, make_raster, tmp_path, tiny_model):
+    """A bare name gets ``.gpkg``; a format of one file per class, ``<stem>_<class>.ext``."""
+    image = make_raster(np.full((3, 64, 64), 100, np.uint8), "img.tif")
+    args = ["-q", "classify", str(image), "--model", str(tiny_model), "--tile-size", "64",
+            "--overlap", "16", "--no-probabilities"]  # fmt: skip
+    for i, (vector, written) in enumerate([("f", ["f.gpkg"]), ("g.fgb", ["g_building.fgb"])]):
+        out = ["--out", str(tmp_path / f"c{i}.tif"), "--vector", str(tmp_path / vector)]
+        r = runner.invoke(cli, [*args, *out])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        line = next(ln for ln in r.output.splitlines() if ln.startswith("vector:"))
+        assert line == "vector: " + ", ".join(str(tmp_path / w) for w in written)
+        assert all((tmp_path / w).exists() for w in written)
+
+
 def test_classify_then_vectorize_drops_unsure_buildings_by_default(runner, make_raster, tmp_path,
                                                                    tiny_model):  # fmt: skip
     """The analyst's two commands: ``vectorize`` finds the probabilities ``classify`` left."""

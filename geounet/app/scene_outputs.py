@@ -45,14 +45,16 @@ def classify_and_vectorize(
             ``overwrite`` also applies to ``vector``).
 
     Returns:
-        ``({"classified": path[, "vector": path]}, layers)``: the layers are
-        ``{class name: GeoDataFrame}`` (empty without ``vector``).
+        ``({"classified": path[, "vector": path, "vector_files": paths]}, layers)``: the
+        layers are ``{class name: GeoDataFrame}`` (empty without ``vector``); ``vector`` is
+        the vector file (``.gpkg`` added to a name without extension), ``vector_files`` the
+        files of a format that writes one per class (``<stem>_<class>.shp``...).
     """
     from geounet.inference.classify import classify_with_options
 
     opts = (options or ClassifyOptions()).for_output(out)
     if vector:  # every output is checked before any work (classify checks its rasters)
-        from geounet.io.vectors import check_outputs  # geopandas: only when vectorizing
+        from geounet.io.vectors import check_outputs, vector_output_path  # geopandas: here
 
         check_outputs(vector, clf.config.class_names[1:], overwrite=opts.overwrite)
     with ExitStack() as stack:
@@ -74,5 +76,8 @@ def classify_and_vectorize(
                 overwrite=opts.overwrite,
                 allow_no_crs=opts.allow_no_crs,
             )
-            result["vector"] = Path(vector)
+            result["vector"] = vector_output_path(vector)  # ".gpkg" added to a bare name
+            files = list(dict.fromkeys(Path(g.attrs["path"]) for g in layers.values()))
+            if files and files != [result["vector"]]:  # a file per class: <stem>_<class>.ext
+                result["vector_files"] = files
     return result, layers

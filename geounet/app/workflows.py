@@ -79,7 +79,8 @@ def classify_scene(
             ``overwrite`` also applies to ``vector``).
 
     Returns:
-        ``{"classified": path[, "vector": path]}``.
+        ``{"classified": path[, "vector": path, "vector_files": paths]}``, as
+        :func:`~geounet.app.scene_outputs.classify_and_vectorize` names them.
 
     Raises:
         OutputExistsError: An output (class raster, probabilities, vector file) exists and

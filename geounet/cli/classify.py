@@ -162,8 +162,9 @@ def command(
     result = classify_scene(
         images[0], model=model, out=out, vector=vector, device=device, options=options
     )
+    files = result.pop("vector_files", None)  # a format of one file per class
     for kind, path in result.items():
-        click.echo(f"{kind}: {path}")
+        click.echo(f"{kind}: {', '.join(map(str, files)) if kind == 'vector' and files else path}")
 
 
 def _classify_on_dask(
