@@ -166,10 +166,26 @@ def test_gsd_of_geographic_raster_at_las_vegas(make_raster):
 
 
 def test_gsd_converts_feet_and_local_metric_crs_keeps_projected():
-    feet = CRS.from_epsg(2229)  # NAD83 / California zone 5 (ftUS)
-    assert pixel_size_m(feet, from_origin(0, 0, 1, 1)) == pytest.approx(0.3048006, rel=1e-6)
-    assert local_metric_crs(UTM, (0, 0, 1, 1)) == UTM
+    feet = CRS.from_epsg(2229)  # NAD83 / California zone 5 (ftUS), in Los Angeles
+    la = from_origin(6500000, 1850000, 1, 1)
+    assert pixel_size_m(feet, la) == pytest.approx(0.3048006, rel=1e-6)
+    assert local_metric_crs(UTM, (500000, 3700000, 500001, 3700001)) == UTM
     assert local_metric_crs(WGS84, (150.0, -34.0, 151.0, -33.0)) == CRS.from_epsg(32756)
+
+
+@pytest.mark.parametrize(("lat", "utm", "scale"), [(0.5, None, 1.0), (50.0, 32632, 0.6428)])
+def test_web_mercator_is_measured_on_the_ground_away_from_the_equator(lat, utm, scale):
+    """EPSG:3857 "metres" are 1 / cos(latitude) ground metres: at 50 degrees a 0.3 unit
+    pixel is 0.193 m (areas 2.4 times too large if taken as metres); at the equator it is
+    taken as it is."""
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(10.0, lat)
+    mercator = CRS.from_epsg(3857)
+    metric = local_metric_crs(mercator, (x, y, x + 300, y + 300))
+    assert metric == (mercator if utm is None else CRS.from_epsg(utm))
+    size = pixel_size_m(mercator, from_origin(x, y + 300, 0.3, 0.3), 1000, 1000)
+    assert size == pytest.approx(0.3 * scale, rel=0.005)
 
 
 def test_raster_info_band_names_without_descriptions():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -521,6 +522,26 @@ def test_every_format_round_trips_with_its_crs(scene, tmp_path, ext):
         assert sorted(pyogrio.list_layers(out)[:, 0]) == ["building", "road"]
     if ext == ".shp":
         assert "perim_m" in _read(tmp_path / "features_building.shp", "").columns
+
+
+def test_web_mercator_buildings_are_measured_on_the_ground(tmp_path):
+    """A class raster in EPSG:3857 at 50 degrees north (aerial imagery is often served so):
+    areas in square metres on the ground, not in Mercator units (2.4 times as large), and
+    the outline where the pixels are."""
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(10.0, 50.0)
+    mask = np.zeros((200, 200), np.uint8)
+    mask[70:130, 70:130] = 1  # 60 x 60 pixels of 0.3 Mercator units: 11.57 m on the ground
+    transform = from_origin(x, y, 0.3, 0.3)
+    path = write_raster(tmp_path / "m.tif", mask, CRS.from_epsg(3857), transform, nodata=255,
+                        class_names={0: "background", 1: "building"})  # fmt: skip
+    (building,) = vectorize(path)["building"].itertuples()
+    ground = (60 * 0.3 * math.cos(math.radians(50.0))) ** 2
+    assert building.area_m2 == pytest.approx(ground, rel=0.02)
+    left, bottom, right, top = building.geometry.bounds
+    assert (left, top) == pytest.approx((x + 21, y - 21), abs=0.05)
+    assert (right, bottom) == pytest.approx((x + 39, y - 39), abs=0.05)
 
 
 def test_shapefiles_get_every_attribute_under_its_own_short_name(tmp_path):

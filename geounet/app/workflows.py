@@ -185,13 +185,8 @@ def train_model(
         overwrite=overwrite, fit_options=fit_kw,
     )  # fmt: skip
     run = clf.history.attrs
-    return {
-        "model": Path(out),
-        "metrics": clf.config.metrics,
-        "written": clf.writes_files,
-        "epochs": run.get("epochs"),
-        "stopped_by": run.get("stopped_by"),
-    }
+    return {"model": Path(out), "metrics": clf.config.metrics, "written": clf.writes_files,
+            "epochs": run.get("epochs"), "stopped_by": run.get("stopped_by")}  # fmt: skip
 
 
 def fit_and_save(

@@ -167,8 +167,12 @@ def command(
             val_strip=val_strip,
         ),
     )
-    if not result["written"]:  # another rank of a distributed run reports and writes
-        return
+    if result["written"]:  # else another rank of a distributed run reports and writes
+        _report(result)
+
+
+def _report(result: dict[str, Any]) -> None:
+    """Print what :func:`~geounet.app.workflows.train_model` did: epochs, metrics, folder."""
     if result.get("epochs"):
         ended = _ENDED.get(result.get("stopped_by"), "its planned epochs")
         click.echo(f"epochs: {result['epochs']} (ended by {ended})")

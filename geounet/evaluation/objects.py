@@ -33,13 +33,18 @@ SIZE_BUCKETS_M2: tuple[float, ...] = (0.0, 50.0, 200.0, 1000.0, float("inf"))
 
 
 def to_metric(gs: gpd.GeoSeries, crs: Any = None) -> gpd.GeoSeries:
-    """``gs`` in ``crs`` if given, else in metres (its UTM zone when it is geographic)."""
+    """``gs`` in ``crs`` if given, else in metres.
+
+    Metres are its own units when it is projected and true to scale there, else its UTM zone
+    (:func:`geounet.io.raster.local_metric_crs`).
+    """
     if crs is not None:
         return gs.to_crs(crs)
-    if gs.crs is None or not CRS.from_user_input(gs.crs).is_geographic or gs.empty:
+    if gs.crs is None or gs.empty:
         return gs
-    bounds = tuple(gs.total_bounds)
-    return gs.to_crs(local_metric_crs(gs.crs, bounds))  # type: ignore[arg-type]
+    own = CRS.from_user_input(gs.crs)
+    metric = local_metric_crs(own, tuple(gs.total_bounds))  # type: ignore[arg-type]
+    return gs if metric == own else gs.to_crs(metric)
 
 
 def _bucket_names(edges: Sequence[float]) -> list[str]:

@@ -3,8 +3,9 @@
 Vectorizing traces features in pixel coordinates (exact, so pieces from neighbouring windows
 share their edges bit for bit), measures and simplifies them in metres, and writes them in
 the raster's CRS. :class:`MetricFrame` does the conversions: for a projected CRS the metric
-frame is the map frame scaled to metres; for a geographic CRS (EPSG:4326) it is the local
-UTM zone of :func:`geounet.io.raster.local_metric_crs`.
+frame is the map frame scaled to metres; for a geographic CRS (EPSG:4326), or a projected one
+off scale at the raster (Web Mercator away from the equator), it is the local UTM zone of
+:func:`geounet.io.raster.local_metric_crs`.
 
 Example:
     >>> from affine import Affine
@@ -67,7 +68,7 @@ class MetricFrame:
             return cls(None, transform, None, scale, (math.hypot(a, d), math.hypot(b, e)))
         metric = local_metric_crs(crs, array_bounds(height, width, transform))
         pcrs = ProjCRS.from_user_input(crs.to_wkt())
-        if pcrs.is_geographic:
+        if metric != crs:  # geographic, or off scale here (Web Mercator away from the equator)
             fwd = Transformer.from_crs(pcrs, metric.to_wkt(), always_xy=True)
             inv = Transformer.from_crs(metric.to_wkt(), pcrs, always_xy=True)
         elif pcrs.axis_info:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from pyproj import CRS as ProjCRS  # noqa: N811
-from pyproj import Geod
+from pyproj import Geod, Proj, Transformer
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
@@ -47,6 +48,7 @@ from geounet.io.windows import pad_amounts
 from geounet.io.write import RasterWriter, WriterOptions, atomic_output, write_raster
 
 __all__ = [
+    "MAX_SCALE_ERROR",
     "PAD_MODES",
     "SUPPORTED_DTYPES",
     "BandStats",
@@ -241,34 +243,92 @@ def _describe(p: Path | RemotePath, src: Any) -> RasterInfo:
     )
 
 
+#: A projected CRS whose scale at an area's centre is off by more than this share is not
+#: measured in its own units but in the local UTM zone: Web Mercator (EPSG:3857, in which
+#: much aerial imagery is served) beyond 5.7 degrees of latitude, where its "metres" are
+#: 1 / cos(latitude) ground metres (at 50 degrees 1.56 of them, and its areas 2.4 times).
+MAX_SCALE_ERROR = 0.005
+
+
 def pixel_size_m(crs: CRS | None, transform: Affine, height: int = 1, width: int = 1) -> float:
-    """Mean pixel size in metres, measured at the raster centre for geographic CRSs.
+    """Mean pixel size in metres, measured at the raster centre.
 
     Without a CRS the pixel size is returned in pixel units (1.0 for an identity transform).
-    For projected CRSs the map unit (metre, US foot...) is converted to metres.
+    For a projected CRS measured in its own units the map unit (metre, US foot...) is
+    converted to metres; a geographic CRS, and a projected one off scale there (see
+    :data:`MAX_SCALE_ERROR`), are measured on the ellipsoid.
     """
     rx, ry = math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e)
     if crs is None:
         return float((rx + ry) / 2)
     pcrs = ProjCRS.from_user_input(crs.to_wkt())
-    if pcrs.is_geographic:
-        lon, lat = _xy(transform, width / 2, height / 2)
+    bounds = _grid_bounds(transform, height, width)
+    if pcrs.is_geographic or local_metric_crs(crs, bounds) != crs:
+        to_lonlat = _to_lonlat(crs.to_wkt())
+        cx, cy = width / 2, height / 2
+        (x0, x1, x2), (y0, y1, y2) = zip(
+            *(_xy(transform, c, r) for c, r in ((cx, cy), (cx + 1, cy), (cx, cy + 1))),
+            strict=True,
+        )
+        lon, lat = to_lonlat.transform([x0, x1, x2], [y0, y1, y2])
         geod = Geod(ellps="WGS84")
-        _, _, dx = geod.inv(lon, lat, lon + rx, lat)
-        _, _, dy = geod.inv(lon, lat, lon, lat + ry)
+        dx = geod.inv(lon[0], lat[0], lon[1], lat[1])[2]
+        dy = geod.inv(lon[0], lat[0], lon[2], lat[2])[2]
         return float((abs(dx) + abs(dy)) / 2)
     factor = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
     return float((rx + ry) / 2 * factor)
 
 
+def _grid_bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` of a grid (its four corners' extremes)."""
+    xs, ys = zip(*(_xy(transform, c, r) for c in (0, width) for r in (0, height)), strict=True)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def local_metric_crs(crs: CRS, bounds: tuple[float, float, float, float]) -> CRS:
-    """A CRS measured in metres for an area: ``crs`` itself if projected, else its UTM zone."""
+    """A CRS measured in metres for an area (``bounds`` in ``crs``).
+
+    ``crs`` itself if it is projected and true to scale there (within
+    :data:`MAX_SCALE_ERROR`), else the UTM zone of the area's centre.
+
+    Example:
+        >>> local_metric_crs(CRS.from_epsg(32633), (500000, 5500000, 501000, 5501000)).to_epsg()
+        32633
+        >>> local_metric_crs(CRS.from_epsg(3857), (1113194, 6446275, 1114194, 6447275)).to_epsg()
+        32632
+    """
     pcrs = ProjCRS.from_user_input(crs.to_wkt())
-    if not pcrs.is_geographic:
-        return crs
-    lon, lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+    x, y = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+    if pcrs.is_geographic:
+        lon, lat = x, y
+    else:
+        lon, lat = _to_lonlat(crs.to_wkt()).transform(x, y)
+        if _scale_error(crs.to_wkt(), lon, lat) <= MAX_SCALE_ERROR:
+            return crs
     zone = int((lon + 180) // 6) % 60 + 1
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+@functools.lru_cache(maxsize=64)
+def _to_lonlat(wkt: str) -> Transformer:
+    """Map coordinates of a CRS (its WKT) to longitude and latitude (built once per CRS)."""
+    return Transformer.from_crs(ProjCRS.from_wkt(wkt), "EPSG:4326", always_xy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _projection(wkt: str) -> Proj:
+    """The projection of a projected CRS (its WKT), built once per CRS."""
+    return Proj(ProjCRS.from_wkt(wkt))
+
+
+def _scale_error(wkt: str, lon: float, lat: float) -> float:
+    """How far a projected CRS's scale is from true at a point (0: true to scale)."""
+    try:
+        f = _projection(wkt).get_factors(lon, lat)
+    except Exception:
+        return 0.0
+    error = max(abs(f.meridional_scale - 1), abs(f.parallel_scale - 1))
+    return float(error) if math.isfinite(error) else 0.0
 
 
 def valid_mask(
