@@ -22,6 +22,10 @@ __all__ = ["DASK_LOG_ENV", "cli", "main"]
 
 #: Dask's setting of its ``distributed`` loggers' level, set to ``warning`` below ``-vv``.
 DASK_LOG_ENV = "DASK_LOGGING__DISTRIBUTED"
+#: Loggers of the ONNX export's graph passes (a line per initializer merged and pass run).
+ONNX_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
+#: The group's own options, which go before the command name.
+GLOBAL_OPTIONS = ("-v", "--verbose", "-q", "--quiet")
 
 
 class _Group(click.Group):
@@ -65,12 +69,6 @@ def _usage_message(exc: click.UsageError) -> str:
             f"the command, `geounet {exc.option_name} {command} ...`."
         )
     return f"{message}; give an allowed value (see `{name} --help`)."
-
-
-#: Loggers of the ONNX export's graph passes (a line per initializer merged and pass run).
-ONNX_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
-#: The group's own options, which go before the command name.
-GLOBAL_OPTIONS = ("-v", "--verbose", "-q", "--quiet")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

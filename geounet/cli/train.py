@@ -22,6 +22,9 @@ from geounet.cli.options import (
 from geounet.core.classes import parse_classes
 from geounet.core.types import DEFAULT_BACKBONE
 
+#: How ``geounet train`` names what ended the training (``fit``'s ``stopped_by``).
+_ENDED = {"time budget": "its time budget", "early stopping": "early stopping"}
+
 
 @click.command("train")
 @click.argument("inputs", nargs=-1, required=True, type=IMAGE)
@@ -180,10 +183,6 @@ def _report(result: dict[str, Any]) -> None:
         if isinstance(value, int | float):
             click.echo(f"{key}: {value:.4f}")
     click.echo(f"model: {result['model']}")
-
-
-#: How ``geounet train`` names what ended the training (``fit``'s ``stopped_by``).
-_ENDED = {"time budget": "its time budget", "early stopping": "early stopping"}
 
 
 def _fit_options(budget_min: float | None, refit_on_all: bool, seed: int | None) -> dict[str, Any]:
