@@ -221,6 +221,17 @@ def test_vector_prediction_against_a_truth_raster(make_raster, tmp_path):
     assert r["buildings"]["tp"] == 1 and r["buildings"]["fp"] == 1
 
 
+def test_a_class_spelled_buildings_is_scored_as_buildings(make_raster, tmp_path):
+    grid = make_raster(np.zeros((40, 40), np.uint8), name="grid.tif")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 1
+    names = {0: "background", 1: "Buildings"}
+    p = _class_raster(tmp_path, "pred.tif", mask, grid, names=names)
+    t = _class_raster(tmp_path, "truth.tif", mask, grid, names=names)
+    b = evaluate(p, t)["buildings"]
+    assert b is not None and (b["tp"], b["fp"], b["fn"]) == (1, 0, 0)
+
+
 def test_objects_are_scored_where_the_map_is(make_raster, tmp_path):
     """A truth file covering more than the class raster (an OSM extract of the whole town):
     buildings outside the raster are not false negatives, one across its edge is cut, and

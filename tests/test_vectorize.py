@@ -524,6 +524,20 @@ def test_every_format_round_trips_with_its_crs(scene, tmp_path, ext):
         assert "perim_m" in _read(tmp_path / "features_building.shp", "").columns
 
 
+def test_classes_spelled_buildings_and_roads_are_treated_as_such(make_raster, tmp_path):
+    """A model trained on ``Buildings`` / ``Roads``: outlines split and regularized, centre
+    lines drawn, as for ``building`` / ``road``; a name given explicitly must still exist."""
+    labels = np.zeros((64, 64), np.uint8)
+    labels[4:20, 4:20] = 1
+    labels[40:46, :] = 2
+    path = make_raster(labels, "spelled.tif")
+    layers = vectorize(path, classes={1: "Buildings", 2: "Roads"})
+    assert set(layers["Roads"].geom_type) == {"LineString"}
+    assert layers["Buildings"].attrs["separate"] is True  # the building treatment
+    with pytest.raises(InvalidParameterError, match="'house' is not a class"):
+        vectorize(path, classes={1: "Buildings", 2: "Roads"}, building_class="house")
+
+
 def test_web_mercator_buildings_are_measured_on_the_ground(tmp_path):
     """A class raster in EPSG:3857 at 50 degrees north (aerial imagery is often served so):
     areas in square metres on the ground, not in Mercator units (2.4 times as large), and

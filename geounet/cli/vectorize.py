@@ -16,7 +16,7 @@ from geounet.cli.options import (
     overwrite_opt,
     resolve_image,
 )
-from geounet.core.classes import parse_classes
+from geounet.core.classes import parse_classes, special_class
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -179,7 +179,7 @@ def command(
     )
     for name, gdf in layers.items():
         click.echo(f"{name}: {len(gdf)} features")
-    _notes(layers.get(building_class), separate)
+    _notes(layers.get(special_class(list(layers), building_class)), separate)
     written = dict.fromkeys(str(g.attrs.get("path", out)) for g in layers.values())
     click.echo(f"written: {', '.join(written) or out}")  # a file per class but in GeoPackage
 

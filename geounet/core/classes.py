@@ -30,6 +30,7 @@ from geounet.core.errors import InvalidParameterError, InvalidRasterError
 from geounet.core.types import IGNORE_INDEX
 
 __all__ = [
+    "CANONICAL_NAMES",
     "PALETTE",
     "ClassSpec",
     "classes_from_json",
@@ -37,10 +38,22 @@ __all__ = [
     "classes_to_json",
     "colormap",
     "hex_to_rgb",
+    "inferred_name",
     "make_classes",
     "parse_classes",
     "parse_classes_tag",
+    "special_class",
 ]
+
+#: Spellings of the classes the pipeline treats specially (``vectorize`` regularizes and
+#: splits ``building`` and draws ``road`` as centre lines), as file names and label values
+#: spell them: ``buildings.geojson`` labels ``building``.
+CANONICAL_NAMES = {
+    "building": "building",
+    "buildings": "building",
+    "road": "road",
+    "roads": "road",
+}
 
 #: Fixed palette: background grey-black, then distinct colours (buildings red, roads yellow...).
 PALETTE = (
@@ -314,3 +327,34 @@ def classes_to_json(classes: Sequence[ClassSpec]) -> list[dict[str, Any]]:
 def classes_from_json(items: Sequence[Mapping[str, Any]]) -> list[ClassSpec]:
     """Rebuild the class list from :func:`classes_to_json`."""
     return [ClassSpec(d["value"], str(d["name"]), str(d["color"])) for d in items]
+
+
+def inferred_name(text: str) -> str:
+    """A class name taken from a file name or a label value, as the pipeline knows it.
+
+    ``buildings`` and ``roads`` (any case) become ``building`` and ``road``
+    (:data:`CANONICAL_NAMES`); other names are kept as they are.
+
+    Example:
+        >>> inferred_name("Buildings"), inferred_name("roads"), inferred_name("trees")
+        ('building', 'road', 'trees')
+    """
+    return CANONICAL_NAMES.get(text.strip().lower(), text)
+
+
+def special_class(names: Sequence[str], wanted: str) -> str:
+    """The class of ``names`` that plays the part of ``wanted`` (``"building"``, ``"road"``).
+
+    ``wanted`` itself if it is one of ``names``, else the one name spelled as it otherwise
+    (:func:`inferred_name`: a model trained on ``Buildings``), else ``wanted``.
+
+    Example:
+        >>> special_class(["background", "Buildings", "Roads"], "building")
+        'Buildings'
+        >>> special_class(["background", "building", "Buildings"], "building")
+        'building'
+    """
+    if wanted in names:
+        return wanted
+    spelled = [n for n in names if inferred_name(n) == wanted]
+    return spelled[0] if len(spelled) == 1 else wanted

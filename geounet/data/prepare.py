@@ -425,7 +425,7 @@ def prepare_data(
             or for a vector file without ``label_field`` one class named after the file;
             ``buildings``/``roads`` (any case, a file name or a field value) name the
             classes ``building``/``road`` that ``vectorize`` regularizes, splits and draws
-            as centre lines (:func:`geounet.data.labels.inferred_name`).
+            as centre lines (:func:`geounet.core.classes.inferred_name`).
         label_field: Vector attribute holding each feature's class.
         chip_size: Chip size in pixels, a multiple of 32.
         stride: Step between chips (smaller than ``chip_size`` gives overlapping chips).

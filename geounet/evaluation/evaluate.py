@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -32,6 +33,7 @@ import numpy as np
 import shapely
 from rasterio.crs import CRS
 
+from geounet.core.classes import special_class
 from geounet.core.errors import (
     CRSMismatchError,
     InvalidParameterError,
@@ -156,6 +158,7 @@ def evaluate(
     p = open_source(pred, **kinds, allow_no_crs=allow_no_crs)
     t = open_source(truth, **kinds, allow_no_crs=allow_no_crs)
     names = _class_names(classes, p, t, opts)
+    opts = _special_classes(opts, list(names.values()))
     _check_extents(p, t)
     result: dict[str, Any] = {
         "prediction": str(p.path),
@@ -199,6 +202,15 @@ def _class_names(classes: Any, p: Source, t: Source, opts: EvaluateOptions) -> d
     first = [n for n in (opts.building_class, opts.road_class) if n in found]
     ordered = first + [n for n in found if n not in first and n != "background"]
     return {0: "background", **{i: n for i, n in enumerate(ordered, start=1)}}
+
+
+def _special_classes(opts: EvaluateOptions, names: list[str]) -> EvaluateOptions:
+    """``opts`` scoring ``Buildings`` / ``Roads`` (a model trained so) as buildings / roads."""
+    return dataclasses.replace(
+        opts,
+        building_class=special_class(names, opts.building_class),
+        road_class=special_class(names, opts.road_class),
+    )
 
 
 def _check_extents(p: Source, t: Source) -> None:

@@ -34,7 +34,7 @@ import rasterio.features
 import shapely
 from rasterio.windows import Window
 
-from geounet.core.classes import parse_classes, parse_classes_tag
+from geounet.core.classes import parse_classes, parse_classes_tag, special_class
 from geounet.core.errors import InvalidParameterError, InvalidRasterError, MissingCRSError
 from geounet.core.types import PathLike
 from geounet.io.geo import MetricFrame
@@ -147,8 +147,9 @@ def vectorize(
         classes: ``{raster value: class name}`` for label rasters without geounet metadata
             (a list of names means the values 1, 2, ...; ``"1=building,2=road"`` as on the
             command line; see :func:`geounet.core.classes.parse_classes`).
-        building_class: Name of the class regularized as buildings.
-        road_class: Name of the class turned into centre lines.
+        building_class: Name of the class regularized as buildings (the default also finds
+            ``Buildings``, ``buildings``...: :func:`~geounet.core.classes.special_class`).
+        road_class: Name of the class turned into centre lines (likewise ``Roads``...).
         min_area_m2: Objects smaller than this are dropped; holes smaller are filled. None
             (default): the value ``classify`` recorded from the model's training labels
             (the 10th percentile of the building class's object areas, tag
@@ -233,7 +234,7 @@ def vectorize(
     _check_class_raster(info)
     tags = _tags(info)  # read once: the defaults that classify recorded
     class_map = _class_map(info, tags, classes, window_size)
-    _check_class_names(class_map, info, building_class=building_class, road_class=road_class)
+    building_class, road_class = _class_names(class_map, info, building_class, road_class)
     if out is not None:
         check_outputs(out, list(class_map.values()), overwrite=overwrite)
     probabilities, (min_peak, min_road, adaptive) = _probabilities(
@@ -485,11 +486,17 @@ def _class_map(
     return mapping
 
 
-def _check_class_names(
-    class_map: dict[int, str], info: RasterInfo, *, building_class: str, road_class: str
-) -> None:
-    """A building or road class named explicitly (not the default) must exist."""
+def _class_names(
+    class_map: dict[int, str], info: RasterInfo, building_class: str, road_class: str
+) -> tuple[str, str]:
+    """The building and road classes of a class raster.
+
+    A name given must exist; the defaults ``building`` and ``road`` also find a class
+    spelled otherwise (a model trained on ``Buildings``:
+    :func:`~geounet.core.classes.special_class`).
+    """
     names = list(class_map.values())
+    found = []
     for arg, name, default in (
         ("building_class", building_class, "building"),
         ("road_class", road_class, "road"),
@@ -499,6 +506,8 @@ def _check_class_names(
                 f"{arg}={name!r} is not a class of {info.path}; its classes are {names}. "
                 "Give one of these names, or classes={value: name} for a plain label raster."
             )
+        found.append(special_class(names, name) if name == default else name)
+    return found[0], found[1]
 
 
 def _scan_values(src: rasterio.io.DatasetReader, info: RasterInfo, window: int) -> dict:

@@ -18,7 +18,7 @@ Conventions (they are the documented behaviour of :func:`geounet.data.prepare.pr
   masks, black ``#000000`` (padding) unless it is declared as a class, become 255.
 - Without ``classes``: a vector file gives one class named after the file (or one class per
   value of ``label_field``), ``buildings``/``roads`` in any case as ``building``/``road``
-  (:func:`inferred_name`: the classes ``vectorize`` regularizes, splits and draws as lines);
+  (:func:`geounet.core.classes.inferred_name`: the classes ``vectorize`` treats so);
   an integer label raster gives one class per value found (0 is
   background, any other value ``v`` is named ``class_v``, e.g. a 0/255 mask gives
   ``{255: "class_255"}``); an RGB mask gives one class per colour found, named by the colour.
@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geounet.core.classes import ClassSpec, make_classes, parse_classes
+from geounet.core.classes import ClassSpec, inferred_name, make_classes, parse_classes
 from geounet.core.errors import InputNotFoundError, LabelError
 from geounet.core.types import PathLike
 from geounet.data.labels.common import LabelSource, fmt_values
@@ -47,22 +47,11 @@ from geounet.data.labels.raster import BLACK, RasterLabels
 from geounet.data.labels.vector import VectorLabels
 from geounet.io.raster import RasterInfo
 
-#: Spellings of the classes the pipeline treats specially, taken from a file name or a label
-#: value when ``classes`` is not given: ``buildings.geojson`` labels ``building``.
-CANONICAL_NAMES = {
-    "building": "building",
-    "buildings": "building",
-    "road": "road",
-    "roads": "road",
-}
-
 __all__ = [
-    "CANONICAL_NAMES",
     "VECTOR_SUFFIXES",
     "LabelSource",
     "RasterLabels",
     "VectorLabels",
-    "inferred_name",
     "is_color_mapping",
     "is_vector_path",
     "open_labels",
@@ -126,20 +115,6 @@ def is_color_mapping(mapping: Mapping[Any, str] | None) -> bool | None:
     if not mapping:
         return None
     return all(isinstance(k, str) and k.startswith("#") for k in mapping)
-
-
-def inferred_name(text: str) -> str:
-    """A class name taken from a file name or a label value, as the pipeline knows it.
-
-    ``buildings`` and ``roads`` (any case) become ``building`` and ``road``, the classes whose
-    polygons ``vectorize`` regularizes and splits and whose centre lines it draws; other
-    names are kept as they are.
-
-    Example:
-        >>> inferred_name("Buildings"), inferred_name("roads"), inferred_name("trees")
-        ('building', 'road', 'trees')
-    """
-    return CANONICAL_NAMES.get(text.strip().lower(), text)
 
 
 def _value_name(value: Any, values: Sequence[Any]) -> str:
