@@ -254,6 +254,9 @@ def test_objects_are_scored_where_the_map_is(make_raster, tmp_path):
     v = _boxes_gpkg(tmp_path / "pred.gpkg", inside + across)
     b = evaluate(v, truth, classes={1: "building"})["buildings"]
     assert (b["n_truth"], b["n_pred"], b["tp"], b["fp"], b["fn"]) == (2, 2, 2, 0, 0)
+    both = evaluate(v, t)  # two vector files: no area of their own, all scored, and said so
+    assert both["buildings"]["n_truth"] == 5
+    assert any("1 of 5 true buildings lie beyond the prediction" in n for n in both["notes"])
 
 
 def test_vector_truth_elsewhere_is_refused(make_raster, tmp_path):

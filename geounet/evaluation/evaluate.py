@@ -324,11 +324,11 @@ def _object_part(
     b, r = opts.building_class, opts.road_class
     if b in truth:
         tb, pb = to_metric(truth[b], crs), to_metric(pred.get(b, _empty(truth[b])), crs)
-        tb, pb = _inside(tb, area, "true buildings", result), _inside(pb, area, "", result)
+        tb, pb = _inside(tb, area, "true buildings", result, pb), _inside(pb, area, "", result)
         result["buildings"] = building_scores(tb, pb, opts.iou_threshold)
     if r in truth and _lines_or_empty(truth[r], pred.get(r), result["notes"]):
         tr, pr = to_metric(truth[r], crs), to_metric(pred.get(r, _empty(truth[r])), crs)
-        tr, pr = _inside(tr, area, "true roads", result), _inside(pr, area, "", result)
+        tr, pr = _inside(tr, area, "true roads", result, pr), _inside(pr, area, "", result)
         result["roads"] = road_scores(tr, pr, opts.road_buffer_m)
 
 
@@ -351,14 +351,26 @@ def _edge_step(bounds: tuple[float, float, float, float]) -> float:
     return max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / 64 or 1.0
 
 
-def _inside(gs: gpd.GeoSeries, area: Any, what: str, result: dict) -> gpd.GeoSeries:
+def _inside(
+    gs: gpd.GeoSeries, area: Any, what: str, result: dict, pred: gpd.GeoSeries | None = None
+) -> gpd.GeoSeries:
     """``gs`` cut to ``area``: outside features dropped, and slivers the cut leaves too.
 
     Features across the edge are cut; polygon pieces under :data:`MIN_CUT_AREA_M2` dropped.
     A truth that covers more than the map (an OpenStreetMap extract of a whole town against
     a classified tile) is scored where the map is; ``what`` names ``gs`` in the note that
-    says how many features were left out ("": no note).
+    says how many features were left out ("": no note). Two vector files have no area
+    (``area`` None): all is scored, and a note says how many true features lie beyond the
+    ``pred`` features' extent.
     """
+    if area is None and what and pred is not None and not gs.empty and not pred.empty:
+        beyond = int((~gs.intersects(shapely.box(*pred.total_bounds))).sum())
+        if beyond:
+            result["notes"].append(
+                f"object metrics: {beyond} of {len(gs)} {what} lie beyond the prediction's "
+                "features (their bounding box) and count as missed; to score only the area "
+                "a map covers, give its class raster as the prediction"
+            )
     if area is None or gs.empty:
         return gs
     # an OpenStreetMap outline may cross itself: GEOS cannot cut it as it is
