@@ -431,15 +431,21 @@ def test_vector_without_field_takes_the_single_class(make_raster, tmp_path: Path
 
 
 def test_inferred_names_of_buildings_and_roads_are_the_pipelines(make_raster, tmp_path) -> None:
-    """``buildings.geojson`` labels ``building`` (the class vectorize regularizes and splits),
-    a field's ``Roads`` labels ``road``; a value beside its own canonical spelling keeps its."""
+    """``buildings.geojson`` (or a 0/255 ``buildings_mask.tif``) labels ``building``, the class
+    vectorize regularizes and splits; a field's ``Roads`` labels ``road``; a value beside its
+    own canonical spelling keeps its."""
     img = make_raster(scene(), "img.tif")
     x0, y0 = 500000.0, 3700000.0
     boxes = [shapely.box(x0 + 10, y0 - 40, x0 + 30, y0 - 20), shapely.box(x0, y0 - 60, x0 + 9, y0)]
-    for name in ("buildings.geojson", "Roads.gpkg"):
+    names = {"buildings.geojson": "building", "Roads.gpkg": "road", "osm_roads_2020.fgb": "road"}
+    names["roads_and_buildings.gpkg"] = "roads_and_buildings"  # which one? the name as it is
+    for name, want in names.items():
         gpd.GeoDataFrame(geometry=boxes[:1], crs=UTM.to_wkt()).to_file(tmp_path / name)
-    assert prepare_data(img, tmp_path / "buildings.geojson", chip_size=64).classes[1] == "building"
-    assert prepare_data(img, tmp_path / "Roads.gpkg", chip_size=64).classes[1] == "road"
+        assert prepare_data(img, tmp_path / name, chip_size=64).classes[1] == want, name
+    mask = np.zeros((256, 256), np.uint8)
+    mask[40:80, 20:60] = 255  # a 0/255 mask, as Inria and SpaceNet give them
+    for name, want in (("buildings_mask.tif", "building"), ("mask.tif", "class_255")):
+        assert prepare_data(img, make_raster(mask, name), chip_size=64).classes[1] == want
     for values, names in (
         (["Buildings", "trees"], {"building", "trees"}),
         (["building", "Building"], {"building", "Building"}),

@@ -423,7 +423,8 @@ def prepare_data(
             None infers classes: one per value found (value ``v`` named ``class_v``; a 0/255
             mask gives ``{255: "class_255"}``), one per colour found (named by the colour),
             or for a vector file without ``label_field`` one class named after the file;
-            ``buildings``/``roads`` (any case, a file name or a field value) name the
+            ``buildings``/``roads`` (any case: a field value, or a word of the name of a file
+            of one class, ``buildings.geojson``, a 0/255 ``buildings_mask.tif``) name the
             classes ``building``/``road`` that ``vectorize`` regularizes, splits and draws
             as centre lines (:func:`geounet.core.classes.inferred_name`).
         label_field: Vector attribute holding each feature's class.

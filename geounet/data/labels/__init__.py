@@ -17,11 +17,13 @@ Conventions (they are the documented behaviour of :func:`geounet.data.prepare.pr
   ignored by the loss. Pixels outside the label raster, label ``nodata`` pixels and, in colour
   masks, black ``#000000`` (padding) unless it is declared as a class, become 255.
 - Without ``classes``: a vector file gives one class named after the file (or one class per
-  value of ``label_field``), ``buildings``/``roads`` in any case as ``building``/``road``
-  (:func:`geounet.core.classes.inferred_name`: the classes ``vectorize`` treats so);
-  an integer label raster gives one class per value found (0 is
-  background, any other value ``v`` is named ``class_v``, e.g. a 0/255 mask gives
-  ``{255: "class_255"}``); an RGB mask gives one class per colour found, named by the colour.
+  value of ``label_field``, ``Buildings``/``roads`` in any case as ``building``/``road``:
+  :func:`geounet.core.classes.inferred_name`, the classes ``vectorize`` treats so); an
+  integer label raster gives one class per value found (0 is background, any other value
+  ``v`` is named ``class_v``, e.g. a 0/255 mask gives ``{255: "class_255"}``); an RGB mask
+  gives one class per colour found, named by the colour. A file whose name says it holds
+  buildings or roads alone (``buildings.geojson``, ``osm_roads.gpkg``, a 0/255
+  ``buildings_mask.tif``) names its one class ``building`` or ``road``.
 - Where vector features of different classes overlap, the class listed later wins.
 
 Example:
@@ -35,11 +37,18 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geounet.core.classes import ClassSpec, inferred_name, make_classes, parse_classes
+from geounet.core.classes import (
+    CANONICAL_NAMES,
+    ClassSpec,
+    inferred_name,
+    make_classes,
+    parse_classes,
+)
 from geounet.core.errors import InputNotFoundError, LabelError
 from geounet.core.types import PathLike
 from geounet.data.labels.common import LabelSource, fmt_values
@@ -129,22 +138,34 @@ def _value_name(value: Any, values: Sequence[Any]) -> str:
     return value if name != value and name in values else name
 
 
+def _stem_class(stem: str) -> str | None:
+    """``building`` or ``road`` when a file's name says it holds that class alone.
+
+    One of its words is spelled so (``buildings_mask``, ``osm_roads_2020``,
+    :data:`~geounet.core.classes.CANONICAL_NAMES`) and no word names the other.
+    """
+    named = {CANONICAL_NAMES.get(w) for w in re.split(r"[^a-z]+", stem.lower())} - {None}
+    return named.pop() if len(named) == 1 else None
+
+
 def _infer(sources: Sequence[LabelSource]) -> tuple[dict[Any, str], dict[str, str]]:
     mapping: dict[Any, str] = {}
     colors: dict[str, str] = {}
     for src in sources:
         if isinstance(src, VectorLabels) and src.label_field is None:
-            mapping.setdefault(1, inferred_name(src.path.stem))
+            mapping.setdefault(1, _stem_class(src.path.stem) or src.path.stem)
             continue
         found = list(src.found_values())
+        classes = [v for v in found if v not in (0, "0")]
+        stem = _stem_class(src.path.stem) if len(classes) == 1 else None  # a 0/255 mask
         for v in found:
             if isinstance(src, RasterLabels) and src.colors:
                 if v != BLACK:
                     mapping[v] = v
             elif v in (0, "0"):
                 mapping[0] = "background"
-            else:
-                mapping[v] = _value_name(v, found)
+            elif v not in mapping or mapping[v] == f"class_{v}":  # a name beats a number
+                mapping[v] = stem or _value_name(v, found)
                 pal = src.palette_colors() if isinstance(src, RasterLabels) else {}
                 if isinstance(v, int) and v in pal:
                     colors[mapping[v]] = pal[v]
