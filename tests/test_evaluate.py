@@ -221,6 +221,23 @@ def test_vector_prediction_against_a_truth_raster(make_raster, tmp_path):
     assert r["buildings"]["tp"] == 1 and r["buildings"]["fp"] == 1
 
 
+def test_buildings_under_the_maps_nodata_are_not_scored(make_raster, tmp_path):
+    """An orthomosaic's nodata border classifies as nodata (255): a true building there is
+    no more a miss than its pixels are; one half under it is cut to the part with data."""
+    grid = make_raster(np.zeros((80, 80), np.uint8), name="grid.tif")  # x 500000-040
+    pred = np.zeros((80, 80), np.uint8)
+    pred[:, :30] = 255  # no imagery left of x = 500015
+    pred[10:30, 30:50] = 1  # the part of the second building with imagery, and the third
+    pred[50:70, 50:70] = 1
+    p = _class_raster(tmp_path, "pred.tif", pred, grid, names={0: "background", 1: "building"})
+    boxes = [(500002, 3699980, 500010, 3699990), (500010, 3699985, 500025, 3699995)]
+    boxes.append((500025, 3699965, 500035, 3699975))
+    r = evaluate(p, _boxes_gpkg(tmp_path / "truth.gpkg", boxes))
+    b = r["buildings"]
+    assert (b["n_truth"], b["n_pred"], b["tp"], b["fp"], b["fn"]) == (2, 2, 2, 0, 0)
+    assert any("1 of 3 true buildings lie outside" in n for n in r["notes"])
+
+
 def test_a_class_spelled_buildings_is_scored_as_buildings(make_raster, tmp_path):
     grid = make_raster(np.zeros((40, 40), np.uint8), name="grid.tif")
     mask = np.zeros((40, 40), np.uint8)

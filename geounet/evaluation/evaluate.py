@@ -5,8 +5,9 @@ The prediction and the truth may each be a class raster or a vector file
 features are burnt into it, road centre lines as :data:`ROAD_HALF_WIDTH_M` wide corridors on
 each side); object metrics on vectors (a class raster is vectorized with
 :func:`geounet.vectorizing.pipeline.vectorize`), measured in metres in the prediction's local
-metric CRS, and only where the raster side lies (a truth file of a whole town scores a map of
-one tile on that tile; the result's notes say how many features were left out). Different
+metric CRS, and only where the raster side lies and has data (a truth file of a whole town
+scores a map of one tile on that tile, less its nodata border; the result's notes say how many
+features were left out). Different
 CRSs are reprojected; extents that do not overlap are refused; nodata and 255 are never
 scored.
 
@@ -21,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -30,8 +32,13 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import shapely
+import shapely.geometry
+from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.features import shapes
 
 from geounet.core.classes import special_class
 from geounet.core.errors import (
@@ -73,6 +80,8 @@ ROAD_HALF_WIDTH_M = 2.0
 #: Pieces of polygons cut by the edge of the scored area smaller than this (m²) are dropped:
 #: a building a map's edge cuts to a sliver is not one the map could draw.
 MIN_CUT_AREA_M2 = 2.0
+#: The area a raster holds data is traced on it read at most this many pixels a side.
+VALID_AREA_PX = 4096
 
 
 @dataclass(frozen=True)
@@ -335,15 +344,39 @@ def _object_part(
 def _scored_area(p: Source, t: Source, crs: CRS | None) -> Any:
     """The area both inputs cover, in ``crs``; None when both are vectors.
 
-    That is the raster's extent (of two rasters, where they overlap): a vector side is
-    scored there only. Two vector files have no extent of their own: all is scored.
+    That is the raster's extent less its nodata (of two rasters, where both have data): a
+    vector side is scored there only, as the pixel metrics never score nodata. Two vector
+    files have no extent of their own: all is scored.
     """
-    boxes = []
+    areas = []
     for s in (p, t):
         if s.info is not None:
-            edge = shapely.segmentize(shapely.box(*s.info.bounds), _edge_step(s.info.bounds))
-            boxes.append(to_metric(gpd.GeoSeries([edge], crs=s.info.crs), crs).iloc[0])
-    return shapely.intersection_all(boxes) if boxes else None
+            valid = shapely.segmentize(_valid_area(s.info), _edge_step(s.info.bounds))
+            areas.append(to_metric(gpd.GeoSeries([valid], crs=s.info.crs), crs).iloc[0])
+    return shapely.intersection_all(areas) if areas else None
+
+
+def _valid_area(info: RasterInfo) -> Any:
+    """The part of a raster that holds data (not its nodata), in its CRS.
+
+    Traced on the raster read at most :data:`VALID_AREA_PX` pixels a side (nearest
+    neighbour), so a large scene costs one small read; its whole extent when it has no
+    nodata value or none of it.
+    """
+    step = max(1, math.ceil(max(info.height, info.width) / VALID_AREA_PX))
+    whole = shapely.box(*info.bounds)
+    if info.nodata is None:
+        return whole
+    shape = (math.ceil(info.height / step), math.ceil(info.width / step))
+    with rasterio.open(info.path) as src:
+        valid = src.read(1, out_shape=shape, resampling=Resampling.nearest) != info.nodata
+    if valid.all():
+        return whole
+    transform = info.transform * Affine.scale(info.width / shape[1], info.height / shape[0])
+    parts = [
+        shapely.geometry.shape(g) for g, _ in shapes(valid.view(np.uint8), valid, 4, transform)
+    ]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
 def _edge_step(bounds: tuple[float, float, float, float]) -> float:
