@@ -7,9 +7,8 @@ each side); object metrics on vectors (a class raster is vectorized with
 :func:`geounet.vectorizing.pipeline.vectorize`), measured in metres in the prediction's local
 metric CRS, and only where the raster side lies and has data (a truth file of a whole town
 scores a map of one tile on that tile, less its nodata border; the result's notes say how many
-features were left out). Different
-CRSs are reprojected; extents that do not overlap are refused; nodata and 255 are never
-scored.
+features were left out). Different CRSs are reprojected; extents that do not overlap are
+refused; nodata and 255 are never scored.
 
 Example:
     Not run as a doctest: it needs a classified raster and its truth on disk.

@@ -32,6 +32,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
 from geounet.core.errors import (
@@ -262,7 +263,7 @@ def pixel_size_m(crs: CRS | None, transform: Affine, height: int = 1, width: int
     if crs is None:
         return float((rx + ry) / 2)
     pcrs = ProjCRS.from_user_input(crs.to_wkt())
-    bounds = _grid_bounds(transform, height, width)
+    bounds = array_bounds(height, width, transform)
     if pcrs.is_geographic or local_metric_crs(crs, bounds) != crs:
         to_lonlat = _to_lonlat(crs.to_wkt())
         cx, cy = width / 2, height / 2
@@ -277,12 +278,6 @@ def pixel_size_m(crs: CRS | None, transform: Affine, height: int = 1, width: int
         return float((abs(dx) + abs(dy)) / 2)
     factor = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
     return float((rx + ry) / 2 * factor)
-
-
-def _grid_bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:
-    """``(left, bottom, right, top)`` of a grid (its four corners' extremes)."""
-    xs, ys = zip(*(_xy(transform, c, r) for c in (0, width) for r in (0, height)), strict=True)
-    return min(xs), min(ys), max(xs), max(ys)
 
 
 def local_metric_crs(crs: CRS, bounds: tuple[float, float, float, float]) -> CRS:
