@@ -247,6 +247,12 @@ def test_a_class_spelled_buildings_is_scored_as_buildings(make_raster, tmp_path)
     t = _class_raster(tmp_path, "truth.tif", mask, grid, names=names)
     b = evaluate(p, t)["buildings"]
     assert b is not None and (b["tp"], b["fp"], b["fn"]) == (1, 0, 0)
+    # a plain polygon layer (an OSM extract) as truth: its buildings are the raster's Buildings
+    box_ = (500002.5, 3699987.5, 500012.5, 3699997.5)
+    v = _boxes_gpkg(tmp_path / "osm.gpkg", [box_], layer="buildings")
+    r = evaluate(p, v)
+    assert r["classes"] == ["background", "Buildings"]
+    assert (r["buildings"]["tp"], r["buildings"]["fp"], r["buildings"]["fn"]) == (1, 0, 0)
 
 
 def test_objects_are_scored_where_the_map_is(make_raster, tmp_path):

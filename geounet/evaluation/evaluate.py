@@ -166,7 +166,11 @@ def evaluate(
     p = open_source(pred, **kinds, allow_no_crs=allow_no_crs)
     t = open_source(truth, **kinds, allow_no_crs=allow_no_crs)
     names = _class_names(classes, p, t, opts)
-    opts = _special_classes(opts, list(names.values()))
+    special = _special_classes(opts, list(names.values()))
+    if special != opts:  # a raster's ``Buildings``: a plain polygon layer is its buildings
+        kinds = {"building_class": special.building_class, "road_class": special.road_class}
+        p, t = (s if s.info else open_source(s.path, **kinds) for s in (p, t))
+        opts = special
     _check_extents(p, t)
     result: dict[str, Any] = {
         "prediction": str(p.path),
