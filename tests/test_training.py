@@ -202,6 +202,32 @@ def test_time_budget_stops_and_anneals():
     assert alone.attrs["stopped_by"] == "time budget"
 
 
+def test_the_progress_bar_ends_where_the_time_budget_ends(monkeypatch):
+    """Under a time budget the bar's total follows the epochs the budget holds, not the
+    10 000 planned, and ends full."""
+    from geounet.model import training
+
+    totals: list[tuple[float, int]] = []
+
+    class Recorder(training.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            totals.append((self.total, self.n))
+
+        def close(self):
+            totals.append((self.total, self.n))
+            super().close()
+
+    monkeypatch.setattr(training, "tqdm", Recorder)
+    trainer, data = tiny_trainer()
+    hist = trainer.fit(
+        data.train_dl, None, 10_000, 1e-2, time_budget_s=1.0, early_stopping=None, progress=True
+    )
+    assert len(hist) >= 2
+    assert all(total < 10_000 for total, n in totals if n >= 1)  # projected from the pace
+    assert totals[-1] == (len(hist), len(hist))
+
+
 def test_deterministic_on_cpu_for_a_seed():
     results = []
     for _ in range(2):

@@ -442,7 +442,7 @@ class Trainer:
                 if result is None:  # the budget ran out before this epoch trained a batch
                     break
                 rows.append({"epoch": start_epoch + i, **_row(result)})
-                _show(bar, result)
+                _show(bar, result, first + loop.expected_epochs(i + 1 - first, epochs - first))
                 score = result.valid_miou if valid_dl is not None else -result.train_loss
                 weights = self.network if loop.average is None else loop.average
                 best.offer(score, i + 1, weights, result.confusion, loop.progress)
@@ -451,7 +451,7 @@ class Trainer:
                 if stop:
                     break
         finally:
-            bar.close()
+            _close(bar, loop.out_of_time)
         if state_dir is not None:
             clear_fit_state(state_dir)
         self.best_confusion, self.best_epochs = best.restore(self.network, len(rows), loop.average)
@@ -544,6 +544,17 @@ class _Loop:
         target = min(target, self.total)
         while self.schedule.last_epoch < target:
             self.schedule.step()
+
+    def expected_epochs(self, done: int, planned: int) -> int:
+        """Epochs this run will train: ``planned``, or fewer where its time budget ends first.
+
+        Projected from the pace of the ``done`` epochs so far (the progress bar's total).
+        """
+        if not self.budget or done <= 0:
+            return planned
+        spent = self.t.clock() - self.start
+        left = max(self.budget - spent, 0.0)
+        return min(planned, done + math.ceil(left / (spent / done)))
 
     def _time_left(self) -> bool:
         if not self.budget:
@@ -701,13 +712,22 @@ class _Best:
         return self.confusion, n_epochs
 
 
-def _show(bar: Any, result: EpochResult) -> None:
+def _show(bar: Any, result: EpochResult, total: int) -> None:
+    """One epoch on the progress bar; ``total``: the epochs expected (a budget may end first)."""
+    bar.total = total
     bar.update(1)
     bar.set_postfix(
         train=f"{result.train_loss:.4f}",
         valid=f"{result.valid_loss:.4f}",
         mIoU=f"{result.valid_miou:.4f}",
     )
+
+
+def _close(bar: Any, out_of_time: bool) -> None:
+    """Close the bar; at a time budget's end its total becomes the epochs trained."""
+    if out_of_time:
+        bar.total = bar.n
+    bar.close()
 
 
 def _stopped_by(out_of_time: bool, n_epochs: int, planned: int) -> str:
