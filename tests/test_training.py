@@ -223,9 +223,29 @@ def test_the_progress_bar_ends_where_the_time_budget_ends(monkeypatch):
     hist = trainer.fit(
         data.train_dl, None, 10_000, 1e-2, time_budget_s=1.0, early_stopping=None, progress=True
     )
-    assert len(hist) >= 2
-    assert all(total < 10_000 for total, n in totals if n >= 1)  # projected from the pace
+    assert len(hist) >= training.PROJECT_AFTER_EPOCHS + 1
+    after = [total for total, n in totals if n >= training.PROJECT_AFTER_EPOCHS]
+    assert after and all(total < 10_000 for total in after)  # projected from the pace
     assert totals[-1] == (len(hist), len(hist))
+
+
+def test_the_bars_projection_ignores_the_first_epochs_start_up():
+    """The first epoch carries the start-up (a GPU's kernel selection): the projection waits
+    for three epochs and takes the pace of those after the first."""
+    from geounet.model import training
+
+    trainer, _ = tiny_trainer()
+    now = [0.0]
+    trainer.clock = lambda: now[0]
+    loop = training._Loop(trainer, 100, 1e-3, 100.0, 0.3)
+    now[0], loop.first_end = 10.0, 10.0  # the first epoch: 10 s
+    assert loop.expected_epochs(1, 500) == 500  # too early to project
+    now[0] = 11.0
+    assert loop.expected_epochs(2, 500) == 500
+    now[0] = 12.0  # then 1 s an epoch: 88 s left hold 88 more
+    assert loop.expected_epochs(3, 500) == 3 + 88
+    assert loop.expected_epochs(3, 50) == 50  # never beyond the plan
+    assert training._Loop(trainer, 100, 1e-3, None, 0.3).expected_epochs(3, 500) == 500
 
 
 def test_deterministic_on_cpu_for_a_seed():

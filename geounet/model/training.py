@@ -74,6 +74,8 @@ HISTORY_COLUMNS = [
 #: Shortest time between two saves of a fit run's state (for ``resume``): the weights and
 #: the optimiser's moments of a large network are hundreds of MB.
 STATE_EVERY_S = 30.0
+#: Epochs trained before the progress bar's total is projected from the time budget.
+PROJECT_AFTER_EPOCHS = 3
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -526,6 +528,7 @@ class _Loop:
         )
         self.start = self.t.clock()
         self.valid_seconds = 0.0
+        self.first_end: float | None = None  # the clock when the first epoch ended
         self.out_of_time = False
         decay = trainer.weight_average
         self.average = WeightAverage(trainer.network, decay) if decay is not None else None
@@ -548,13 +551,16 @@ class _Loop:
     def expected_epochs(self, done: int, planned: int) -> int:
         """Epochs this run will train: ``planned``, or fewer where its time budget ends first.
 
-        Projected from the pace of the ``done`` epochs so far (the progress bar's total).
+        The progress bar's total. Projected once :data:`PROJECT_AFTER_EPOCHS` epochs are done,
+        from the pace of those after the first (which carries the start-up: data loader
+        workers, a GPU's kernel selection), so that the total does not jump from epoch to epoch.
         """
-        if not self.budget or done <= 0:
+        if not self.budget or done < PROJECT_AFTER_EPOCHS or self.first_end is None:
             return planned
-        spent = self.t.clock() - self.start
-        left = max(self.budget - spent, 0.0)
-        return min(planned, done + math.ceil(left / (spent / done)))
+        now = self.t.clock()
+        pace = (now - self.first_end) / (done - 1)
+        left = max(self.budget - (now - self.start), 0.0)
+        return min(planned, done + math.ceil(left / max(pace, 1e-9)))
 
     def _time_left(self) -> bool:
         if not self.budget:
@@ -593,6 +599,8 @@ class _Loop:
         self.valid_seconds = self.t.clock() - v0
         if self.budget and self.t.clock() - self.start >= self.budget:
             self.out_of_time = True
+        if self.first_end is None:
+            self.first_end = self.t.clock()
         return EpochResult(train_loss, valid_loss, miou, accuracy, lr, self.t.clock() - t0, cm)
 
     def _validate(self, valid_dl: Any) -> tuple[float, np.ndarray]:
