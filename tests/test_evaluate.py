@@ -405,6 +405,17 @@ def test_apls_by_hand_on_a_t_junction():
     assert r["apls"] == pytest.approx(2 * (20 / 56) / (1 + 20 / 56))
 
 
+def test_apls_takes_multilinestrings_and_empty_lines():
+    """A road layer of MultiLineStrings (a GIS's "dissolve", or a class raster's lines read
+    back) and empty rows: shapely cannot nest a MultiLineString in another, which broke
+    ``geounet evaluate`` on such a layer with a TypeError."""
+    from shapely.geometry import MultiLineString
+
+    multi = [MultiLineString([list(g.coords) for g in GRID[:3]]), *GRID[3:], LineString()]
+    assert apls(GRID, multi)["apls"] == pytest.approx(1.0)
+    assert apls(multi, GRID)["apls"] == pytest.approx(1.0)
+
+
 def test_apls_two_nodes_snapping_to_one_place_both_count():
     # truth: a 200 m street and a 2 m stub at x = 100; the proposal lacks the stub, so the
     # stub's end and the junction snap to the same proposal point. Control nodes: 0, 50, 100,

@@ -99,6 +99,10 @@ def _line_parts(lines: Any) -> np.ndarray:
             f"road lines must be LineStrings (or LinearRings, MultiLineStrings); got a "
             f"{bad[0].geom_type}. Give centre lines, e.g. from geounet vectorize."
         )
+    arr = shapely.get_parts(arr)  # a MultiLineString cannot be a part of another
+    arr = arr[~shapely.is_empty(arr)]
+    if arr.size == 0:
+        return np.empty(0, dtype=object)
     merged = shapely.node(shapely.set_precision(shapely.multilinestrings(arr), _GRID_M))
     parts = shapely.get_parts(merged)
     return parts[shapely.length(parts) > 0]
