@@ -182,6 +182,16 @@ def test_export_refuses_bad_settings_and_existing_outputs(model_dir: Path, tmp_p
     assert set(EXPORT_FORMATS) == {"onnx", "dlpk", "torchscript"}
 
 
+def test_export_names_a_dotted_model_folder_whole(model_dir: Path, tmp_path: Path):
+    """``kampala.v2`` exports to ``kampala.v2.dlpk``, not ``kampala.dlpk``."""
+    import shutil
+
+    dotted = tmp_path / "kampala.v2"
+    shutil.copytree(model_dir, dotted)
+    out = export_model(dotted, "dlpk", tile_size=128)
+    assert out == tmp_path / "kampala.v2.dlpk" and zipfile.is_zipfile(out)
+
+
 def test_cli_export(model_dir: Path, tmp_path: Path):
     runner = CliRunner()
     out = tmp_path / "b.dlpk"

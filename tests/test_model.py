@@ -215,6 +215,12 @@ def test_save_load_roundtrip(tmp_path):
         save_model(folder, net, cfg)
     save_model(folder, net, cfg, overwrite=True)
     assert not list(tmp_path.glob(".m.tmp-*"))
+    user = tmp_path / "project"  # a folder of the user's, given as the model's name by mistake
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="refusing to delete"):
+        save_model(user, net, cfg, overwrite=True)
+    assert (user / "notes.txt").read_text() == "keep me"
 
 
 def test_smp_model_roundtrip_without_download(tmp_path, monkeypatch):

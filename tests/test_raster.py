@@ -648,14 +648,39 @@ def test_atomic_output_success_failure_and_refusal(tmp_path):
     assert _files(tmp_path) == ["report.json"]
 
 
+def _is_model(folder):
+    return (folder / "geounet.json").is_file()
+
+
 def test_atomic_output_folders(tmp_path):
     target = tmp_path / "model"
     for content in ("first", "second"):
-        with atomic_output(target, overwrite=True) as tmp:
+        with atomic_output(target, overwrite=True, replaceable=_is_model) as tmp:
             tmp.mkdir()
             (tmp / "geounet.json").write_text(content)
     assert (target / "geounet.json").read_text() == "second"
     assert _files(tmp_path) == ["model"]
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_this_output(tmp_path):
+    """``--overwrite`` with a user's folder as the output name used to delete the folder and
+    everything in it (a class raster or a model saved over ``~/projects``)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "scene.tif").write_text("the user's data")
+    for replaceable in (None, _is_model):  # a file output; a model folder's own check
+        with (
+            pytest.raises(OutputExistsError, match="refusing to delete it"),
+            atomic_output(folder, overwrite=True, replaceable=replaceable) as tmp,
+        ):
+            tmp.write_text("classified")
+    assert (folder / "scene.tif").read_text() == "the user's data"
+    assert _files(tmp_path) == ["project"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_output(empty, overwrite=True) as tmp:  # an empty folder holds nothing to lose
+        tmp.write_text("classified")
+    assert empty.read_text() == "classified"
 
 
 @pytest.mark.parametrize("exc", [OSError, KeyboardInterrupt])
@@ -675,7 +700,10 @@ def test_atomic_output_keeps_the_old_folder_when_the_new_cannot_move_in(tmp_path
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(raster_write.os, "replace", replace)
-    with pytest.raises(exc, match="interrupted"), atomic_output(target, overwrite=True) as tmp:
+    with (
+        pytest.raises(exc, match="interrupted"),
+        atomic_output(target, overwrite=True, replaceable=_is_model) as tmp,
+    ):
         tmp.mkdir()
         (tmp / "geounet.json").write_text("new")
     monkeypatch.undo()

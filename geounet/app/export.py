@@ -247,7 +247,7 @@ def export_model(
     if out is None:
         if not isinstance(model, (str, Path)):
             raise InvalidParameterError("give `out`: the model object has no folder to name it.")
-        out = Path(model).with_suffix(_SUFFIX[format])
+        out = Path(model).with_name(Path(model).name + _SUFFIX[format])  # kampala.v2 too
     out = Path(out)
     if not out.parent.is_dir():
         raise ModelFileError(

@@ -150,6 +150,11 @@ def _out_dir_overwrite(target: Path, overwrite: bool) -> bool:
     return True
 
 
+def _is_chip_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a chip folder (its manifest): one ``overwrite=True`` may replace."""
+    return (folder / MANIFEST).is_file()
+
+
 def _build_folder(out_dir: PathLike | None, overwrite: bool, build: Callable[[Path], Any]) -> Path:
     """Run ``build(folder)`` in a temporary folder; move it to ``out_dir`` only on success."""
     if out_dir is None:
@@ -161,7 +166,8 @@ def _build_folder(out_dir: PathLike | None, overwrite: bool, build: Callable[[Pa
             raise
         return folder
     target = Path(out_dir)
-    with atomic_output(target, overwrite=_out_dir_overwrite(target, overwrite)) as tmp:
+    replace = _out_dir_overwrite(target, overwrite)
+    with atomic_output(target, overwrite=replace, replaceable=_is_chip_folder) as tmp:
         tmp.mkdir(parents=True)
         build(tmp)
     return target

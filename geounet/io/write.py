@@ -32,7 +32,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,15 @@ class _AtomicTarget:
     releases the lock; a lock left by a killed process is taken over.
     """
 
-    def __init__(self, target: PathLike, overwrite: bool) -> None:
+    def __init__(
+        self,
+        target: PathLike,
+        overwrite: bool,
+        replaceable: Callable[[Path], bool] | None = None,
+    ) -> None:
         check_local_output(target)
         self.target, self.overwrite = Path(target), overwrite
+        self.replaceable = replaceable
         self._refuse_existing()
         check_writable(self.target)
         tag = uuid.uuid4().hex[:8]
@@ -107,6 +113,14 @@ class _AtomicTarget:
             raise OutputExistsError(
                 f"{self.target}: output already exists; pass overwrite=True (--overwrite) to "
                 "replace it or choose another name."
+            )
+        t, ours = self.target, self.replaceable
+        full_folder = t.is_dir() and not t.is_symlink() and any(t.iterdir())
+        if full_folder and (ours is None or not ours(t)):
+            raise OutputExistsError(
+                f"{t}: is a folder that is not this kind of geounet output; refusing to "
+                "delete it and what it holds, even with overwrite=True (--overwrite). "
+                "Give a new name (a file name for a file output)."
             )
 
     def commit(self) -> None:
@@ -284,7 +298,12 @@ def _remove_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
 
     The temporary name keeps the suffix (drivers pick formats from it) and may be used as a
@@ -295,7 +314,10 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
 
     Args:
         path: The final output file or folder.
-        overwrite: Replace an existing ``path``.
+        overwrite: Replace an existing ``path``. An existing folder that holds anything is
+            replaced only where ``replaceable(folder)`` says it is this kind of output (a
+            model folder, a chip folder): a user's folder given by mistake is never deleted.
+        replaceable: For outputs that are folders: whether an existing folder may be replaced.
 
     Yields:
         The temporary path to write to.
@@ -314,7 +336,7 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         '{}'
         >>> folder.cleanup()
     """
-    out = _AtomicTarget(path, overwrite)
+    out = _AtomicTarget(path, overwrite, replaceable)
     try:
         yield out.tmp
         out.commit()

@@ -41,6 +41,7 @@ __all__ = [
     "build_network",
     "check_meta",
     "check_not_pickle",
+    "is_model_folder",
     "load_model",
     "load_network",
     "read_config",
@@ -249,7 +250,7 @@ def save_model(
         **config.to_json(),
     }
     text = json.dumps(meta, indent=2, default=_json_default)
-    with atomic_output(folder, overwrite=overwrite) as tmp:
+    with atomic_output(folder, overwrite=overwrite, replaceable=is_model_folder) as tmp:
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
@@ -258,6 +259,11 @@ def save_model(
 
             write_samples(tmp, samples)
     return Path(folder)
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a geounet model (its ``geounet.json``): one a save may replace."""
+    return (folder / CONFIG_FILE).is_file()
 
 
 def _json_default(obj: Any) -> Any:

@@ -109,10 +109,15 @@ def save_fit_state(
         "rng_python": _python_state(),
     }
     tensors = _tensors(trainer, loop, best, train_dl)
-    with atomic_output(folder, overwrite=True) as tmp:
+    with atomic_output(folder, overwrite=True, replaceable=_is_state_folder) as tmp:
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / STATE_FILE))
         (tmp / STATE_JSON).write_text(json.dumps(meta))
+
+
+def _is_state_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a fit run's saved state: the one a new save replaces."""
+    return (folder / STATE_JSON).is_file()
 
 
 def _numpy_state() -> list[Any]:
