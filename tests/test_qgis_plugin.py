@@ -86,6 +86,20 @@ def test_runner_cancel_interrupts_with_sigint(tmp_path: Path):
     assert marker.exists()  # the command got SIGINT and cleaned up, it was not killed
 
 
+def test_a_stale_executable_setting_falls_back_to_the_installed_one(tmp_path: Path, monkeypatch):
+    """QGIS keeps the executable path of an earlier install in its settings; when that
+    environment is gone, the plugin runs the one ``geounet qgis-install`` configured last."""
+    from geounet_qgis import runner
+
+    monkeypatch.delenv("GEOUNET_EXECUTABLE", raising=False)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"executable": GEOUNET}))
+    monkeypatch.setattr(runner, "CONFIG_FILE", config)
+    assert runner.choose_executable(str(tmp_path / "old-env" / "bin" / "geounet")) == GEOUNET
+    assert runner.choose_executable(None) == GEOUNET
+    assert runner.choose_executable(sys.executable) == sys.executable  # one that exists stays
+
+
 def test_command_lines():
     args = commands.classify_args("a.tif", "m", "o.tif", tta="flips", vector="v.gpkg")
     assert args[:2] == ["classify", "a.tif"] and "--overwrite" in args
@@ -131,14 +145,37 @@ def test_geounet_commands_accept_the_plugins_arguments():
 
 def test_qgis_install_copies_configures_and_enables(tmp_path: Path):
     profile = tmp_path / "profile"
-    target = install_qgis_plugin(profile, executable="/opt/geounet/bin/geounet")
+    (profile / "QGIS").mkdir(parents=True)
+    stale = "Configuration\\GEOUNET_EXECUTABLE=/gone/env/bin/geounet"  # an earlier install's
+    (profile / "QGIS" / "QGIS3.ini").write_text(f"[Processing]\n{stale}\n")
+    target = install_qgis_plugin(profile, executable=GEOUNET)
     assert (target / "metadata.txt").is_file() and (target / "algorithms.py").is_file()
-    assert json.loads((target / "config.json").read_text())["executable"].endswith("geounet")
+    assert json.loads((target / "config.json").read_text())["executable"] == GEOUNET
     ini = (profile / "QGIS" / "QGIS3.ini").read_text()
     assert "[PythonPlugins]" in ini and "geounet_qgis=true" in ini
+    assert f"Configuration\\GEOUNET_EXECUTABLE={GEOUNET}" in ini  # the setting follows
     result = CliRunner().invoke(cli, ["qgis-install", "--profile", str(profile), "--link"])
     assert result.exit_code == 0, result.output
     assert (profile / "python" / "plugins" / "geounet_qgis").is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--profile", "{tmp}/no-such-profile"], "the QGIS profile does not exist"),
+        (["--profile", "{tmp}/a-file"], "the QGIS profile is not a folder"),
+        (["--executable", "{tmp}/missing/geounet"], "no such geounet executable"),
+    ],
+)
+def test_qgis_install_refuses_bad_arguments_in_one_line(tmp_path: Path, args, expected):
+    (tmp_path / "a-file").write_text("")
+    argv = ["qgis-install", *(a.replace("{tmp}", str(tmp_path)) for a in args)]
+    if "--profile" not in argv:
+        (tmp_path / "p").mkdir()
+        argv += ["--profile", str(tmp_path / "p")]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- real QGIS

@@ -21,12 +21,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from geounet.core.errors import InputNotFoundError
+from geounet.core.errors import InputNotFoundError, InvalidParameterError
 from geounet.core.types import PathLike
 
 __all__ = ["PLUGIN_NAME", "default_profile", "install_qgis_plugin", "plugin_source"]
 
 PLUGIN_NAME = "geounet_qgis"
+#: The plugin's Processing setting (Settings > Options > Processing > Providers > geounet), as
+#: QGIS stores it in ``QGIS3.ini``.
+EXECUTABLE_SETTING = "Configuration\\GEOUNET_EXECUTABLE"
 
 
 def plugin_source() -> Path:
@@ -64,7 +67,39 @@ def _geounet_executable() -> str:
     return shutil.which("geounet") or "geounet"
 
 
-def _enable(profile: Path) -> Path:
+def _check_profile(profile: PathLike | None) -> Path:
+    """The profile folder; one given must exist (a typo would make a new, unused profile)."""
+    if profile is None:
+        return default_profile()
+    folder = Path(profile)
+    if not folder.is_dir():
+        parent = folder.parent
+        known = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InvalidParameterError(
+            f"{folder}: the QGIS profile {what}"
+            + (f"; profiles there: {', '.join(known)}" if known else "")
+            + ". Give a profile folder (QGIS: Settings > User Profiles > Open Active Profile "
+            "Folder), or create the profile by starting QGIS with it first."
+        )
+    return folder
+
+
+def _check_executable(executable: str | None) -> str:
+    """The geounet command to configure; one given must exist (a file or a command on PATH)."""
+    if executable is None:
+        return _geounet_executable()
+    if not (Path(executable).is_file() or shutil.which(executable)):
+        raise InputNotFoundError(
+            f"{executable}: no such geounet executable (neither a file nor a command on PATH). "
+            "Give the geounet of the Python environment QGIS should run, e.g. "
+            "--executable /path/to/env/bin/geounet (`which geounet` in that environment)."
+        )
+    return executable
+
+
+def _enable(profile: Path, executable: str) -> Path:
+    """Enable the plugin in the profile's ``QGIS3.ini``; an executable set there follows."""
     ini = profile / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True, exist_ok=True)
     parser = configparser.RawConfigParser(strict=False)
@@ -74,6 +109,8 @@ def _enable(profile: Path) -> Path:
     if not parser.has_section("PythonPlugins"):
         parser.add_section("PythonPlugins")
     parser.set("PythonPlugins", PLUGIN_NAME, "true")
+    if parser.has_option("Processing", EXECUTABLE_SETTING):  # set by hand or an older install
+        parser.set("Processing", EXECUTABLE_SETTING, executable)
     with ini.open("w", encoding="utf-8") as f:
         parser.write(f, space_around_delimiters=False)
     return ini
@@ -98,7 +135,8 @@ def install_qgis_plugin(
         The installed plugin folder.
     """
     src = Path(source) if source else plugin_source()
-    target = Path(profile or default_profile()) / "python" / "plugins" / PLUGIN_NAME
+    folder, executable = _check_profile(profile), _check_executable(executable)
+    target = folder / "python" / "plugins" / PLUGIN_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink() or target.is_file():
         target.unlink()
@@ -108,7 +146,7 @@ def install_qgis_plugin(
         target.symlink_to(src, target_is_directory=True)
     else:
         shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "config.json"))
-    config = {"executable": executable or _geounet_executable()}
+    config = {"executable": executable}
     (target / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    _enable(Path(profile or default_profile()))
+    _enable(folder, executable)
     return target

@@ -20,7 +20,13 @@ import click
     default=None,
     help="geounet command the plugin runs (default: this environment's geounet).",
 )
-def command(profile: Path | None, link: bool, executable: str | None) -> None:
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="The plugin folder to install (default: qgis/geounet_qgis of geounet's source tree).",
+)
+def command(profile: Path | None, link: bool, executable: str | None, source: Path | None) -> None:
     """Install the geounet Processing provider into QGIS (restart QGIS afterwards).
 
     \b
@@ -29,5 +35,5 @@ def command(profile: Path | None, link: bool, executable: str | None) -> None:
     """
     from geounet.app.qgis_install import install_qgis_plugin
 
-    target = install_qgis_plugin(profile, link=link, executable=executable)
+    target = install_qgis_plugin(profile, link=link, executable=executable, source=source)
     click.echo(f"installed {target}; restart QGIS, then open Processing > Toolbox > geounet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider
 
-from .runner import default_executable
+from .runner import choose_executable, default_executable
 
 SETTING = "GEOUNET_EXECUTABLE"
 
@@ -17,7 +17,7 @@ def configured_executable() -> str:
         value = ProcessingConfig.getSetting(SETTING)
     except ImportError:  # pragma: no cover - Processing plugin disabled
         value = None
-    return value or default_executable()
+    return choose_executable(value)
 
 
 class GeounetProvider(QgsProcessingProvider):

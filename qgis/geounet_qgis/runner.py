@@ -51,6 +51,18 @@ def default_executable() -> str:
     return configured or shutil.which("geounet") or "geounet"
 
 
+def choose_executable(stored: str | None) -> str:
+    """The executable the plugin runs: the one set in QGIS's settings, if it still exists.
+
+    A path stored by an earlier install whose environment is gone (or moved) falls back to
+    :func:`default_executable`, so that ``geounet qgis-install`` from a new environment
+    takes effect without editing the setting by hand.
+    """
+    if stored and (os.path.isfile(stored) or shutil.which(stored)):
+        return stored
+    return default_executable()
+
+
 def _reader(stream, events: queue.Queue) -> None:
     """Split the command's output on ``\\r``/``\\n`` and queue ``(kind, value)`` events."""
     buffer = b""
