@@ -374,3 +374,36 @@ def test_model_bands_compare_like_with_like(
             _model_bands(info, config)
     else:
         assert _model_bands(info, config) == want
+
+
+# ---------------------------------------------------------------- rotated and sheared grids
+
+
+@pytest.mark.parametrize("angle", [30.0, 135.0])
+def test_rotated_grid_keeps_every_label_of_a_window(tmp_path, angle) -> None:
+    """A rotated (or sheared) image grid: the labels of a window were looked up in the box of
+    two of its corners only, so most of a chip's buildings were dropped from its mask."""
+    from affine import Affine
+    from rasterio import features
+
+    transform = (
+        Affine.translation(500000, 3700000) * Affine.rotation(angle) * Affine.scale(0.5, -0.5)
+    )
+    path = tmp_path / "rotated.tif"
+    profile = dict(driver="GTiff", width=96, height=96, count=3, dtype="uint8", crs="EPSG:32616")
+    with rasterio.open(path, "w", transform=transform, **profile) as dst:
+        dst.write(scene(96, 96))
+    img = open_raster(path)
+    # buildings: 3 x 3 m squares on a grid of pixel positions across the whole image
+    centres = [transform * (c, r) for r in range(8, 96, 16) for c in range(8, 96, 16)]
+    squares = [shapely.box(x - 1.5, y - 1.5, x + 1.5, y + 1.5) for x, y in centres]
+    gpkg = tmp_path / "buildings.gpkg"
+    gpd.GeoDataFrame(geometry=squares, crs=img.crs).to_file(gpkg)
+    src = VectorLabels(gpkg, img)
+    src.bind(make_classes({1: "building"}))
+    whole = features.rasterize([(g, 1) for g in squares], out_shape=(96, 96), transform=transform)
+    assert whole.sum() > 36 * 20  # every square burnt
+    for row in (0, 32, 64):
+        for col in (0, 32, 64):
+            got = src.read(row, col, 32, 32)
+            np.testing.assert_array_equal(got, whole[row : row + 32, col : col + 32])

@@ -77,7 +77,7 @@ from geounet.core.types import (
     check_choice,
 )
 from geounet.data.chip_files import ChipWriter
-from geounet.io.raster import RasterInfo, read_window
+from geounet.io.raster import RasterInfo, read_window, window_bounds
 from geounet.io.stats import StatsAccumulator
 from geounet.io.windows import tile_starts
 
@@ -434,8 +434,7 @@ def median_frequency_weights(counts: Sequence[int]) -> list[float]:
 
 
 def _chip_bounds(win: Window, info: RasterInfo) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = windows.bounds(win, info.transform)
-    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    return window_bounds(info.transform, win)  # the four corners: rotated grids too
 
 
 @dataclass

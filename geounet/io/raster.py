@@ -67,6 +67,7 @@ __all__ = [
     "read_window",
     "stats_result",
     "valid_mask",
+    "window_bounds",
     "write_raster",
 ]
 
@@ -123,6 +124,24 @@ class RasterInfo:
     def gsd_m(self) -> float:
         """Ground sample distance (pixel size) in metres, also for geographic CRSs."""
         return pixel_size_m(self.crs, self.transform, self.height, self.width)
+
+
+def window_bounds(transform: Affine, window: Window) -> tuple[float, float, float, float]:
+    """``(minx, miny, maxx, maxy)`` of a window of a grid, from its four corners.
+
+    A rotated or sheared grid's window is covered whole (rasterio's ``windows.bounds`` takes
+    two corners).
+
+    Example:
+        >>> window_bounds(Affine.rotation(45), Window(0, 0, 2, 2))  # doctest: +ELLIPSIS
+        (-1.414..., 0.0, 1.414..., 2.828...)
+    """
+    col, row = float(window.col_off), float(window.row_off)
+    corners = [
+        _xy(transform, col + c, row + r) for r in (0, window.height) for c in (0, window.width)
+    ]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def _bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:

@@ -39,7 +39,7 @@ from geounet.data.labels.common import (
     overlaps,
     to_image_crs,
 )
-from geounet.io.raster import RasterInfo, local_metric_crs
+from geounet.io.raster import RasterInfo, local_metric_crs, window_bounds
 
 __all__ = ["VectorLabels"]
 
@@ -252,8 +252,7 @@ class VectorLabels(LabelSource):
             raise RuntimeError("VectorLabels.read() before bind()")
         win = Window(col, row, width, height)
         tr = windows.transform(win, self.image.transform)
-        x0, y0, x1, y1 = windows.bounds(win, self.image.transform)
-        box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        box = shapely.box(*window_bounds(self.image.transform, win))  # rotated grids too
         hits = np.sort(self._tree.query(box))
         if hits.size == 0:
             return np.zeros((height, width), np.uint8)
