@@ -118,6 +118,26 @@ def test_a_0_255_truth_mask_is_vectorized_through_truth_values(make_raster, tmp_
     assert (b["n_truth"], b["n_pred"], b["tp"]) == (1, 1, 1)
 
 
+def test_a_0_255_truth_mask_is_read_as_prepare_data_reads_it(make_raster, tmp_path):
+    """Without ``truth_values`` a 0 / 255 mask scored no building at all (255 is 'not
+    scored'): it is read as the one class, with a note; a model of more classes is refused
+    with the option to give."""
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 255
+    t = make_raster(mask, name="mask.tif")
+    pred = (mask == 255).astype(np.uint8)
+    p = _class_raster(tmp_path, "pred.tif", pred, t, names={0: "background", 1: "building"})
+    r = evaluate(p, t)
+    assert r["miou"] == pytest.approx(1.0) and r["pixels"] == 40 * 40
+    assert (r["buildings"]["n_truth"], r["buildings"]["tp"]) == (1, 1)
+    assert any("0 / 255 mask, 255 read as 'building'" in n for n in r["notes"])
+    p3 = _class_raster(tmp_path, "pred3.tif", pred, t, names=NAMES)
+    with pytest.raises(LabelError, match="--truth-values 0=0,255=N"):
+        evaluate(p3, t)
+    r = evaluate(p3, t, truth_values={0: 0, 255: 1})  # told: as before
+    assert r["per_class"]["iou"]["building"] == pytest.approx(1.0)
+
+
 def test_one_layer_with_a_class_field_holds_several_classes(make_raster, tmp_path):
     grid = make_raster(np.zeros((40, 40), np.uint8), name="grid.tif")
     pred = np.zeros((40, 40), np.uint8)

@@ -58,6 +58,7 @@ from geounet.evaluation.pixels import (
     check_overlap,
     lookup_table,
     stream_confusion,
+    uint8_values,
 )
 from geounet.evaluation.scores import (
     class_indices,
@@ -166,6 +167,7 @@ def evaluate(
     p = open_source(pred, **kinds, allow_no_crs=allow_no_crs)
     t = open_source(truth, **kinds, allow_no_crs=allow_no_crs)
     names = _class_names(classes, p, t, opts)
+    opts, notes = _mask_truth(t, names, opts)
     special = _special_classes(opts, list(names.values()))
     if special != opts:  # a raster's ``Buildings``: a plain polygon layer is its buildings
         kinds = {"building_class": special.building_class, "road_class": special.road_class}
@@ -177,7 +179,7 @@ def evaluate(
         "truth": str(t.path),
         "classes": [names[i] for i in sorted(names)],
         "settings": {k: v for k, v in vars(opts).items() if k != "block"},
-        "notes": [],
+        "notes": notes,
     }
     errors = _pixel_part(p, t, names, opts, error_map, overwrite, result)
     _object_part(p, t, names, opts, result)
@@ -214,6 +216,32 @@ def _class_names(classes: Any, p: Source, t: Source, opts: EvaluateOptions) -> d
     first = [n for n in (opts.building_class, opts.road_class) if n in found]
     ordered = first + [n for n in found if n not in first and n != "background"]
     return {0: "background", **{i: n for i, n in enumerate(ordered, start=1)}}
+
+
+def _mask_truth(
+    t: Source, names: dict[int, str], opts: EvaluateOptions
+) -> tuple[EvaluateOptions, list[str]]:
+    """A 0 / 255 mask as truth (Inria's, many a GIS export): 255 is the one class.
+
+    Read so, as ``prepare_data`` reads such a mask, when the prediction has one class besides
+    the background; refused with the fix otherwise (255 would be "not scored": no truth at all).
+    """
+    if t.info is None or opts.truth_values is not None or class_indices(None, t.info):
+        return opts, []
+    if uint8_values(t.info) != {0, 255}:
+        return opts, []
+    if len(names) != 2:
+        raise LabelError(
+            f"{t.path}: the truth holds the values 0 and 255 only (a mask), but the "
+            f"prediction has {len(names)} classes ({', '.join(names.values())}), and 255 "
+            "means 'not scored'. Say which class 255 marks: --truth-values 0=0,255=N "
+            "(truth_values={0: 0, 255: N}) with N its class index."
+        )
+    note = (
+        f"truth {t.path.name}: a 0 / 255 mask, 255 read as '{names[1]}' (as prepare_data reads "
+        "such masks); give --truth-values to read it otherwise"
+    )
+    return dataclasses.replace(opts, truth_values={0: 0, 255: 1}), [note]
 
 
 def _special_classes(opts: EvaluateOptions, names: list[str]) -> EvaluateOptions:

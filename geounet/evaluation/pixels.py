@@ -48,6 +48,7 @@ __all__ = [
     "check_overlap",
     "lookup_table",
     "stream_confusion",
+    "uint8_values",
 ]
 
 #: Largest raw value a truth lookup table covers (uint16 range); others are not scored.
@@ -95,6 +96,23 @@ def lookup_table(values: Mapping[int, int] | None) -> np.ndarray | None:
     for value, index in values.items():
         lut[int(value)] = int(index)
     return lut
+
+
+def uint8_values(info: RasterInfo, block: int = 2048) -> set[int]:
+    """The values of an 8-bit raster's first band that are data (not nodata, not masked).
+
+    Read block by block (one pass over the raster); an empty set for other data types.
+    """
+    if info.dtype != "uint8":
+        return set()
+    counts = np.zeros(256, np.int64)
+    with rasterio.open(info.path) as src:
+        for win in iter_windows(src.height, src.width, block):
+            raw, valid = src.read(1, window=win), src.read_masks(1, window=win) != 0
+            counts += np.bincount(raw[valid].ravel(), minlength=256)
+    if info.nodata is not None and not np.isnan(info.nodata) and 0 <= info.nodata <= 255:
+        counts[int(info.nodata)] = 0
+    return {int(v) for v in np.flatnonzero(counts)}
 
 
 def _to_classes(raw: np.ndarray, lut: np.ndarray | None, n_classes: int) -> np.ndarray:
