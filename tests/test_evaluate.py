@@ -258,6 +258,26 @@ def test_buildings_under_the_maps_nodata_are_not_scored(make_raster, tmp_path):
     assert any("1 of 3 true buildings lie outside" in n for n in r["notes"])
 
 
+def test_a_dissolved_truth_layer_counts_each_building_and_no_empty_row(make_raster, tmp_path):
+    """A truth layer dissolved in a GIS (one MultiPolygon of all buildings) counted as one
+    building, and an empty row as one lying beyond the map."""
+    grid = make_raster(np.zeros((80, 80), np.uint8), name="grid.tif")  # x 500000-040
+    pred = np.zeros((80, 80), np.uint8)
+    pred[10:30, 10:30] = 1
+    pred[50:70, 50:70] = 1
+    p = _class_raster(tmp_path, "pred.tif", pred, grid, names={0: "background", 1: "building"})
+    a = shapely.box(500005, 3699985, 500015, 3699995)
+    b = shapely.box(500025, 3699965, 500035, 3699975)
+    truth = tmp_path / "dissolved.gpkg"
+    layer = gpd.GeoDataFrame(geometry=[shapely.MultiPolygon([a, b]), None], crs=32616)
+    layer.to_file(truth, layer="building")
+    r = evaluate(p, truth)
+    bs = r["buildings"]
+    assert (bs["n_truth"], bs["n_pred"], bs["tp"], bs["fp"], bs["fn"]) == (2, 2, 2, 0, 0)
+    assert any("1 empty geometries ignored and 1 multi-part" in n for n in r["notes"])
+    assert not any("lie outside" in n for n in r["notes"])
+
+
 def test_a_class_spelled_buildings_is_scored_as_buildings(make_raster, tmp_path):
     grid = make_raster(np.zeros((40, 40), np.uint8), name="grid.tif")
     mask = np.zeros((40, 40), np.uint8)

@@ -364,12 +364,34 @@ def _object_part(
     b, r = opts.building_class, opts.road_class
     if b in truth:
         tb, pb = to_metric(truth[b], crs), to_metric(pred.get(b, _empty(truth[b])), crs)
+        tb, pb = _buildings(tb, "truth", result), _buildings(pb, "prediction", result)
         tb, pb = _inside(tb, area, "true buildings", result, pb), _inside(pb, area, "", result)
         result["buildings"] = building_scores(tb, pb, opts.iou_threshold)
     if r in truth and _lines_or_empty(truth[r], pred.get(r), result["notes"]):
         tr, pr = to_metric(truth[r], crs), to_metric(pred.get(r, _empty(truth[r])), crs)
         tr, pr = _inside(tr, area, "true roads", result, pr), _inside(pr, area, "", result)
         result["roads"] = road_scores(tr, pr, opts.road_buffer_m)
+
+
+def _buildings(gs: gpd.GeoSeries, side: str, result: dict) -> gpd.GeoSeries:
+    """One building per polygon: empty rows dropped, multi-part features split into parts.
+
+    A layer dissolved in a GIS (all buildings one MultiPolygon) or an outline drawn in two
+    parts would otherwise count as one building; a note says what was done.
+    """
+    empty = (gs.isna() | gs.is_empty).to_numpy()
+    parts = gs[~empty].explode(index_parts=False)
+    multi = int((gs[~empty].geom_type == "MultiPolygon").sum())
+    said = []
+    if empty.any():
+        said.append(f"{int(empty.sum())} empty geometries ignored")
+    if multi:
+        said.append(f"{multi} multi-part features split into their parts")
+    if said:
+        result["notes"].append(
+            f"buildings of the {side}: {' and '.join(said)} ({len(parts)} buildings scored)"
+        )
+    return parts
 
 
 def _scored_area(p: Source, t: Source, crs: CRS | None) -> Any:
