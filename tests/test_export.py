@@ -62,9 +62,11 @@ def test_onnx_matches_geounet_and_carries_deepness_metadata(model_dir: Path, tmp
     assert meta["model_type"] == "Segmentor"
     assert meta["class_names"] == {"0": "background", "1": "building", "2": "road"}
     assert isinstance(meta["resolution"], float) and meta["resolution"] == 50.0
-    assert meta["tiles_size"] == 64 and isinstance(meta["tiles_size"], int)
+    # Deepness' code reads tile_size (its documentation says tiles_size): both are there
+    assert meta["tile_size"] == meta["tiles_size"] == 64 and isinstance(meta["tile_size"], int)
     assert meta["tiles_overlap"] == 25 and isinstance(meta["tiles_overlap"], int)
-    assert isinstance(meta["seg_thresh"], float) and isinstance(meta["seg_small_segment"], int)
+    # three classes: every pixel takes its most probable class, as in geounet classify
+    assert meta["seg_thresh"] == 0.0 and isinstance(meta["seg_small_segment"], int)
     assert meta["geounet_model"]["in_channels"] == 3
 
 
@@ -180,6 +182,17 @@ def test_export_refuses_bad_settings_and_existing_outputs(model_dir: Path, tmp_p
         export_model(model_dir, "torchscript", target)
     assert target.read_text() == "keep"
     assert set(EXPORT_FORMATS) == {"onnx", "dlpk", "torchscript"}
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 0), (128, 96)])
+def test_dlpk_refuses_tiles_its_raster_function_cannot_use(
+    model_dir: Path, tmp_path, tile, overlap
+):
+    """ArcGIS Pro's raster function tiles as geounet classify does (tile >= 64, overlap at
+    most half a tile): such a package was written, then failed on every block in ArcGIS."""
+    with pytest.raises(InvalidParameterError, match="not allowed for ArcGIS Pro"):
+        export_model(model_dir, "dlpk", tmp_path / "m.dlpk", tile_size=tile, overlap=overlap)
+    assert not (tmp_path / "m.dlpk").exists()
 
 
 def test_export_names_a_dotted_model_folder_whole(model_dir: Path, tmp_path: Path):

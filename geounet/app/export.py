@@ -42,6 +42,7 @@ from torch import nn
 from geounet.core.classes import hex_to_rgb
 from geounet.core.errors import InvalidParameterError, ModelFileError
 from geounet.core.types import PathLike, check_choice, import_optional
+from geounet.inference.blending import MULTIPLE
 from geounet.io.write import atomic_output
 from geounet.model.files import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_model
 from geounet.model.onnx_export import cpu_copy, export_onnx
@@ -120,9 +121,12 @@ def onnx_metadata(config: ModelConfig, tile_size: int, overlap: int) -> dict[str
     meta: dict[str, Any] = {
         "model_type": "Segmentor",
         "class_names": {i: c.name for i, c in enumerate(config.classes)},
-        "tiles_size": int(tile_size),
+        "tile_size": int(tile_size),  # the key Deepness' code reads
+        "tiles_size": int(tile_size),  # the key its documentation names
         "tiles_overlap": round(100 * overlap / tile_size),
-        "seg_thresh": 0.5,
+        # a pixel takes its most probable class, as in geounet classify: with more than two
+        # classes a threshold of 0.5 would turn pixels of no majority class to background
+        "seg_thresh": 0.5 if len(config.classes) <= 2 else 0.0,
         "seg_small_segment": 0,
     }
     if config.gsd_m:
@@ -132,7 +136,7 @@ def onnx_metadata(config: ModelConfig, tile_size: int, overlap: int) -> dict[str
     return out
 
 
-def _check_tiles(tile_size: int, overlap: int) -> None:
+def _check_tiles(tile_size: int, overlap: int, format: str) -> None:
     if tile_size < 32 or tile_size % 32:
         raise InvalidParameterError(
             f"tile_size {tile_size} is not allowed: the U-Net needs a multiple of 32 (>= 32); "
@@ -141,6 +145,13 @@ def _check_tiles(tile_size: int, overlap: int) -> None:
     if not 0 <= overlap < tile_size:
         raise InvalidParameterError(
             f"overlap {overlap} is not allowed: it must be >= 0 and < tile_size ({tile_size})."
+        )
+    if format == "dlpk" and (tile_size < 2 * MULTIPLE or overlap > tile_size // 2):
+        raise InvalidParameterError(
+            f"tile_size {tile_size} with overlap {overlap} is not allowed for ArcGIS Pro: its "
+            f"raster function tiles as geounet classify does, with tile_size >= {2 * MULTIPLE} "
+            f"and overlap <= tile_size / 2 ({tile_size // 2}); use e.g. --tile-size 512 "
+            "--overlap 64."
         )
 
 
@@ -242,7 +253,7 @@ def export_model(
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
     """
     check_choice("format", format, EXPORT_FORMATS)
-    _check_tiles(tile_size, overlap)
+    _check_tiles(tile_size, overlap, format)
     network, config = _load(model)
     if out is None:
         if not isinstance(model, (str, Path)):
