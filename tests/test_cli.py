@@ -554,6 +554,22 @@ def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_m
     assert vector.exists()
 
 
+def test_warnings_are_one_line_each_and_said_once(make_raster, tmp_path, tiny_model):
+    """Python's warnings printed the file, line and source line of each warning."""
+    rng = np.random.default_rng(0)  # 12-bit values for a model trained on 8-bit: a warning
+    image = make_raster(rng.integers(0, 4000, (3, 64, 64)).astype(np.uint16), "img.tif")
+    out = tmp_path / "out.tif"
+    command = [sys.executable, "-m", "geounet", "classify", str(image), "--model",
+               str(tiny_model), "--out", str(out), "--tile-size", "64", "--overlap", "16"]  # fmt: skip
+    r = subprocess.run(command, capture_output=True, text=True, timeout=300)  # pytest's own
+    assert r.returncode == 0, r.stderr  # warning capture would hide what a user sees
+    lines = [x.split("\r")[-1] for x in r.stderr.splitlines()]
+    said = [x for x in lines if "Warning" in x or x.startswith("warning:")]
+    assert said and all(x.startswith("warning: ") for x in said), r.stderr
+    assert len(said) == len(set(said))  # each once
+    assert ".py:" not in r.stderr and "warnings.warn" not in r.stderr
+
+
 def test_classify_vector_vectorizes_with_the_probabilities(
     runner, make_raster, tmp_path, tiny_model, monkeypatch
 ):

@@ -97,6 +97,25 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
         os.environ.setdefault(DASK_LOG_ENV, "warning")
     if quiet:
         warnings.simplefilter("ignore")
+    elif verbose < 2:  # "warning: ..." on one line, each message once (-vv: Python's own)
+        warnings.formatwarning = one_line_warning
+        warnings.simplefilter("once")
+
+
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as the CLI prints it: ``warning: <message>`` on one line, no source line.
+
+    Example:
+        >>> one_line_warning(UserWarning("no CRS;\n  continuing"), UserWarning, "x.py", 1)
+        'warning: no CRS; continuing\n'
+    """
+    return f"warning: {' '.join(str(message).split())}\n"
 
 
 def _register() -> None:
