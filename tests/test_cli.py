@@ -554,6 +554,30 @@ def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_m
     assert vector.exists()
 
 
+def test_prepare_takes_the_nodata_and_the_valid_share_of_a_chip(runner, make_raster, tmp_path):
+    """A black border the file does not declare as nodata (--nodata 0), and chips kept only
+    where 90 % of the pixels hold data (--min-valid-fraction): options the errors named."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, (3, 128, 128)).astype(np.uint8)
+    image[:, :, :64] = 0  # the left half is a black border
+    labels = np.zeros((128, 128), np.uint8)
+    labels[20:40, 80:100] = 1
+    img, lab = make_raster(image, "img.tif"), make_raster(labels, "lab.tif")
+    out = tmp_path / "chips"
+    args = ["-q", "prepare", str(img), "--labels", str(lab), "--classes", "building",
+            "--out", str(out), "--chip-size", "32", "--stride", "32"]  # fmt: skip
+    r = runner.invoke(cli, [*args, "--nodata", "0", "--min-valid-fraction", "0.9"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    manifest = json.loads((out / "manifest.json").read_text())
+    cols = [c["window"][1] for c in manifest["chips"]]
+    assert cols and min(cols) >= 64  # no chip of the border
+    assert manifest["stats"]["mean"][0] > 50  # the border is not in the statistics
+    r = runner.invoke(cli, [*args, "--overwrite"])  # without: the border is imagery
+    assert (
+        min(c["window"][1] for c in json.loads((out / "manifest.json").read_text())["chips"]) == 0
+    )
+
+
 def test_warnings_are_one_line_each_and_said_once(make_raster, tmp_path, tiny_model):
     """Python's warnings printed the file, line and source line of each warning."""
     rng = np.random.default_rng(0)  # 12-bit values for a model trained on 8-bit: a warning

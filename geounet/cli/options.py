@@ -143,7 +143,9 @@ label_area_opt = click.option(
 
 
 def split_opts(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--stride``, ``--val-fraction`` and ``--val-strip``: how images are chipped and split.
+    """``--stride``, ``--val-fraction``, ``--val-strip``, ``--nodata``, ``--min-valid-fraction``.
+
+    How images are chipped and split.
 
     Each defaults to None, so a command passes on only the values given (``prepare_data``'s
     defaults, named in the help, apply to the rest) and can refuse them where no image is
@@ -170,6 +172,20 @@ def split_opts(func: Callable[..., Any]) -> Callable[..., Any]:
             "from the area you will map; default auto: away from the part --label-area leaves "
             "out, else the end, moved where the labels' classes are like the whole's if a "
             "class is scarce there).",
+        ),
+        click.option(
+            "--nodata",
+            type=float,
+            default=None,
+            help="The images' nodata value where the files declare none (e.g. 0 for a black "
+            "border): those pixels are neither trained on nor counted in the statistics.",
+        ),
+        click.option(
+            "--min-valid-fraction",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="Share of a chip's pixels that must hold data and a label to keep the chip "
+            "(default: 0.5).",
         ),
     ]
     for option in reversed(options):

@@ -52,6 +52,8 @@ def command(
     stride: int | None,
     val_fraction: float | None,
     val_strip: str | None,
+    nodata: float | None,
+    min_valid_fraction: float | None,
     label_area: Path | None,
     asset: str | None,
     allow_no_crs: bool,
@@ -82,7 +84,13 @@ def command(
         allow_no_crs=allow_no_crs,
         out_dir=out,
         overwrite=overwrite,
-        **given_options(stride=stride, val_fraction=val_fraction, val_strip=val_strip),
+        **given_options(
+            stride=stride,
+            val_fraction=val_fraction,
+            val_strip=val_strip,
+            nodata=nodata,
+            min_valid_fraction=min_valid_fraction,
+        ),
     )
     click.echo(str(data.summary()))
     click.echo(f"chips: {data.chip_dir}")

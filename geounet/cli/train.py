@@ -119,6 +119,8 @@ def command(
     stride: int | None,
     val_fraction: float | None,
     val_strip: str | None,
+    nodata: float | None,
+    min_valid_fraction: float | None,
     budget_min: float | None,
     refit_on_all: bool,
     seed: int | None,
@@ -168,6 +170,8 @@ def command(
             stride=stride,
             val_fraction=val_fraction,
             val_strip=val_strip,
+            nodata=nodata,
+            min_valid_fraction=min_valid_fraction,
         ),
     )
     if result["written"]:  # else another rank of a distributed run reports and writes

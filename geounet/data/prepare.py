@@ -179,7 +179,7 @@ def _no_chips(infos: Sequence[RasterInfo], n_dropped: int, s: PrepareSettings) -
         f"no chip was produced: {n_dropped} candidate chips of {s.chip_size} px were all "
         f"dropped (less than min_valid_fraction={s.min_valid_fraction} of valid, labelled "
         f"pixels) from {sizes}. Check the nodata value and that the labels cover the images, "
-        "or lower chip_size or min_valid_fraction."
+        "or lower chip_size or min_valid_fraction (--chip-size, --min-valid-fraction)."
     )
 
 
