@@ -544,6 +544,28 @@ def test_allow_no_crs_on_every_command_that_suggests_it(
     assert accepted.exit_code == 0, accepted.output + repr(accepted.exception)  # ...it exists
 
 
+def test_classify_nodata_marks_an_undeclared_black_border(
+    runner, make_raster, tmp_path, tiny_model
+):
+    """A black border the file does not declare: --nodata 0 (classify(nodata=0)) makes it
+    nodata in the class raster instead of a class."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, (3, 64, 64)).astype(np.uint8)
+    image[:, :, :16] = 0
+    img = make_raster(image, "img.tif")
+    out = tmp_path / "out.tif"
+    args = ["-q", "classify", str(img), "--model", str(tiny_model), "--out", str(out),
+            "--tile-size", "64", "--overlap", "16", "--no-probabilities"]  # fmt: skip
+    r = runner.invoke(cli, [*args, "--nodata", "0"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    with rasterio.open(out) as src:
+        classes = src.read(1)
+    assert (classes[:, :16] == 255).all() and (classes[:, 16:] != 255).all()
+    r = runner.invoke(cli, [*args, "--overwrite"])  # the file's own: no nodata
+    with rasterio.open(out) as src:
+        assert (src.read(1) != 255).all()
+
+
 def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_model):
     args = _no_crs_args("classify", make_raster, tmp_path, tiny_model)
     vector = tmp_path / "features.gpkg"

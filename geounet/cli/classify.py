@@ -90,6 +90,13 @@ if TYPE_CHECKING:
     help="Keep finished rows beside the output (.NAME.resume) and, after an interruption, "
     "continue from the last completed band of rows (same image, model and options).",
 )
+@click.option(
+    "--nodata",
+    type=float,
+    default=None,
+    help="The image's nodata value, over the file's (e.g. 0 for a black border it does not "
+    "declare): those pixels are nodata (255) in the class raster.",
+)
 @device_opt
 @engine_opt
 @allow_no_crs_opt
@@ -114,6 +121,7 @@ def command(
     cog: bool,
     asset: str | None,
     resume: bool,
+    nodata: float | None,
     device: str | None,
     engine: str,
     allow_no_crs: bool,
@@ -155,6 +163,7 @@ def command(
         engine=engine,
         asset=asset,
         resume=resume,
+        nodata=nodata,
     )
     if out_dir is not None or len(images) > 1 or scheduler or workers:
         _classify_on_dask(images, model, out_dir, scheduler, workers, device, options, out, vector)

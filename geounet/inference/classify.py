@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -273,6 +274,8 @@ def _open_input(
     model: Any, in_raster: PathLike, opts: ClassifyOptions
 ) -> tuple[RasterInfo, list[int], Grid]:
     info = open_raster(in_raster, allow_no_crs=opts.allow_no_crs, asset=opts.asset)
+    if opts.nodata is not None:  # the user's value over the file's
+        info = dataclasses.replace(info, nodata=float(opts.nodata))
     bands = _model_bands(info, model.config)
     with _bounded_gdal_cache(), rasterio.open(info.path) as src:  # GDAL's default: 5 % of RAM
         _check_range(src, info, bands, model.config)

@@ -105,6 +105,9 @@ class ClassifyOptions:
             (``.<name>.resume``) and, when it already holds rows of an interrupted run with
             the same input, model and options, continue from the last completed band; the
             result is identical to an uninterrupted run (:mod:`geounet.inference.resume`).
+        nodata: The input's nodata value, over the one the file declares (or where it
+            declares none, e.g. 0 for a black border): those pixels become nodata (255) in
+            the class raster and take no part in the tiles' normalisation.
 
     Raises:
         InvalidParameterError: A value is out of range or not one of the allowed choices
@@ -125,6 +128,7 @@ class ClassifyOptions:
     engine: str = "auto"
     asset: str | None = None
     resume: bool = False
+    nodata: float | None = None
 
     def __post_init__(self) -> None:
         if self.tta is not None:
