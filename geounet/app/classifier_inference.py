@@ -62,6 +62,7 @@ class Inference:
         engine: str = "auto",
         asset: str | None = None,
         resume: bool = False,
+        nodata: float | None = None,
     ) -> Path:
         """Classify a raster of any size into a georeferenced class raster.
 

@@ -367,6 +367,7 @@ def classify_raster(
     engine: str = "auto",
     asset: str | None = None,
     resume: bool = False,
+    nodata: float | None = None,
 ) -> Path:
     """Classify a raster of any size into a georeferenced class raster, streamed.
 
@@ -394,6 +395,7 @@ def classify_raster(
         engine: See :class:`~geounet.inference.options.ClassifyOptions`.
         asset: See :class:`~geounet.inference.options.ClassifyOptions`.
         resume: See :class:`~geounet.inference.options.ClassifyOptions`.
+        nodata: See :class:`~geounet.inference.options.ClassifyOptions`.
 
     Returns:
         The output path.
