@@ -278,3 +278,18 @@ def test_real_scene_labelled_two_thirds_chip_as_the_crop_with_the_strip_at_the_l
     assert max(c["bounds"][2] for c in whole.manifest["chips"]) <= x_cut + 1e-6
     valid, train = chips_of(whole, "valid"), chips_of(whole, "train")
     assert max(b[2] for b in valid) <= min(b[0] for b in train) + 1e-6  # the strip is at the left
+
+
+def test_labels_over_a_small_part_of_the_image_warn_and_point_to_label_area(wide, tmp_path) -> None:
+    """Buildings drawn over the left third only: the right two thirds would be taught as
+    background, silently. A warning names label_area; none with it, none for full cover."""
+    img, _ = wide
+    left = [px_box(c + 24, r + 24, c + 40, r + 40) for r in (0, 64) for c in (0, 64)]
+    part = write_vector(tmp_path / "left.gpkg", left)
+    with pytest.warns(UserWarning, match=r"span only \d+% of .*label_area="):
+        prepare_data(img, part, classes=["building"], chip_size=64, stride=64)
+    area = write_vector(tmp_path / "area.gpkg", [px_box(0, 0, 128, 128)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prepare_data(img, part, classes=["building"], chip_size=64, stride=64, label_area=area)
+        prepare_data(img, wide[1], classes=["building"], chip_size=64, stride=64)

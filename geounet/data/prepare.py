@@ -62,6 +62,8 @@ __all__ = ["MANIFEST", "ChipDataset", "GeoData", "load_manifest", "prepare_data"
 log = logging.getLogger(__name__)
 
 _GDAL_CACHE_BYTES = 256  # rasterio passes bytes: no GDAL block cache, so the RSS stays bounded
+#: Vector labels whose bounding box covers less of their image than this are warned about.
+PARTIAL_LABELS_SHARE = 0.5
 
 
 def _as_paths(items: PathLike | Sequence[PathLike] | None) -> list[Path]:
@@ -198,11 +200,28 @@ def _open_sources(labels: list[Path], infos: list[RasterInfo], s: PrepareSetting
                 allow_no_crs=s.allow_no_crs,
             )
             sources.append(src)
+            if s.label_area is None:
+                _warn_partial_labels(src, info)
     except BaseException:
         for src in sources:
             src.close()
         raise
     return sources
+
+
+def _warn_partial_labels(src: Any, info: RasterInfo) -> None:
+    """Warn when vector labels span a small part of their image (the rest is background)."""
+    share = src.covered_share() if hasattr(src, "covered_share") else None
+    if share is None or share >= PARTIAL_LABELS_SHARE:
+        return
+    warnings.warn(
+        f"{src.path}: its features span only {share:.0%} of {info.path} (their bounding "
+        "box); everywhere else is taught as background. If you labelled only part of the "
+        "image, give that part's outline as label_area= (--label-area) so the rest is left "
+        "out; if the rest holds none of these classes, this is as intended.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _split(chips: list[Chip], folder: Path, s: PrepareSettings) -> int:

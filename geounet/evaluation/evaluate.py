@@ -425,7 +425,7 @@ def _valid_area(info: RasterInfo) -> Any:
         valid = src.read(1, out_shape=shape, resampling=Resampling.nearest) != info.nodata
     if valid.all():
         return whole
-    transform = info.transform * Affine.scale(info.width / shape[1], info.height / shape[0])
+    transform = info.transform @ Affine.scale(info.width / shape[1], info.height / shape[0])
     parts = [
         shapely.geometry.shape(g) for g, _ in shapes(valid.view(np.uint8), valid, 4, transform)
     ]

@@ -72,7 +72,7 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(minx, miny, maxx, maxy)`` in the grid's CRS."""
-        xs, ys = zip(*(self.transform * (c, r) for r in (0, self.height) for c in (0, self.width)))
+        xs, ys = zip(*(self.transform @ (c, r) for r in (0, self.height) for c in (0, self.width)))
         return min(xs), min(ys), max(xs), max(ys)
 
     def windows(self, block: int) -> Iterator[Window]:

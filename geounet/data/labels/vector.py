@@ -175,6 +175,19 @@ class VectorLabels(LabelSource):
         keys.update({str(norm_value(c.value)): i for i, c in enumerate(classes)})
         return keys
 
+    def covered_share(self) -> float:
+        """The share of the image that the features' bounding box covers (0-1).
+
+        Small when only part of the image was labelled: the rest would be taught as
+        background unless ``label_area`` leaves it out.
+        """
+        geoms = self._gdf.geometry.values if self._gdf is not None else self._geoms
+        if len(geoms) == 0:
+            return 0.0
+        image = shapely.box(*self.image.bounds)
+        covered = shapely.box(*shapely.total_bounds(np.asarray(geoms)))
+        return float(shapely.area(shapely.intersection(image, covered)) / image.area)
+
     def bind(self, classes: Sequence[ClassSpec]) -> None:
         """Fix each feature's class index and build the geometry index for reading."""
         if self.label_field is None:
