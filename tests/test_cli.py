@@ -606,7 +606,7 @@ def test_warnings_are_one_line_each_and_said_once(make_raster, tmp_path, tiny_mo
     image = make_raster(rng.integers(0, 4000, (3, 64, 64)).astype(np.uint16), "img.tif")
     out = tmp_path / "out.tif"
     command = [sys.executable, "-m", "geounet", "classify", str(image), "--model",
-               str(tiny_model), "--out", str(out), "--tile-size", "64"]  # fmt: skip
+               str(tiny_model), "--out", str(out), "--tile-size", "128"]  # fmt: skip
     r = subprocess.run(command, capture_output=True, text=True, timeout=300)  # pytest's own
     assert r.returncode == 0, r.stderr  # warning capture would hide what a user sees
     lines = [x.split("\r")[-1] for x in r.stderr.splitlines()]
