@@ -301,6 +301,14 @@ def test_missing_label_field_lists_fields() -> None:
 
 
 @pytest.mark.realdata
+def test_an_identifier_as_label_field_is_refused_not_made_a_class_per_building() -> None:
+    """``--label-field osm_id`` made 121 classes, one per OpenStreetMap building."""
+    d = shared_data("oam_zanzibar")
+    with pytest.raises(LabelError, match=r"label_field='osm_id' holds \d+ distinct values"):
+        prepare_data(d / "image.tif", d / "buildings.geojson", label_field="osm_id")
+
+
+@pytest.mark.realdata
 def test_label_values_outside_classes_are_listed() -> None:
     d = shared_data("inria_austin")
     with pytest.raises(LabelError, match=r"255") as err:

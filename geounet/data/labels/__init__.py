@@ -148,6 +148,25 @@ def _stem_class(stem: str) -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
+#: A label field with more distinct values than this, nearly one per feature, is refused as
+#: an identifier when the classes are inferred from it.
+MAX_INFERRED_FIELD_VALUES = 20
+
+
+def _refuse_identifier_field(src: VectorLabels, found: list[Any]) -> None:
+    """Refuse a ``label_field`` that numbers the features (``id``, ``osm_id``) as classes."""
+    n = src.feature_count()
+    if len(found) <= MAX_INFERRED_FIELD_VALUES or len(found) < n / 2:
+        return
+    raise LabelError(
+        f"{src.path}: label_field={src.label_field!r} holds {len(found)} distinct values over "
+        f"{n} features: it numbers the features rather than naming classes. Give the field "
+        f"that holds the class (fields: {', '.join(src.fields) or 'none'}), leave "
+        "label_field out to make every feature one class, or pass classes= to say which "
+        "values are classes."
+    )
+
+
 def _infer(sources: Sequence[LabelSource]) -> tuple[dict[Any, str], dict[str, str]]:
     mapping: dict[Any, str] = {}
     colors: dict[str, str] = {}
@@ -156,6 +175,8 @@ def _infer(sources: Sequence[LabelSource]) -> tuple[dict[Any, str], dict[str, st
             mapping.setdefault(1, _stem_class(src.path.stem) or src.path.stem)
             continue
         found = list(src.found_values())
+        if isinstance(src, VectorLabels):
+            _refuse_identifier_field(src, found)
         classes = [v for v in found if v not in (0, "0")]
         stem = _stem_class(src.path.stem) if len(classes) == 1 else None  # a 0/255 mask
         for v in found:

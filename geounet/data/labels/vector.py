@@ -160,6 +160,15 @@ class VectorLabels(LabelSource):
             )
         return gdf
 
+    @property
+    def fields(self) -> list[str]:
+        """The attribute fields of the file."""
+        return list(self._fields)
+
+    def feature_count(self) -> int:
+        """Features over the image with a geometry (and a ``label_field`` value)."""
+        return len(self._gdf) if self._gdf is not None else len(self._geoms)
+
     def found_values(self) -> list[Any]:
         """The distinct ``label_field`` values (empty without a label field)."""
         if not self.label_field:
