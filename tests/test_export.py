@@ -171,6 +171,34 @@ def test_arcgis_raster_function_equals_geounet_classify(
     assert len(np.unique(got)) > 2
 
 
+def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrapped_values(
+    model_dir: Path, tmp_path: Path
+):
+    """The output carries the class names and colours (a raster attribute table, thematic);
+    the device ArcGIS passes is used; 16-bit values are never cast into a uint8 model's range
+    (1020 became 252)."""
+    out = export_model(model_dir, "dlpk", tmp_path / "b.dlpk", tile_size=128, overlap=64)
+    fn = _load_function(_unzip_dlpk(out, tmp_path / "pkg").parent / "GeounetClassifier.py")
+    fn.initialize(model=str(next((tmp_path / "pkg").glob("*.emd"))), device=-1)
+    params = fn.getParameterInfo()
+    config = fn.getConfiguration(**{p["name"]: p["value"] for p in params if "value" in p})
+    info = fn.updateRasterInfo(output_info={})["output_info"]
+    rows = [f["attributes"] for f in json.loads(info["rasterAttributeTable"])["features"]]
+    assert [(r["Value"], r["Class"]) for r in rows] == [(1, "building"), (2, "road")]
+    assert all({"Red", "Green", "Blue", "OID"} <= set(r) for r in rows)
+    assert fn.updateKeyMetadata(None, -1)["datatype"] == "Thematic"
+    side = config["tx"] + 2 * config["padding"]
+    block = np.full((3, side, side), 1020, np.uint16)
+    with pytest.raises(ValueError, match=r"values reach 1020 .* uint8 imagery"):
+        fn.updatePixels((0, 0), block.shape, {}, raster_pixels=block)
+    assert fn.model.device == "cpu"  # device=-1: the CPU
+    masked = block.copy()  # values beyond the range under NoData do not matter
+    valid = np.ones((side, side), bool)
+    valid[:8] = False
+    masked[:, valid] = 100
+    fn.updatePixels((0, 0), block.shape, {}, raster_pixels=masked, raster_mask=valid[None])
+
+
 def test_export_refuses_bad_settings_and_existing_outputs(model_dir: Path, tmp_path: Path):
     with pytest.raises(InvalidParameterError, match="format"):
         export_model(model_dir, "tflite", tmp_path / "m.tflite")

@@ -112,12 +112,36 @@ class GeounetClassifier:
         }
 
     def updateRasterInfo(self, **kwargs: Any) -> dict[str, Any]:  # noqa: N802
-        """One unsigned 8-bit band of class values, 255 as NoData."""
+        """One unsigned 8-bit band of class values, 255 as NoData, the classes as its table.
+
+        The raster attribute table (value, class name, colour) is what ArcGIS Pro shows in
+        the legend and what *Classify Pixels* writes with the output.
+        """
         info = kwargs["output_info"]
         info["bandCount"] = 1
         info["pixelType"] = "u1"
         info["noData"] = np.array([NODATA])
+        rows = [
+            {
+                "attributes": {
+                    "OID": i + 1,
+                    "Value": c["Value"],
+                    "Class": c["Name"],
+                    "Red": c["Color"][0],
+                    "Green": c["Color"][1],
+                    "Blue": c["Color"][2],
+                }
+            }
+            for i, c in enumerate(self.emd.get("Classes", []))
+        ]
+        info["rasterAttributeTable"] = json.dumps({"features": rows})
         return kwargs
+
+    def updateKeyMetadata(self, names: Any, bandIndex: int, **keyMetadata: Any) -> dict[str, Any]:  # noqa: N802, N803
+        """The output is thematic (classes, not measurements)."""
+        if bandIndex == -1:
+            keyMetadata["datatype"] = "Thematic"
+        return keyMetadata
 
     def _load(self) -> Any:
         if self.model is None:
@@ -126,7 +150,9 @@ class GeounetClassifier:
             from geounet.model.files import load_model
 
             network, config = load_model(self.folder)
-            self.model = SimpleNamespace(network=network.eval(), config=config, device="cpu")
+            device = torch_device(getattr(self, "device", None))
+            network = network.to(device).eval()
+            self.model = SimpleNamespace(network=network, config=config, device=device)
         return self.model
 
     def updatePixels(self, tlc: Any, shape: Any, props: Any, **pixelBlocks: Any) -> dict[str, Any]:  # noqa: N802, N803
@@ -141,6 +167,7 @@ class GeounetClassifier:
         if valid is not None and valid.ndim == 3:
             valid = valid.any(axis=0)  # as GDAL: NoData only where every band is NoData
         dtype = np.dtype(model.config.source_dtype or pixels.dtype)
+        check_values(pixels, valid, dtype)
         options = ClassifyOptions(
             tile_size=self.tile_size,
             overlap=2 * self.padding,
@@ -154,3 +181,50 @@ class GeounetClassifier:
         pixelBlocks["output_pixels"] = core[None].astype(np.uint8)
         pixelBlocks["output_mask"] = (core != NODATA)[None].astype(np.uint8)
         return pixelBlocks
+
+
+def torch_device(device: Any) -> str:
+    """ArcGIS's ``device`` (a GPU id, -1 or None for the CPU) as a torch device name.
+
+    Example:
+        >>> torch_device(-1), torch_device(None)
+        ('cpu', 'cpu')
+    """
+    try:
+        index = int(device)
+    except (TypeError, ValueError):
+        return "cpu"
+    if index < 0:
+        return "cpu"
+    import torch
+
+    return f"cuda:{index}" if torch.cuda.is_available() else "cpu"
+
+
+def check_values(pixels: np.ndarray, valid: np.ndarray | None, dtype: np.dtype) -> None:
+    """Refuse values the model's input type cannot hold (cast, 1020 would become 252).
+
+    Raises:
+        ValueError: A valid pixel lies outside the range of ``dtype``.
+
+    Example:
+        >>> check_values(np.array([[[300.0]]]), None, np.dtype("uint8"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the raster's values reach 300 but the model was trained on uint8 ...
+    """
+    if dtype.kind not in "iu" or pixels.size == 0:
+        return
+    values = pixels if valid is None else pixels[:, valid]
+    if values.size == 0:
+        return
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    vmin, vmax = float(values.min()), float(values.max())
+    if vmin >= lo and vmax <= hi:
+        return
+    seen = vmax if vmax > hi else vmin
+    raise ValueError(
+        f"the raster's values reach {seen:g} but the model was trained on {dtype} imagery "
+        f"({lo}-{hi}): give it imagery of that kind (e.g. 8-bit, or stretched to {lo}-{hi} "
+        "with Copy Raster), or export a model trained on imagery like this raster."
+    )
