@@ -293,3 +293,24 @@ def test_labels_over_a_small_part_of_the_image_warn_and_point_to_label_area(wide
         warnings.simplefilter("error", UserWarning)
         prepare_data(img, part, classes=["building"], chip_size=64, stride=64, label_area=area)
         prepare_data(img, wide[1], classes=["building"], chip_size=64, stride=64)
+
+
+def test_a_geopackage_of_several_layers_is_read_by_the_layer_named(wide, tmp_path) -> None:
+    """Its first layer was read silently (GDAL's order, not the user's); a layer is named
+    as QGIS writes a layer's source, ``file.gpkg|layername=NAME``."""
+    img, roofs = wide
+    town = tmp_path / "town.gpkg"
+    gpd.read_file(roofs).to_file(town, layer="roads")  # the first layer: not the buildings
+    gpd.read_file(roofs).to_file(town, layer="buildings")
+    with pytest.raises(LabelError, match=r"2 layers \(roads, buildings\).*\|layername=roads"):
+        prepare_data(img, town, chip_size=64, stride=64)
+    data = prepare_data(img, f"{town}|layername=buildings", chip_size=64, stride=64)
+    assert data.classes == ["background", "building"]  # named by the layer
+    with pytest.raises(LabelError, match="no layer 'trees'; layers: roads, buildings"):
+        prepare_data(img, f"{town}|layername=trees", chip_size=64, stride=64)
+    out = tmp_path / "chips"
+    r = CliRunner().invoke(
+        cli, ["-q", "prepare", str(img), "--labels", f"{town}|layername=buildings", "--out",
+              str(out), "--chip-size", "64"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output

@@ -421,7 +421,8 @@ def prepare_data(
     Or, given one folder written earlier, re-open it: ``prepare_data("chips/")``.
 
     Labels, one per image (or one file covering all images), are label rasters or vector files
-    (GeoPackage, Shapefile, GeoJSON, FlatGeobuf: first layer):
+    (GeoPackage, Shapefile, GeoJSON, FlatGeobuf; a file of several layers names one as QGIS
+    writes a layer's source, ``town.gpkg|layername=buildings``):
 
     - vectors are reprojected to the image CRS, repaired (``make_valid``) and rasterized onto
       the image grid; polygons are filled, lines and points are buffered by ``line_width_m / 2``

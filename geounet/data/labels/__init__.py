@@ -73,7 +73,27 @@ VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml",
 
 def is_vector_path(path: PathLike) -> bool:
     """True when ``path`` has the suffix of a vector format (see :data:`VECTOR_SUFFIXES`)."""
-    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+    return Path(split_layer(path)[0]).suffix.lower() in VECTOR_SUFFIXES
+
+
+def split_layer(path: PathLike) -> tuple[Path, str | None]:
+    """``(file, layer)`` of a label source: ``file.gpkg|layername=buildings`` names a layer.
+
+    That is how QGIS writes a layer's source (Layer Properties > Information), so a layer of
+    a GeoPackage can be copied from there.
+
+    Example:
+        >>> split_layer("town.gpkg|layername=buildings")
+        (PosixPath('town.gpkg'), 'buildings')
+        >>> split_layer("roofs.geojson")
+        (PosixPath('roofs.geojson'), None)
+    """
+    text = str(path)
+    if "|" not in text:
+        return Path(text), None
+    file, _, rest = text.partition("|")
+    options = dict(part.partition("=")[::2] for part in rest.split("|"))
+    return Path(file), options.get("layername") or None
 
 
 def open_labels(
@@ -102,7 +122,7 @@ def open_labels(
     Returns:
         A :class:`VectorLabels` or :class:`RasterLabels`.
     """
-    p = Path(path)
+    p, layer = split_layer(path)
     if not p.exists():
         raise InputNotFoundError(
             f"{p}: label file not found (labels for {image.path}); check the path."
@@ -115,6 +135,7 @@ def open_labels(
             line_width_m=line_width_m,
             allow_no_crs=allow_no_crs,
             separate=separate,
+            layer=layer,
         )
     return RasterLabels(p, image, colors=colors)
 
@@ -172,13 +193,14 @@ def _infer(sources: Sequence[LabelSource]) -> tuple[dict[Any, str], dict[str, st
     colors: dict[str, str] = {}
     for src in sources:
         if isinstance(src, VectorLabels) and src.label_field is None:
-            mapping.setdefault(1, _stem_class(src.path.stem) or src.path.stem)
+            mapping.setdefault(1, _stem_class(src.name) or src.name)
             continue
         found = list(src.found_values())
         if isinstance(src, VectorLabels):
             _refuse_identifier_field(src, found)
         classes = [v for v in found if v not in (0, "0")]
-        stem = _stem_class(src.path.stem) if len(classes) == 1 else None  # a 0/255 mask
+        name = src.name if isinstance(src, VectorLabels) else src.path.stem
+        stem = _stem_class(name) if len(classes) == 1 else None  # a 0/255 mask
         for v in found:
             if isinstance(src, RasterLabels) and src.colors:
                 if v != BLACK:

@@ -81,6 +81,7 @@ class VectorLabels(LabelSource):
         line_width_m: float = 4.0,
         allow_no_crs: bool = False,
         separate: str | None = None,
+        layer: str | None = None,
     ) -> None:
         import pyogrio
 
@@ -90,8 +91,9 @@ class VectorLabels(LabelSource):
         self.label_field, self.line_width_m = label_field, float(line_width_m)
         if not self.path.exists():
             raise InputNotFoundError(f"{self.path}: label file not found; check the path.")
+        self.layer = self._choose_layer(layer)
         try:
-            meta = pyogrio.read_info(self.path, force_total_bounds=True)
+            meta = pyogrio.read_info(self.path, layer=self.layer, force_total_bounds=True)
         except Exception as exc:
             raise LabelError(f"{self.path}: not a vector file GDAL can read ({exc}).") from exc
         fields = [str(f) for f in meta["fields"]]
@@ -103,6 +105,37 @@ class VectorLabels(LabelSource):
         self._fields = fields
         self._gdf = self._read(meta)
         self._tree: shapely.STRtree | None = None
+
+    @property
+    def name(self) -> str:
+        """What names the class of a file of one class: its layer, else the file's stem."""
+        return self.layer or self.path.stem
+
+    def _choose_layer(self, layer: str | None) -> str | None:
+        """The layer to read: the one named, else the file's only layer with geometries.
+
+        A file of several such layers (a GeoPackage of buildings and roads) is refused rather
+        than read from its first layer, which GDAL lists in no order the user chose.
+        """
+        import pyogrio
+
+        try:
+            listed = pyogrio.list_layers(self.path)
+        except Exception as exc:
+            raise LabelError(f"{self.path}: not a vector file GDAL can read ({exc}).") from exc
+        names = [str(n) for n, kind in listed if kind is not None]
+        if layer is not None and layer not in [str(n) for n, _ in listed]:
+            raise LabelError(
+                f"{self.path}: it has no layer {layer!r}; layers: {', '.join(names)}. Name one "
+                f"of them: {self.path}|layername=NAME."
+            )
+        if layer is not None or len(names) <= 1:
+            return layer
+        raise LabelError(
+            f"{self.path}: it holds {len(names)} layers ({', '.join(names)}) and geounet reads "
+            f"one: name it as QGIS writes a layer's source, {self.path}|layername={names[0]}, "
+            "or give each layer's file for the images it labels."
+        )
 
     def _read(self, meta: dict[str, Any]) -> Any:
         import geopandas as gpd
@@ -137,7 +170,7 @@ class VectorLabels(LabelSource):
             if vcrs is not None and self.image.crs is not None:
                 bbox = transform_bounds(self.image.crs, vcrs, *self.image.bounds, densify_pts=21)
         cols = [self.label_field] if self.label_field else []
-        gdf = gpd.read_file(self.path, engine="pyogrio", bbox=bbox, columns=cols)
+        gdf = gpd.read_file(self.path, engine="pyogrio", layer=self.layer, bbox=bbox, columns=cols)
         if gdf.crs is None and vcrs is not None:
             gdf = gdf.set_crs(vcrs, allow_override=True)
         if self.image.crs is not None and gdf.crs is not None and gdf.crs != self.image.crs:
