@@ -411,6 +411,14 @@ def test_value_range_far_from_training_warns(make_raster, tmp_path):
         )  # fmt: skip
 
 
+def test_values_beyond_an_eight_bit_model_warn_even_when_close_in_ratio(make_raster, tmp_path):
+    """An 11-bit scene of dark values (98th percentile about 3 times the training one) was
+    not warned about, though no 8-bit image holds such values."""
+    arr = (image(64, 64).astype(np.float64) * 3).clip(0, 2047)  # float64, up to ~750
+    with pytest.warns(UserWarning, match=r"values reach about 7\d\d .*float64.*uint8"):
+        classify_raster(make_model(), make_raster(arr), tmp_path / "o.tif", progress=False)
+
+
 def test_eight_bit_image_given_to_a_sixteen_bit_model_warns(make_raster, tmp_path):
     model = make_model(p98=3000.0, dtype="uint16")
     with pytest.warns(UserWarning, match=r"values reach about 2\d\d .*uint8.*3000.*uint16"):

@@ -205,7 +205,9 @@ def _check_range(src: Any, info: RasterInfo, bands: Sequence[int], config: Any) 
     if seen is None:
         return
     ratio = max(abs(seen), 1e-6) / max(abs(trained), 1e-6)
-    if max(ratio, 1 / ratio) > RANGE_RATIO_WARN:
+    source = np.dtype(config.source_dtype) if config.source_dtype else None
+    beyond = source is not None and source.kind in "iu" and seen > np.iinfo(source).max
+    if max(ratio, 1 / ratio) > RANGE_RATIO_WARN or beyond:  # beyond: 11-bit into an 8-bit model
         warnings.warn(
             f"{info.path}: its values reach about {seen:.4g} (98th percentile, {info.dtype}) "
             f"but the model was trained on values up to about {trained:.4g} "
