@@ -684,3 +684,17 @@ def test_error_crs_is_kept_as_wkt(make_raster) -> None:
         make_raster(scene()), make_raster(blocks_mask(), "l.tif"), classes=["x"], chip_size=64
     )
     assert CRS.from_wkt(data.crs) == UTM
+
+
+def test_a_constant_band_warns_and_is_not_divided_by_a_millionth(make_raster) -> None:
+    """An empty fourth band (or an alpha band chosen with bands=) was normalised with a
+    standard deviation of 1e-6: any value it took in the scene to map became ~1e8."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, (3, 64, 64)).astype(np.uint8)
+    image[2] = 7
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 10:30] = 1
+    img, lab = make_raster(image, "img.tif"), make_raster(labels, "lab.tif")
+    with pytest.warns(UserWarning, match=r"band\(s\) 3 hold one value"):
+        data = prepare_data(img, lab, classes=["building"], chip_size=32)
+    assert data.stats["std"][2] == 1.0 and data.stats["std"][0] > 10

@@ -112,8 +112,8 @@ def one_line_warning(
     """A warning as the CLI prints it: ``warning: <message>`` on one line, no source line.
 
     Example:
-        >>> one_line_warning(UserWarning("no CRS;\n  continuing"), UserWarning, "x.py", 1)
-        'warning: no CRS; continuing\n'
+        >>> one_line_warning(UserWarning("no CRS;   continuing"), UserWarning, "x.py", 1)
+        'warning: no CRS; continuing\\n'
     """
     return f"warning: {' '.join(str(message).split())}\n"
 

@@ -224,6 +224,20 @@ def _warn_partial_labels(src: Any, info: RasterInfo) -> None:
     )
 
 
+def _warn_constant_bands(stats: Any, infos: Sequence[RasterInfo], bands: Sequence[int]) -> None:
+    """Warn about bands that hold one value over all valid pixels: nothing to learn there."""
+    rows = zip(bands, stats.p2, stats.p98, stats.std)
+    flat = [b for b, p2, p98, sd in rows if p2 == p98 and sd == 1.0]
+    if flat:
+        warnings.warn(
+            f"{', '.join(str(i.path) for i in infos)}: band(s) {', '.join(map(str, flat))} hold "
+            "one value over every valid pixel, so the network learns nothing from them (an "
+            "empty or alpha band?); leave them out with bands= (--bands).",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _split(chips: list[Chip], folder: Path, s: PrepareSettings) -> int:
     """Assign splits, delete the gap chips, check something is left to train on."""
     n_gap = assign_splits(
@@ -381,6 +395,7 @@ def _prepare(
     if not chips:
         raise _no_chips(infos, n_low, s)
     n_gap = _split(chips, folder, s)
+    _warn_constant_bands(stats, infos, per_bands[0])
     settings.update(
         stats=stats.to_dict(),
         dropped_chips={"low_valid_fraction": n_low, "split_gap": n_gap},

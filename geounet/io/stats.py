@@ -28,13 +28,17 @@ __all__ = ["STATS_SAMPLE", "BandStats", "StatsAccumulator"]
 HIST_DTYPES = ("uint8", "int8", "uint16", "int16")
 #: Pixels kept (a uniform random sample) for the percentiles of other dtypes.
 STATS_SAMPLE = 1_000_000
+#: A band's standard deviation under this is a constant band (normalised by 1 instead).
+MIN_STD = 1e-6
 
 
 @dataclass
 class BandStats:
     """Per-band statistics over valid pixels: mean, standard deviation, 2nd/98th percentile.
 
-    ``std`` is the population standard deviation, floored at 1e-6 so it can divide.
+    ``std`` is the population standard deviation; a band that does not vary (under
+    :data:`MIN_STD`) gets 1, so that it can divide and a value it takes elsewhere later (the
+    scene to map) stays on the scale of the data instead of being multiplied a millionfold.
     """
 
     mean: list[float]
@@ -173,7 +177,7 @@ class StatsAccumulator:
         nb = len(self.mean)
         return BandStats(
             mean=[float(x) for x in self.mean],
-            std=[float(max(x, 1e-6)) for x in std],
+            std=[float(x) if x >= MIN_STD else 1.0 for x in std],
             p2=[self._percentile(b, 2) for b in range(nb)],
             p98=[self._percentile(b, 98) for b in range(nb)],
             count=int(self.n),
