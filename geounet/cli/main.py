@@ -99,7 +99,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
         warnings.simplefilter("ignore")
     elif verbose < 2:  # "warning: ..." on one line, each message once (-vv: Python's own)
         warnings.formatwarning = one_line_warning
-        warnings.simplefilter("once")
+        warnings.simplefilter("once", UserWarning)  # deprecations stay hidden, as by default
 
 
 def one_line_warning(
