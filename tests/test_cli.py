@@ -67,6 +67,22 @@ def test_info_raster(runner, make_raster):
     assert "red, green, blue" in result.output
 
 
+def test_info_says_how_the_pixels_are_masked_and_laid_out(runner, tmp_path):
+    """An alpha band and a rotated grid decide how a raster is read: info says so."""
+    from affine import Affine
+    from rasterio.enums import ColorInterp
+
+    path = tmp_path / "rot.tif"
+    transform = Affine.translation(500000, 3700000) @ Affine.rotation(30) @ Affine.scale(0.5, -0.5)
+    profile = dict(driver="GTiff", width=16, height=16, count=4, dtype="uint8", crs="EPSG:32616")
+    with rasterio.open(path, "w", transform=transform, **profile) as dst:
+        dst.write(np.full((4, 16, 16), 200, np.uint8))
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    result = runner.invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "alpha band 4" in result.output and "rotated or sheared (30.0 degrees)" in result.output
+
+
 def test_missing_file_is_one_line_and_exit_2(runner, tmp_path):
     result = runner.invoke(cli, ["info", str(tmp_path / "nope.tif")])
     assert result.exit_code == 2

@@ -286,6 +286,30 @@ def _vectorize_defaults(sizes: Any, metres: bool) -> list[tuple[str, str]]:
     return rows
 
 
+def _grid_rows(info: Any) -> list[tuple[str, str]]:
+    """What else decides how the pixels are read: masks, a rotated or north-down grid."""
+    import math
+
+    import rasterio
+
+    from geounet.io.raster import mask_source
+
+    rows = []
+    with rasterio.open(info.path) as src:
+        masked_by = mask_source(src, info.alpha_band)
+    if masked_by == "alpha":
+        rows.append(("mask", f"alpha band {info.alpha_band} (transparent pixels are nodata)"))
+    elif masked_by == "mask":
+        rows.append(("mask", "a mask band (its masked pixels are nodata)"))
+    t = info.transform
+    if t.b or t.d:
+        angle = math.degrees(math.atan2(t.d, t.a))
+        rows.append(("grid", f"rotated or sheared ({angle:.1f} degrees): labels follow it"))
+    elif t.e > 0:
+        rows.append(("grid", "north down (rows run south to north)"))
+    return rows
+
+
 def _describe_raster(path: PathLike) -> list[tuple[str, str]]:
     from geounet.evaluation.scores import class_names_of
     from geounet.io.raster import open_raster
@@ -303,8 +327,7 @@ def _describe_raster(path: PathLike) -> list[tuple[str, str]]:
         ("bounds", ", ".join(f"{v:.3f}" for v in info.bounds)),
         ("nodata", str(info.nodata)),
     ]
-    if info.alpha_band:
-        rows.append(("alpha band", str(info.alpha_band)))
+    rows += _grid_rows(info)
     names = class_names_of(info)
     if names:
         rows.append(("classes", ", ".join(f"{k}={v}" for k, v in sorted(names.items()))))
