@@ -65,6 +65,7 @@ def test_unsure_buildings_are_dropped_and_the_choice_recorded(tmp_path):
     assert b["peak_confidence"].iloc[0] == pytest.approx(1.0)
     assert b.geometry.iloc[0].centroid.x < 500000.0 + 10  # the sure one, at the top left
     assert b.attrs["min_peak_confidence"] == PEAK_CONFIDENCE
+    assert b.attrs["unsure_removed"] == 1  # the one at 0.9
     assert len(layers["road"]) == 0  # a lone road at 0.59: the road lines' own filter
     kept = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0)
     assert sorted(np.round(kept["building"]["peak_confidence"], 2)) == [0.9, 1.0]
@@ -114,7 +115,8 @@ def test_cli_min_peak_confidence(tmp_path):
     args = ["vectorize", str(c), "--min-area", "1", "--probabilities", str(p)]
     r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "a.gpkg")])
     assert r.exit_code == 0, r.output
-    assert "building: 1 features" in r.output
+    assert "building: 1 features (1 objects the network was unsure of dropped; " in r.output
+    assert "--min-peak-confidence 0 keeps them)" in r.output  # said, not silent
     r = CliRunner().invoke(
         cli, [*args, "--min-peak-confidence", "0", "--out", str(tmp_path / "b.gpkg")]
     )
@@ -239,7 +241,9 @@ def test_unsure_road_ends_are_dropped_and_links_kept(tmp_path):
     with pytest.raises(InvalidParameterError, match=r"min_road_confidence.*from 0 to 1"):
         vectorize(c, probabilities=p, min_road_confidence=2)
     args = ["vectorize", str(c), "--probabilities", str(p), "--out", str(tmp_path / "r.gpkg")]
-    r = CliRunner().invoke(cli, [*args, "--min-road-confidence", "0"])
+    r = CliRunner().invoke(cli, args)
+    assert "(1 road ends the network was unsure of dropped; --min-road-confidence 0" in r.output
+    r = CliRunner().invoke(cli, [*args, "--min-road-confidence", "0", "--overwrite"])
     assert r.exit_code == 0, r.output
     assert len(gpd.read_file(tmp_path / "r.gpkg")) == len(kept)
 

@@ -178,10 +178,21 @@ def command(
         **extra,
     )
     for name, gdf in layers.items():
-        click.echo(f"{name}: {len(gdf)} features")
+        click.echo(f"{name}: {len(gdf)} features{_unsure_note(gdf)}")
     _notes(layers.get(special_class(list(layers), building_class)), separate)
     written = dict.fromkeys(str(g.attrs.get("path", out)) for g in layers.values())
     click.echo(f"written: {', '.join(written) or out}")  # a file per class but in GeoPackage
+
+
+def _unsure_note(layer: gpd.GeoDataFrame) -> str:
+    """``" (N the network was unsure of dropped; ...)"`` for a layer the filters thinned."""
+    n = layer.attrs.get("unsure_removed") or 0
+    if not n:
+        return ""
+    lines = layer.attrs.get("geometry_type") == "LineString"
+    option = "--min-road-confidence" if lines else "--min-peak-confidence"
+    what = "road ends" if lines else "objects"
+    return f" ({n} {what} the network was unsure of dropped; {option} 0 keeps them)"
 
 
 def _notes(buildings: gpd.GeoDataFrame | None, separate: bool | None) -> None:

@@ -194,7 +194,8 @@ def vectorize(
             sure of anything keeps its buildings:
             :func:`~geounet.vectorizing.confidence.scene_peak_threshold`); a value given is
             used as it is; 0 keeps them all. Each layer's ``attrs["min_peak_confidence"]``
-            says which value was used (None: no probabilities, nothing dropped).
+            says which value was used (None: no probabilities, nothing dropped) and
+            ``attrs["unsure_removed"]`` how many buildings it dropped.
         min_road_confidence: With probabilities, road centre lines that end (or stand
             alone) and whose mean road probability is lower are dropped; lines between two
             junctions stay, as they hold the network together. None:
@@ -739,13 +740,15 @@ def _polygon_layers(
     geoms = np.concatenate(opts.geoms) if opts.geoms else empty
     values = np.concatenate(opts.values) if opts.values else np.empty(0, np.int64)
     conf = peak = None
+    dropped = 0
     if prob is not None and opts.prob_bands is not None:
         traced = np.concatenate(opts.traced) if opts.traced else empty
         conf, peak = zonal_confidence(prob, opts.prob_bands, traced, values, window)
         if opts.peak_levels is not None:  # the default: lowered where the scene is rarely sure
             opts.min_peak = scene_peak_threshold(opts.peak_levels, opts.min_peak)
         unsure = (values == peak_class) & (peak < opts.min_peak)
-        _warn_if_mostly_unsure(int(unsure.sum()), int((values == peak_class).sum()), opts)
+        dropped = int(unsure.sum())
+        _warn_if_mostly_unsure(dropped, int((values == peak_class).sum()), opts)
         geoms, values, conf, peak = (a[~unsure] for a in (geoms, values, conf, peak))
     layers = {}
     for value, name in class_map.items():
@@ -759,6 +762,7 @@ def _polygon_layers(
             data["mean_confidence"] = conf[sel]
             data["peak_confidence"] = peak[sel]
         layers[name] = _frame(data, frame.geoms_to_map(g), frame, "Polygon")
+        layers[name].attrs["unsure_removed"] = dropped if value == peak_class else 0
     return layers
 
 
