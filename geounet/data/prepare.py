@@ -224,8 +224,8 @@ def _warn_partial_labels(src: Any, info: RasterInfo) -> None:
     )
 
 
-def _warn_constant_bands(stats: Any, infos: Sequence[RasterInfo], bands: Sequence[int]) -> None:
-    """Warn about bands that hold one value over all valid pixels: nothing to learn there."""
+def _checked_stats(stats: Any, infos: Sequence[RasterInfo], bands: Sequence[int]) -> dict:
+    """The statistics for the manifest; a warning for bands of one value (nothing to learn)."""
     rows = zip(bands, stats.p2, stats.p98, stats.std)
     flat = [b for b, p2, p98, sd in rows if p2 == p98 and sd == 1.0]
     if flat:
@@ -236,6 +236,7 @@ def _warn_constant_bands(stats: Any, infos: Sequence[RasterInfo], bands: Sequenc
             UserWarning,
             stacklevel=4,
         )
+    return stats.to_dict()
 
 
 def _split(chips: list[Chip], folder: Path, s: PrepareSettings) -> int:
@@ -395,9 +396,8 @@ def _prepare(
     if not chips:
         raise _no_chips(infos, n_low, s)
     n_gap = _split(chips, folder, s)
-    _warn_constant_bands(stats, infos, per_bands[0])
     settings.update(
-        stats=stats.to_dict(),
+        stats=_checked_stats(stats, infos, per_bands[0]),
         dropped_chips={"low_valid_fraction": n_low, "split_gap": n_gap},
         split_cost=split_cost(chips),
     )
