@@ -424,6 +424,8 @@ def test_band_selection(make_raster) -> None:
     assert data.train_ds[0][0].shape == (3, 64, 64)
     with pytest.raises(BandMismatchError, match=r"1\.\.4"):
         prepare_data(img, lab, classes=["x"], bands=[5], chip_size=64)
+    with pytest.raises(BandMismatchError, match=r"names a band twice.*bands=\[3, 2\]"):
+        prepare_data(img, lab, classes=["x"], bands=[3, 2, 3], chip_size=64)  # a typo
 
 
 def test_vector_without_field_takes_the_single_class(make_raster, tmp_path: Path) -> None:

@@ -92,6 +92,11 @@ def _select_bands(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> l
             )
         return per
     use = [int(b) for b in bands]
+    if len(set(use)) < len(use):
+        raise BandMismatchError(
+            f"bands={use} names a band twice; give each band once, e.g. "
+            f"bands={sorted(set(use), key=use.index)}."
+        )
     for info in infos:
         bad = [b for b in use if not 1 <= b <= info.count]
         if bad or not use:
