@@ -278,6 +278,23 @@ def test_a_dissolved_truth_layer_counts_each_building_and_no_empty_row(make_rast
     assert not any("lie outside" in n for n in r["notes"])
 
 
+def test_a_geopackage_of_buildings_and_roads_layers_is_read_as_the_classes(make_raster, tmp_path):
+    """Layers named ``buildings`` and ``roads`` (an OSM export) against a model's classes
+    ``building`` and ``road`` were refused: "layer 'buildings' is not one of the classes"."""
+    grid = make_raster(np.zeros((80, 80), np.uint8), name="grid.tif")
+    pred = np.zeros((80, 80), np.uint8)
+    pred[10:30, 10:30] = 1
+    pred[50:54, :] = 2
+    p = _class_raster(tmp_path, "pred.tif", pred, grid, names=NAMES)
+    town = tmp_path / "town.gpkg"
+    box_ = shapely.box(500005, 3699985, 500015, 3699995)
+    road = LineString([(500000, 3699974), (500040, 3699974)])
+    gpd.GeoDataFrame(geometry=[box_], crs=32616).to_file(town, layer="buildings")
+    gpd.GeoDataFrame(geometry=[road], crs=32616).to_file(town, layer="roads")
+    r = evaluate(p, town)
+    assert r["buildings"]["tp"] == 1 and r["roads"]["completeness"] == pytest.approx(1.0)
+
+
 def test_a_class_spelled_buildings_is_scored_as_buildings(make_raster, tmp_path):
     grid = make_raster(np.zeros((40, 40), np.uint8), name="grid.tif")
     mask = np.zeros((40, 40), np.uint8)

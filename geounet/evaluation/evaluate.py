@@ -31,6 +31,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import shapely
 import shapely.geometry
@@ -39,7 +40,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.features import shapes
 
-from geounet.core.classes import special_class
+from geounet.core.classes import inferred_name, special_class
 from geounet.core.errors import (
     CRSMismatchError,
     InvalidParameterError,
@@ -167,6 +168,7 @@ def evaluate(
     p = open_source(pred, **kinds, allow_no_crs=allow_no_crs)
     t = open_source(truth, **kinds, allow_no_crs=allow_no_crs)
     names = _class_names(classes, p, t, opts)
+    p, t = _layers_as_classes(p, names), _layers_as_classes(t, names)
     opts, notes = _mask_truth(t, names, opts)
     special = _special_classes(opts, list(names.values()))
     if special != opts:  # a raster's ``Buildings``: a plain polygon layer is its buildings
@@ -216,6 +218,23 @@ def _class_names(classes: Any, p: Source, t: Source, opts: EvaluateOptions) -> d
     first = [n for n in (opts.building_class, opts.road_class) if n in found]
     ordered = first + [n for n in found if n not in first and n != "background"]
     return {0: "background", **{i: n for i, n in enumerate(ordered, start=1)}}
+
+
+def _layers_as_classes(s: Source, names: dict[int, str]) -> Source:
+    """A vector file's layers named as the classes they hold: ``buildings`` is ``building``.
+
+    A layer per class is matched by the same spelling rules as ``prepare_data``'s class names
+    (:func:`~geounet.core.classes.inferred_name`); one that matches no class stays as it is.
+    """
+    if s.info is not None:
+        return s
+    classes = list(names.values())
+    layers: dict[str, gpd.GeoDataFrame] = {}
+    for name, gdf in s.layers.items():
+        same = [c for c in classes if inferred_name(c) == inferred_name(name)]
+        key = name if name in classes or len(same) != 1 else same[0]
+        layers[key] = pd.concat([layers[key], gdf]) if key in layers else gdf
+    return dataclasses.replace(s, layers=layers)
 
 
 def _mask_truth(
