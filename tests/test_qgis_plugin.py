@@ -105,6 +105,11 @@ def test_command_lines():
     assert args[:2] == ["classify", "a.tif"] and "--overwrite" in args
     assert args[args.index("--tta") + 1] == "flips" and args[args.index("--vector") + 1] == "v.gpkg"
     assert "--tta" not in commands.classify_args("a.tif", "m", "o.tif", tta="none")
+    plain = commands.classify_args("a.tif", "m", "o.tif")
+    assert not {"--device", "--nodata", "--allow-no-crs"} & set(plain)
+    more = commands.classify_args("a.tif", "m", "o.tif", device="cpu", nodata=0, allow_no_crs=True)
+    assert more[more.index("--device") + 1] == "cpu" and more[more.index("--nodata") + 1] == "0.0"
+    assert "--allow-no-crs" in more
     train = commands.train_args("a.tif", "l.gpkg", "m", label_field="kind", epochs=2, lr=1e-3)
     assert train[train.index("--label-field") + 1] == "kind" and "--epochs" in train
     assert "--label-area" not in train
@@ -121,7 +126,15 @@ def test_geounet_commands_accept_the_plugins_arguments():
     """Every option the plugin passes exists on the real command (no typo reaches QGIS)."""
     built = {
         "classify": commands.classify_args(
-            "a", "m", "o", tta="flips", probabilities="p", vector="v"
+            "a",
+            "m",
+            "o",
+            tta="flips",
+            probabilities="p",
+            vector="v",
+            device="cpu",
+            nodata=0,
+            allow_no_crs=True,
         ),
         "vectorize": commands.vectorize_args("c", "o", min_area_m2=3),
         "train": commands.train_args(

@@ -131,6 +131,25 @@ class _Base(QgsProcessingAlgorithm):
                 "TTA", "Test-time augmentation", options=list(commands.TTA_CHOICES), defaultValue=0
             )
         )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                "DEVICE", "Device", options=list(commands.DEVICES), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "NODATA",
+                "Image nodata value, where the file declares none (e.g. 0 for a black border)",
+                QgsProcessingParameterNumber.Double,
+                None,
+                True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "ALLOW_NO_CRS", "Accept a raster without a CRS (the output has none)", False
+            )
+        )
 
     def _classify_args(self, parameters, context, out: str, **extra) -> list[str]:
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
@@ -143,6 +162,13 @@ class _Base(QgsProcessingAlgorithm):
             tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
             overlap=self.parameterAsInt(parameters, "OVERLAP", context),
             tta=commands.TTA_CHOICES[self.parameterAsEnum(parameters, "TTA", context)],
+            device=commands.DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            nodata=(
+                self.parameterAsDouble(parameters, "NODATA", context)
+                if parameters.get("NODATA") not in (None, "")
+                else None
+            ),
+            allow_no_crs=self.parameterAsBool(parameters, "ALLOW_NO_CRS", context),
             **extra,
         )
 

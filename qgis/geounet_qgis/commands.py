@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 TTA_CHOICES = ("none", "flips", "dihedral", "rot180")  # indices of saved models stay
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present, else the CPU
 BACKBONES = ("efficientnet-lite0", "resnet34", "unet-classic")
 
 
@@ -16,14 +17,27 @@ def classify_args(
     tta: str = "none",
     probabilities: str | None = None,
     vector: str | None = None,
+    device: str = "auto",
+    nodata: float | None = None,
+    allow_no_crs: bool = False,
 ) -> list[str]:
-    """``geounet classify`` (optionally with ``--vector``), overwriting what QGIS confirmed."""
+    """``geounet classify`` (optionally with ``--vector``), overwriting what QGIS confirmed.
+
+    ``device``: one of :data:`DEVICES`; ``nodata``: the image's nodata value where the file
+    declares none (a black border); ``allow_no_crs``: accept an image without a CRS.
+    """
     args = ["classify", image, "--out", out, "--tile-size", str(tile_size)]
     args += ["--overlap", str(overlap), "--overwrite"]
     if model:
         args += ["--model", model]
     if tta and tta != "none":
         args += ["--tta", tta]
+    if device and device != "auto":
+        args += ["--device", device]
+    if nodata is not None:
+        args += ["--nodata", repr(float(nodata))]
+    if allow_no_crs:
+        args += ["--allow-no-crs"]
     if probabilities:
         args += ["--probabilities", probabilities]
     if vector:
