@@ -127,14 +127,14 @@ class VectorLabels(LabelSource):
         if layer is not None and layer not in [str(n) for n, _ in listed]:
             raise LabelError(
                 f"{self.path}: it has no layer {layer!r}; layers: {', '.join(names)}. Name one "
-                f"of them: {self.path}|layername=NAME."
+                f'of them: "{self.path}|layername=NAME" (quoted in a shell).'
             )
         if layer is not None or len(names) <= 1:
             return layer
         raise LabelError(
             f"{self.path}: it holds {len(names)} layers ({', '.join(names)}) and geounet reads "
-            f"one: name it as QGIS writes a layer's source, {self.path}|layername={names[0]}, "
-            "or give each layer's file for the images it labels."
+            f'one: name it as QGIS writes a layer\'s source, "{self.path}|layername={names[0]}" '
+            "(quoted in a shell), or give each layer's file for the images it labels."
         )
 
     def _read(self, meta: dict[str, Any]) -> Any:
