@@ -426,6 +426,23 @@ def test_eight_bit_image_given_to_a_sixteen_bit_model_warns(make_raster, tmp_pat
     assert read(out).shape == (64, 64)  # a warning, not an error
 
 
+def test_an_input_far_coarser_than_the_model_is_refused_unless_classified_as_is(
+    make_raster, tmp_path
+):
+    """A 10 m scene for a 0.3 m model was resampled to a grid a thousand times larger; more
+    than 4 times coarser is refused with the way out, resample=False."""
+    src = make_raster(image(40, 40), res=2.5)
+    with pytest.raises(InvalidParameterError, match=r"5 times the 0\.5 m.*200 x 200 pixels"):
+        classify_raster(make_model(gsd=0.5), src, tmp_path / "o.tif", progress=False)
+    assert not (tmp_path / "o.tif").exists()
+    with pytest.warns(UserWarning, match="classifying it as is"):
+        out = classify_raster(
+            make_model(gsd=0.5), src, tmp_path / "o.tif", progress=False, resample=False,
+            tile_size=64, overlap=16,
+        )  # fmt: skip
+    assert read(out).shape == (40, 40)
+
+
 def test_other_resolution_warns_and_is_mapped_back_to_the_input_grid(make_raster, tmp_path):
     arr = image(90, 120)
     arr[0] = np.repeat(np.repeat(arr[0, ::3, ::3], 3, 0), 3, 1)[:90, :120]  # 3x3 blocks

@@ -91,6 +91,12 @@ if TYPE_CHECKING:
     "continue from the last completed band of rows (same image, model and options).",
 )
 @click.option(
+    "--no-resample",
+    is_flag=True,
+    help="Classify the image at its own pixel size even when it differs from the model's "
+    "(by default it is resampled to the model's; more than 4 times coarser is refused).",
+)
+@click.option(
     "--nodata",
     type=float,
     default=None,
@@ -121,6 +127,7 @@ def command(
     cog: bool,
     asset: str | None,
     resume: bool,
+    no_resample: bool,
     nodata: float | None,
     device: str | None,
     engine: str,
@@ -164,6 +171,7 @@ def command(
         asset=asset,
         resume=resume,
         nodata=nodata,
+        resample=not no_resample,
     )
     if out_dir is not None or len(images) > 1 or scheduler or workers:
         _classify_on_dask(images, model, out_dir, scheduler, workers, device, options, out, vector)

@@ -102,6 +102,8 @@ PROBABILITIES_DEFLATE_LEVEL = 3
 RESAMPLE_TOLERANCE = 0.05
 #: Warn when the pixel sizes differ by more than this fraction.
 RESOLUTION_WARN = 0.25
+#: Refuse to resample an input whose pixels are more than this many times the model's.
+MAX_UPSAMPLE = 4.0
 #: GDAL block cache used while classifying, unless GDAL_CACHEMAX is set by the user: 256
 #: *bytes* (rasterio passes the number to GDAL as bytes), i.e. no cache. A 64 MiB cache let
 #: neighbouring tiles share decoded input blocks (indicatively 1.5x faster reading), but it
@@ -251,6 +253,14 @@ def _working_grid(info: RasterInfo, config: Any, resample: bool) -> Grid:
         return same
     x_m, y_m = _pixel_sizes_m(info)
     rx, ry = x_m / model_gsd, y_m / model_gsd
+    if resample and max(rx, ry) > MAX_UPSAMPLE:
+        raise InvalidParameterError(
+            f"{info.path}: pixel size {_describe_size(x_m, y_m)} is {max(rx, ry):.0f} times the "
+            f"{model_gsd:.3g} m the model was trained at: it never saw imagery like this, and "
+            f"resampling would classify a grid of {round(info.width * rx)} x "
+            f"{round(info.height * ry)} pixels. Classify imagery near {model_gsd:.3g} m, or "
+            "pass resample=False (--no-resample) to classify it as it is."
+        )
     if max(rx, 1 / rx, ry, 1 / ry) > 1 + RESOLUTION_WARN:
         what = (
             "resampling it to the model's pixel size on the fly and mapping the result back "

@@ -87,7 +87,11 @@ class ClassifyOptions:
         resample: Run at the model's pixel size when the input's differs by more than 5 %
             (along either axis; geographic CRSs are measured in metres at the raster centre),
             then map the result back onto the input grid (nearest). A difference of more
-            than 25 % warns, naming both pixel sizes.
+            than 25 % warns, naming both pixel sizes. An input more than 4 times coarser
+            (:data:`~geounet.inference.classify.MAX_UPSAMPLE`) is refused: the model never
+            saw imagery like it, and the grid to classify would grow 16 times or more (a
+            10 m scene for a 0.3 m model: a thousand times); ``resample=False`` classifies it
+            as it is.
         allow_no_crs: Accept an input without a CRS (the output has none either).
         engine: What runs the network: ``"auto"`` (the fastest installed engine whose class
             map agrees with PyTorch float32 on >= 99.5 % of pixels, measured once on the
