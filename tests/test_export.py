@@ -199,6 +199,18 @@ def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrappe
     fn.updatePixels((0, 0), block.shape, {}, raster_pixels=masked, raster_mask=valid[None])
 
 
+def test_arcgis_device_ids_name_the_gpu(monkeypatch):
+    """ArcGIS passes a GPU id (or -1 for the CPU); the model was always put on the CPU."""
+    from geounet.app import arcgis
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert [arcgis.torch_device(d) for d in (0, "1", -1, None)] == [
+        "cuda:0", "cuda:1", "cpu", "cpu"
+    ]  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert arcgis.torch_device(0) == "cpu"  # no GPU here: the CPU, not an error
+
+
 def test_export_refuses_bad_settings_and_existing_outputs(model_dir: Path, tmp_path: Path):
     with pytest.raises(InvalidParameterError, match="format"):
         export_model(model_dir, "tflite", tmp_path / "m.tflite")

@@ -37,7 +37,7 @@ from rasterio.windows import transform as window_transform
 from geounet.core.errors import CRSMismatchError
 from geounet.core.types import IGNORE_INDEX
 from geounet.evaluation.metrics import ConfusionAccumulator
-from geounet.io.raster import RasterInfo, iter_windows
+from geounet.io.raster import RasterInfo, iter_windows, window_bounds
 
 __all__ = [
     "Blocks",
@@ -72,8 +72,7 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(minx, miny, maxx, maxy)`` in the grid's CRS."""
-        xs, ys = zip(*(self.transform @ (c, r) for r in (0, self.height) for c in (0, self.width)))
-        return min(xs), min(ys), max(xs), max(ys)
+        return window_bounds(self.transform, Window(0, 0, self.width, self.height))
 
     def windows(self, block: int) -> Iterator[Window]:
         """Windows of at most ``block`` x ``block`` pixels, row by row."""

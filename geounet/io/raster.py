@@ -145,9 +145,7 @@ def window_bounds(transform: Affine, window: Window) -> tuple[float, float, floa
 
 
 def _bounds(transform: Affine, height: int, width: int) -> tuple[float, float, float, float]:
-    corners = [_xy(transform, c, r) for r in (0, height) for c in (0, width)]
-    xs, ys = [x for x, _ in corners], [y for _, y in corners]
-    return min(xs), min(ys), max(xs), max(ys)
+    return window_bounds(transform, Window(0, 0, width, height))
 
 
 def _xy(t: Affine, col: float, row: float) -> tuple[float, float]:
