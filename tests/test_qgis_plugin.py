@@ -34,6 +34,7 @@ from geounet_qgis.runner import GeounetRunError, run_geounet
 from geounet.app.classifier import UnetClassifier
 from geounet.app.qgis_install import install_qgis_plugin
 from geounet.cli.main import cli
+from geounet.core.types import ENGINE_CHOICES
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 GEOUNET = str(Path(sys.executable).parent / "geounet")
@@ -106,10 +107,12 @@ def test_command_lines():
     assert args[args.index("--tta") + 1] == "flips" and args[args.index("--vector") + 1] == "v.gpkg"
     assert "--tta" not in commands.classify_args("a.tif", "m", "o.tif", tta="none")
     plain = commands.classify_args("a.tif", "m", "o.tif")
-    assert not {"--device", "--nodata", "--allow-no-crs"} & set(plain)
+    assert not {"--device", "--nodata", "--allow-no-crs", "--engine"} & set(plain)
     more = commands.classify_args("a.tif", "m", "o.tif", device="cpu", nodata=0, allow_no_crs=True)
     assert more[more.index("--device") + 1] == "cpu" and more[more.index("--nodata") + 1] == "0.0"
     assert "--allow-no-crs" in more
+    onnx = commands.classify_args("a.tif", "m", "o.tif", engine="onnx-int8")
+    assert onnx[onnx.index("--engine") + 1] == "onnx-int8"
     train = commands.train_args("a.tif", "l.gpkg", "m", label_field="kind", epochs=2, lr=1e-3)
     assert train[train.index("--label-field") + 1] == "kind" and "--epochs" in train
     assert "--label-area" not in train
@@ -120,6 +123,11 @@ def test_command_lines():
         ("pixel.miou", 0.5),
         ("pixel.classes.b.iou", 1.0),
     ]
+
+
+def test_the_plugins_engines_are_geounets():
+    """The plugin (no geounet import inside QGIS) offers exactly the engines classify takes."""
+    assert commands.ENGINES == ENGINE_CHOICES
 
 
 def test_geounet_commands_accept_the_plugins_arguments():
@@ -135,6 +143,7 @@ def test_geounet_commands_accept_the_plugins_arguments():
             device="cpu",
             nodata=0,
             allow_no_crs=True,
+            engine="openvino",
         ),
         "vectorize": commands.vectorize_args("c", "o", min_area_m2=3),
         "train": commands.train_args(

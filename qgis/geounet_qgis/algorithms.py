@@ -150,6 +150,14 @@ class _Base(QgsProcessingAlgorithm):
                 "ALLOW_NO_CRS", "Accept a raster without a CRS (the output has none)", False
             )
         )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                "ENGINE",
+                "Engine (auto: the fastest installed one that agrees with PyTorch)",
+                options=list(commands.ENGINES),
+                defaultValue=0,
+            )
+        )
 
     def _classify_args(self, parameters, context, out: str, **extra) -> list[str]:
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
@@ -169,6 +177,7 @@ class _Base(QgsProcessingAlgorithm):
                 else None
             ),
             allow_no_crs=self.parameterAsBool(parameters, "ALLOW_NO_CRS", context),
+            engine=commands.ENGINES[self.parameterAsEnum(parameters, "ENGINE", context)],
             **extra,
         )
 

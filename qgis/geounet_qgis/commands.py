@@ -4,6 +4,21 @@ from __future__ import annotations
 
 TTA_CHOICES = ("none", "flips", "dihedral", "rot180")  # indices of saved models stay
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present, else the CPU
+#: ``geounet classify --engine`` (auto: the fastest installed engine that agrees with PyTorch
+#: float32, measured once per model); the same names as ``geounet.core.types.ENGINE_CHOICES``
+ENGINES = (
+    "auto",
+    "torch",
+    "onnx",
+    "openvino",
+    "torch-fp32",
+    "torch-bf16",
+    "onnx-fp32",
+    "onnx-int8",
+    "openvino-fp32",
+    "openvino-bf16",
+    "openvino-int8",
+)
 BACKBONES = ("efficientnet-lite0", "resnet34", "unet-classic")
 
 
@@ -20,11 +35,13 @@ def classify_args(
     device: str = "auto",
     nodata: float | None = None,
     allow_no_crs: bool = False,
+    engine: str = "auto",
 ) -> list[str]:
     """``geounet classify`` (optionally with ``--vector``), overwriting what QGIS confirmed.
 
     ``device``: one of :data:`DEVICES`; ``nodata``: the image's nodata value where the file
-    declares none (a black border); ``allow_no_crs``: accept an image without a CRS.
+    declares none (a black border); ``allow_no_crs``: accept an image without a CRS;
+    ``engine``: one of :data:`ENGINES`.
     """
     args = ["classify", image, "--out", out, "--tile-size", str(tile_size)]
     args += ["--overlap", str(overlap), "--overwrite"]
@@ -38,6 +55,8 @@ def classify_args(
         args += ["--nodata", repr(float(nodata))]
     if allow_no_crs:
         args += ["--allow-no-crs"]
+    if engine and engine != "auto":
+        args += ["--engine", engine]
     if probabilities:
         args += ["--probabilities", probabilities]
     if vector:
