@@ -78,6 +78,8 @@ def test_resume_without_interruption_equals_a_plain_run(model_dir, tmp_path, sma
     clf.classify(image, out, probabilities=tmp_path / "rp.tif", resume=True, **OPTS)
     np.testing.assert_array_equal(read(out), read(plain))
     np.testing.assert_array_equal(read(tmp_path / "rp.tif"), read(tmp_path / "pp.tif"))
+    with rasterio.open(tmp_path / "rp.tif") as rp, rasterio.open(tmp_path / "pp.tif") as pp:
+        np.testing.assert_array_equal(rp.dataset_mask(), pp.dataset_mask())
     assert not resume_dir(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "img.tif",
         "plain.tif",

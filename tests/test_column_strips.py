@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import MaskFlags
 
 import geounet.inference.blending as blending
 from geounet.inference.blending import RowAccumulator, TilePlan
@@ -97,6 +98,10 @@ def test_strips_with_probabilities_nodata_and_a_cog(make_raster, tmp_path, monke
     assert (got[:, 150:170] == 255).all() and (got[60:80] == 255).all()
     with rasterio.open(strips) as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    for probs in ("sp.tif", "wp.tif"):  # every byte is a probability: the mask says nodata
+        with rasterio.open(tmp_path / probs) as ds:
+            assert ds.nodata is None and ds.mask_flag_enums[0] == [MaskFlags.per_dataset]
+            np.testing.assert_array_equal(ds.dataset_mask() > 0, got != 255)
 
 
 def test_classify_rows_runs_in_strips_too(make_raster, tmp_path, narrow_strips, band_widths):

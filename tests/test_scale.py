@@ -89,6 +89,7 @@ def _assert_same_file(a, b):
         if ra.count == 1:
             assert ra.colormap(1) == rb.colormap(1)
         x, y = ra.read(), rb.read()
+        np.testing.assert_array_equal(ra.dataset_mask(), rb.dataset_mask())
     np.testing.assert_array_equal(x, y)
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from geounet.core.errors import InputNotFoundError, InvalidParameterError, OutputExistsError
-from geounet.core.types import PathLike, check_choice, import_optional
+from geounet.core.types import IGNORE_INDEX, PathLike, check_choice, import_optional
 from geounet.inference.classify import (
     class_writer,
     classify_rows,
@@ -401,7 +401,7 @@ def _run_bands(job: _Job, scene: PathLike, out: Path, band_rows: int | None) -> 
             classes, probs = fut.result()
             writer.write(classes, row=a, col=0)
             if prob_writer is not None and probs is not None:
-                prob_writer.write(probs, row=a, col=0)
+                prob_writer.write(probs, row=a, col=0, valid=classes != IGNORE_INDEX)
             fut.release()
             bar.update(1)
             submit()

@@ -520,7 +520,9 @@ def probability_writer(
     """The writer of the probabilities raster as :func:`classify_raster` writes it.
 
     uint8 (0-255), one band per class named after it, on the input's grid, with the
-    ``GEOUNET_CLASSES`` and scale tags, ``options.output_format`` and ``options.overwrite``
+    ``GEOUNET_CLASSES`` and scale tags, the pixels without data (255 in the class raster)
+    masked in the file's mask band (every byte is a valid probability, so no nodata value),
+    ``options.output_format`` and ``options.overwrite``
     (to enter with ``with``; scale-out code writes finished rows into it in order).
     """
     probs = WriterOptions(

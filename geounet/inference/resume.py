@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from geounet.core.errors import InvalidParameterError
-from geounet.core.types import ENGINE_CHOICES, PathLike
+from geounet.core.types import ENGINE_CHOICES, IGNORE_INDEX, PathLike
 from geounet.inference.engine import job_engine, prepare_network, run_tiles
 from geounet.inference.options import ClassifyOptions
 from geounet.inference.streams import probs_to_uint8
@@ -231,7 +231,8 @@ def _assemble(
         sink = open_writers(stack, outs, info, config, options, engine)
         for k in range((info.height + BAND_ROWS - 1) // BAND_ROWS):
             row = k * BAND_ROWS
-            sink.writer.write(np.load(_band_file(folder, k, "classes"), allow_pickle=False), row, 0)
+            classes = np.load(_band_file(folder, k, "classes"), allow_pickle=False)
+            sink.writer.write(classes, row, 0)
             if sink.prob_writer is not None:
                 probs = np.load(_band_file(folder, k, "probs"), allow_pickle=False)
-                sink.prob_writer.write(probs, row, 0)
+                sink.prob_writer.write(probs, row, 0, valid=classes != IGNORE_INDEX)

@@ -288,7 +288,8 @@ class WriterSink:
         n = classes.shape[0] if n is None else n
         self.writer.write(classes[:n], self._row, self._col)
         if self.prob_writer is not None and probs is not None:
-            self.prob_writer.write(probs[:, :n], self._row, self._col)
+            valid = classes[:n] != IGNORE_INDEX
+            self.prob_writer.write(probs[:, :n], self._row, self._col, valid=valid)
         self._row += n
         self._parts = (
             []

@@ -577,8 +577,16 @@ class RasterWriter:
     def _cog(self) -> bool:
         return self.output_format == "COG"
 
-    def write(self, data: np.ndarray, row: int, col: int) -> None:
+    def write(
+        self, data: np.ndarray, row: int, col: int, *, valid: np.ndarray | None = None
+    ) -> None:
         """Write ``data`` (``(bands, h, w)`` or ``(h, w)``) with its top-left at ``(row, col)``.
+
+        ``valid`` (``(h, w)`` bool) is written into the file's mask (GDAL's per-dataset mask
+        band, inside the TIFF; a COG keeps it): for rasters whose every value is a valid
+        value, where a nodata value cannot mark the pixels without data. A writer given
+        ``valid`` once must be given it for every window (unwritten mask blocks read as
+        invalid).
 
         Raises:
             RuntimeError: When called outside the ``with`` block.
@@ -589,6 +597,8 @@ class RasterWriter:
         win = Window(col, row, arr.shape[-1], arr.shape[-2])
         try:
             self._dst.write(arr.astype(self.profile["dtype"], copy=False), window=win)
+            if valid is not None:
+                self._dst.write_mask(np.where(valid, np.uint8(255), np.uint8(0)), window=win)
         except (OSError, RasterioError, CPLE_BaseError) as exc:
             raise write_failed(self.path, exc) from exc
 
