@@ -83,6 +83,33 @@ def test_info_says_how_the_pixels_are_masked_and_laid_out(runner, tmp_path):
     assert "alpha band 4" in result.output and "rotated or sheared (30.0 degrees)" in result.output
 
 
+def test_info_vector_file(runner, tmp_path):
+    """Labels and vectorize's output are vector files: one row per layer, not a raster error."""
+    import geopandas as gpd
+    import shapely
+
+    path = tmp_path / "labels.gpkg"
+    boxes = [
+        shapely.box(500000, 3700000, 500010, 3700010),
+        shapely.box(500020, 3700000, 500030, 3700008),
+    ]
+    gdf = gpd.GeoDataFrame({"kind": ["house", "shed"]}, geometry=boxes, crs="EPSG:32616")
+    gdf.to_file(path, layer="building")
+    gdf.iloc[:1].to_file(path, layer="road")
+    result = runner.invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].split() == ["kind", "vector"]
+    assert "2 Polygon, crs EPSG:32616" in result.output and "1 Polygon" in result.output
+    assert "500000.000, 3700000.000, 500030.000, 3700010.000" in result.output
+    assert "layer building" in result.output and "kind" in result.output
+    (tmp_path / "notes.txt").write_text("not geodata")
+    bad = runner.invoke(cli, ["info", str(tmp_path / "notes.txt")])
+    assert bad.exit_code == 2 and "not a vector file GDAL can read either" in bad.output
+    (tmp_path / "empty").mkdir()
+    folder = runner.invoke(cli, ["info", str(tmp_path / "empty")])
+    assert folder.exit_code == 2 and "neither a model folder" in folder.output
+
+
 def test_missing_file_is_one_line_and_exit_2(runner, tmp_path):
     result = runner.invoke(cli, ["info", str(tmp_path / "nope.tif")])
     assert result.exit_code == 2
@@ -205,6 +232,10 @@ def test_evaluate_writes_json(runner, make_raster, tmp_path):
         cli, ["evaluate", str(p), "--truth", str(t), "--json", str(tmp_path / "m.json")]
     )
     assert again.exit_code == 2 and "already exists" in again.output
+    # --out, as every other command names its output, is the same JSON
+    out = runner.invoke(cli, ["evaluate", str(p), "--truth", str(t), "--out", str(tmp_path / "o")])
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "o").read_text()) == report
 
 
 def test_evaluate_truth_values_map_a_0_255_mask(runner, make_raster, tmp_path):

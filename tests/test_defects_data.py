@@ -387,7 +387,7 @@ def test_rotated_grid_keeps_every_label_of_a_window(tmp_path, angle) -> None:
     from rasterio import features
 
     transform = (
-        Affine.translation(500000, 3700000) * Affine.rotation(angle) * Affine.scale(0.5, -0.5)
+        Affine.translation(500000, 3700000) @ Affine.rotation(angle) @ Affine.scale(0.5, -0.5)
     )
     path = tmp_path / "rotated.tif"
     profile = dict(driver="GTiff", width=96, height=96, count=3, dtype="uint8", crs="EPSG:32616")

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from geounet.app.scene_outputs import classify_and_vectorize
-from geounet.core.errors import InputNotFoundError, InvalidParameterError, ModelFileError
+from geounet.core.errors import (
+    InputNotFoundError,
+    InvalidParameterError,
+    InvalidRasterError,
+    ModelFileError,
+)
 from geounet.core.paths import default_model_dir
 from geounet.core.types import DEFAULT_BACKBONE, PathLike
 from geounet.inference.options import ClassifyOptions
@@ -225,10 +230,11 @@ def fit_and_save(
 
 
 def describe(path: PathLike) -> list[tuple[str, str]]:
-    """Rows ``(field, value)`` describing a raster, a model folder or a chip folder.
+    """Rows ``(field, value)`` describing a raster, a vector file, a model or a chip folder.
 
     A raster may be remote (a URL, an ``s3://``/``gs://``/``az://`` URI, a STAC Item):
-    only its header is read, with range requests.
+    only its header is read, with range requests. A vector file (labels, or what
+    ``vectorize`` wrote) gets a row per layer: geometry type, feature count, CRS, fields.
     """
     if is_remote(path):
         return _describe_raster(path)
@@ -239,7 +245,46 @@ def describe(path: PathLike) -> list[tuple[str, str]]:
         return _describe_json(p / "geounet.json", "model folder")
     if p.is_dir() and (p / "manifest.json").exists():
         return _describe_json(p / "manifest.json", "chip folder")
-    return _describe_raster(p)
+    try:
+        return _describe_raster(p)
+    except InvalidRasterError as err:
+        vector = _describe_vector(p)
+        if vector is not None:
+            return vector
+        if p.is_dir():
+            raise InvalidRasterError(
+                f"{p}: a folder that is neither a model folder (geounet.json) nor a chip folder "
+                "(manifest.json); give one of those, a raster or a vector file."
+            ) from err
+        raise InvalidRasterError(
+            f"{err} It is not a vector file GDAL can read either (a GeoPackage, GeoJSON, "
+            "Shapefile...)."
+        ) from err
+
+
+def _describe_vector(path: Path) -> list[tuple[str, str]] | None:
+    """Rows for a vector file, one per layer; None when GDAL reads no vector layer in it."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        infos = [pyogrio.read_info(path, layer=name, force_total_bounds=True) for name in layers]
+    except (DataSourceError, DataLayerError, OSError):  # not a vector file either
+        return None
+    if not layers:
+        return None
+    rows = [("kind", "vector"), ("path", str(path)), ("layers", str(len(layers)))]
+    for name, info in zip(layers, infos, strict=True):
+        fields = ", ".join(str(f) for f in info["fields"]) or "none"
+        crs = info.get("crs") or "none"
+        rows.append((f"layer {name}", f"{info['features']} {info['geometry_type']}, crs {crs}"))
+        bounds = info.get("total_bounds")
+        if bounds is not None and info["features"]:
+            digits = 6 if max(abs(float(v)) for v in bounds) <= 360 else 3  # degrees or metres
+            rows.append(("  bounds", ", ".join(f"{v:.{digits}f}" for v in bounds)))
+        rows.append(("  fields", fields))
+    return rows
 
 
 def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:

@@ -57,10 +57,11 @@ from geounet.core.errors import OutputExistsError
 )
 @click.option(
     "--json",
+    "--out",
     "json_path",
     type=OUTPUT,
     default=None,
-    help="Write every figure as JSON.",
+    help="Write every figure as JSON (--out: the same, as the other commands name outputs).",
 )
 @click.option(
     "--report",

@@ -1,4 +1,4 @@
-"""``geounet info``: describe a raster, a model folder or a chip folder."""
+"""``geounet info``: describe a raster, a vector file, a model folder or a chip folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from geounet.cli.options import IMAGE, asset_opt, resolve_image
 @click.argument("path", type=IMAGE)
 @asset_opt
 def command(path: Path | str, asset: str | None) -> None:
-    """Describe PATH: a raster, a model folder or a chip folder, as a table.
+    """Describe PATH: a raster, a vector file, a model folder or a chip folder, as a table.
 
     A raster may be an http(s):// URL, an s3:// gs:// or az:// URI or a STAC Item (with
     --asset); only its header is read.
@@ -21,6 +21,7 @@ def command(path: Path | str, asset: str | None) -> None:
     \b
     Example:
       geounet info sample_data/train.tif
+      geounet info buildings.gpkg
       geounet info https://host/item.json --asset visual
     """
     from geounet.app.workflows import describe
