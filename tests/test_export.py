@@ -133,19 +133,8 @@ def _load_function(path: Path):
     return module.GeounetClassifier()
 
 
-def test_arcgis_raster_function_equals_geounet_classify(
-    model_dir: Path, tmp_path: Path, make_raster
-):
-    rng = np.random.default_rng(3)
-    arr = rng.integers(0, 256, size=(3, 256, 256)).astype(np.uint8)
-    arr[:, 150:170, 150:170] = 0
-    image = make_raster(arr, nodata=0)
-    model = UnetClassifier.from_model(model_dir)
-    classified = model.classify(image, tmp_path / "c.tif", tile_size=128, overlap=64)
-    with rasterio.open(classified) as src:
-        expected = src.read(1)
-
-    out = export_model(model_dir, "dlpk", tmp_path / "b.dlpk", tile_size=128, overlap=64)
+def _packaged_function(model_dir: Path, tmp_path: Path, tile: int, overlap: int):
+    out = export_model(model_dir, "dlpk", tmp_path / "b.dlpk", tile_size=tile, overlap=overlap)
     fn = _load_function(_unzip_dlpk(out, tmp_path / "pkg").parent / "GeounetClassifier.py")
     fn.initialize(model=str(next((tmp_path / "pkg").glob("*.emd"))), device=-1)
     params = fn.getParameterInfo()
@@ -154,21 +143,77 @@ def test_arcgis_raster_function_equals_geounet_classify(
     assert {"extractBands", "padding", "tx", "ty", "inputMask"} <= set(config)
     info = fn.updateRasterInfo(output_info={})["output_info"]
     assert info["bandCount"] == 1 and info["pixelType"] == "u1"
+    return fn, config
 
-    p, tx = config["padding"], config["tx"]
-    r0 = c0 = 96  # a block inside the scene: ArcGIS pads it with real neighbouring pixels
-    block = arr[list(config["extractBands"]), r0 - p : r0 + tx + p, c0 - p : c0 + tx + p]
-    blocks = fn.updatePixels(
-        (0, 0), block.shape, {}, raster_pixels=block.astype(np.float32), raster_mask=block != 0
+
+def _tiles_seen(fn) -> list[int]:
+    """Count the tiles the packaged function's network runs on."""
+    seen = [0]
+    fn._load().network.register_forward_pre_hook(
+        lambda _m, inputs: seen.__setitem__(0, seen[0] + int(inputs[0].shape[0]))
     )
-    got = blocks["output_pixels"][0]
-    want = expected[r0 : r0 + tx, c0 : c0 + tx]
-    assert got.shape == (tx, tx)
-    assert np.all(got[150 - r0 :, 150 - c0 :] == 255)  # the NoData square stays NoData
-    assert np.array_equal(got == 255, want == 255)
-    assert np.array_equal(blocks["output_mask"][0] == 0, got == 255)
-    assert np.array_equal(got, want)  # same normalisation, network and blending
+    return seen
+
+
+def test_arcgis_raster_function_runs_one_tile_per_block_and_agrees_with_classify(
+    model_dir: Path, tmp_path: Path, make_raster
+):
+    """ArcGIS Pro hands over padded blocks; each costs one network pass (blending inside a
+    block cost up to four), NoData stays NoData, and the assembled map is geounet classify's
+    but for a few pixels (``benchmarks/arcgis_blocks.py`` measures it on real scenes)."""
+    from benchmark_modules import benchmark_module
+
+    rng = np.random.default_rng(3)
+    arr = np.repeat(np.repeat(rng.integers(1, 256, (3, 32, 32)), 8, 1), 8, 2).astype(np.uint8)
+    arr[:, 150:170, 150:170] = 0
+    image = make_raster(arr, nodata=0)
+    model = UnetClassifier.from_model(model_dir)
+    classified = model.classify(image, tmp_path / "c.tif", tile_size=128, overlap=32)
+    with rasterio.open(classified) as src:
+        expected = src.read(1)
+
+    fn, config = _packaged_function(model_dir, tmp_path, 128, 32)
+    p, tx = config["padding"], config["tx"]
+    assert (p, tx) == (16, 128 - 2 * (16 + 16))  # the padded block and the halo fill a tile
+    seen = _tiles_seen(fn)
+
+    def arcgis(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        blocks = fn.updatePixels(
+            (0, 0), block.shape, {}, raster_pixels=block.astype(np.float32), raster_mask=mask
+        )
+        got = blocks["output_pixels"][0]
+        assert np.array_equal(blocks["output_mask"][0] == 0, got == 255)
+        return got
+
+    with benchmark_module("arcgis_blocks.py", "arcgis_blocks_benchmark") as bench:
+        valid = arr.any(axis=0)
+        got = bench.run_blocks(arcgis, arr, valid, tx, p)
+        figures = bench.scores(got, expected, tx, building=1)
+    assert seen[0] == (256 // tx) ** 2  # one tile per block
+    assert np.array_equal(got == 255, expected == 255)  # the NoData square stays NoData
+    assert figures["agreement"] >= 0.98, figures
     assert len(np.unique(got)) > 2
+
+
+def test_arcgis_blocks_at_the_raster_edge_are_mirrored_as_classify_mirrors(
+    model_dir: Path, tmp_path: Path, make_raster
+):
+    """ArcGIS fills the padding beyond the raster's edge with NoData; the function leaves it
+    out, so the edge is mirrored as geounet classify mirrors it. A raster of one block: the
+    same classes as classify, pixel for pixel."""
+    rng = np.random.default_rng(4)
+    arr = rng.integers(1, 256, size=(3, 64, 64)).astype(np.uint8)
+    model = UnetClassifier.from_model(model_dir)
+    classified = model.classify(make_raster(arr), tmp_path / "c.tif", tile_size=128, overlap=32)
+    with rasterio.open(classified) as src:
+        expected = src.read(1)
+    fn, config = _packaged_function(model_dir, tmp_path, 128, 32)
+    p = config["padding"]
+    block = np.zeros((3, 64 + 2 * p, 64 + 2 * p), np.float32)
+    block[:, p:-p, p:-p] = arr
+    mask = block.any(axis=0)
+    got = fn.updatePixels((0, 0), block.shape, {}, raster_pixels=block, raster_mask=mask)
+    np.testing.assert_array_equal(got["output_pixels"][0], expected)
 
 
 def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrapped_values(
@@ -189,6 +234,7 @@ def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrappe
     assert fn.updateKeyMetadata(None, -1)["datatype"] == "Thematic"
     side = config["tx"] + 2 * config["padding"]
     block = np.full((3, side, side), 1020, np.uint16)
+    assert side + 2 * 16 == 128  # one tile: the block, its padding, the halo
     with pytest.raises(ValueError, match=r"values reach 1020 .* uint8 imagery"):
         fn.updatePixels((0, 0), block.shape, {}, raster_pixels=block)
     assert fn.model.device == "cpu"  # device=-1: the CPU
@@ -197,6 +243,20 @@ def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrappe
     valid[:8] = False
     masked[:, valid] = 100
     fn.updatePixels((0, 0), block.shape, {}, raster_pixels=masked, raster_mask=valid[None])
+
+
+def test_arcgis_blocks_fill_one_tile_with_classifys_halo():
+    """The packaged function (no geounet import at its top) sizes blocks with the halo
+    predict_array adds at overlap 0; a padding that leaves no block is refused."""
+    from geounet.app import arcgis
+    from geounet.inference.blending import MIN_HALO, TilePlan
+
+    assert arcgis.HALO == MIN_HALO
+    side = arcgis.block_size(512, 32) + 2 * 32
+    plan = TilePlan.build(side, side, tile_size=512, overlap=0, blend="spline")
+    assert (len(plan.row_starts), len(plan.col_starts), plan.tile_h) == (1, 1, 512)
+    with pytest.raises(ValueError, match="padding 240 leaves no block"):
+        arcgis.block_size(512, 240)
 
 
 def test_arcgis_device_ids_name_the_gpu(monkeypatch):

@@ -6,10 +6,13 @@ Pro's *Classify Pixels Using Deep Learning* tool then calls, in this order:
 ``initialize(model=<emd path or JSON>, device=...)`` -> ``getParameterInfo()`` ->
 ``getConfiguration(**scalars)`` -> ``updateRasterInfo(**kwargs)`` -> ``updatePixels(...)`` per
 block. Each block arrives padded by ``padding`` pixels of real neighbouring imagery on every
-side; the function classifies the block with geounet's own normalisation, tiling and network
+side; the function classifies the padded block with geounet's own normalisation and network
 call (:func:`geounet.inference.classify.predict_array`, the code behind ``geounet classify``)
-and returns the class values of the block without its padding. Pixels the input masks as
-NoData stay NoData (value 255 and a cleared output mask).
+and returns the class values of the block without its padding. The blocks are sized so that
+a padded block and ``predict_array``'s thin mirrored halo (:data:`HALO`) fill exactly one
+tile: one network pass per block (blending inside each block, as before, cost up to four),
+every kept pixel at least ``padding`` real pixels from the tile's edge.
+Pixels the input masks as NoData stay NoData (value 255 and a cleared output mask).
 
 geounet must be installed in Pro's Python environment (clone ``arcgispro-py3`` in Pro's
 Package Manager, then in its Python Command Prompt: ``pip install "geounet[weights]"``).
@@ -27,6 +30,10 @@ import numpy as np
 __all__ = ["GeounetClassifier"]
 
 NODATA = 255
+#: The mirrored halo ``predict_array`` adds around a block tiled with overlap 0
+#: (``geounet.inference.blending.MIN_HALO``; tested equal): the ArcGIS block is the tile less
+#: twice this and twice the padding.
+HALO = 16
 
 
 class GeounetClassifier:
@@ -99,7 +106,7 @@ class GeounetClassifier:
         """Block size, padding and bands ArcGIS must hand :meth:`updatePixels`."""
         self.padding = int(scalars.get("padding", self.padding))
         self.batch_size = max(1, int(scalars.get("batch_size", self.batch_size)))
-        inner = self.tile_size - 2 * self.padding
+        inner = block_size(self.tile_size, self.padding)
         return {
             "extractBands": tuple(self.emd.get("ExtractBands", ())),
             "padding": self.padding,
@@ -168,19 +175,65 @@ class GeounetClassifier:
             valid = valid.any(axis=0)  # as GDAL: NoData only where every band is NoData
         dtype = np.dtype(model.config.source_dtype or pixels.dtype)
         check_values(pixels, valid, dtype)
-        options = ClassifyOptions(
-            tile_size=self.tile_size,
-            overlap=2 * self.padding,
-            batch_size=self.batch_size,
-            progress=False,
+        options = ClassifyOptions(  # the padding is the context: one tile, no blending
+            tile_size=self.tile_size, overlap=0, batch_size=self.batch_size, progress=False
         )
-        classes, _ = predict_array(model, pixels.astype(dtype, copy=False), options, valid=valid)
         p = self.padding
-        h, w = classes.shape
+        _, h, w = pixels.shape
+        # NoData strips along the block's outer edges, within the padding: beyond the raster's
+        # edge. Left out, so that predict_array mirrors the edge as geounet classify does.
+        t, b, left, right = (0, 0, 0, 0) if valid is None else outer_nodata(valid, p)
+        rows, cols = slice(t, h - b), slice(left, w - right)
+        classes = np.full((h, w), NODATA, np.uint8)
+        if t < h - b and left < w - right:
+            inner = pixels[:, rows, cols].astype(dtype, copy=False)
+            inner_valid = None if valid is None else valid[rows, cols]
+            classes[rows, cols] = predict_array(model, inner, options, valid=inner_valid)[0]
         core = classes[p : h - p, p : w - p]
         pixelBlocks["output_pixels"] = core[None].astype(np.uint8)
         pixelBlocks["output_mask"] = (core != NODATA)[None].astype(np.uint8)
         return pixelBlocks
+
+
+def outer_nodata(valid: np.ndarray, padding: int) -> tuple[int, int, int, int]:
+    """Rows and columns without data at the top, bottom, left and right, at most ``padding``.
+
+    ArcGIS fills the padding beyond the raster's edge with NoData; those strips are whole
+    rows or columns of the padded block, from its outer edge inwards.
+
+    Example:
+        >>> valid = np.ones((6, 6), bool)
+        >>> valid[:3] = False
+        >>> valid[:, 5] = False
+        >>> outer_nodata(valid, 2)
+        (2, 0, 0, 1)
+    """
+
+    def leading(has_data: np.ndarray) -> int:
+        found = np.flatnonzero(has_data)
+        return min(int(found[0]) if found.size else has_data.size, padding)
+
+    rows, cols = valid.any(axis=1), valid.any(axis=0)
+    return leading(rows), leading(rows[::-1]), leading(cols), leading(cols[::-1])
+
+
+def block_size(tile_size: int, padding: int) -> int:
+    """The side of the blocks ArcGIS hands over: with the padding and the halo, one tile.
+
+    Raises:
+        ValueError: The padding leaves no block (it must be under ``tile_size / 2 - HALO``).
+
+    Example:
+        >>> block_size(512, 32)
+        416
+    """
+    inner = tile_size - 2 * (HALO + padding)
+    if inner < 1:
+        raise ValueError(
+            f"padding {padding} leaves no block in a tile of {tile_size} pixels: give a padding "
+            f"under {tile_size // 2 - HALO} (the model's is the package's ModelPadding)."
+        )
+    return inner
 
 
 def torch_device(device: Any) -> str:

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from geounet.app.arcgis import HALO
 from geounet.core.classes import hex_to_rgb
 from geounet.core.errors import InvalidParameterError, ModelFileError
 from geounet.core.types import PathLike, check_choice, import_optional
@@ -146,12 +147,15 @@ def _check_tiles(tile_size: int, overlap: int, format: str) -> None:
         raise InvalidParameterError(
             f"overlap {overlap} is not allowed: it must be >= 0 and < tile_size ({tile_size})."
         )
-    if format == "dlpk" and (tile_size < 2 * MULTIPLE or overlap > tile_size // 2):
+    if format == "dlpk" and (
+        tile_size < 2 * MULTIPLE or tile_size - 2 * (HALO + overlap // 2) < MULTIPLE
+    ):
         raise InvalidParameterError(
             f"tile_size {tile_size} with overlap {overlap} is not allowed for ArcGIS Pro: its "
-            f"raster function tiles as geounet classify does, with tile_size >= {2 * MULTIPLE} "
-            f"and overlap <= tile_size / 2 ({tile_size // 2}); use e.g. --tile-size 512 "
-            "--overlap 64."
+            f"raster function runs one tile per block, the block padded by half the overlap "
+            f"and a {HALO}-pixel halo on every side, and needs blocks of at least {MULTIPLE} "
+            f"pixels (overlap <= {max(tile_size - 2 * HALO - MULTIPLE, 0)} here) and "
+            f"tile_size >= {2 * MULTIPLE}; use e.g. --tile-size 512 --overlap 64."
         )
 
 
@@ -180,7 +184,8 @@ def emd_definition(config: ModelConfig, name: str, tile_size: int, overlap: int)
     Args:
         config: The model configuration.
         name: The model's name.
-        tile_size: Side of the blocks ArcGIS hands the raster function, padding included.
+        tile_size: Side of the tile the raster function runs per block (the block, its
+            padding and a thin mirrored halo).
         overlap: Tile overlap; ArcGIS pads each block by half of it on every side.
 
     Returns:
