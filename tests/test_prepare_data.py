@@ -402,6 +402,35 @@ def test_vector_lines_and_label_field_by_name(make_raster, tmp_path: Path) -> No
     assert road_rows.min() == 196 and road_rows.max() == 203  # 4 m = 8 rows around row 200
 
 
+def test_points_and_building_lines_warn_that_they_label_strokes(make_raster, tmp_path) -> None:
+    """Building outlines digitised as closed lines taught 4 m rings, points 4 m discs, in
+    silence; a road's lines are what lines are for."""
+    import warnings
+
+    img = make_raster(scene(), "img.tif")
+    x0, y0 = 500000.0, 3700000.0
+    ring = shapely.box(x0 + 10, y0 - 40, x0 + 30, y0 - 20).exterior
+    road = shapely.LineString([(x0, y0 - 100), (x0 + 128, y0 - 100)])
+    cases = {
+        "rings.gpkg": (["building", "road"], [ring, road], "1 of 1 features of class 'building' "
+                       "are lines, labelled as strokes 4 m wide"),
+        "wells.gpkg": (["well", "well"], [shapely.Point(x0 + 20, y0 - 30), shapely.box(
+            x0 + 50, y0 - 60, x0 + 60, y0 - 50)], "1 of 2 features of class 'well' are points, "
+                       "labelled as discs 4 m across"),
+    }  # fmt: skip
+    for name, (kinds, geoms, message) in cases.items():
+        path = tmp_path / name
+        gpd.GeoDataFrame({"kind": kinds}, geometry=geoms, crs=UTM.to_wkt()).to_file(path)
+        with pytest.warns(UserWarning, match=re.escape(message)):
+            prepare_data(img, path, label_field="kind", chip_size=64)
+    path = tmp_path / "roads.gpkg"
+    gpd.GeoDataFrame({"kind": ["road"]}, geometry=[road], crs=UTM.to_wkt()).to_file(path)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        prepare_data(img, path, label_field="kind", chip_size=64)
+    assert not [w for w in seen if "line_width_m" in str(w.message)]
+
+
 def test_vector_in_another_crs_is_reprojected(make_raster, tmp_path: Path) -> None:
     img = make_raster(scene(), "img.tif")
     x0, y0 = 500000.0, 3700000.0
@@ -442,8 +471,8 @@ def test_vector_without_field_takes_the_single_class(make_raster, tmp_path: Path
 
 def test_inferred_names_of_buildings_and_roads_are_the_pipelines(make_raster, tmp_path) -> None:
     """``buildings.geojson`` (or a 0/255 ``buildings_mask.tif``) labels ``building``, the class
-    vectorize regularizes and splits; a field's ``Roads`` labels ``road``; a value beside its
-    own canonical spelling keeps its."""
+    vectorize regularizes and splits; a field's ``Roads`` labels ``road``; values that differ
+    only in case or surrounding spaces (a hand-typed attribute table) are one class."""
     img = make_raster(scene(), "img.tif")
     x0, y0 = 500000.0, 3700000.0
     boxes = [shapely.box(x0 + 10, y0 - 40, x0 + 30, y0 - 20), shapely.box(x0, y0 - 60, x0 + 9, y0)]
@@ -458,12 +487,22 @@ def test_inferred_names_of_buildings_and_roads_are_the_pipelines(make_raster, tm
         assert prepare_data(img, make_raster(mask, name), chip_size=64).classes[1] == want
     for values, names in (
         (["Buildings", "trees"], {"building", "trees"}),
-        (["building", "Building"], {"building", "Building"}),
+        (["building", "Building"], {"building"}),
+        (["Shed ", "shed"], {"shed"}),
     ):
         path = tmp_path / f"kinds_{values[1]}.gpkg"
         gpd.GeoDataFrame({"kind": values}, geometry=boxes, crs=UTM.to_wkt()).to_file(path)
-        classes = prepare_data(img, path, label_field="kind", chip_size=64).classes
-        assert set(classes[1:]) == names, classes
+        data = prepare_data(img, path, label_field="kind", chip_size=64)
+        assert set(data.classes[1:]) == names, data.classes
+        counts = data.manifest["class_pixel_counts"]
+        assert len(counts) == 1 + len(names)
+        if len(names) == 1:  # both boxes labelled, as when every feature is the one class
+            one = prepare_data(img, path, classes=["x"], chip_size=64)
+            assert counts == one.manifest["class_pixel_counts"]
+    path = tmp_path / "two_classes_alike.gpkg"
+    gpd.GeoDataFrame({"kind": ["Road", "road"]}, geometry=boxes, crs=UTM.to_wkt()).to_file(path)
+    with pytest.raises(LabelError, match="spelled alike"):
+        prepare_data(img, path, label_field="kind", classes={"Road": "road", "road": "lane"})
 
 
 def test_rows_split_top_train_bottom_valid(make_raster) -> None:

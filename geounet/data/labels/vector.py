@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from geounet.core.classes import ClassSpec
+from geounet.core.classes import ClassSpec, inferred_name
 from geounet.core.errors import InputNotFoundError, LabelError, MissingCRSError
 from geounet.core.types import PathLike
 from geounet.data.labels.common import (
@@ -203,18 +204,35 @@ class VectorLabels(LabelSource):
         return len(self._gdf) if self._gdf is not None else len(self._geoms)
 
     def found_values(self) -> list[Any]:
-        """The distinct ``label_field`` values (empty without a label field)."""
+        """The distinct ``label_field`` values (empty without a label field).
+
+        Text values that differ only in case or in spaces around them (``"Building"``,
+        ``"building "``) are one value, spelled as most features spell it: hand-typed
+        attribute tables mix them, and they name one class.
+        """
         if not self.label_field:
             return []
-        vals = {norm_value(v) for v in self._gdf[self.label_field].tolist()}
-        return sorted(vals, key=lambda v: (isinstance(v, str), v))
+        counts = Counter(norm_value(v) for v in self._gdf[self.label_field].tolist())
+        spelled: dict[str, Any] = {}  # most features' spelling; on a tie the lower-case one
+        for value, _ in sorted(counts.items(), key=lambda kv: (-kv[1], _unlike(kv[0]))):
+            spelled.setdefault(self._key(value), value.strip() if isinstance(value, str) else value)
+        return sorted(spelled.values(), key=lambda v: (isinstance(v, str), v))
 
     def _key(self, value: Any) -> Any:
-        return str(norm_value(value))
+        return str(norm_value(value)).strip().casefold()
 
     def _keys(self, classes: Sequence[ClassSpec]) -> dict[Any, int]:
-        keys = {c.name: i for i, c in enumerate(classes)}
-        keys.update({str(norm_value(c.value)): i for i, c in enumerate(classes)})
+        keys: dict[Any, int] = {}
+        for i, c in enumerate(classes):
+            for key in {self._key(c.name), self._key(c.value)}:
+                if keys.setdefault(key, i) != i:
+                    other = classes[keys[key]]
+                    raise LabelError(
+                        f"{self.path}: classes {other.name!r} (value {other.value!r}) and "
+                        f"{c.name!r} (value {c.value!r}) are spelled alike: label values are "
+                        "matched ignoring case and surrounding spaces; give the classes "
+                        "names and values that differ otherwise."
+                    )
         return keys
 
     def covered_share(self) -> float:
@@ -245,6 +263,7 @@ class VectorLabels(LabelSource):
             idx = np.array(
                 [keys[self._key(v)] for v in self._gdf[self.label_field].tolist()], np.uint8
             )
+        self._warn_strokes(np.asarray(self._gdf.geometry.values), idx, classes)
         geoms, idx = self._prepare(np.asarray(self._gdf.geometry.values), idx)
         order = np.argsort(idx, kind="stable")  # higher classes are burnt last and win
         names = [c.name.lower() for c in classes]
@@ -253,6 +272,45 @@ class VectorLabels(LabelSource):
         self._geoms, self._idx = geoms[order], idx[order]
         self._tree = shapely.STRtree(self._geoms)
         self._gdf = None  # the prepared geometries are all that is needed from now on
+
+    def _warn_strokes(
+        self, geoms: np.ndarray, idx: np.ndarray, classes: Sequence[ClassSpec]
+    ) -> None:
+        """Warn when points, or lines of the building class, label a class of areas.
+
+        They are buffered to ``line_width_m``: building outlines digitised as closed lines
+        would teach rings 4 m wide, points discs 4 m across.
+        """
+        kinds = shapely.get_type_id(geoms)
+        points, lines = np.isin(kinds, (0, 4)), np.isin(kinds, (1, 2, 5))
+        for i, spec in enumerate(classes):
+            mine = idx == i
+            n_points, n_lines = int((points & mine).sum()), int((lines & mine).sum())
+            building = inferred_name(spec.name) == "building"
+            n = n_points + (n_lines if building else 0)
+            if not n:
+                continue
+            w = f"{self.line_width_m:g} m"
+            lined = building and n_lines > 0
+            what = (
+                f"points and lines, labelled as discs and strokes {w} wide"
+                if n_points and lined
+                else f"lines, labelled as strokes {w} wide"
+                if lined
+                else f"points, labelled as discs {w} across"
+            )
+            fix = (
+                "buildings are areas: give their outlines as polygons (closed lines become "
+                "polygons with ogr2ogr -nlt POLYGON out.gpkg in.gpkg)"
+                if building
+                else "give polygons of what the points mark, or set line_width_m to its size"
+            )
+            warnings.warn(
+                f"{self.path}: {n} of {int(mine.sum())} features of class {spec.name!r} are "
+                f"{what} (line_width_m); {fix}.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _prepare(self, geoms: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Repair, explode, and turn lines and points into polygons of the line width.
@@ -351,3 +409,9 @@ def contact_pixels(geoms: np.ndarray, transform: Any, height: int, width: int) -
         a, b = ids[here], ids[there]
         out[here] |= (a > 0) & (b > 0) & (a != b)
     return out
+
+
+def _unlike(value: Any) -> tuple[bool, str]:
+    """Sort key of spellings: the one in lower case without spaces around it first."""
+    text = str(value)
+    return text != text.strip().lower(), text
