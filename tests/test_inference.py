@@ -399,6 +399,35 @@ def test_band_mismatch_names_both_counts(make_raster, tmp_path):
     assert not (tmp_path / "o.tif").exists()
 
 
+def test_bands_named_on_both_sides_are_read_by_name(make_raster, tmp_path):
+    """A model of red, green, blue fed a scene of blue, green, red, nir (Maxar's order) reads
+    the scene's red, green and blue: it was refused (4 bands for 3), and a BGR scene of three
+    bands was read as if it were RGB."""
+    model = make_model()
+    model.config.band_names = ["red", "green", "blue"]
+    arr = image(64, 80, bands=4)
+    bgrn = make_raster(
+        arr,
+        name="bgrn.tif",
+        descriptions=["Blue", "green", "red ", "nir"],
+        colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined],
+    )  # fmt: skip (four data bands, no alpha)
+    got = read(classify_raster(model, bgrn, tmp_path / "a.tif", progress=False))
+    np.testing.assert_array_equal(got, expected(arr[[2, 1, 0]]))  # the model's red is band 3
+    bgr = make_raster(arr[:3], name="bgr.tif", colorinterp=[ColorInterp.blue, ColorInterp.green,
+                      ColorInterp.red])  # fmt: skip
+    got = read(classify_raster(model, bgr, tmp_path / "b.tif", progress=False))
+    np.testing.assert_array_equal(got, expected(arr[[2, 1, 0]]))
+    unnamed = make_raster(arr[:3], name="plain.tif")  # no names: by position, as before
+    got = read(classify_raster(model, unnamed, tmp_path / "c.tif", progress=False))
+    np.testing.assert_array_equal(got, expected(arr[:3]))
+    model.config.band_names = ["band_1", "band_2", "band_3"]  # names that only number bands
+    with pytest.raises(
+        BandMismatchError, match=r"4 data band\(s\) \(named Blue, green, red , nir\)"
+    ):
+        classify_raster(model, bgrn, tmp_path / "d.tif", progress=False)
+
+
 def test_value_range_far_from_training_warns(make_raster, tmp_path):
     arr = image(64, 64).astype(np.uint16) * 16  # 12-bit values to an 8-bit model
     with pytest.warns(UserWarning, match=r"values reach about .* up to about 250"):

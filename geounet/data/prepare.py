@@ -108,16 +108,7 @@ def _select_bands(infos: Sequence[RasterInfo], bands: Sequence[int] | None) -> l
 
 
 def _band_names(info: RasterInfo, bands: Sequence[int]) -> list[str]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(info.path) as src:
-            interp = [ci.name for ci in src.colorinterp]
-    names = []
-    for b in bands:
-        desc = info.descriptions[b - 1] if b - 1 < len(info.descriptions) else None
-        ci = interp[b - 1] if b - 1 < len(interp) else ""
-        names.append(desc or (ci if ci in ("red", "green", "blue") else f"band_{b}"))
-    return names
+    return [info.band_name(b) or f"band_{b}" for b in bands]
 
 
 def _match_labels(images: list[Path], labels: list[Path]) -> list[Path]:

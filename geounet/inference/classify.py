@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,6 +80,8 @@ from geounet.vectorizing.sizes import (
     split_shares_from_sizes,
 )
 
+_LOG = logging.getLogger(__name__)
+
 __all__ = [
     "GDAL_CACHE_BYTES",
     "PROBABILITIES_DEFLATE_LEVEL",
@@ -122,16 +126,51 @@ RANGE_RATIO_WARN = 4.0
 def _band_error(info: RasterInfo, config: Any, have: int, trained: int | None) -> Exception:
     want = list(config.bands or range(1, config.in_channels + 1))
     of = f" of images with {trained} data bands" if trained else ""
+    names = [info.band_name(b) or f"band_{b}" for b in info.data_bands]
+    named = (
+        f" (named {', '.join(names)})" if any(info.band_name(b) for b in info.data_bands) else ""
+    )
     return BandMismatchError(
-        f"{info.path}: the raster has {have} data band(s) but the model reads "
+        f"{info.path}: the raster has {have} data band(s){named} but the model reads "
         f"{len(want)} (bands {want}{of}, trained on {', '.join(config.band_names or [])}). "
         "Give an image with the model's bands in the same order (e.g. gdalbuildvrt "
-        "-b 1 -b 2 ...), or train a model on this kind of image."
+        "-b 1 -b 2 ...), or name its bands as the model's (band descriptions: they are then "
+        "matched by name), or train a model on this kind of image."
     )
 
 
+#: A band name that only numbers the band (``band_3``, ``Band 3``): it says nothing of what
+#: the band holds.
+_NUMBERED_BAND = re.compile(r"^band[ _-]?\d+$", re.IGNORECASE)
+
+
+def _bands_by_name(info: RasterInfo, config: Any) -> list[int] | None:
+    """The input's bands named as the model's training bands, in the model's order.
+
+    None unless every band the model reads has a name (a description, or red / green / blue
+    from the colour interpretation; not ``band_N``) and the input has one data band of each
+    of those names (case and spaces ignored): then a BGRN scene feeds an RGB model its red,
+    green and blue, where matching by position would feed it blue, green and red.
+    """
+    wanted = [str(n).strip().casefold() for n in (getattr(config, "band_names", None) or [])]
+    if len(wanted) != config.in_channels or len(set(wanted)) != len(wanted):
+        return None
+    if any(_NUMBERED_BAND.match(n) for n in wanted):
+        return None
+    named: dict[str, list[int]] = {}
+    for band in info.data_bands:
+        name = info.band_name(band)
+        if name:
+            named.setdefault(name.strip().casefold(), []).append(band)
+    if not all(len(named.get(n, ())) == 1 for n in wanted):
+        return None
+    return [named[n][0] for n in wanted]
+
+
 def _model_bands(info: RasterInfo, config: Any) -> list[int]:
-    """The file's band indices the model reads, or a BandMismatchError naming both counts.
+    """The file's bands the model reads: by name where both sides name them, else by position.
+
+    Bands named alike on both sides (:func:`_bands_by_name`) are taken by name. Otherwise:
 
     ``config.bands`` index the bands of the training images (``source_band_count`` bands,
     alpha included). Each is matched by its position among the training images' data bands
@@ -140,6 +179,11 @@ def _model_bands(info: RasterInfo, config: Any) -> list[int]:
     training images needs an input with as many data bands; one that reads some of them
     needs an input that has them.
     """
+    by_name = _bands_by_name(info, config)
+    if by_name is not None:
+        if by_name != info.data_bands[: len(by_name)]:
+            _LOG.info("%s: reading bands %s by their names", info.path, by_name)
+        return by_name
     want = list(config.bands or range(1, config.in_channels + 1))
     n_src = getattr(config, "source_band_count", None)
     if n_src is None:  # model files written before the source band count was recorded

@@ -103,6 +103,7 @@ class RasterInfo:
     nodata: float | None
     descriptions: tuple[str | None, ...] = field(default_factory=tuple)
     alpha_band: int | None = None
+    colorinterp: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def data_bands(self) -> list[int]:
@@ -114,6 +115,21 @@ class RasterInfo:
         """A name for each data band (its description, else ``band_N``)."""
         descs = self.descriptions
         return [(descs[b - 1] if b <= len(descs) else None) or f"band_{b}" for b in self.data_bands]
+
+    def band_name(self, band: int) -> str | None:
+        """The name of band ``band`` (1-based); None when nothing names it.
+
+        Its description, else ``red``, ``green`` or ``blue`` from its colour interpretation.
+
+        Example:
+            >>> info = RasterInfo("x.tif", 1, 1, 2, "uint8", None, Affine.identity(), None,
+            ...                   descriptions=(None, "nir"), colorinterp=("red", "undefined"))
+            >>> info.band_name(1), info.band_name(2)
+            ('red', 'nir')
+        """
+        desc = self.descriptions[band - 1] if band <= len(self.descriptions) else None
+        color = self.colorinterp[band - 1] if band <= len(self.colorinterp) else ""
+        return desc or (color if color in ("red", "green", "blue") else None)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -258,6 +274,7 @@ def _describe(p: Path | RemotePath, src: Any) -> RasterInfo:
         nodata=src.nodata,
         descriptions=tuple(src.descriptions),
         alpha_band=alpha,
+        colorinterp=tuple(ci.name for ci in src.colorinterp),
     )
 
 
