@@ -431,6 +431,29 @@ def test_points_and_building_lines_warn_that_they_label_strokes(make_raster, tmp
     assert not [w for w in seen if "line_width_m" in str(w.message)]
 
 
+def test_images_of_different_pixel_sizes_warn(make_raster) -> None:
+    """The model records one pixel size, the first image's: a 0.5 m and a 1 m image warn;
+    0.5 m and 0.55 m do not."""
+    import warnings
+
+    lab = blocks_mask()
+    fine = make_raster(scene(), "fine.tif", res=0.5)
+    coarse = make_raster(scene(), "coarse.tif", res=1.0, origin=(600000.0, 3700000.0))
+    near = make_raster(scene(), "near.tif", res=0.55, origin=(700000.0, 3700000.0))
+    labels = [
+        make_raster(lab, "l1.tif"),
+        make_raster(lab, "l2.tif", res=1.0, origin=(600000.0, 3700000.0)),
+        make_raster(lab, "l3.tif", res=0.55, origin=(700000.0, 3700000.0)),
+    ]
+    with pytest.warns(UserWarning, match=r"0\.5 m .*fine\.tif.* to 1 m .*coarse\.tif.*2\.0 times"):
+        data = prepare_data([fine, coarse], labels[:2], classes=["b"], chip_size=64)
+    assert data.manifest["gsd_m"] == pytest.approx(0.5)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        prepare_data([fine, near], [labels[0], labels[2]], classes=["b"], chip_size=64)
+    assert not [w for w in seen if "pixel sizes" in str(w.message)]
+
+
 def test_vector_in_another_crs_is_reprojected(make_raster, tmp_path: Path) -> None:
     img = make_raster(scene(), "img.tif")
     x0, y0 = 500000.0, 3700000.0

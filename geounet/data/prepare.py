@@ -340,6 +340,31 @@ def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[st
     }
 
 
+#: Training images whose pixel sizes lie further apart than this ratio warn: the model
+#: records one pixel size (the first image's), to which ``classify`` resamples.
+MIXED_PIXEL_SIZE_RATIO = 1.25
+
+
+def _warn_mixed_pixel_sizes(infos: Sequence[RasterInfo]) -> None:
+    """Warn when the georeferenced images' pixel sizes differ by more than 25 %."""
+    sized = [(i.gsd_m, i) for i in infos if i.crs is not None]
+    if len(sized) < 2:
+        return
+    (small, a), (large, b) = min(sized, key=lambda t: t[0]), max(sized, key=lambda t: t[0])
+    if large <= small * MIXED_PIXEL_SIZE_RATIO:
+        return
+    first = sized[0][0]
+    warnings.warn(
+        f"the images' pixel sizes run from {small:.3g} m ({a.path}) to {large:.3g} m "
+        f"({b.path}), {large / small:.1f} times apart: the model learns objects at those "
+        f"scales but records the first image's {first:.3g} m as its own, to which classify "
+        "resamples the scenes it maps. For a model of one scale, resample the images to one "
+        f"pixel size first (gdalwarp -tr {first:.3g} {first:.3g} in.tif out.tif).",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def _prepare(
     image_paths: list[Path], label_paths: list[Path], folder: Path, s: PrepareSettings
 ) -> dict[str, Any]:
@@ -352,6 +377,7 @@ def _prepare(
             UserWarning,
             stacklevel=3,
         )
+    _warn_mixed_pixel_sizes(infos)
     per_bands = _select_bands(infos, s.bands)
     labels = _match_labels(image_paths, label_paths)
     settings = _settings(s, infos[0], per_bands[0])
