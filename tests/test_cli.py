@@ -414,7 +414,9 @@ def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monke
     seen = []
 
     class Fitted:
-        config = type("Config", (), {"metrics": {"miou": 0.5}})()
+        config = type(
+            "Config", (), {"metrics": {"miou": 0.5, "per_class": {"building": {"iou": 0.25}}}}
+        )()
         writes_files = True
         history = pd.DataFrame()
 
@@ -448,7 +450,7 @@ def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monke
     valid = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "valid"]
     train_x = [c["bounds"][0] for c in manifest["chips"] if c["split"] == "train"]
     assert max(valid) < min(train_x)  # the strip is at the start, as asked
-    assert "miou: 0.5000" in r.output
+    assert "miou: 0.5000" in r.output and "iou building: 0.2500" in r.output  # per class too
     loud = runner.invoke(cli, [*train[1:], "--out", str(tmp_path / "m4")])
     assert loud.exit_code == 0 and seen[-1][1] == {}  # without -q fit shows its bars
 

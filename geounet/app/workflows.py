@@ -29,6 +29,7 @@ __all__ = [
     "default_output",
     "describe",
     "fit_and_save",
+    "metric_rows",
     "resolve_model",
     "train_model",
 ]
@@ -302,10 +303,23 @@ def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:
         for chip in meta["chips"]:
             splits[chip["split"]] = splits.get(chip["split"], 0) + 1
         rows.append(("chips", ", ".join(f"{k}: {v}" for k, v in sorted(splits.items()))))
-    for key, value in (meta.get("metrics") or {}).items():
-        if isinstance(value, int | float):
-            rows.append((f"metric {key}", f"{value:.4g}"))
+    for key, value in metric_rows(meta.get("metrics")):
+        rows.append((f"metric {key}", f"{value:.4g}"))
     return rows + _vectorize_defaults(meta.get("object_sizes"), meta.get("gsd_m") is not None)
+
+
+def metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, float]]:
+    """The validation figures worth a line: mIoU, accuracy, then each class's IoU.
+
+    Example:
+        >>> metric_rows({"miou": 0.6, "per_class": {"building": {"iou": 0.5, "f1": 0.7}}})
+        [('miou', 0.6), ('iou building', 0.5)]
+    """
+    rows = [(k, float(v)) for k, v in (metrics or {}).items() if isinstance(v, int | float)]
+    for name, figures in ((metrics or {}).get("per_class") or {}).items():
+        if isinstance(figures, Mapping) and isinstance(figures.get("iou"), int | float):
+            rows.append((f"iou {name}", float(figures["iou"])))
+    return rows
 
 
 def _vectorize_defaults(sizes: Any, metres: bool) -> list[tuple[str, str]]:

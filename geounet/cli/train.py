@@ -183,9 +183,10 @@ def _report(result: dict[str, Any]) -> None:
     if result.get("epochs"):
         ended = _ENDED.get(result.get("stopped_by"), "its planned epochs")
         click.echo(f"epochs: {result['epochs']} (ended by {ended})")
-    for key, value in (result["metrics"] or {}).items():
-        if isinstance(value, int | float):
-            click.echo(f"{key}: {value:.4f}")
+    from geounet.app.workflows import metric_rows
+
+    for key, value in metric_rows(result["metrics"]):
+        click.echo(f"{key}: {value:.4f}")
     click.echo(f"model: {result['model']}")
 
 
