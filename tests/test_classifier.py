@@ -202,6 +202,8 @@ def test_save_from_model_bit_identical(tmp_path, data, trained):
         trained.save(folder)
     with pytest.raises(InvalidParameterError, match="no training data"):
         loaded.fit(1, 1e-3)
+    with pytest.raises(InvalidParameterError, match="to show its predictions.*config.metrics"):
+        loaded.show_results()
 
 
 def test_save_writes_complete_metadata(tmp_path, data, trained):

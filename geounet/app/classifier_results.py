@@ -32,12 +32,17 @@ class ValidationResults:
     _confusion: np.ndarray | None
     _trainer: Trainer
 
-    def _require_data(self) -> Any:
-        """The training data, or an error naming the fix for a model loaded from a folder."""
+    def _require_data(self, use: str = "train it further") -> Any:
+        """The training data, or an error naming the fix for a model loaded from a folder.
+
+        ``use``: what the caller needs the data for, in the message.
+        """
         if self.data is None:
             raise InvalidParameterError(
                 "this model has no training data (it was loaded with from_model); build one "
-                "with UnetClassifier(data, pretrained_path=<model folder>) to train it further."
+                f"with UnetClassifier(data, pretrained_path=<model folder>) to {use}. Its "
+                "validation figures are in model.config.metrics (geounet info MODEL_DIR); "
+                "model.classify(scene) maps a scene with it as it is."
             )
         return self.data
 
@@ -75,7 +80,7 @@ class ValidationResults:
     def _validation_confusion(self) -> np.ndarray:
         """The validation confusion matrix, computed once per set of weights."""
         if self._confusion is None:
-            loader = valid_loader(self._require_data())
+            loader = valid_loader(self._require_data("score its validation chips"))
             if loader is None:
                 raise InvalidParameterError("the data has no validation chips to score.")
             _, self._confusion = self._trainer.evaluate(loader)
@@ -119,7 +124,7 @@ class ValidationResults:
 
     def show_results(self, rows: int = 4) -> Any:
         """Figure of validation chips: image | ground truth | prediction (one row each)."""
-        data = self._require_data()
+        data = self._require_data("show its predictions on chips of that data")
         loader = valid_loader(data) or data.train_dl
         images, truths, preds = [], [], []
         self.network.eval()
