@@ -202,7 +202,7 @@ def test_save_from_model_bit_identical(tmp_path, data, trained):
         trained.save(folder)
     with pytest.raises(InvalidParameterError, match="no training data"):
         loaded.fit(1, 1e-3)
-    with pytest.raises(InvalidParameterError, match="to show its predictions.*config.metrics"):
+    with pytest.raises(InvalidParameterError, match=r"to show its predictions.*config\.metrics"):
         loaded.show_results()
 
 

@@ -403,6 +403,29 @@ def test_train_augment_option_reaches_the_training_chips(
     assert len(seen) == 3  # refused before any training
 
 
+def test_train_from_a_saved_model_fine_tunes_it(runner, small_scene, tmp_path):
+    """``geounet train --from MODEL_DIR``: the saved network goes on learning on new labels
+    (Python had ``UnetClassifier(data, pretrained_path=)``; the shell and QGIS had nothing)."""
+    from geounet.app.classifier import UnetClassifier
+    from geounet.data.prepare import prepare_data
+
+    image, labels = small_scene
+    classes = {1: "building", 2: "road"}
+    data = prepare_data(image, labels, classes=classes, chip_size=64, out_dir=tmp_path / "c")
+    start = UnetClassifier(data, backbone=None, base_channels=4, depth=2, seed=0)
+    start.save(tmp_path / "area1")
+    args = ["-q", "train", str(image), "--labels", str(labels), "--classes", "1=building,2=road",
+            "--chip-size", "64", "--epochs", "1", "--lr", "1e-3", "--seed", "0"]  # fmt: skip
+    r = runner.invoke(cli, [*args, "--from", str(tmp_path / "area1"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    saved = json.loads((tmp_path / "b" / "geounet.json").read_text())
+    assert saved["arch"] == "unet-classic" and saved["unet_kwargs"]["base_channels"] == 4
+    assert saved["encoder_weights"] == "fine-tuned from area1"
+    missing = runner.invoke(cli, [*args, "--from", str(tmp_path / "nope"), "--out", "x"])
+    assert missing.exit_code == 2 and "nope" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
 def test_train_passes_split_and_fit_options(runner, small_scene, tmp_path, monkeypatch):
     """``geounet train`` chips with --stride/--val-*, fits with --refit-on-all/--seed/--budget-min.
 

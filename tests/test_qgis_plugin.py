@@ -119,6 +119,9 @@ def test_command_lines():
     assert "--refit-on-all" not in train
     train = commands.train_args("a.tif", "l.gpkg", "m", label_area="area.gpkg", refit_on_all=True)
     assert train[train.index("--label-area") + 1] == "area.gpkg" and "--refit-on-all" in train
+    assert "--from" not in train
+    train = commands.train_args("a.tif", "l.gpkg", "m2", start_from="models/m")
+    assert train[train.index("--from") + 1] == "models/m"
     assert commands.flatten_metrics({"pixel": {"miou": 0.5, "classes": {"b": {"iou": 1}}}}) == [
         ("pixel.miou", 0.5),
         ("pixel.classes.b.iou", 1.0),
@@ -156,6 +159,7 @@ def test_geounet_commands_accept_the_plugins_arguments():
             lr=0.01,
             label_area="x",
             refit_on_all=True,
+            start_from="m",
         ),
         "evaluate": commands.evaluate_args("p", "t", "j", report="r"),
     }

@@ -110,6 +110,7 @@ def train_model(
     classes: Mapping[Any, str] | None = None,
     backbone: str = DEFAULT_BACKBONE,
     encoder_weights: str | None = "imagenet",
+    start_from: PathLike | None = None,
     epochs: int | None = None,
     lr: float | None = None,
     batch_size: int = 8,
@@ -129,6 +130,8 @@ def train_model(
         classes: Class mapping passed to ``prepare_data``.
         backbone: Encoder name (``efficientnet-lite0`` works offline).
         encoder_weights: ``"imagenet"``, None or a local weights file.
+        start_from: A saved model folder to fine-tune (``UnetClassifier(pretrained_path=)``:
+            its network and weights; ``backbone`` and ``encoder_weights`` are then unused).
         epochs: Maximum epochs (early stopping may end sooner; None: as ``fit`` plans from
             the data and the device).
         lr: Learning rate (default: found with the LR finder).
@@ -188,7 +191,7 @@ def train_model(
     fit_kw = {**(fit_options or {}), **({"ddp": True} if ddp else {})}
     clf = fit_and_save(
         data, out, backbone=backbone, encoder_weights=encoder_weights, epochs=epochs, lr=lr,
-        overwrite=overwrite, fit_options=fit_kw,
+        overwrite=overwrite, fit_options=fit_kw, start_from=start_from,
     )  # fmt: skip
     run = clf.history.attrs
     return {"model": Path(out), "metrics": clf.config.metrics, "written": clf.writes_files,
@@ -205,8 +208,9 @@ def fit_and_save(
     lr: float | None = None,
     overwrite: bool = False,
     fit_options: Mapping[str, Any] | None = None,
+    start_from: PathLike | None = None,
 ) -> Any:
-    """Build a U-Net on ``data``, fit it and save the model folder ``out``.
+    """Build a U-Net on ``data`` (or start from a saved one), fit it, save the folder ``out``.
 
     Args:
         data: A :class:`~geounet.data.prepare.GeoData`.
@@ -218,13 +222,17 @@ def fit_and_save(
         overwrite: Replace an existing model folder.
         fit_options: More :meth:`~geounet.app.classifier.UnetClassifier.fit` keywords
             (``early_stopping``, ``time_budget_s``, ``progress``...).
+        start_from: A saved model folder to fine-tune instead of a new network.
 
     Returns:
         The trained :class:`~geounet.app.classifier.UnetClassifier`.
     """
     from geounet.app.classifier import UnetClassifier
 
-    clf = UnetClassifier(data, backbone=backbone, encoder_weights=encoder_weights)
+    if start_from is not None:
+        clf = UnetClassifier(data, pretrained_path=start_from)
+    else:
+        clf = UnetClassifier(data, backbone=backbone, encoder_weights=encoder_weights)
     clf.fit(epochs, lr=lr, **dict(fit_options or {}))
     clf.save(out, overwrite=overwrite)
     return clf

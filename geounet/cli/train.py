@@ -49,6 +49,16 @@ _ENDED = {"time budget": "its time budget", "early stopping": "early stopping"}
     help="Encoder: efficientnet-lite0, -lite1, -lite2 (offline ImageNet weights), resnet34...",
 )
 @click.option(
+    "--from",
+    "start_from",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="MODEL_DIR",
+    help="Fine-tune this saved model on the labels (another area, more labels): its network "
+    "and weights, the new data's statistics; --backbone/--weights are then unused, and a new "
+    "class list re-initialises the head.",
+)
+@click.option(
     "--weights",
     "encoder_weights",
     default="imagenet",
@@ -111,6 +121,7 @@ def command(
     label_field: str | None,
     label_area: Path | None,
     backbone: str,
+    start_from: Path | None,
     encoder_weights: str,
     epochs: int | None,
     lr: float | None,
@@ -142,6 +153,7 @@ def command(
       torchrun --standalone --nproc_per_node 2 -m geounet train chips/ --out models/b --ddp
       geounet train chips/ --out models/b --augment rotate=45
       geounet train scene.tif --labels b.gpkg --classes building --out models/b --refit-on-all
+      geounet train area2.tif --labels b2.gpkg --from models/b --out models/b2
     """
     from geounet.app.workflows import train_model
     from geounet.data.augment import augment_from_text
@@ -154,6 +166,7 @@ def command(
         labels=list(labels) or None,
         classes=parse_classes(classes),
         backbone=backbone,
+        start_from=start_from,
         encoder_weights=None if encoder_weights == "none" else encoder_weights,
         epochs=epochs,
         lr=lr,

@@ -345,8 +345,14 @@ def _settings(s: PrepareSettings, info: RasterInfo, bands: list[int]) -> dict[st
 MIXED_PIXEL_SIZE_RATIO = 1.25
 
 
-def _warn_mixed_pixel_sizes(infos: Sequence[RasterInfo]) -> None:
-    """Warn when the georeferenced images' pixel sizes differ by more than 25 %."""
+def _warn_mixed_grids(infos: Sequence[RasterInfo]) -> None:
+    """Warn when the images' CRSs differ, or their pixel sizes by more than 25 %."""
+    if len({(i.crs.to_wkt() if i.crs else None) for i in infos}) > 1:
+        warnings.warn(
+            "the images have different CRSs; the manifest records the first one's.",
+            UserWarning,
+            stacklevel=4,
+        )
     sized = [(i.gsd_m, i) for i in infos if i.crs is not None]
     if len(sized) < 2:
         return
@@ -371,13 +377,7 @@ def _prepare(
     infos = [open_raster(p, allow_no_crs=s.allow_no_crs) for p in image_paths]
     areas, boxes = _labelled_areas(s, infos)
     s = s.for_area([(b[2], b[3]) for b in boxes] if boxes else [(i.height, i.width) for i in infos])
-    if len({(i.crs.to_wkt() if i.crs else None) for i in infos}) > 1:
-        warnings.warn(
-            "the images have different CRSs; the manifest records the first one's.",
-            UserWarning,
-            stacklevel=3,
-        )
-    _warn_mixed_pixel_sizes(infos)
+    _warn_mixed_grids(infos)
     per_bands = _select_bands(infos, s.bands)
     labels = _match_labels(image_paths, label_paths)
     settings = _settings(s, infos[0], per_bands[0])

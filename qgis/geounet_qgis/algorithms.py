@@ -325,6 +325,15 @@ class TrainModel(_Base):
                 False,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "START_FROM",
+                "Start from this model folder (fine-tune it on these labels; the backbone is "
+                "then the model's)",
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -352,6 +361,7 @@ class TrainModel(_Base):
             chip_size=self.parameterAsInt(parameters, "CHIP_SIZE", context),
             label_area=area,
             refit_on_all=self.parameterAsBool(parameters, "REFIT_ON_ALL", context),
+            start_from=self.parameterAsFile(parameters, "START_FROM", context) or None,
         )
         _run(args, feedback)
         return {"OUTPUT": out}

@@ -85,12 +85,14 @@ def train_args(
     chip_size: int = 256,
     label_area: str | None = None,
     refit_on_all: bool = False,
+    start_from: str | None = None,
 ) -> list[str]:
     """``geounet train IMAGE --labels LABELS``: the model folder ``out``.
 
     ``label_area``: a polygon file outlining the labelled part of the image (the rest is
     not taught as background). ``refit_on_all``: train again on every label, validation
-    strip included, for the epochs validation picked (``--refit-on-all``).
+    strip included, for the epochs validation picked (``--refit-on-all``). ``start_from``:
+    a model folder to fine-tune (``--from``).
     """
     args = ["train", image, "--labels", labels, "--out", out, "--backbone", backbone]
     args += ["--chip-size", str(chip_size), "--overwrite"]
@@ -108,6 +110,8 @@ def train_args(
         args += ["--label-area", label_area]
     if refit_on_all:
         args += ["--refit-on-all"]
+    if start_from:
+        args += ["--from", start_from]
     return args
 
 
