@@ -202,18 +202,21 @@ def test_arcgis_blocks_at_the_raster_edge_are_mirrored_as_classify_mirrors(
     out, so the edge is mirrored as geounet classify mirrors it. A raster of one block: the
     same classes as classify, pixel for pixel."""
     rng = np.random.default_rng(4)
-    arr = rng.integers(1, 256, size=(3, 64, 64)).astype(np.uint8)
     model = UnetClassifier.from_model(model_dir)
-    classified = model.classify(make_raster(arr), tmp_path / "c.tif", tile_size=128, overlap=32)
-    with rasterio.open(classified) as src:
-        expected = src.read(1)
     fn, config = _packaged_function(model_dir, tmp_path, 128, 32)
-    p = config["padding"]
-    block = np.zeros((3, 64 + 2 * p, 64 + 2 * p), np.float32)
-    block[:, p:-p, p:-p] = arr
-    mask = block.any(axis=0)
-    got = fn.updatePixels((0, 0), block.shape, {}, raster_pixels=block, raster_mask=mask)
-    np.testing.assert_array_equal(got["output_pixels"][0], expected)
+    p, tx = config["padding"], config["tx"]
+    for h, w in ((tx, tx), (40, 50)):  # one block; a raster smaller than a block
+        arr = rng.integers(1, 256, size=(3, h, w)).astype(np.uint8)
+        image = make_raster(arr, name=f"r{h}.tif")
+        classified = model.classify(image, tmp_path / f"c{h}.tif", tile_size=128, overlap=32)
+        with rasterio.open(classified) as src:
+            expected = src.read(1)
+        block = np.zeros((3, tx + 2 * p, tx + 2 * p), np.float32)  # NoData beyond the raster
+        block[:, p : p + h, p : p + w] = arr
+        mask = block.any(axis=0)
+        got = fn.updatePixels((0, 0), block.shape, {}, raster_pixels=block, raster_mask=mask)
+        np.testing.assert_array_equal(got["output_pixels"][0][:h, :w], expected)
+        assert (got["output_pixels"][0][h:] == 255).all() and (got["output_mask"][0][h:] == 0).all()
 
 
 def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrapped_values(

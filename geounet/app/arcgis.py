@@ -180,9 +180,9 @@ class GeounetClassifier:
         )
         p = self.padding
         _, h, w = pixels.shape
-        # NoData strips along the block's outer edges, within the padding: beyond the raster's
+        # Whole rows and columns of NoData along the block's outer edges: beyond the raster's
         # edge. Left out, so that predict_array mirrors the edge as geounet classify does.
-        t, b, left, right = (0, 0, 0, 0) if valid is None else outer_nodata(valid, p)
+        t, b, left, right = (0, 0, 0, 0) if valid is None else outer_nodata(valid)
         rows, cols = slice(t, h - b), slice(left, w - right)
         classes = np.full((h, w), NODATA, np.uint8)
         if t < h - b and left < w - right:
@@ -195,23 +195,25 @@ class GeounetClassifier:
         return pixelBlocks
 
 
-def outer_nodata(valid: np.ndarray, padding: int) -> tuple[int, int, int, int]:
-    """Rows and columns without data at the top, bottom, left and right, at most ``padding``.
+def outer_nodata(valid: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows and columns without data at the top, bottom, left and right of a padded block.
 
-    ArcGIS fills the padding beyond the raster's edge with NoData; those strips are whole
-    rows or columns of the padded block, from its outer edge inwards.
+    ArcGIS fills what lies beyond the raster's edge (padding, or a last block reaching past
+    it) with NoData: whole rows or columns of the block, from its outer edge inwards. Their
+    output is NoData whatever the context, so leaving them out changes only how the valid
+    pixels next to them are padded.
 
     Example:
         >>> valid = np.ones((6, 6), bool)
         >>> valid[:3] = False
         >>> valid[:, 5] = False
-        >>> outer_nodata(valid, 2)
-        (2, 0, 0, 1)
+        >>> outer_nodata(valid)
+        (3, 0, 0, 1)
     """
 
     def leading(has_data: np.ndarray) -> int:
         found = np.flatnonzero(has_data)
-        return min(int(found[0]) if found.size else has_data.size, padding)
+        return int(found[0]) if found.size else has_data.size
 
     rows, cols = valid.any(axis=1), valid.any(axis=0)
     return leading(rows), leading(rows[::-1]), leading(cols), leading(cols[::-1])
