@@ -107,14 +107,32 @@ def stretch(
 
 
 def mask_overlay(mask: np.ndarray, colors: Sequence[str], alpha: float = 0.45) -> np.ndarray:
-    """``(H, W, 4)`` RGBA overlay: class colours, background and no-label transparent."""
+    """``(H, W, 4)`` RGBA overlay: class colours, background and no-label transparent.
+
+    The outline of each labelled region is opaque, so a label stays visible on ground of its
+    own colour (a red ``building`` on red roofs).
+
+    Example:
+        >>> m = np.zeros((5, 5), np.uint8)
+        >>> m[1:4, 1:4] = 1
+        >>> rgba = mask_overlay(m, ["#000000", "#FF0000"], alpha=0.4)
+        >>> rgba[1, 1, 3].item(), rgba[2, 2, 3].item(), rgba[0, 0, 3].item()
+        (1.0, 0.4, 0.0)
+    """
     lut = np.zeros((256, 4), np.float64)
     for i, c in enumerate(colors[:255]):
         if i > 0:
             lut[i, :3] = np.asarray(hex_to_rgb(c)) / 255.0
             lut[i, 3] = alpha
     lut[IGNORE_INDEX] = 0.0
-    return lut[mask.astype(np.intp)]
+    rgba = lut[mask.astype(np.intp)]
+    edge = np.zeros(mask.shape, bool)
+    edge[1:] |= mask[1:] != mask[:-1]
+    edge[:-1] |= mask[:-1] != mask[1:]
+    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    rgba[..., 3] = np.where(edge & (rgba[..., 3] > 0), 1.0, rgba[..., 3])
+    return rgba
 
 
 def show_batch(
