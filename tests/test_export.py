@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from model_fakes import make_fake_data
 
+from geounet.app import arcgis
 from geounet.app.classifier import UnetClassifier
 from geounet.app.export import EXPORT_FORMATS, export_model
 from geounet.cli.main import cli
@@ -260,6 +261,27 @@ def test_arcgis_blocks_fill_one_tile_with_classifys_halo():
     assert (len(plan.row_starts), len(plan.col_starts), plan.tile_h) == (1, 1, 512)
     with pytest.raises(ValueError, match="padding 240 leaves no block"):
         arcgis.block_size(512, 240)
+
+
+def test_arcgis_function_refuses_cells_far_from_the_models_pixel_size(
+    model_dir: Path, tmp_path: Path
+):
+    """classify resamples a scene to the model's pixel size; ArcGIS hands the raster function
+    blocks at the raster's cell size, so a raster 2 times coarser is refused with the way to
+    resample it (a 25 % difference passes; an unreadable description is not checked)."""
+    fn, _ = _packaged_function(model_dir, tmp_path, 128, 32)
+    gsd = fn.emd["ModelPixelSizeMetres"]
+    assert gsd == pytest.approx(UnetClassifier.from_model(model_dir).config.gsd_m)
+    utm = {"spatialReference": 32616, "extent": (500000.0, 3700000.0, 500100.0, 3700100.0)}
+    with pytest.raises(ValueError, match=r"cells are .* m but the model was trained on .*Resample"):
+        fn.updateRasterInfo(output_info={}, raster_info={**utm, "cellSize": (2 * gsd, 2 * gsd)})
+    fn.updateRasterInfo(output_info={}, raster_info={**utm, "cellSize": (1.2 * gsd, 1.2 * gsd)})
+    fn.updateRasterInfo(output_info={}, raster_info={"cellSize": (2 * gsd, 2 * gsd)})  # no SR
+    # Web Mercator at 47 degrees north: 0.3 map units are 0.2 ground metres
+    mercator = {"spatialReference": 102100, "extent": (0.0, 6e6, 600.0, 6000600.0)}
+    assert arcgis.raster_cell_m({**mercator, "cellSize": (0.3, 0.3)}) == pytest.approx(
+        0.2033, abs=1e-3
+    )
 
 
 def test_arcgis_device_ids_name_the_gpu(monkeypatch):

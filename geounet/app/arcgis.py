@@ -124,6 +124,7 @@ class GeounetClassifier:
         The raster attribute table (value, class name, colour) is what ArcGIS Pro shows in
         the legend and what *Classify Pixels* writes with the output.
         """
+        check_cell_size(kwargs.get("raster_info"), self.emd)
         info = kwargs["output_info"]
         info["bandCount"] = 1
         info["pixelType"] = "u1"
@@ -236,6 +237,62 @@ def block_size(tile_size: int, padding: int) -> int:
             f"under {tile_size // 2 - HALO} (the model's is the package's ModelPadding)."
         )
     return inner
+
+
+#: Cells further than this ratio from the model's pixel size are refused (``geounet classify``
+#: resamples them; a raster function gets ArcGIS's blocks at the raster's own cell size).
+MAX_CELL_RATIO = 1.25
+
+
+def raster_cell_m(raster_info: Any) -> float | None:
+    """The raster's cell size in ground metres, from ArcGIS's ``raster_info``; None if unknown.
+
+    ``cellSize`` is in the units of ``spatialReference`` (a WKID); a geographic or
+    off-scale grid (Web Mercator away from the equator) is measured on the ellipsoid at the
+    extent's centre, as ``geounet`` measures its training images.
+
+    Example:
+        >>> info = {"cellSize": (0.5, 0.5), "spatialReference": 32616,
+        ...         "extent": (500000.0, 3700000.0, 500100.0, 3700100.0)}
+        >>> raster_cell_m(info)
+        0.5
+    """
+    try:
+        from affine import Affine
+        from rasterio.crs import CRS
+
+        from geounet.io.raster import pixel_size_m
+
+        cx, cy = (float(v) for v in raster_info["cellSize"])
+        xmin, ymin, xmax, ymax = (float(v) for v in raster_info["extent"])
+        wkid = int(raster_info["spatialReference"])
+        crs = CRS.from_epsg(wkid) if wkid < 100000 else CRS.from_user_input(f"ESRI:{wkid}")
+        width, height = max(1, round((xmax - xmin) / cx)), max(1, round((ymax - ymin) / cy))
+        return pixel_size_m(crs, Affine(cx, 0, xmin, 0, -cy, ymax), height, width)
+    except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError):
+        return None  # ArcGIS's description of the raster not understood: no check
+
+
+def check_cell_size(raster_info: Any, emd: dict[str, Any]) -> None:
+    """Refuse a raster whose cells are more than 25 % off the model's pixel size.
+
+    Raises:
+        ValueError: The cell size (in metres) and the model's differ by more than
+            :data:`MAX_CELL_RATIO`; the message names both and the way to resample.
+    """
+    model_m = emd.get("ModelPixelSizeMetres")
+    cell_m = raster_cell_m(raster_info) if model_m else None
+    if not cell_m or not model_m:
+        return
+    ratio = cell_m / float(model_m)
+    if 1 / MAX_CELL_RATIO <= ratio <= MAX_CELL_RATIO:
+        return
+    raise ValueError(
+        f"the raster's cells are {cell_m:.3g} m but the model was trained on {float(model_m):.3g} "
+        f"m imagery ({ratio:.2g} times): it would see objects at a scale it never learnt. "
+        f"Resample the raster to {float(model_m):.3g} m first (Resample tool, or the tool's "
+        "Cell Size environment), as geounet classify does on the fly."
+    )
 
 
 def torch_device(device: Any) -> str:

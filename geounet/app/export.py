@@ -208,6 +208,7 @@ def emd_definition(config: ModelConfig, name: str, tile_size: int, overlap: int)
             if i > 0
         ],
         "ModelName": name,
+        "ModelPixelSizeMetres": config.gsd_m,  # checked by the raster function (None: no CRS)
         "Version": "2024.0",
         "GeounetConfig": CONFIG_FILE,
     }
