@@ -147,15 +147,6 @@ def _packaged_function(model_dir: Path, tmp_path: Path, tile: int, overlap: int)
     return fn, config
 
 
-def _tiles_seen(fn) -> list[int]:
-    """Count the tiles the packaged function's network runs on."""
-    seen = [0]
-    fn._load().network.register_forward_pre_hook(
-        lambda _m, inputs: seen.__setitem__(0, seen[0] + int(inputs[0].shape[0]))
-    )
-    return seen
-
-
 def test_arcgis_raster_function_runs_one_tile_per_block_and_agrees_with_classify(
     model_dir: Path, tmp_path: Path, make_raster
 ):
@@ -176,7 +167,6 @@ def test_arcgis_raster_function_runs_one_tile_per_block_and_agrees_with_classify
     fn, config = _packaged_function(model_dir, tmp_path, 128, 32)
     p, tx = config["padding"], config["tx"]
     assert (p, tx) == (16, 128 - 2 * (16 + 16))  # the padded block and the halo fill a tile
-    seen = _tiles_seen(fn)
 
     def arcgis(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
         blocks = fn.updatePixels(
@@ -187,6 +177,7 @@ def test_arcgis_raster_function_runs_one_tile_per_block_and_agrees_with_classify
         return got
 
     with benchmark_module("arcgis_blocks.py", "arcgis_blocks_benchmark") as bench:
+        seen = bench.count_passes(fn._load())  # tiles the packaged network runs on
         valid = arr.any(axis=0)
         got = bench.run_blocks(arcgis, arr, valid, tx, p)
         figures = bench.scores(got, expected, tx, building=1)
@@ -259,8 +250,10 @@ def test_arcgis_blocks_fill_one_tile_with_classifys_halo():
     side = arcgis.block_size(512, 32) + 2 * 32
     plan = TilePlan.build(side, side, tile_size=512, overlap=0, blend="spline")
     assert (len(plan.row_starts), len(plan.col_starts), plan.tile_h) == (1, 1, 512)
+    fn = arcgis.GeounetClassifier()
+    fn.tile_size = 512
     with pytest.raises(ValueError, match="padding 240 leaves no block"):
-        arcgis.block_size(512, 240)
+        fn.getConfiguration(padding=240)
 
 
 def test_arcgis_function_refuses_cells_far_from_the_models_pixel_size(

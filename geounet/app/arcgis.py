@@ -27,13 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from geounet.inference.blending import MIN_HALO as HALO  # light: numpy and geounet.core only
+
 __all__ = ["GeounetClassifier"]
 
 NODATA = 255
-#: The mirrored halo ``predict_array`` adds around a block tiled with overlap 0
-#: (``geounet.inference.blending.MIN_HALO``; tested equal): the ArcGIS block is the tile less
-#: twice this and twice the padding.
-HALO = 16
 
 
 class GeounetClassifier:
@@ -107,6 +105,12 @@ class GeounetClassifier:
         self.padding = int(scalars.get("padding", self.padding))
         self.batch_size = max(1, int(scalars.get("batch_size", self.batch_size)))
         inner = block_size(self.tile_size, self.padding)
+        if inner < 1:
+            raise ValueError(
+                f"padding {self.padding} leaves no block in a tile of {self.tile_size} pixels: "
+                f"give a padding under {self.tile_size // 2 - HALO} (the model's is the "
+                "package's ModelPadding)."
+            )
         return {
             "extractBands": tuple(self.emd.get("ExtractBands", ())),
             "padding": self.padding,
@@ -221,22 +225,16 @@ def outer_nodata(valid: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def block_size(tile_size: int, padding: int) -> int:
-    """The side of the blocks ArcGIS hands over: with the padding and the halo, one tile.
+    """The side of the blocks ArcGIS hands over (0 or less: no block fits the tile).
 
-    Raises:
-        ValueError: The padding leaves no block (it must be under ``tile_size / 2 - HALO``).
+    The block, its padding and the mirrored halo ``predict_array`` adds at overlap 0
+    (:data:`HALO`) fill one tile.
 
     Example:
-        >>> block_size(512, 32)
-        416
+        >>> block_size(512, 32), block_size(128, 48)
+        (416, 0)
     """
-    inner = tile_size - 2 * (HALO + padding)
-    if inner < 1:
-        raise ValueError(
-            f"padding {padding} leaves no block in a tile of {tile_size} pixels: give a padding "
-            f"under {tile_size // 2 - HALO} (the model's is the package's ModelPadding)."
-        )
-    return inner
+    return tile_size - 2 * (HALO + padding)
 
 
 #: Cells further than this ratio from the model's pixel size are refused (``geounet classify``

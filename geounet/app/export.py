@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from geounet.app.arcgis import HALO
+from geounet.app.arcgis import HALO, block_size
 from geounet.core.classes import hex_to_rgb
 from geounet.core.errors import InvalidParameterError, ModelFileError
 from geounet.core.types import PathLike, check_choice, import_optional
@@ -148,7 +148,7 @@ def _check_tiles(tile_size: int, overlap: int, format: str) -> None:
             f"overlap {overlap} is not allowed: it must be >= 0 and < tile_size ({tile_size})."
         )
     if format == "dlpk" and (
-        tile_size < 2 * MULTIPLE or tile_size - 2 * (HALO + overlap // 2) < MULTIPLE
+        tile_size < 2 * MULTIPLE or block_size(tile_size, overlap // 2) < MULTIPLE
     ):
         raise InvalidParameterError(
             f"tile_size {tile_size} with overlap {overlap} is not allowed for ArcGIS Pro: its "

@@ -126,10 +126,9 @@ RANGE_RATIO_WARN = 4.0
 def _band_error(info: RasterInfo, config: Any, have: int, trained: int | None) -> Exception:
     want = list(config.bands or range(1, config.in_channels + 1))
     of = f" of images with {trained} data bands" if trained else ""
-    names = [info.band_name(b) or f"band_{b}" for b in info.data_bands]
-    named = (
-        f" (named {', '.join(names)})" if any(info.band_name(b) for b in info.data_bands) else ""
-    )
+    names = {b: info.band_name(b) for b in info.data_bands}
+    shown = ", ".join(n or f"band_{b}" for b, n in names.items())
+    named = f" (named {shown})" if any(names.values()) else ""
     return BandMismatchError(
         f"{info.path}: the raster has {have} data band(s){named} but the model reads "
         f"{len(want)} (bands {want}{of}, trained on {', '.join(config.band_names or [])}). "

@@ -263,8 +263,9 @@ class VectorLabels(LabelSource):
             idx = np.array(
                 [keys[self._key(v)] for v in self._gdf[self.label_field].tolist()], np.uint8
             )
-        self._warn_strokes(np.asarray(self._gdf.geometry.values), idx, classes)
-        geoms, idx = self._prepare(np.asarray(self._gdf.geometry.values), idx)
+        geoms = np.asarray(self._gdf.geometry.values)
+        self._warn_strokes(geoms, idx, classes)
+        geoms, idx = self._prepare(geoms, idx)
         order = np.argsort(idx, kind="stable")  # higher classes are burnt last and win
         names = [c.name.lower() for c in classes]
         sep = (self.separate or "").lower()
