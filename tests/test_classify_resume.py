@@ -151,6 +151,8 @@ def test_resume_with_other_options_is_refused(model_dir, tmp_path, small_bands, 
     with pytest.raises(InvalidParameterError, match="options") as err:
         clf.classify(image, tmp_path / "out.tif", resume=True, **{**OPTS, "overlap": 8})
     assert ".out.tif.resume" in str(err.value)
+    with pytest.raises(InvalidParameterError, match="options"):  # other bands read
+        clf.classify(image, tmp_path / "out.tif", resume=True, **{**OPTS, "bands": (3, 2, 1)})
     assert not (tmp_path / "out.tif").exists()
 
 

@@ -638,6 +638,31 @@ def test_classify_nodata_marks_an_undeclared_black_border(
         assert (src.read(1) != 255).all()
 
 
+def test_classify_bands_picks_the_image_bands(runner, make_raster, tmp_path, tiny_model):
+    """--bands 3,2,1 reads a four-band image's bands 3, 2 and 1 (was: refused, 4 for 3); a
+    wrong choice is one line naming the file, exit code 2."""
+    from rasterio.enums import ColorInterp
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 255, (4, 64, 64)).astype(np.uint8)
+    plain = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.undefined, ColorInterp.undefined]
+    four = make_raster(image, "bgrn.tif", colorinterp=plain)  # four data bands, no alpha
+    three = make_raster(image[[2, 1, 0]], "rgb.tif")
+    args = ["-q", "classify", "--model", str(tiny_model), "--tile-size", "64", "--overlap",
+            "16", "--no-probabilities"]  # fmt: skip
+    r = runner.invoke(cli, [*args, str(four), "--out", str(tmp_path / "a.tif"), "--bands", "3,2,1"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    r = runner.invoke(cli, [*args, str(three), "--out", str(tmp_path / "b.tif")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    r = runner.invoke(cli, [*args, str(four), "--out", str(tmp_path / "c.tif")])
+    assert r.exit_code == 2 and "--bands 3,2,1" in r.output
+    r = runner.invoke(cli, [*args, str(four), "--out", str(tmp_path / "c.tif"), "--bands", "9,2,1"])
+    assert r.exit_code == 2 and "bgrn.tif: bands=(9, 2, 1)" in r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "c.tif").exists()
+
+
 def test_classify_no_crs_output_has_no_crs(runner, make_raster, tmp_path, tiny_model):
     args = _no_crs_args("classify", make_raster, tmp_path, tiny_model)
     vector = tmp_path / "features.gpkg"

@@ -428,6 +428,41 @@ def test_bands_named_on_both_sides_are_read_by_name(make_raster, tmp_path):
         classify_raster(model, bgrn, tmp_path / "d.tif", progress=False)
 
 
+def test_bands_chosen_by_the_user_override_names_and_positions(make_raster, tmp_path):
+    """A four-band image whose red, green and blue are bands 3, 2, 1 (no names to match) was
+    refused, and the only way was a VRT built with gdalbuildvrt: ``bands=`` says it."""
+    model = make_model()
+    arr = image(64, 80, bands=4)
+    plain = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.undefined, ColorInterp.undefined]
+    src = make_raster(arr, name="bgrn.tif", colorinterp=plain)  # four data bands, no alpha
+    with pytest.raises(BandMismatchError, match=r"4 data band.*--bands 3,2,1"):
+        classify_raster(model, src, tmp_path / "a.tif", progress=False)
+    got = read(classify_raster(model, src, tmp_path / "a.tif", progress=False, bands=[3, 2, 1]))
+    np.testing.assert_array_equal(got, expected(arr[[2, 1, 0]]))
+    grey = make_raster(arr[:1], name="pan.tif")  # a band may repeat
+    got = read(classify_raster(model, grey, tmp_path / "g.tif", progress=False, bands=(1, 1, 1)))
+    np.testing.assert_array_equal(got, expected(arr[[0, 0, 0]]))
+    model.config.band_names = ["red", "green", "blue"]  # names lose to the user's choice
+    named = make_raster(arr[:3], name="rgb.tif", descriptions=["red", "green", "blue"])
+    got = read(classify_raster(model, named, tmp_path / "n.tif", progress=False, bands=(3, 2, 1)))
+    np.testing.assert_array_equal(got, expected(arr[[2, 1, 0]]))
+    with pytest.raises(BandMismatchError, match=r"bgrn\.tif: bands=\(3, 2\) names 2 .* reads 3"):
+        classify_raster(model, src, tmp_path / "b.tif", progress=False, bands=(3, 2))
+    with pytest.raises(BandMismatchError, match=r"band\(s\) \[5\] but the raster has 4 "):
+        classify_raster(model, src, tmp_path / "c.tif", progress=False, bands=(5, 2, 1))
+    alpha = make_raster(
+        arr, name="rgba.tif",
+        colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha],
+    )  # fmt: skip
+    with pytest.raises(BandMismatchError, match=r"band 4, the alpha band.*\[1, 2, 3\]"):
+        classify_raster(model, alpha, tmp_path / "d.tif", progress=False, bands=(4, 2, 1))
+    for bad in ([0, 1, 2], [1.0, 2, 3], "3,2,1", [True, 2, 3]):
+        with pytest.raises(InvalidParameterError, match=r"bands=.*\(--bands 3,2,1\)"):
+            ClassifyOptions(bands=bad)
+    assert ClassifyOptions(bands=[]).bands is None
+    assert not any((tmp_path / n).exists() for n in ("b.tif", "c.tif", "d.tif"))
+
+
 def test_value_range_far_from_training_warns(make_raster, tmp_path):
     arr = image(64, 64).astype(np.uint16) * 16  # 12-bit values to an 8-bit model
     with pytest.warns(UserWarning, match=r"values reach about .* up to about 250"):

@@ -113,6 +113,8 @@ def test_command_lines():
     assert "--allow-no-crs" in more
     onnx = commands.classify_args("a.tif", "m", "o.tif", engine="onnx-int8")
     assert onnx[onnx.index("--engine") + 1] == "onnx-int8"
+    bgr = commands.classify_args("a.tif", "m", "o.tif", bands=[3, 2, 1])
+    assert bgr[bgr.index("--bands") + 1] == "3,2,1" and "--bands" not in plain
     train = commands.train_args("a.tif", "l.gpkg", "m", label_field="kind", epochs=2, lr=1e-3)
     assert train[train.index("--label-field") + 1] == "kind" and "--epochs" in train
     assert "--label-area" not in train
@@ -147,6 +149,7 @@ def test_geounet_commands_accept_the_plugins_arguments():
             nodata=0,
             allow_no_crs=True,
             engine="openvino",
+            bands=[3, 2, 1],
         ),
         "vectorize": commands.vectorize_args("c", "o", min_area_m2=3),
         "train": commands.train_args(
@@ -283,6 +286,8 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
     both_vec = tmp_path / "both.gpkg"  # with the probabilities: the peak filter runs
     both_args = [*args[:-1], str(tmp_path / "both.tif"), "--vector", str(both_vec)]
     assert runner.invoke(cli, [*both_args, "--tile-size", "128", "--overlap", "32"]).exit_code == 0
+    bgr_args = [*args[:-1], str(tmp_path / "bgr.tif"), "--bands", "3,2,1"]
+    assert runner.invoke(cli, [*bgr_args, "--tile-size", "128", "--overlap", "32"]).exit_code == 0
 
     common = {
         "INPUT": str(scene["image"]),
@@ -293,6 +298,10 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
     }
     runs = [
         {"alg": "geounet:classify", "params": {**common, "OUTPUT": str(tmp_path / "q.tif")}},
+        {
+            "alg": "geounet:classify",
+            "params": {**common, "BANDS": [3, 2, 1], "OUTPUT": str(tmp_path / "qbgr.tif")},
+        },
         {
             "alg": "geounet:vectorize",
             "params": {"INPUT": str(direct), "OUTPUT": str(tmp_path / "q.gpkg")},
@@ -323,8 +332,11 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
         "geounet:train",
         "geounet:vectorize",
     ]
-    classify, vectorize, both, evaluate = result["runs"]
-    assert [r["error"] for r in result["runs"]] == [None] * 4
+    classify, bgr, vectorize, both, evaluate = result["runs"]
+    assert [r["error"] for r in result["runs"]] == [None] * 5
+    assert np.array_equal(_read(tmp_path / "qbgr.tif")[0], _read(tmp_path / "bgr.tif")[0])
+    assert not np.array_equal(_read(tmp_path / "bgr.tif")[0], _read(direct)[0])
+    assert bgr["output_layer"]["renderer"] == "paletted"
     expected, crs = _read(direct)
     for run, name in ((classify, "q.tif"), (both, "qv.tif")):
         got, got_crs = _read(tmp_path / name)

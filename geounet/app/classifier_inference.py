@@ -63,6 +63,7 @@ class Inference:
         asset: str | None = None,
         resume: bool = False,
         nodata: float | None = None,
+        bands: tuple[int, ...] | list[int] | None = None,
     ) -> Path:
         """Classify a raster of any size into a georeferenced class raster.
 

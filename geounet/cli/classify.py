@@ -15,6 +15,7 @@ from geounet.cli.options import (
     engine_opt,
     overlap_opt,
     overwrite_opt,
+    parse_bands,
     tile_size_opt,
     tta_opt,
 )
@@ -103,6 +104,14 @@ if TYPE_CHECKING:
     help="The image's nodata value, over the file's (e.g. 0 for a black border it does not "
     "declare): those pixels are nodata (255) in the class raster.",
 )
+@click.option(
+    "--bands",
+    default=None,
+    metavar="N,N,...",
+    help="The image's bands the model reads, in the model's order, e.g. 3,2,1 for an RGB "
+    "model on a BGR image [default: by band name where both sides name them, else by "
+    "position].",
+)
 @device_opt
 @engine_opt
 @allow_no_crs_opt
@@ -129,6 +138,7 @@ def command(
     resume: bool,
     no_resample: bool,
     nodata: float | None,
+    bands: str | None,
     device: str | None,
     engine: str,
     allow_no_crs: bool,
@@ -148,21 +158,15 @@ def command(
       geounet classify s3://bucket/huge.tif --out-dir out --scheduler tcp://HOST:8786
     """
     from geounet.app.workflows import classify_scene
-    from geounet.core.errors import InvalidParameterError
     from geounet.inference.options import ClassifyOptions
 
-    if probabilities is not None and no_probabilities:
-        raise InvalidParameterError(
-            f"--probabilities {probabilities} and --no-probabilities contradict each other; "
-            "give one of them."
-        )
     options = ClassifyOptions(
         tile_size=tile_size,
         overlap=overlap,
         batch_size=batch_size,
         blend=blend,
         tta=tta,
-        probabilities=False if no_probabilities else (probabilities or True),
+        probabilities=_probabilities_choice(probabilities, no_probabilities),
         output_format="COG" if cog else "GTiff",
         overwrite=overwrite,
         progress=not ctx.obj.get("quiet"),
@@ -172,6 +176,7 @@ def command(
         resume=resume,
         nodata=nodata,
         resample=not no_resample,
+        bands=parse_bands(bands),
     )
     if out_dir is not None or len(images) > 1 or scheduler or workers:
         _classify_on_dask(images, model, out_dir, scheduler, workers, device, options, out, vector)
@@ -182,6 +187,18 @@ def command(
     files = result.pop("vector_files", None)  # a format of one file per class
     for kind, path in result.items():
         click.echo(f"{kind}: {', '.join(map(str, files)) if kind == 'vector' and files else path}")
+
+
+def _probabilities_choice(path: Path | None, no_probabilities: bool) -> Path | bool:
+    """``ClassifyOptions.probabilities`` from ``--probabilities`` and ``--no-probabilities``."""
+    from geounet.core.errors import InvalidParameterError
+
+    if path is not None and no_probabilities:
+        raise InvalidParameterError(
+            f"--probabilities {path} and --no-probabilities contradict each other; "
+            "give one of them."
+        )
+    return False if no_probabilities else (path or True)
 
 
 def _classify_on_dask(

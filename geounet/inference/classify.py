@@ -132,9 +132,9 @@ def _band_error(info: RasterInfo, config: Any, have: int, trained: int | None) -
     return BandMismatchError(
         f"{info.path}: the raster has {have} data band(s){named} but the model reads "
         f"{len(want)} (bands {want}{of}, trained on {', '.join(config.band_names or [])}). "
-        "Give an image with the model's bands in the same order (e.g. gdalbuildvrt "
-        "-b 1 -b 2 ...), or name its bands as the model's (band descriptions: they are then "
-        "matched by name), or train a model on this kind of image."
+        "Say which of its bands to read, in the model's order (bands=(3, 2, 1), --bands "
+        "3,2,1), or name its bands as the model's (band descriptions: they are then matched "
+        "by name), or train a model on this kind of image."
     )
 
 
@@ -197,6 +197,29 @@ def _model_bands(info: RasterInfo, config: Any) -> list[int]:
     if len(have) == len(trained) or (not reads_all and max(pos) < len(have)):
         return [have[p] for p in pos]
     raise _band_error(info, config, len(have), len(trained))
+
+
+def _chosen_bands(info: RasterInfo, config: Any, chosen: Sequence[int]) -> list[int]:
+    """The bands the user chose (``ClassifyOptions.bands``), checked against file and model."""
+    trained = ", ".join(config.band_names or [])
+    if len(chosen) != config.in_channels:
+        raise BandMismatchError(
+            f"{info.path}: bands={tuple(chosen)} names {len(chosen)} band(s) but the model "
+            f"reads {config.in_channels} (trained on {trained}); give {config.in_channels} band "
+            "numbers of the image, in the model's order."
+        )
+    beyond = [b for b in chosen if b > info.count]
+    if beyond:
+        raise BandMismatchError(
+            f"{info.path}: bands={tuple(chosen)} asks for band(s) {beyond} but the raster has "
+            f"{info.count} (1 to {info.count}); give band numbers of this image."
+        )
+    if info.alpha_band in chosen:
+        raise BandMismatchError(
+            f"{info.path}: bands={tuple(chosen)} asks for band {info.alpha_band}, the alpha "
+            f"band (transparency, not imagery); choose among the data bands {info.data_bands}."
+        )
+    return list(chosen)
 
 
 def _legacy_model_bands(info: RasterInfo, config: Any, want: list[int]) -> list[int]:
@@ -331,7 +354,10 @@ def _open_input(
     info = open_raster(in_raster, allow_no_crs=opts.allow_no_crs, asset=opts.asset)
     if opts.nodata is not None:  # the user's value over the file's
         info = dataclasses.replace(info, nodata=float(opts.nodata))
-    bands = _model_bands(info, model.config)
+    if opts.bands:
+        bands = _chosen_bands(info, model.config, opts.bands)
+    else:
+        bands = _model_bands(info, model.config)
     with _bounded_gdal_cache(), rasterio.open(info.path) as src:  # GDAL's default: 5 % of RAM
         _check_range(src, info, bands, model.config)
     return info, bands, _working_grid(info, model.config, opts.resample)
@@ -423,6 +449,7 @@ def classify_raster(
     asset: str | None = None,
     resume: bool = False,
     nodata: float | None = None,
+    bands: Sequence[int] | None = None,
 ) -> Path:
     """Classify a raster of any size into a georeferenced class raster, streamed.
 
@@ -451,6 +478,7 @@ def classify_raster(
         asset: See :class:`~geounet.inference.options.ClassifyOptions`.
         resume: See :class:`~geounet.inference.options.ClassifyOptions`.
         nodata: See :class:`~geounet.inference.options.ClassifyOptions`.
+        bands: See :class:`~geounet.inference.options.ClassifyOptions`.
 
     Returns:
         The output path.

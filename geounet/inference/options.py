@@ -46,6 +46,18 @@ def probabilities_path(out_raster: PathLike) -> Path:
     return out.with_name(f"{out.stem}{PROBABILITIES_SUFFIX}.tif")
 
 
+def _checked_bands(bands: Any) -> tuple[int, ...] | None:
+    """``bands`` as a tuple of 1-based band numbers (None for an empty one)."""
+    items = [bands] if isinstance(bands, int | str) else list(bands)
+    ok = all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in items)
+    if not ok:
+        raise InvalidParameterError(
+            f"bands={bands!r} is not allowed; give the input's band numbers (1-based, as in "
+            "GDAL) in the model's order, e.g. bands=(3, 2, 1) (--bands 3,2,1)."
+        )
+    return tuple(items) or None
+
+
 @dataclass(frozen=True)
 class ClassifyOptions:
     """How a scene is classified: tiling, blending, outputs, checks.
@@ -112,6 +124,12 @@ class ClassifyOptions:
         nodata: The input's nodata value, over the one the file declares (or where it
             declares none, e.g. 0 for a black border): those pixels become nodata (255) in
             the class raster and take no part in the tiles' normalisation.
+        bands: The input's bands the model reads, 1-based and in the model's order, e.g.
+            ``(3, 2, 1)`` to feed a red-green-blue model from a blue-green-red image, or
+            ``(4, 3, 2)`` from a four-band image whose red, green and blue are its last
+            three (a band may repeat: ``(1, 1, 1)``). None (default): bands named alike on
+            both sides (descriptions, or the colour interpretation) are matched by name,
+            else by position among the data bands (an alpha band left out).
 
     Raises:
         InvalidParameterError: A value is out of range or not one of the allowed choices
@@ -133,8 +151,11 @@ class ClassifyOptions:
     asset: str | None = None
     resume: bool = False
     nodata: float | None = None
+    bands: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.bands is not None:
+            object.__setattr__(self, "bands", _checked_bands(self.bands))
         if self.tta is not None:
             check_choice("tta", self.tta, TTA_MODES)
         bad = isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)

@@ -126,7 +126,16 @@ def _key(model: Any, info: Any, options: ClassifyOptions) -> dict[str, Any]:
         "model": digest.hexdigest(),
         "options": {
             f: str(getattr(options, f))
-            for f in ("tile_size", "overlap", "blend", "tta", "resample", "allow_no_crs", "nodata")
+            for f in (
+                "tile_size",
+                "overlap",
+                "blend",
+                "tta",
+                "resample",
+                "allow_no_crs",
+                "nodata",
+                "bands",
+            )
         },
         "probabilities": options.probabilities is not None,
         "band_rows": BAND_ROWS,

@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
@@ -158,6 +159,16 @@ class _Base(QgsProcessingAlgorithm):
                 defaultValue=0,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterBand(
+                "BANDS",
+                "Bands the model reads, in its order (none chosen: by band name, else in order)",
+                None,
+                "INPUT",
+                optional=True,
+                allowMultiple=True,
+            )
+        )
 
     def _classify_args(self, parameters, context, out: str, **extra) -> list[str]:
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
@@ -178,6 +189,7 @@ class _Base(QgsProcessingAlgorithm):
             ),
             allow_no_crs=self.parameterAsBool(parameters, "ALLOW_NO_CRS", context),
             engine=commands.ENGINES[self.parameterAsEnum(parameters, "ENGINE", context)],
+            bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             **extra,
         )
 

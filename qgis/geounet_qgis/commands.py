@@ -36,12 +36,14 @@ def classify_args(
     nodata: float | None = None,
     allow_no_crs: bool = False,
     engine: str = "auto",
+    bands: list[int] | None = None,
 ) -> list[str]:
     """``geounet classify`` (optionally with ``--vector``), overwriting what QGIS confirmed.
 
     ``device``: one of :data:`DEVICES`; ``nodata``: the image's nodata value where the file
     declares none (a black border); ``allow_no_crs``: accept an image without a CRS;
-    ``engine``: one of :data:`ENGINES`.
+    ``engine``: one of :data:`ENGINES`; ``bands``: the image's bands the model reads, in the
+    model's order (None or empty: by name, else by position).
     """
     args = ["classify", image, "--out", out, "--tile-size", str(tile_size)]
     args += ["--overlap", str(overlap), "--overwrite"]
@@ -57,6 +59,8 @@ def classify_args(
         args += ["--allow-no-crs"]
     if engine and engine != "auto":
         args += ["--engine", engine]
+    if bands:
+        args += ["--bands", ",".join(str(int(b)) for b in bands)]
     if probabilities:
         args += ["--probabilities", probabilities]
     if vector:
