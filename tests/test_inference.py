@@ -460,6 +460,7 @@ def test_bands_chosen_by_the_user_override_names_and_positions(make_raster, tmp_
         with pytest.raises(InvalidParameterError, match=r"bands=.*\(--bands 3,2,1\)"):
             ClassifyOptions(bands=bad)
     assert ClassifyOptions(bands=[]).bands is None
+    assert ClassifyOptions(bands=np.array([3, 2, 1])).bands == (3, 2, 1)  # NumPy's integers
     assert not any((tmp_path / n).exists() for n in ("b.tif", "c.tif", "d.tif"))
 
 

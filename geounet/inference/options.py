@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,14 @@ def probabilities_path(out_raster: PathLike) -> Path:
 
 def _checked_bands(bands: Any) -> tuple[int, ...] | None:
     """``bands`` as a tuple of 1-based band numbers (None for an empty one)."""
-    items = [bands] if isinstance(bands, int | str) else list(bands)
-    ok = all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in items)
+    items = [bands] if isinstance(bands, Integral | str) else list(bands)
+    ok = all(isinstance(b, Integral) and not isinstance(b, bool) and b >= 1 for b in items)
     if not ok:
         raise InvalidParameterError(
             f"bands={bands!r} is not allowed; give the input's band numbers (1-based, as in "
             "GDAL) in the model's order, e.g. bands=(3, 2, 1) (--bands 3,2,1)."
         )
-    return tuple(items) or None
+    return tuple(int(b) for b in items) or None
 
 
 @dataclass(frozen=True)
