@@ -240,6 +240,19 @@ def test_arcgis_function_names_its_classes_runs_on_the_device_and_refuses_wrappe
     fn.updatePixels((0, 0), block.shape, {}, raster_pixels=masked, raster_mask=valid[None])
 
 
+def test_arcgis_bands_argument_chooses_the_bands_arcgis_extracts(model_dir: Path, tmp_path: Path):
+    """A blue, green, red raster for a red, green, blue model: the tool's *Bands* model
+    argument (3,2,1) says so, as ``geounet classify --bands`` does; empty keeps the package's."""
+    fn, config = _packaged_function(model_dir, tmp_path, 128, 32)
+    assert config["extractBands"] == (0, 1, 2)
+    assert next(p for p in fn.getParameterInfo() if p["name"] == "bands")["value"] == ""
+    assert fn.getConfiguration(bands="3, 2, 1")["extractBands"] == (2, 1, 0)
+    assert fn.getConfiguration(bands="1,1,1")["extractBands"] == (0, 0, 0)
+    for bad in ("3,2", "3,2,x", "0,1,2", "4,3,2,1"):
+        with pytest.raises(ValueError, match=r"give 3 band numbers .* package's bands \[1, 2, 3\]"):
+            fn.getConfiguration(bands=bad)
+
+
 def test_arcgis_blocks_fill_one_tile_with_classifys_halo():
     """The packaged function (no geounet import at its top) sizes blocks with the halo
     predict_array adds at overlap 0; a padding that leaves no block is refused."""

@@ -66,7 +66,7 @@ class GeounetClassifier:
         self.device = kwargs.get("device")
 
     def getParameterInfo(self) -> list[dict[str, Any]]:  # noqa: N802 - ArcGIS's name
-        """The tool's parameters: ``raster`` and ``model`` first, then padding and batch size."""
+        """The tool's parameters: ``raster``, ``model``, padding, batch size, bands to read."""
         return [
             {
                 "name": "raster",
@@ -98,6 +98,16 @@ class GeounetClassifier:
                 "displayName": "Batch Size",
                 "description": "Tiles per network call",
             },
+            {
+                "name": "bands",
+                "dataType": "string",
+                "value": "",
+                "required": False,
+                "displayName": "Bands",
+                "description": "The raster's bands the model reads, in the model's order, "
+                "1-based (e.g. 3,2,1 for a blue, green, red raster and a red, green, blue "
+                "model); empty: the package's (its training bands by position)",
+            },
         ]
 
     def getConfiguration(self, **scalars: Any) -> dict[str, Any]:  # noqa: N802
@@ -112,7 +122,7 @@ class GeounetClassifier:
                 "package's ModelPadding)."
             )
         return {
-            "extractBands": tuple(self.emd.get("ExtractBands", ())),
+            "extractBands": extract_bands(scalars.get("bands"), self.emd),
             "padding": self.padding,
             "tx": inner,
             "ty": inner,
@@ -222,6 +232,29 @@ def outer_nodata(valid: np.ndarray) -> tuple[int, int, int, int]:
 
     rows, cols = valid.any(axis=1), valid.any(axis=0)
     return leading(rows), leading(rows[::-1]), leading(cols), leading(cols[::-1])
+
+
+def extract_bands(text: Any, emd: dict[str, Any]) -> tuple[int, ...]:
+    """The 0-based bands ArcGIS extracts: the tool's *Bands* argument, else the package's.
+
+    Example:
+        >>> extract_bands("3, 2, 1", {"ExtractBands": [0, 1, 2]})
+        (2, 1, 0)
+        >>> extract_bands("", {"ExtractBands": [0, 1, 2]})
+        (0, 1, 2)
+    """
+    packaged = tuple(int(b) for b in emd.get("ExtractBands", ()))
+    if text is None or not str(text).strip():
+        return packaged
+    items = [s.strip() for s in str(text).split(",")]
+    bands = [int(s) for s in items if s.isdigit() and int(s) >= 1]
+    if len(bands) != len(items) or (packaged and len(bands) != len(packaged)):
+        raise ValueError(
+            f"Bands {text!r}: give {len(packaged) or 'the'} band numbers of the raster, "
+            "1-based and in the model's order, separated by commas (e.g. 3,2,1), or leave it "
+            f"empty for the package's bands {[b + 1 for b in packaged]}."
+        )
+    return tuple(b - 1 for b in bands)
 
 
 def block_size(tile_size: int, padding: int) -> int:
