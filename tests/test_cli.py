@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -514,6 +515,8 @@ def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_pat
     assert (model / "geounet.json").exists() and (model / "model.safetensors").exists()
     r = runner.invoke(cli, ["info", str(model)])
     assert r.exit_code == 0 and "model folder" in r.output and "resnet18" in r.output
+    assert re.search(r"pixel size +0\.5 m\n", r.output), r.output  # not 0.49999999
+    assert "band_4 (bands 1, 2, 3, 4 of 4-band images)\n" in r.output  # what a scene must give
 
     out = tmp_path / "pred.tif"
     r = runner.invoke(

@@ -299,13 +299,16 @@ def _describe_vector(path: Path) -> list[tuple[str, str]] | None:
 def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:
     meta = json.loads(path.read_text())
     rows = [("kind", kind), ("path", str(path.parent))]
-    for key in ("arch", "backbone", "in_channels", "chip_size", "gsd_m", "source_dtype"):
+    for key in ("arch", "backbone", "in_channels", "chip_size", "source_dtype"):
         if key in meta:
             rows.append((key, str(meta[key])))
+    if "gsd_m" in meta:
+        gsd = meta["gsd_m"]
+        rows.append(("pixel size", "none (no CRS)" if gsd is None else f"{gsd:.3g} m"))
     if "classes" in meta:
         rows.append(("classes", ", ".join(f"{c['name']} ({c['color']})" for c in meta["classes"])))
     if "band_names" in meta:
-        rows.append(("bands", ", ".join(meta["band_names"])))
+        rows.append(("bands", _model_bands_row(meta)))
     if "chips" in meta:
         splits: dict[str, int] = {}
         for chip in meta["chips"]:
@@ -314,6 +317,15 @@ def _describe_json(path: Path, kind: str) -> list[tuple[str, str]]:
     for key, value in metric_rows(meta.get("metrics")):
         rows.append((f"metric {key}", f"{value:.4g}"))
     return rows + _vectorize_defaults(meta.get("object_sizes"), meta.get("gsd_m") is not None)
+
+
+def _model_bands_row(meta: Mapping[str, Any]) -> str:
+    """``red, green, blue (bands 1, 2, 3 of 4-band images)``: what a scene must give the model."""
+    names = ", ".join(meta["band_names"])
+    bands, count = meta.get("bands"), meta.get("source_band_count")
+    if not bands or not count:
+        return names
+    return f"{names} (bands {', '.join(map(str, bands))} of {count}-band images)"
 
 
 def metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, float]]:
