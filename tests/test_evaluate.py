@@ -645,6 +645,12 @@ def test_classifier_evaluate_is_classify_then_evaluate(make_raster, tmp_path, on
     assert r["image"] == str(image) and r["confusion_matrix"] == separate["confusion_matrix"]
     assert r["pixels"] == 64 * 64 and (tmp_path / "r.html").exists()
     assert r["buildings"] is not None and r["buildings"]["n_truth"] == 1
+    bgr = make_raster(rng.integers(0, 255, (3, 64, 64)).astype(np.uint8), name="bgr.tif")
+    with rasterio.open(bgr) as src:  # the same scene with its bands in reverse order
+        rgb = make_raster(src.read()[::-1], name="rgb.tif")
+    swapped = model.evaluate(bgr, truth, bands=(3, 2, 1))
+    assert swapped["confusion_matrix"] == model.evaluate(rgb, truth)["confusion_matrix"]
+    assert swapped["confusion_matrix"] != model.evaluate(bgr, truth)["confusion_matrix"]
 
 
 def test_classifier_evaluate_scores_the_polygons_classify_vector_writes(

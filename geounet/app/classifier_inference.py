@@ -109,6 +109,7 @@ class Inference:
         road_buffer_m: float = 3.0,
         truth_values: dict[int, int] | None = None,
         tta: str | None = None,
+        bands: tuple[int, ...] | list[int] | None = None,
         overwrite: bool = False,
         progress: bool = False,
     ) -> dict[str, Any]:
@@ -131,6 +132,8 @@ class Inference:
             road_buffer_m: Road tolerance in metres.
             truth_values: ``{truth raster value: class index}``.
             tta: Test-time augmentation of the classification.
+            bands: The image's bands the model reads, in its order (see
+                :class:`~geounet.inference.options.ClassifyOptions`).
             overwrite: Replace existing outputs.
             progress: Show the classification's progress bar.
 
@@ -154,6 +157,7 @@ class Inference:
                 image,
                 out,
                 tta=tta,
+                bands=bands,
                 probabilities=probabilities,
                 overwrite=overwrite,
                 progress=progress,
