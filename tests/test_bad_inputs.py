@@ -280,7 +280,7 @@ def c_raster_without_crs(env: Env) -> Call:
 
 def c_one_band_for_3band_model(env: Env) -> Call:
     path = env.raster(np.full((64, 64), 90, np.uint8), "gray.tif")
-    return _classify(env, path, E.BandMismatchError, ["gray.tif"], BAND_FIX)
+    return _classify(env, path, E.BandMismatchError, ["gray.tif"], (*BAND_FIX, "--bands 1,1,1"))
 
 
 def c_tile_not_multiple_of_32(env: Env) -> Call:

@@ -660,7 +660,7 @@ def test_classify_bands_picks_the_image_bands(runner, make_raster, tmp_path, tin
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
     r = runner.invoke(cli, [*args, str(four), "--out", str(tmp_path / "c.tif")])
-    assert r.exit_code == 2 and "--bands 3,2,1" in r.output
+    assert r.exit_code == 2 and "--bands 1,2,3" in r.output
     r = runner.invoke(cli, [*args, str(four), "--out", str(tmp_path / "c.tif"), "--bands", "9,2,1"])
     assert r.exit_code == 2 and "bgrn.tif: bands=(9, 2, 1)" in r.output
     assert r.output.count("\n") == 1 and not (tmp_path / "c.tif").exists()

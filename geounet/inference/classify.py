@@ -129,12 +129,14 @@ def _band_error(info: RasterInfo, config: Any, have: int, trained: int | None) -
     names = {b: info.band_name(b) for b in info.data_bands}
     shown = ", ".join(n or f"band_{b}" for b, n in names.items())
     named = f" (named {shown})" if any(names.values()) else ""
+    data = info.data_bands or [1]
+    example = ",".join(str(data[min(i, len(data) - 1)]) for i in range(len(want)))
     return BandMismatchError(
         f"{info.path}: the raster has {have} data band(s){named} but the model reads "
         f"{len(want)} (bands {want}{of}, trained on {', '.join(config.band_names or [])}). "
-        "Say which of its bands to read, in the model's order (bands=(3, 2, 1), --bands "
-        "3,2,1), or name its bands as the model's (band descriptions: they are then matched "
-        "by name), or train a model on this kind of image."
+        f"Say which of its bands are the model's bands, in the model's order (--bands {example}, "
+        f"bands=({example.replace(',', ', ')})), or name its bands as the model's (band "
+        "descriptions: they are then matched by name), or train a model on this kind of image."
     )
 
 
