@@ -456,7 +456,7 @@ def test_bands_chosen_by_the_user_override_names_and_positions(make_raster, tmp_
     )  # fmt: skip
     with pytest.raises(BandMismatchError, match=r"band 4, the alpha band.*\[1, 2, 3\]"):
         classify_raster(model, alpha, tmp_path / "d.tif", progress=False, bands=(4, 2, 1))
-    for bad in ([0, 1, 2], [1.0, 2, 3], "3,2,1", [True, 2, 3]):
+    for bad in ([0, 1, 2], [1.0, 2, 3], "3,2,1", [True, 2, 3], 3.0):
         with pytest.raises(InvalidParameterError, match=r"bands=.*\(--bands 3,2,1\)"):
             ClassifyOptions(bands=bad)
     assert ClassifyOptions(bands=[]).bands is None

@@ -203,12 +203,13 @@ def _model_bands(info: RasterInfo, config: Any) -> list[int]:
 
 def _chosen_bands(info: RasterInfo, config: Any, chosen: Sequence[int]) -> list[int]:
     """The bands the user chose (``ClassifyOptions.bands``), checked against file and model."""
-    trained = ", ".join(config.band_names or [])
+    names = config.band_names or []
+    trained = f" (trained on {', '.join(names)})" if names else ""
     if len(chosen) != config.in_channels:
         raise BandMismatchError(
             f"{info.path}: bands={tuple(chosen)} names {len(chosen)} band(s) but the model "
-            f"reads {config.in_channels} (trained on {trained}); give {config.in_channels} band "
-            "numbers of the image, in the model's order."
+            f"reads {config.in_channels}{trained}; give {config.in_channels} band numbers of "
+            "the image, in the model's order."
         )
     beyond = [b for b in chosen if b > info.count]
     if beyond:

@@ -49,7 +49,8 @@ def probabilities_path(out_raster: PathLike) -> Path:
 
 def _checked_bands(bands: Any) -> tuple[int, ...] | None:
     """``bands`` as a tuple of 1-based band numbers (None for an empty one)."""
-    items = [bands] if isinstance(bands, Integral | str) else list(bands)
+    single = isinstance(bands, Integral | str) or not hasattr(bands, "__iter__")
+    items = [bands] if single else list(bands)
     ok = all(isinstance(b, Integral) and not isinstance(b, bool) and b >= 1 for b in items)
     if not ok:
         raise InvalidParameterError(
