@@ -111,6 +111,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
 
+#: The options that change the pixels a run writes: a resumed run must share them.
+_KEYED_OPTIONS = (
+    "tile_size",
+    "overlap",
+    "blend",
+    "tta",
+    "resample",
+    "allow_no_crs",
+    "nodata",
+    "bands",
+)
+
+
 def _key(model: Any, info: Any, options: ClassifyOptions) -> dict[str, Any]:
     """What a resumed run must share with the interrupted one."""
     digest = hashlib.sha256(json.dumps(model.config.to_json(), default=str).encode())
@@ -124,19 +137,7 @@ def _key(model: Any, info: Any, options: ClassifyOptions) -> dict[str, Any]:
         "input_size": [info.width, info.height],
         "input_mtime_ns": stat.st_mtime_ns if stat else None,
         "model": digest.hexdigest(),
-        "options": {
-            f: str(getattr(options, f))
-            for f in (
-                "tile_size",
-                "overlap",
-                "blend",
-                "tta",
-                "resample",
-                "allow_no_crs",
-                "nodata",
-                "bands",
-            )
-        },
+        "options": {f: str(getattr(options, f)) for f in _KEYED_OPTIONS},
         "probabilities": options.probabilities is not None,
         "band_rows": BAND_ROWS,
     }
