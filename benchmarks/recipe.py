@@ -81,6 +81,7 @@ import ast
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -599,16 +600,19 @@ def planned_chip_views(views: int | None) -> Iterator[int]:
     """``fit()`` plans about ``views`` chip views inside the block (None: the library's plan).
 
     Sets :data:`geounet.model.schedule.TARGET_CHIP_VIEWS`, which ``plan_training`` reads at
-    each ``fit``, and restores it on leaving; yields the count in force.
+    each ``fit``, and restores it on leaving; yields the count in force. A plan larger than
+    the library's raises :data:`~geounet.model.schedule.MAX_EPOCHS` in proportion, so the
+    smallest areas (Kampala's 4 chips, capped at 1 500 epochs) get the larger plan too.
     """
     if views is not None and views < 1:
         raise SystemExit(f"--chip-views {views}: expected a positive count")
-    before = schedule.TARGET_CHIP_VIEWS
+    before, cap = schedule.TARGET_CHIP_VIEWS, schedule.MAX_EPOCHS
     schedule.TARGET_CHIP_VIEWS = before if views is None else int(views)
+    schedule.MAX_EPOCHS = max(cap, math.ceil(cap * schedule.TARGET_CHIP_VIEWS / before))
     try:
         yield schedule.TARGET_CHIP_VIEWS
     finally:
-        schedule.TARGET_CHIP_VIEWS = before
+        schedule.TARGET_CHIP_VIEWS, schedule.MAX_EPOCHS = before, cap
 
 
 def busy_warning(load: float, cpus: int) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_chip_views_option_sets_the_plan_inside_the_block_only(recipe):
     assert before == schedule.TARGET_CHIP_VIEWS
     with recipe.planned_chip_views(None) as views:
         assert views == before
+    cap = schedule.MAX_EPOCHS
+    with recipe.planned_chip_views(3 * before):  # a larger plan lifts the epoch cap too
+        assert plan_training(4, "cuda")[0] == 3 * cap
+        assert plan_training(50, "cpu")[0] == math.ceil(3 * before / 50)
+    assert (before, cap) == (schedule.TARGET_CHIP_VIEWS, schedule.MAX_EPOCHS)
     with pytest.raises(SystemExit, match="positive"), recipe.planned_chip_views(0):
         pass
 

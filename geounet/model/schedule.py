@@ -49,7 +49,9 @@ WARMUP = 0.25
 #: of its peak (see :class:`StopRule`).
 STOP_LR_FRACTION = 0.1
 #: ``fit`` without an epoch count plans about this many chip views (epochs x chips), at
-#: least :data:`MIN_EPOCHS` and at most :data:`MAX_EPOCHS` epochs...
+#: least :data:`MIN_EPOCHS` and at most :data:`MAX_EPOCHS` epochs, on every device (on a
+#: GPU a plan three times as large scored lower on the real scenes: a small labelled area is
+#: learnt by heart; thirty-third round of ``benchmarks/README.md``)...
 TARGET_CHIP_VIEWS = 6000
 MIN_EPOCHS, MAX_EPOCHS = 20, 1500
 #: ... and stops after this many seconds (the whole ``fit``, LR sweep included) per device
