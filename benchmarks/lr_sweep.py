@@ -6,10 +6,17 @@ trains at its suggestion. This script prepares each scene's training part as
 what the sweep saw: the suggestion, whether it was the fallback of a sweep that never
 diverged, the steepest and lowest points, and the smoothed losses.
 
+``--raw`` runs a sweep of the same 16 learning rates, seeded as ``fit(seed=)`` seeds its
+sweep, but keeps each step's own loss (no smoothing, no stop), then reads those losses as the sweep would with each smoothing of
+:data:`SMOOTHINGS` (:func:`~geounet.model.schedule.smooth_losses`, then
+:func:`~geounet.model.schedule.suggest_lr` with the cap of a pretrained encoder and without
+one): would a heavier smoothing let 16 steps see where training diverges?
+
 Usage::
 
     python benchmarks/lr_sweep.py --scene oam_zanzibar --scene oam_kampala --seeds 1 2 3
     python benchmarks/lr_sweep.py --scene oam_zanzibar --pretrained-path MODEL_DIR
+    python benchmarks/lr_sweep.py --raw --scene inria_austin --scene dubai_multiclass
 
 The last line is one JSON object. Needs ``../shared/data``.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -64,6 +72,74 @@ def sweep(
     return rows
 
 
+#: The smoothings ``--raw`` reads the losses with: ``fit()``'s, and heavier ones.
+SMOOTHINGS = (0.05, 0.1, 0.25, 0.5)
+
+
+def read_raw(lrs: list[float], raw: list[float]) -> dict[str, Any]:
+    """What the sweep would suggest from these raw losses with each of :data:`SMOOTHINGS`.
+
+    Keys ``"S/pretrained"`` (capped at ``FINE_TUNE_LR_CAP``) and ``"S/scratch"``; each gives
+    the suggestion, whether it is the fallback of a sweep that saw no divergence, and the
+    steepest and lowest points of the smoothed curve.
+    """
+    from geounet.model.schedule import FINE_TUNE_LR_CAP, smooth_losses, suggest_lr
+
+    readings: dict[str, Any] = {}
+    for smoothing in SMOOTHINGS:
+        losses = smooth_losses(raw, smoothing)
+        for start, cap in (("pretrained", FINE_TUNE_LR_CAP), ("scratch", None)):
+            r = suggest_lr(lrs[: len(losses)], losses, cap=cap)
+            readings[f"{smoothing}/{start}"] = {
+                "suggestion": r.suggestion,
+                "fallback": bool(r.extra.get("fallback")),
+                "steepest": r.steepest,
+                "minimum": r.minimum,
+            }
+    return readings
+
+
+def raw_sweep(
+    recipe: Any, name: str, data_root: Path, out: Path, seeds: list[int], **model: Any
+) -> list[dict[str, Any]]:
+    """Each seed's 16 raw losses on one scene's training part, and their readings."""
+    from geounet import prepare_data
+    from geounet.model.training import reseed_loader, seed_everything
+
+    scene = recipe.SCENES[name](data_root, out)
+    images, labels, _ = recipe.training_inputs(scene, out, False)
+    data = prepare_data(images, labels, classes=scene.classes, allow_no_crs=scene.allow_no_crs)
+    rows = []
+    for seed in seeds:
+        clf, _ = recipe.make_model(data, **model)
+        seed_everything(seed)  # as fit(seed=) does before its sweep
+        reseed_loader(data.train_dl, seed)
+        r = clf._trainer.lr_find(  # fit()'s sweep, every step's loss as it came
+            data.train_dl,
+            start_lr=1e-5,
+            num_iter=16,
+            smoothing=1.0,
+            diverge=math.inf,
+            progress=False,
+        )
+        readings = read_raw(r.lrs, r.losses)
+        rows.append(
+            {
+                "seed": seed,
+                "lrs": [float(f"{x:.3g}") for x in r.lrs],
+                "raw": [round(float(x), 3) for x in r.losses],
+                "readings": readings,
+            }
+        )
+        lowest = r.lrs[min(range(len(r.losses)), key=r.losses.__getitem__)]
+        picks = ", ".join(
+            f"{k} {v['suggestion']:.3g}{' (fallback)' if v['fallback'] else ''}"
+            for k, v in readings.items()
+        )
+        print(f"{name} seed {seed}: lowest raw loss at LR {lowest:.3g}; {picks}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep on each scene and seed; the last line is one JSON object."""
     recipe = load_recipe()
@@ -72,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=recipe.DEFAULT_DATA)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--pretrained-path", default=None, help="start from this saved model")
+    p.add_argument("--raw", action="store_true", help="raw losses, read with each smoothing")
     args = p.parse_args(argv)
     if not args.data.is_dir():
         print(f"{args.data}: the shared data folder is missing", file=sys.stderr)
@@ -82,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="geounet-lr-sweep-") as tmp:
         for name in args.scene or ["oam_zanzibar", "oam_kampala"]:
-            results[name] = sweep(recipe, name, args.data, Path(tmp) / name, args.seeds, **model)
-    print(json.dumps({"scenes": results, "pretrained_path": args.pretrained_path}))
+            run = raw_sweep if args.raw else sweep
+            results[name] = run(recipe, name, args.data, Path(tmp) / name, args.seeds, **model)
+    print(json.dumps({"scenes": results, "pretrained_path": args.pretrained_path, "raw": args.raw}))
     return 0
 
 

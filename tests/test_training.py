@@ -23,6 +23,7 @@ from geounet.model.schedule import (
     MIN_EPOCHS,
     StopRule,
     plan_training,
+    smooth_losses,
     suggest_lr,
 )
 from geounet.model.training import (
@@ -311,6 +312,19 @@ def test_lr_find_suggests_and_restores_weights():
     candidates = {result.steepest, result.minimum / 10, result.extra["divergence"] / 10, 1e-3}
     assert result.suggestion in candidates | {*LR_BOUNDS}  # the rule: the scripted tests below
     assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())
+
+
+def test_lr_find_smooths_as_smooth_losses_reads_its_raw_losses(monkeypatch):
+    """The sweep's smoothed losses are ``smooth_losses`` of the same steps' raw losses, cut at
+    the same step (a jump past 4 times the lowest smoothed loss ends both)."""
+    raw = [2.0, 1.9, 1.7, 1.4, 1.0, 0.8, 0.7, 0.9, 3.0, 40.0, 50.0, 60.0]
+    steps = iter(raw)
+    monkeypatch.setattr(Trainer, "train_step", lambda self, batch, optimizer: next(steps))
+    trainer, data = tiny_trainer()
+    swept = trainer.lr_find(data.train_dl, num_iter=len(raw), smoothing=0.5, progress=False)
+    expected = smooth_losses(raw, 0.5)
+    assert swept.losses == pytest.approx(expected)
+    assert len(expected) == 10  # stopped at 40.0: the smoothed 21.0 passes 4 x 0.87
 
 
 # The sweep's rule, checked on scripted loss curves: each training step returns loss(lr), and

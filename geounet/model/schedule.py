@@ -32,9 +32,11 @@ __all__ = [
     "TARGET_CHIP_VIEWS",
     "WARMUP",
     "LRFindResult",
+    "LossSmoother",
     "StopRule",
     "annealed_point",
     "plan_training",
+    "smooth_losses",
     "suggest_lr",
 ]
 
@@ -179,6 +181,54 @@ class LRFindResult:
     steepest: float
     minimum: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossSmoother:
+    """The LR sweep's reading of its losses: a bias-corrected exponential moving average.
+
+    :meth:`add` takes one step's training loss and returns the smoothed loss; ``diverged``
+    turns True once, after the first six steps, the smoothed loss exceeds ``diverge`` times
+    its lowest value (the sweep stops there).
+
+    Example:
+        >>> s = LossSmoother(smoothing=0.5)
+        >>> [round(s.add(x), 3) for x in (2.0, 1.0, 1.0)]
+        [2.0, 1.333, 1.143]
+    """
+
+    smoothing: float = 0.05
+    diverge: float = 4.0
+    steps: int = 0
+    average: float = 0.0
+    best: float = math.inf
+    diverged: bool = False
+
+    def add(self, loss: float) -> float:
+        """The smoothed loss after one more step's ``loss``."""
+        self.average = self.smoothing * loss + (1 - self.smoothing) * self.average
+        self.steps += 1
+        smoothed = self.average / (1 - (1 - self.smoothing) ** self.steps)
+        self.best = min(self.best, smoothed)
+        self.diverged = self.steps > 6 and smoothed > self.diverge * self.best
+        return smoothed
+
+
+def smooth_losses(
+    raw: Sequence[float], smoothing: float = 0.05, diverge: float = 4.0
+) -> list[float]:
+    """A sweep's raw losses as the sweep would have smoothed them, cut where it would stop.
+
+    Example:
+        >>> smooth_losses([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 1.0], 1.0)
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0]
+    """
+    smoother, out = LossSmoother(smoothing, diverge), []
+    for loss in raw:
+        out.append(smoother.add(float(loss)))
+        if smoother.diverged:
+            break
+    return out
 
 
 def suggest_lr(

@@ -41,7 +41,14 @@ from geounet.core.threads import THREADS_ENV, available_cores
 from geounet.evaluation.metrics import ConfusionAccumulator, mean_iou, pixel_accuracy
 from geounet.model.averaging import WeightAverage, check_decay
 from geounet.model.resume import clear_fit_state, load_fit_state, save_fit_state
-from geounet.model.schedule import WARMUP, LRFindResult, StopRule, annealed_point, suggest_lr
+from geounet.model.schedule import (
+    WARMUP,
+    LossSmoother,
+    LRFindResult,
+    StopRule,
+    annealed_point,
+    suggest_lr,
+)
 
 __all__ = [
     "CHECKPOINTS",
@@ -487,7 +494,7 @@ class Trainer:
         saved = state_copy(self.network)
         optimizer = self._optimizer(start_lr)
         gamma = (end_lr / start_lr) ** (1.0 / (num_iter - 1))
-        lrs, losses, avg, best = [], [], 0.0, math.inf
+        lrs, losses, smoother = [], [], LossSmoother(smoothing, diverge)
         batches = _cycle(train_dl)
         self.train_mode()
         t0 = time.perf_counter()
@@ -501,12 +508,9 @@ class Trainer:
                 loss = self.train_step(next(batches), optimizer)
                 if not math.isfinite(loss):
                     break
-                avg = smoothing * loss + (1 - smoothing) * avg
-                smoothed = avg / (1 - (1 - smoothing) ** (i + 1))
                 lrs.append(lr)
-                losses.append(smoothed)
-                best = min(best, smoothed)
-                if i > 5 and smoothed > diverge * best:
+                losses.append(smoother.add(loss))
+                if smoother.diverged:
                     break
         finally:
             self.network.load_state_dict(saved)
