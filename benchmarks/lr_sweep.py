@@ -7,8 +7,9 @@ what the sweep saw: the suggestion, whether it was the fallback of a sweep that 
 diverged, the steepest and lowest points, and the smoothed losses.
 
 ``--raw`` runs a sweep of the same 16 learning rates, seeded as ``fit(seed=)`` seeds its
-sweep, but keeps each step's own loss (no smoothing, no stop), then reads those losses as the sweep would with each smoothing of
-:data:`SMOOTHINGS` (:func:`~geounet.model.schedule.smooth_losses`, then
+sweep, but keeps each step's own loss (no smoothing, no stop), then reads those losses as
+the sweep would with each smoothing of :data:`SMOOTHINGS`
+(:func:`~geounet.model.schedule.smooth_losses`, then
 :func:`~geounet.model.schedule.suggest_lr` with the cap of a pretrained encoder and without
 one): would a heavier smoothing let 16 steps see where training diverges?
 

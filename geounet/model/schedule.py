@@ -199,10 +199,10 @@ class LossSmoother:
 
     smoothing: float = 0.05
     diverge: float = 4.0
-    steps: int = 0
-    average: float = 0.0
-    best: float = math.inf
-    diverged: bool = False
+    steps: int = field(default=0, init=False)
+    average: float = field(default=0.0, init=False)
+    best: float = field(default=math.inf, init=False)
+    diverged: bool = field(default=False, init=False)
 
     def add(self, loss: float) -> float:
         """The smoothed loss after one more step's ``loss``."""
