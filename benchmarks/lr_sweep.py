@@ -37,15 +37,20 @@ from typing import Any
 from ensemble import load_recipe  # the recipe's scenes, loaded as ensemble.py loads them
 
 
-def sweep(
-    recipe: Any, name: str, data_root: Path, out: Path, seeds: list[int], **model: Any
-) -> list[dict[str, Any]]:
-    """The sweep's record for each seed on one scene's training part."""
+def training_part(recipe: Any, name: str, data_root: Path, out: Path) -> Any:
+    """The chips of one scene's training part, prepared as ``benchmarks/recipe.py`` does."""
     from geounet import prepare_data
 
     scene = recipe.SCENES[name](data_root, out)
     images, labels, _ = recipe.training_inputs(scene, out, False)
-    data = prepare_data(images, labels, classes=scene.classes, allow_no_crs=scene.allow_no_crs)
+    return prepare_data(images, labels, classes=scene.classes, allow_no_crs=scene.allow_no_crs)
+
+
+def sweep(
+    recipe: Any, name: str, data_root: Path, out: Path, seeds: list[int], **model: Any
+) -> list[dict[str, Any]]:
+    """The sweep's record for each seed on one scene's training part."""
+    data = training_part(recipe, name, data_root, out)
     rows = []
     for seed in seeds:
         clf, _ = recipe.make_model(data, **model)
@@ -104,12 +109,9 @@ def raw_sweep(
     recipe: Any, name: str, data_root: Path, out: Path, seeds: list[int], **model: Any
 ) -> list[dict[str, Any]]:
     """Each seed's 16 raw losses on one scene's training part, and their readings."""
-    from geounet import prepare_data
     from geounet.model.training import reseed_loader, seed_everything
 
-    scene = recipe.SCENES[name](data_root, out)
-    images, labels, _ = recipe.training_inputs(scene, out, False)
-    data = prepare_data(images, labels, classes=scene.classes, allow_no_crs=scene.allow_no_crs)
+    data = training_part(recipe, name, data_root, out)
     rows = []
     for seed in seeds:
         clf, _ = recipe.make_model(data, **model)
