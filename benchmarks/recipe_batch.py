@@ -1,13 +1,14 @@
-"""Many runs of the recipe protocol at once: scenes x variants x seeds, one CPU core each.
+"""Many runs of the recipe protocol at once: scenes x variants x seeds, each on its own cores.
 
 A variant is compared with the defaults over the same seeds (``benchmarks/recipe.py``'s
 advice); on a GPU, or a machine with many cores, those runs need not wait for each other. This
 script starts one ``benchmarks/recipe.py`` process per scene, variant and seed, at most
-``--jobs`` at a time, each pinned to a core of its own with ``GEOUNET_NUM_THREADS=1`` (twelve
-processes with torch's default threads each would fight over the cores), writes each run's
-log to ``OUT/NAME.log`` and its crops and model to ``OUT/NAME/``, prints a line per finished
-run (object F1, building IoU, mIoU, buildings predicted / true, epochs, training minutes) and
-ends with one JSON object holding every run's figures.
+``--jobs`` at a time (default 1), each pinned to cores of its own (an equal share) with as
+many torch threads (``GEOUNET_NUM_THREADS``; twelve processes with torch's default threads
+each would fight over the cores), writes each run's log to ``OUT/NAME.log`` and its crops
+and model to ``OUT/NAME/``, prints a line per finished run (object F1, building IoU, mIoU,
+buildings predicted / true, epochs, training minutes) and ends with one JSON object holding
+every run's figures.
 
 A variant is the extra ``recipe.py`` arguments as one string, given as ``--variant=...``
 (the ``=`` keeps its leading ``--`` from being read as an option); ``--variant=`` is the
@@ -15,10 +16,10 @@ defaults. The thirty-third round of ``benchmarks/README.md`` (twelve runs on one
 
     python benchmarks/recipe_batch.py --scene inria_austin --scene oam_zanzibar \\
         --scene oam_kampala --seeds 1 2 --variant= \\
-        --variant="--chip-views 18000 --fit time_budget_s=330" --out runs
+        --variant="--chip-views 18000 --fit time_budget_s=330" --out runs --jobs 12
 
-On a 2-core CPU keep ``--jobs 1``: the protocol's runs take every core (a run beside another
-trains fewer epochs within its budget; twenty-second round).
+On a 2-core CPU keep ``--jobs 1`` (each run then has both cores, as ``recipe.py`` alone): a
+run beside another trains fewer epochs within its budget (twenty-second round).
 """
 
 from __future__ import annotations
@@ -100,11 +101,19 @@ def summary_line(run: Run, rc: int, seconds: float, result: dict[str, Any] | Non
     )
 
 
-def pinned(core: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that keeps the child on ``core`` (None where affinity is unknown)."""
+def core_groups(jobs: int) -> list[tuple[int, ...]]:
+    """The usable cores split into ``jobs`` disjoint groups of equal size (one per run)."""
+    free = cores()
+    jobs = max(1, min(jobs, len(free)))
+    size = len(free) // jobs
+    return [tuple(free[i * size : (i + 1) * size]) for i in range(jobs)]
+
+
+def pinned(group: tuple[int, ...]) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps the child on ``group`` (None where affinity is unknown)."""
     if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - macOS / Windows
         return None
-    return lambda: os.sched_setaffinity(0, {core})
+    return lambda: os.sched_setaffinity(0, set(group))
 
 
 def run_all(
@@ -114,25 +123,30 @@ def run_all(
     jobs: int,
     starter: Callable[..., subprocess.Popen] = subprocess.Popen,
 ) -> list[dict[str, Any]]:
-    """Run every run, ``jobs`` at a time, each on a core no other run holds; their records."""
+    """Run every run, ``jobs`` at a time, each on cores no other run holds; their records.
+
+    Each run gets an equal share of the cores and as many torch threads
+    (``GEOUNET_NUM_THREADS``): one core each for twelve runs on 16 cores, both cores for one
+    run at a time on 2, as ``recipe.py`` alone would use them.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    free: queue.Queue[int] = queue.Queue()
-    for core in cores()[: max(1, jobs)]:
-        free.put(core)
-    env = {**os.environ, "GEOUNET_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    free: queue.Queue[tuple[int, ...]] = queue.Queue()
+    for group in core_groups(jobs):
+        free.put(group)
 
     def one(run: Run) -> dict[str, Any]:
-        core = free.get()  # a core of its own for the whole run
+        group = free.get()  # cores of its own for the whole run
+        env = {**os.environ, "GEOUNET_NUM_THREADS": str(len(group)), "PYTHONUNBUFFERED": "1"}
         log, t0 = out / f"{run.name}.log", time.perf_counter()
         try:
             with log.open("w") as f:
                 cmd = run.command(out, data)
                 proc = starter(
-                    cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=pinned(core)
+                    cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=pinned(group)
                 )
                 rc = proc.wait()
         finally:
-            free.put(core)
+            free.put(group)
         seconds, result = time.perf_counter() - t0, last_json(log)
         print(summary_line(run, rc, seconds, result), flush=True)
         return {
@@ -140,7 +154,7 @@ def run_all(
             "scene": run.scene,
             "variant": run.variant,
             "seed": run.seed,
-            "core": core,
+            "cores": list(group),
             "rc": rc,
             "seconds": round(seconds, 1),
             "result": result,
@@ -164,7 +178,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--out", type=Path, required=True, help="folder for the logs and runs")
     p.add_argument("--data", type=Path, default=None, help="the shared data folder")
-    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: the cores)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     return p.parse_args(argv)
 
 
@@ -172,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the batch; the last line is one JSON object with every run's record."""
     args = parse_args(argv)
     runs = plan_runs(args.scene, args.variant or [""], args.seeds)
-    records = run_all(runs, args.out, args.data, args.jobs or len(cores()))
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise SystemExit(f"runs named twice (a variant or seed given twice?): {twice}")
+    records = run_all(runs, args.out, args.data, args.jobs)
     print(json.dumps({"runs": records}))
     return 0 if all(r["rc"] == 0 for r in records) else 1
 

@@ -51,7 +51,7 @@ def test_runs_are_every_scene_variant_and_seed_with_readable_names(batch):
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs CPU affinity")
-def test_each_run_has_one_core_of_its_own_and_one_thread(batch, tmp_path, capsys):
+def test_each_run_has_cores_of_its_own_and_as_many_threads(batch, tmp_path, capsys):
     out = tmp_path / "runs"
     code = batch.main(
         ["--scene", "oam_kampala", "--seeds", "1", "2", "3", "--out", str(out), "--jobs", "2"]
@@ -60,13 +60,30 @@ def test_each_run_has_one_core_of_its_own_and_one_thread(batch, tmp_path, capsys
     lines = capsys.readouterr().out.strip().splitlines()
     records = json.loads(lines[-1])["runs"]
     assert [r["run"] for r in records] == [f"oam_kampala-defaults-s{n}" for n in (1, 2, 3)]
-    allowed = sorted(os.sched_getaffinity(0))[:2]
+    groups = batch.core_groups(2)
     for r in records:
         scene = r["result"]["scenes"]["oam_kampala"]
-        assert r["rc"] == 0 and scene["cores"] == [r["core"]] and r["core"] in allowed
-        assert scene["threads"] == "1"
+        assert r["rc"] == 0 and scene["cores"] == r["cores"] and tuple(r["cores"]) in groups
+        assert scene["threads"] == str(len(r["cores"]))
         assert (out / f"{r['run']}.log").is_file()
     assert sum("F1 0.5" in line and "3 / 4 buildings" in line for line in lines) == 3
+
+
+def test_cores_are_shared_out_evenly_and_never_twice(batch, monkeypatch):
+    monkeypatch.setattr(batch, "cores", lambda: list(range(16)))
+    assert batch.core_groups(1) == [tuple(range(16))]  # one run: every core, 16 threads
+    twelve = batch.core_groups(12)
+    assert len(twelve) == 12 and all(len(g) == 1 for g in twelve)
+    assert len({c for g in twelve for c in g}) == 12
+    assert batch.core_groups(40) == [(c,) for c in range(16)]  # never more runs than cores
+    monkeypatch.setattr(batch, "cores", lambda: [0, 1])
+    assert batch.core_groups(1) == [(0, 1)]
+
+
+def test_a_variant_given_twice_is_refused(batch, tmp_path):
+    args = ["--scene", "oam_kampala", "--variant=--epochs 1", "--variant=--epochs  1"]
+    with pytest.raises(SystemExit, match="named twice"):
+        batch.main([*args, "--out", str(tmp_path)])
 
 
 def test_a_failed_run_is_reported_and_fails_the_batch(batch, tmp_path, capsys):
