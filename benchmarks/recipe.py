@@ -508,6 +508,7 @@ def run_scene(
         "prepare_seconds": round(prep_s, 1),
         "epochs": len(history),
         "stopped_by": history.attrs.get("stopped_by"),  # epochs, early stopping, time budget
+        "kept_epoch": history.attrs.get("kept_epoch"),  # the epoch of the weights kept
         "chips": {k: int(v) for k, v in data.manifest.get("chip_counts", {}).items()},
         "backbone": backbone,
         # the share of the training buildings the split would cut: vectorize's default

@@ -96,7 +96,8 @@ def summary_line(run: Run, rc: int, seconds: float, result: dict[str, Any] | Non
     return (
         f"{head}, F1 {scene['building_f1']:.3f}, building IoU {scene['iou']['building']:.3f}, "
         f"mIoU {scene['miou']:.3f}, {scene['pred_buildings']} / {scene['true_buildings']} "
-        f"buildings, {scene['epochs']} epochs ({scene['stopped_by']}), "
+        f"buildings, {scene['epochs']} epochs ({scene['stopped_by']}, weights of epoch "
+        f"{scene.get('kept_epoch', '?')}), "
         f"{scene['train_minutes']} training minutes"
     )
 

@@ -511,7 +511,7 @@ def test_prepare_train_info_classify_evaluate_chain(runner, small_scene, tmp_pat
          "--weights", "none", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output + repr(r.exception)
-    assert "epochs: 1 (ended by its planned epochs)" in r.output  # what ended the training
+    assert "epochs: 1 (ended by its planned epochs); weights kept from epoch 1" in r.output
     assert (model / "geounet.json").exists() and (model / "model.safetensors").exists()
     r = runner.invoke(cli, ["info", str(model)])
     assert r.exit_code == 0 and "model folder" in r.output and "resnet18" in r.output

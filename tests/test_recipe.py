@@ -68,7 +68,11 @@ def test_refit_on_all_trains_again_on_every_chip_for_the_picked_epochs(data, mon
     assert first["valid_miou"].notna().all() and again["valid_miou"].isna().all()
     assert list(hist["epoch"]) == list(range(1, 5 + picked))
     assert hist.attrs["stopped_by"] == "early stopping"  # the first run's, validation judged
-    assert model.history.attrs == {"stopped_by": "early stopping", "epochs": 4 + picked}
+    assert model.history.attrs == {
+        "stopped_by": "early stopping",
+        "epochs": 4 + picked,
+        "kept_epoch": 4 + picked,  # the refit's last epoch gave the weights kept
+    }
     # the validation score reported is the first run's best (the refit has no held-out data)
     assert model.config.metrics["miou"] == pytest.approx(first["valid_miou"].max())
     seen = []

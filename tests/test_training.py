@@ -68,6 +68,8 @@ def test_best_checkpoint_by_miou_is_restored():
     assert mean_iou(cm) == pytest.approx(hist["valid_miou"].max())
     assert (trainer.best_confusion == cm).all()
     assert hist.attrs["stopped_by"] == "epochs"
+    best = int(hist["valid_miou"].to_numpy().argmax()) + 1  # the first epoch of the best score
+    assert hist.attrs["kept_epoch"] == trainer.best_epochs == best
 
 
 def test_annealed_checkpoint_keeps_the_best_epoch_at_a_low_rate():

@@ -345,7 +345,10 @@ class UnetClassifier(Inference, ValidationResults):
         """Train; returns the history of this call (also appended to :attr:`history`).
 
         The history's ``attrs["stopped_by"]`` says what ended the run: its ``"epochs"``,
-        ``"early stopping"`` or its ``"time budget"`` (with ``refit_on_all``, the first run's).
+        ``"early stopping"`` or its ``"time budget"`` (with ``refit_on_all``, the first run's);
+        ``attrs["kept_epoch"]`` which epoch of the call (1-based) gave the weights kept: the
+        best validation epoch, often long before the last on a small area (with
+        ``refit_on_all``, the refit's last).
 
         The default recipe: AdamW with a one-cycle schedule (25 % warm-up); the encoder of a
         pretrained network learns at :data:`ENCODER_LR_RATIO` of the decoder's rate; the
@@ -446,14 +449,18 @@ class UnetClassifier(Inference, ValidationResults):
             more = self._run(all_chips_loader(data), None, picked, lr, progress, **again)
             stopped_by = run.attrs.get("stopped_by")  # the run validation judged
             run = pd.concat([run, more], ignore_index=True)
-            run.attrs["stopped_by"] = stopped_by
+            run.attrs.update(stopped_by=stopped_by, kept_epoch=len(run))  # the refit's last
         self._confusion = confusion  # the held-out score (the first run's when refitting)
         self._record_metrics()
         return self._ended(run)
 
     def _ended(self, run: pd.DataFrame) -> pd.DataFrame:
         """``run``, the history of a :meth:`fit` call, summed up in :attr:`history`'s attrs."""
-        self._history.attrs.update(stopped_by=run.attrs.get("stopped_by"), epochs=len(run))
+        self._history.attrs.update(
+            stopped_by=run.attrs.get("stopped_by"),
+            epochs=len(run),
+            kept_epoch=run.attrs.get("kept_epoch"),
+        )
         return run
 
     def _fit_ddp(

@@ -50,8 +50,9 @@ class ValidationResults:
     def history(self) -> pd.DataFrame:
         """Per-epoch training history of every :meth:`fit` call (a copy).
 
-        Its ``attrs`` sum up the last call: ``"epochs"`` it ran and what ended it,
-        ``"stopped_by"`` (as :meth:`fit`'s own history says).
+        Its ``attrs`` sum up the last call: ``"epochs"`` it ran, what ended it,
+        ``"stopped_by"``, and which epoch gave the weights kept, ``"kept_epoch"`` (as
+        :meth:`fit`'s own history says).
         """
         return self._history.copy()
 

@@ -149,9 +149,10 @@ def train_model(
         **prepare_options: More ``prepare_data`` keywords (when chipping images).
 
     Returns:
-        ``{"model": path, "metrics": {...}, "written": bool, "epochs": int, "stopped_by": str}``
-        (``written``: False on the ranks other than 0 of a distributed run; ``epochs`` and
-        ``stopped_by``: how many epochs the training ran and what ended it).
+        ``{"model": path, "metrics": {...}, "written": bool, "epochs": int, "stopped_by": str,
+        "kept_epoch": int}`` (``written``: False on the ranks other than 0 of a distributed
+        run; ``epochs``, ``stopped_by`` and ``kept_epoch``: how many epochs the training ran,
+        what ended it and which epoch gave the weights kept).
 
     Raises:
         InvalidParameterError: ``ddp`` with images instead of a chip folder; labels or
@@ -195,7 +196,8 @@ def train_model(
     )  # fmt: skip
     run = clf.history.attrs
     return {"model": Path(out), "metrics": clf.config.metrics, "written": clf.writes_files,
-            "epochs": run.get("epochs"), "stopped_by": run.get("stopped_by")}  # fmt: skip
+            "epochs": run.get("epochs"), "stopped_by": run.get("stopped_by"),
+            "kept_epoch": run.get("kept_epoch")}  # fmt: skip
 
 
 def fit_and_save(

@@ -195,7 +195,9 @@ def _report(result: dict[str, Any]) -> None:
     """Print what :func:`~geounet.app.workflows.train_model` did: epochs, metrics, folder."""
     if result.get("epochs"):
         ended = _ENDED.get(result.get("stopped_by"), "its planned epochs")
-        click.echo(f"epochs: {result['epochs']} (ended by {ended})")
+        kept = result.get("kept_epoch")
+        kept_text = f"; weights kept from epoch {kept}" if kept else ""
+        click.echo(f"epochs: {result['epochs']} (ended by {ended}){kept_text}")
     from geounet.app.workflows import metric_rows
 
     for key, value in metric_rows(result["metrics"]):

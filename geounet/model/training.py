@@ -419,7 +419,8 @@ class Trainer:
         Returns:
             A DataFrame with columns :data:`HISTORY_COLUMNS`, one row per epoch (with
             ``resume``, the saved epochs too); ``attrs["stopped_by"]`` says what ended the
-            run: ``"epochs"``, ``"early stopping"`` or ``"time budget"``.
+            run: ``"epochs"``, ``"early stopping"`` or ``"time budget"``;
+            ``attrs["kept_epoch"]``, which of its epochs (1-based) gave the weights kept.
 
         Raises:
             InvalidParameterError: Bad settings, an empty loader, or ``resume`` without a
@@ -466,6 +467,7 @@ class Trainer:
         self.best_confusion, self.best_epochs = best.restore(self.network, len(rows), loop.average)
         history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
         history.attrs["stopped_by"] = _stopped_by(loop.out_of_time, len(rows), epochs)
+        history.attrs["kept_epoch"] = self.best_epochs
         return history
 
     # ---------------------------------------------------------------- lr_find
