@@ -603,7 +603,7 @@ def planned_chip_views(views: int | None) -> Iterator[int]:
     Sets :data:`geounet.model.schedule.TARGET_CHIP_VIEWS`, which ``plan_training`` reads at
     each ``fit``, and restores it on leaving; yields the count in force. A plan larger than
     the library's raises :data:`~geounet.model.schedule.MAX_EPOCHS` in proportion, so the
-    smallest areas (Kampala's 4 chips, capped at 1 500 epochs) get the larger plan too.
+    smallest areas (Kampala's 3 training chips, capped at 1 500 epochs) get the larger plan too.
     """
     if views is not None and views < 1:
         raise SystemExit(f"--chip-views {views}: expected a positive count")
