@@ -37,45 +37,51 @@ from typing import Any
 from ensemble import load_recipe  # the recipe's scenes, loaded as ensemble.py loads them
 
 
-def training_part(recipe: Any, name: str, data_root: Path, out: Path) -> Any:
-    """The chips of one scene's training part, prepared as ``benchmarks/recipe.py`` does."""
+def sweep(
+    recipe: Any,
+    name: str,
+    data_root: Path,
+    out: Path,
+    seeds: list[int],
+    raw: bool = False,
+    **model: Any,
+) -> list[dict[str, Any]]:
+    """Each seed's record on one scene's training part, prepared as ``recipe.py`` does.
+
+    ``fit()``'s own sweep (:func:`fit_record`), or with ``raw`` every step's loss and its
+    readings (:func:`raw_record`).
+    """
     from geounet import prepare_data
 
     scene = recipe.SCENES[name](data_root, out)
     images, labels, _ = recipe.training_inputs(scene, out, False)
-    return prepare_data(images, labels, classes=scene.classes, allow_no_crs=scene.allow_no_crs)
+    data = prepare_data(images, labels, classes=scene.classes, allow_no_crs=scene.allow_no_crs)
+    record = raw_record if raw else fit_record
+    return [record(recipe.make_model(data, **model)[0], data, name, seed) for seed in seeds]
 
 
-def sweep(
-    recipe: Any, name: str, data_root: Path, out: Path, seeds: list[int], **model: Any
-) -> list[dict[str, Any]]:
-    """The sweep's record for each seed on one scene's training part."""
-    data = training_part(recipe, name, data_root, out)
-    rows = []
-    for seed in seeds:
-        clf, _ = recipe.make_model(data, **model)
-        clf.fit(1, seed=seed, progress=False)
-        r = clf.lr_find_result
-        rows.append(
-            {
-                "seed": seed,
-                "suggestion": r.suggestion,
-                "fallback": bool(r.extra.get("fallback")),
-                "steepest": r.steepest,
-                "minimum": r.minimum,
-                "divergence": r.extra.get("divergence"),
-                "lrs": [float(f"{x:.3g}") for x in r.lrs],
-                "losses": [round(float(x), 3) for x in r.losses],
-            }
-        )
-        print(
-            f"{name} seed {seed}: suggestion {r.suggestion:.3g}"
-            f"{' (fallback: no divergence seen)' if rows[-1]['fallback'] else ''}, steepest "
-            f"{r.steepest:.3g}, lowest at {r.minimum:.3g}; smoothed loss "
-            f"{rows[-1]['losses'][0]} -> {rows[-1]['losses'][-1]} at LR {r.lrs[-1]:.3g}",
-            flush=True,
-        )
-    return rows
+def fit_record(clf: Any, data: Any, name: str, seed: int) -> dict[str, Any]:
+    """What ``fit(seed=)``'s own sweep saw and suggested (then one epoch)."""
+    clf.fit(1, seed=seed, progress=False)
+    r = clf.lr_find_result
+    row = {
+        "seed": seed,
+        "suggestion": r.suggestion,
+        "fallback": bool(r.extra.get("fallback")),
+        "steepest": r.steepest,
+        "minimum": r.minimum,
+        "divergence": r.extra.get("divergence"),
+        "lrs": [float(f"{x:.3g}") for x in r.lrs],
+        "losses": [round(float(x), 3) for x in r.losses],
+    }
+    print(
+        f"{name} seed {seed}: suggestion {r.suggestion:.3g}"
+        f"{' (fallback: no divergence seen)' if row['fallback'] else ''}, steepest "
+        f"{r.steepest:.3g}, lowest at {r.minimum:.3g}; smoothed loss "
+        f"{row['losses'][0]} -> {row['losses'][-1]} at LR {r.lrs[-1]:.3g}",
+        flush=True,
+    )
+    return row
 
 
 #: The smoothings ``--raw`` reads the losses with: ``fit()``'s, and heavier ones.
@@ -105,42 +111,33 @@ def read_raw(lrs: list[float], raw: list[float]) -> dict[str, Any]:
     return readings
 
 
-def raw_sweep(
-    recipe: Any, name: str, data_root: Path, out: Path, seeds: list[int], **model: Any
-) -> list[dict[str, Any]]:
-    """Each seed's 16 raw losses on one scene's training part, and their readings."""
+def raw_record(clf: Any, data: Any, name: str, seed: int) -> dict[str, Any]:
+    """``fit()``'s 16-step sweep with every step's loss as it came, and its readings.
+
+    Seeded as ``fit(seed=)`` seeds its sweep; no smoothing and no stop, then read with each
+    smoothing by :func:`read_raw`.
+    """
     from geounet.model.training import reseed_loader, seed_everything
 
-    data = training_part(recipe, name, data_root, out)
-    rows = []
-    for seed in seeds:
-        clf, _ = recipe.make_model(data, **model)
-        seed_everything(seed)  # as fit(seed=) does before its sweep
-        reseed_loader(data.train_dl, seed)
-        r = clf._trainer.lr_find(  # fit()'s sweep, every step's loss as it came
-            data.train_dl,
-            start_lr=1e-5,
-            num_iter=16,
-            smoothing=1.0,
-            diverge=math.inf,
-            progress=False,
-        )
-        readings = read_raw(r.lrs, r.losses)
-        rows.append(
-            {
-                "seed": seed,
-                "lrs": [float(f"{x:.3g}") for x in r.lrs],
-                "raw": [round(float(x), 3) for x in r.losses],
-                "readings": readings,
-            }
-        )
-        lowest = r.lrs[min(range(len(r.losses)), key=r.losses.__getitem__)]
-        picks = ", ".join(
-            f"{k} {v['suggestion']:.3g}{' (fallback)' if v['fallback'] else ''}"
-            for k, v in readings.items()
-        )
-        print(f"{name} seed {seed}: lowest raw loss at LR {lowest:.3g}; {picks}", flush=True)
-    return rows
+    seed_everything(seed)
+    reseed_loader(data.train_dl, seed)
+    r = clf._trainer.lr_find(
+        data.train_dl, start_lr=1e-5, num_iter=16, smoothing=1.0, diverge=math.inf,
+        progress=False,
+    )  # fmt: skip
+    readings = read_raw(r.lrs, r.losses)
+    lowest = r.lrs[min(range(len(r.losses)), key=r.losses.__getitem__)]
+    picks = ", ".join(
+        f"{k} {v['suggestion']:.3g}{' (fallback)' if v['fallback'] else ''}"
+        for k, v in readings.items()
+    )
+    print(f"{name} seed {seed}: lowest raw loss at LR {lowest:.3g}; {picks}", flush=True)
+    return {
+        "seed": seed,
+        "lrs": [float(f"{x:.3g}") for x in r.lrs],
+        "raw": [round(float(x), 3) for x in r.losses],
+        "readings": readings,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="geounet-lr-sweep-") as tmp:
         for name in args.scene or ["oam_zanzibar", "oam_kampala"]:
-            run = raw_sweep if args.raw else sweep
-            results[name] = run(recipe, name, args.data, Path(tmp) / name, args.seeds, **model)
+            out = Path(tmp) / name
+            results[name] = sweep(recipe, name, args.data, out, args.seeds, args.raw, **model)
     print(json.dumps({"scenes": results, "pretrained_path": args.pretrained_path, "raw": args.raw}))
     return 0
 
