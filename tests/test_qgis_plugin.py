@@ -164,7 +164,7 @@ def test_geounet_commands_accept_the_plugins_arguments():
             refit_on_all=True,
             start_from="m",
         ),
-        "evaluate": commands.evaluate_args("p", "t", "j", report="r"),
+        "evaluate": commands.evaluate_args("p", "t", "j", report="r", objects="s"),
     }
     for name, args in built.items():
         help_text = CliRunner().invoke(cli, [name, "--help"]).output
@@ -321,6 +321,7 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
                 "TRUTH": str(direct),
                 "JSON": str(tmp_path / "m.json"),
                 "OUTPUT": "TEMPORARY_OUTPUT",
+                "OBJECTS": str(tmp_path / "scored.gpkg"),
             },
         },
     ]
@@ -350,6 +351,9 @@ def test_qgis_algorithms_match_geounet_run_directly(scene: dict[str, Path], tmp_
         assert loaded["building"]["crs"] == "EPSG:32616" and loaded["building"]["valid"]
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics and evaluate["outputs"]["OUTPUT"]
+    scored = {layer["name"]: layer["features"] for layer in evaluate["loaded"]}
+    assert sorted(scored) == ["false_positive", "matched", "missed"]  # loaded into the project
+    assert scored["matched"] > 0  # the class raster scored against its own vectorized buildings
 
 
 @needs_qgis

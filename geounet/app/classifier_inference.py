@@ -105,6 +105,7 @@ class Inference:
         classified: PathLike | None = None,
         report: PathLike | None = None,
         error_map: PathLike | None = None,
+        objects: PathLike | None = None,
         iou_threshold: float = 0.5,
         road_buffer_m: float = 3.0,
         truth_values: dict[int, int] | None = None,
@@ -128,6 +129,8 @@ class Inference:
             classified: Keep the class raster here (default: a temporary file, removed).
             report: HTML report to write.
             error_map: Error-map GeoTIFF to write.
+            objects: Vector file of the buildings as scored (matched, missed, false
+                positive; each miss with the share classed and the peak probability under it).
             iou_threshold: Smallest IoU of a building match.
             road_buffer_m: Road tolerance in metres.
             truth_values: ``{truth raster value: class index}``.
@@ -169,6 +172,7 @@ class Inference:
                 road_buffer_m=road_buffer_m,
                 report=report,
                 error_map=error_map,
+                objects=objects,
                 truth_values=truth_values,
                 overwrite=overwrite,
             )

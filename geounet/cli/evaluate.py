@@ -75,6 +75,13 @@ from geounet.core.errors import OutputExistsError
     default=None,
     help="Write a GeoTIFF of true/false positives and false negatives (styled for QGIS).",
 )
+@click.option(
+    "--objects",
+    type=OUTPUT,
+    default=None,
+    help="Write the scored buildings (layers matched, missed, false_positive; each miss with "
+    "what the map holds under it) to this vector file (.gpkg, .geojson, .shp...).",
+)
 @asset_opt
 @allow_no_crs_opt
 @overwrite_opt
@@ -90,6 +97,7 @@ def command(
     json_path: Path | None,
     report: Path | None,
     error_map: Path | None,
+    objects: Path | None,
     asset: str | None,
     allow_no_crs: bool,
     overwrite: bool,
@@ -103,6 +111,7 @@ def command(
     \b
     Example:
       geounet evaluate scene_classified.tif --truth labels.gpkg --report report.html
+      geounet evaluate scene_classified.tif --truth labels.gpkg --objects scored.gpkg
     """
     from geounet.evaluation.evaluate import evaluate
     from geounet.evaluation.scores import write_report
@@ -122,6 +131,7 @@ def command(
         road_buffer_m=road_buffer_m,
         report=report,
         error_map=error_map,
+        objects=objects,
         truth_values=parse_value_map(truth_values, "--truth-values"),
         overwrite=overwrite,
         allow_no_crs=allow_no_crs,
@@ -129,7 +139,13 @@ def command(
     _echo(result)
     if json_path:
         write_report(result, json_path, overwrite=overwrite)
-    for label, path in (("json", json_path), ("report", report), ("error map", error_map)):
+    written = result.get("objects")
+    for label, path in (
+        ("json", json_path),
+        ("report", report),
+        ("error map", error_map),
+        ("objects", written),
+    ):
         if path is not None:
             click.echo(f"{label}: {path}")
 

@@ -51,6 +51,7 @@ from geounet.core.types import IGNORE_INDEX, PathLike
 from geounet.evaluation.errormap import ErrorMap
 from geounet.evaluation.inputs import Source, layer_kind, open_source
 from geounet.evaluation.objects import building_scores, road_scores, to_metric
+from geounet.evaluation.outcomes import building_outcomes, explain_missed
 from geounet.evaluation.pixels import (
     Blocks,
     Grid,
@@ -68,6 +69,8 @@ from geounet.evaluation.scores import (
     require_class_names,
 )
 from geounet.io.raster import RasterInfo, RasterWriter, WriterOptions, local_metric_crs
+from geounet.io.vectors import write_layers
+from geounet.vectorizing.confidence import PROBABILITIES_TAG, tagged_probabilities
 from geounet.vectorizing.pipeline import vectorize
 
 __all__ = ["PIXEL_KEYS", "ROAD_HALF_WIDTH_M", "EvaluateOptions", "evaluate"]
@@ -120,6 +123,7 @@ def evaluate(
     road_buffer_m: float = 3.0,
     report: PathLike | None = None,
     error_map: PathLike | None = None,
+    objects: PathLike | None = None,
     truth_values: Mapping[int, int] | None = None,
     overwrite: bool = False,
     block: int = 1024,
@@ -138,6 +142,10 @@ def evaluate(
         road_buffer_m: Tolerance of the road length metrics and APLS node snapping (m).
         report: Single-file HTML report to write.
         error_map: GeoTIFF of error codes to write (true/false positive, false negative...).
+        objects: Vector file to write the scored buildings to, a layer each for the
+            ``matched``, ``missed`` and ``false_positive`` ones, in the prediction's CRS
+            (:mod:`geounet.evaluation.outcomes`; a class raster's misses say what it holds
+            under them). Nothing is written when no buildings are scored (a note says why).
         truth_values: ``{truth raster value: class index}`` for a truth raster that does not
             hold class indices (e.g. ``{0: 0, 255: 1}``).
         overwrite: Replace existing report / error map.
@@ -157,13 +165,14 @@ def evaluate(
     Raises:
         CRSMismatchError: The inputs do not overlap.
         LabelError: Class names unknown, or a vector layer that names no class.
-        OutputExistsError: ``report`` / ``error_map`` exists and ``overwrite`` is False.
+        OutputExistsError: ``report`` / ``error_map`` / ``objects`` exists and ``overwrite``
+            is False.
         MissingCRSError: A raster has no CRS and ``allow_no_crs`` is False.
     """
     opts = EvaluateOptions(
         building_class, road_class, iou_threshold, road_buffer_m, truth_values, block
     )
-    _check_outputs([report, error_map], overwrite)
+    _check_outputs([report, error_map, objects], overwrite)
     kinds = {"building_class": building_class, "road_class": road_class}
     p = open_source(pred, **kinds, allow_no_crs=allow_no_crs)
     t = open_source(truth, **kinds, allow_no_crs=allow_no_crs)
@@ -184,7 +193,9 @@ def evaluate(
         "notes": notes,
     }
     errors = _pixel_part(p, t, names, opts, error_map, overwrite, result)
-    _object_part(p, t, names, opts, result)
+    scored = _object_part(p, t, names, opts, result)
+    if objects is not None:
+        _write_objects(objects, scored, p, names, opts, overwrite, result)
     if report is not None:
         from geounet.evaluation.report import write_html_report
 
@@ -365,31 +376,63 @@ def _areas(gs: gpd.GeoSeries, grid: Grid) -> gpd.GeoSeries:
 
 def _object_part(
     p: Source, t: Source, names: dict[int, str], opts: EvaluateOptions, result: dict
-) -> None:
-    """Fill ``result["buildings"]`` and ``result["roads"]``."""
+) -> tuple[gpd.GeoSeries, gpd.GeoSeries] | None:
+    """Fill ``result["buildings"]`` and ``result["roads"]``; the buildings scored, if any."""
     result["buildings"] = result["roads"] = None
     wanted = [n for n in (opts.building_class, opts.road_class) if n in names.values()]
     if not wanted:
         result["notes"].append(
             f"object metrics: neither {opts.building_class!r} nor {opts.road_class!r} is a class"
         )
-        return
+        return None
     truth = _features(t, names, opts, True, result["notes"])
     pred = _features(p, names, opts, False, result["notes"])
     if truth is None or pred is None:
-        return
+        return None
     crs = _metric_crs(p, t)
     area = _scored_area(p, t, crs)
     b, r = opts.building_class, opts.road_class
+    scored = None
     if b in truth:
         tb, pb = to_metric(truth[b], crs), to_metric(pred.get(b, _empty(truth[b])), crs)
         tb, pb = _buildings(tb, "truth", result), _buildings(pb, "prediction", result)
         tb, pb = _inside(tb, area, "true buildings", result, pb), _inside(pb, area, "", result)
         result["buildings"] = building_scores(tb, pb, opts.iou_threshold)
+        scored = (tb, pb)
     if r in truth and _lines_or_empty(truth[r], pred.get(r), result["notes"]):
         tr, pr = to_metric(truth[r], crs), to_metric(pred.get(r, _empty(truth[r])), crs)
         tr, pr = _inside(tr, area, "true roads", result, pr), _inside(pr, area, "", result)
         result["roads"] = road_scores(tr, pr, opts.road_buffer_m)
+    return scored
+
+
+def _write_objects(
+    out: PathLike,
+    scored: tuple[gpd.GeoSeries, gpd.GeoSeries] | None,
+    p: Source,
+    names: dict[int, str],
+    opts: EvaluateOptions,
+    overwrite: bool,
+    result: dict,
+) -> None:
+    """Write the scored buildings as layers (``result["objects"]``: the file, or None)."""
+    result["objects"] = None
+    if scored is None:
+        result["notes"].append(f"objects: no buildings were scored, so {out} was not written")
+        return
+    layers = building_outcomes(*scored, opts.iou_threshold)
+    crs = p.crs or scored[0].crs
+    layers = {k: g.to_crs(crs) if g.crs is not None else g for k, g in layers.items()}
+    value = next((i for i, n in names.items() if n == opts.building_class), None)
+    if p.info is not None and value is not None:
+        with rasterio.open(p.info.path) as src:
+            tag = src.tags().get(PROBABILITIES_TAG)
+        probs = tagged_probabilities(p.info.path, tag)
+        layers["missed"] = explain_missed(
+            layers["missed"], p.info, value, opts.building_class, probs
+        )
+    write_layers(layers, out, overwrite=overwrite)
+    result["objects"] = str(out)
 
 
 def _buildings(gs: gpd.GeoSeries, side: str, result: dict) -> gpd.GeoSeries:

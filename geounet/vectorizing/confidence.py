@@ -65,6 +65,7 @@ __all__ = [
     "check_confidence",
     "check_min_peak",
     "probabilities_tag",
+    "probability_bands",
     "scene_peak_threshold",
     "tagged_probabilities",
     "zonal_confidence",
@@ -212,3 +213,20 @@ def zonal_confidence(
         np.maximum.at(peaks, lab, p)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts / 255.0, peaks / 255.0
+
+
+def probability_bands(prob: rasterio.io.DatasetReader, class_map: dict[int, str]) -> dict[int, int]:
+    """Probability band of each class: by band description (class name), else value + 1.
+
+    Raises:
+        InvalidParameterError: Neither names nor positions fit ``class_map``.
+    """
+    names = list(prob.descriptions)
+    if all(n in names for n in class_map.values()):
+        return {v: names.index(n) + 1 for v, n in class_map.items()}
+    if all(0 <= v < prob.count for v in class_map):
+        return {v: v + 1 for v in class_map}
+    raise InvalidParameterError(
+        f"{prob.name}: cannot tell which of its {prob.count} bands holds each class "
+        f"{class_map}; give the probability raster written by classify with this class raster."
+    )

@@ -47,6 +47,7 @@ from geounet.vectorizing.confidence import (
     ROAD_CONFIDENCE,
     check_confidence,
     check_min_peak,
+    probability_bands,
     scene_peak_threshold,
     tagged_probabilities,
     zonal_confidence,
@@ -336,7 +337,7 @@ def _open_readers(
     if probabilities is None:
         return None
     prob = stack.enter_context(rasterio.open(_check_prob_grid(probabilities, info, allow_no_crs)))
-    opts.prob_bands = _prob_bands(prob, class_map)
+    opts.prob_bands = probability_bands(prob, class_map)
     if opts.separate is not None:
         opts.building_prob = _WindowReader(prob, opts.prob_bands[opts.separate], 1 / 255)
     return prob
@@ -537,19 +538,6 @@ def _check_prob_grid(path: PathLike, info: RasterInfo, allow_no_crs: bool) -> Pa
             "the probabilities written by the same classify run."
         )
     return p.path
-
-
-def _prob_bands(prob: rasterio.io.DatasetReader, class_map: dict[int, str]) -> dict[int, int]:
-    """Probability band of each class: by band description (class name), else value + 1."""
-    names = list(prob.descriptions)
-    if all(n in names for n in class_map.values()):
-        return {v: names.index(n) + 1 for v, n in class_map.items()}
-    if all(0 <= v < prob.count for v in class_map):
-        return {v: v + 1 for v in class_map}
-    raise InvalidParameterError(
-        f"{prob.name}: cannot tell which of its {prob.count} bands holds each class "
-        f"{class_map}; give the probability raster written by classify with this class raster."
-    )
 
 
 def _skeleton_collector(

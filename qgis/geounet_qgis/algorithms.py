@@ -379,11 +379,19 @@ class TrainModel(_Base):
         return {"OUTPUT": out}
 
 
+#: Outline colours of the layers of ``geounet evaluate --objects``.
+OBJECT_COLOURS = {"matched": "#33a02c", "missed": "#e31a1c", "false_positive": "#ff7f00"}
+
+
 class Evaluate(_Base):
     """Pixel, building and road accuracy of a class raster against truth."""
 
     NAME, TITLE = "evaluate", "Evaluate"
-    HELP = "Scores a class raster against a truth raster or vector file: a table and a JSON file."
+    HELP = (
+        "Scores a class raster against a truth raster or vector file: a table and a JSON file; "
+        "optionally the buildings as scored (matched, missed, false positives), each miss "
+        "with the share of its pixels classed building and its peak probability."
+    )
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         """Parameters."""
@@ -398,6 +406,15 @@ class Evaluate(_Base):
         self.addParameter(
             QgsProcessingParameterBoolean("REPORT", "Also write an HTML report", False)
         )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                "OBJECTS",
+                "Scored buildings (matched, missed, false positives)",
+                "GeoPackage (*.gpkg)",
+                optional=True,
+                createByDefault=False,
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """Run ``geounet evaluate`` and turn its JSON into a table."""
@@ -407,7 +424,11 @@ class Evaluate(_Base):
         report = None
         if self.parameterAsBoolean(parameters, "REPORT", context):
             report = os.path.splitext(json_out)[0] + ".html"
-        _run(commands.evaluate_args(pred, truth, json_out, report=report), feedback)
+        objects = self.parameterAsFileOutput(parameters, "OBJECTS", context) or None
+        args = commands.evaluate_args(pred, truth, json_out, report=report, objects=objects)
+        _run(args, feedback)
+        if objects and os.path.exists(objects):  # not written when no buildings were scored
+            _load_vector_layers(objects, OBJECT_COLOURS, context, "OBJECTS")
         with open(json_out, encoding="utf-8") as f:
             rows = commands.flatten_metrics(json.load(f))
         fields = QgsFields()
@@ -422,7 +443,7 @@ class Evaluate(_Base):
             number = value if isinstance(value, float) else None
             feature.setAttributes([key, number, None if number is not None else str(value)])
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        return {"OUTPUT": dest, "JSON": json_out, "REPORT": report}
+        return {"OUTPUT": dest, "JSON": json_out, "REPORT": report, "OBJECTS": objects}
 
 
 ALGORITHMS = [ClassifyRaster, VectorizeClasses, ClassifyAndVectorize, TrainModel, Evaluate]

@@ -119,11 +119,20 @@ def train_args(
     return args
 
 
-def evaluate_args(pred: str, truth: str, json_out: str, *, report: str | None = None) -> list[str]:
-    """``geounet evaluate PRED --truth TRUTH --json OUT``."""
+def evaluate_args(
+    pred: str,
+    truth: str,
+    json_out: str,
+    *,
+    report: str | None = None,
+    objects: str | None = None,
+) -> list[str]:
+    """``geounet evaluate PRED --truth TRUTH --json OUT`` (and ``--report``, ``--objects``)."""
     args = ["evaluate", pred, "--truth", truth, "--json", json_out, "--overwrite"]
     if report:
         args += ["--report", report]
+    if objects:
+        args += ["--objects", objects]
     return args
 
 
