@@ -60,7 +60,7 @@ def test_every_scored_building_is_in_one_layer_with_why_it_was_missed(make_raste
     p = _prediction(make_raster, tmp_path)
     out = tmp_path / "scored.gpkg"
     r = evaluate(p, _truth(tmp_path / "truth.gpkg"), objects=out)
-    assert r["objects"] == str(out)
+    assert r["objects"] == [str(out)]
     assert [n for n, _ in pyogrio.list_layers(out)] == list(OUTCOME_LAYERS)
     layers = _layers(out)
     b = r["buildings"]
@@ -88,7 +88,8 @@ def test_without_the_probabilities_a_miss_still_says_what_share_was_classed(make
     out = tmp_path / "scored.geojson"  # another format: one file per layer
     r = evaluate(p, _truth(tmp_path / "truth.gpkg"), objects=out)
     missed = gpd.read_file(tmp_path / "scored_missed.geojson")
-    assert r["objects"] == str(out) and len(missed) == 2
+    files = [str(tmp_path / f"scored_{k}.geojson") for k in OUTCOME_LAYERS]
+    assert r["objects"] == files and len(missed) == 2
     assert missed["peak_probability"].isna().all()
     assert sorted(missed["share_classed"].round(4)) == [0.0, 0.375]
 
@@ -135,6 +136,10 @@ def test_cli_objects_option_writes_the_layers(make_raster, tmp_path):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert f"objects: {out}" in res.output
+    assert len(gpd.read_file(out, layer="missed")) == 2
+    again = CliRunner().invoke(cli, args)  # one line, exit code 2, the file kept
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert "--overwrite" in again.output
     assert len(gpd.read_file(out, layer="missed")) == 2
 
 

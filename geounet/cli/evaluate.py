@@ -139,7 +139,7 @@ def command(
     _echo(result)
     if json_path:
         write_report(result, json_path, overwrite=overwrite)
-    written = result.get("objects")
+    written = ", ".join(result.get("objects") or []) or None
     for label, path in (
         ("json", json_path),
         ("report", report),

@@ -160,7 +160,9 @@ def evaluate(
         when neither input is a raster); ``"buildings"`` as
         :func:`geounet.evaluation.objects.building_scores` and ``"roads"`` as
         :func:`geounet.evaluation.objects.road_scores` (None when the truth lacks the class);
-        ``"errors"``: pixels per error code; ``"notes"``: what was skipped and why.
+        ``"errors"``: pixels per error code; ``"notes"``: what was skipped and why;
+        ``"objects"`` (only when ``objects`` is given): the files written (one, or one per
+        layer for formats of one layer a file), or None.
 
     Raises:
         CRSMismatchError: The inputs do not overlap.
@@ -415,7 +417,7 @@ def _write_objects(
     overwrite: bool,
     result: dict,
 ) -> None:
-    """Write the scored buildings as layers (``result["objects"]``: the file, or None)."""
+    """Write the scored buildings as layers (``result["objects"]``: the files, or None)."""
     result["objects"] = None
     if scored is None:
         result["notes"].append(f"objects: no buildings were scored, so {out} was not written")
@@ -431,8 +433,8 @@ def _write_objects(
         layers["missed"] = explain_missed(
             layers["missed"], p.info, value, opts.building_class, probs
         )
-    write_layers(layers, out, overwrite=overwrite)
-    result["objects"] = str(out)
+    written = write_layers(layers, out, overwrite=overwrite)
+    result["objects"] = [str(f) for f in written]
 
 
 def _buildings(gs: gpd.GeoSeries, side: str, result: dict) -> gpd.GeoSeries:
