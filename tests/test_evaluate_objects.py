@@ -13,8 +13,8 @@ from shapely import box
 
 from geounet.core.errors import OutputExistsError
 from geounet.evaluation.evaluate import evaluate
-from geounet.evaluation.outcomes import OUTCOME_LAYERS, building_outcomes
-from geounet.io.raster import write_raster
+from geounet.evaluation.outcomes import OUTCOME_LAYERS, building_outcomes, explain_missed
+from geounet.io.raster import open_raster, write_raster
 
 NAMES = {0: "background", 1: "building"}
 UTM = "EPSG:32616"
@@ -169,3 +169,17 @@ def test_model_evaluate_passes_objects_and_reads_its_own_probabilities(
     assert b["n_truth"] == 2 and len(layers["missed"]) == b["fn"] >= 1
     # the probabilities lived in a temporary file during the scoring: each miss has its peak
     assert layers["missed"]["peak_probability"].between(0, 1).all()
+
+
+def test_probabilities_that_do_not_fit_are_not_read(make_raster, tmp_path):
+    p = _prediction(make_raster, tmp_path, with_probabilities=False)
+    with rasterio.open(p) as src:
+        crs, transform = src.crs, src.transform
+    one = write_raster(tmp_path / "one.tif", np.full((40, 40), 9, np.uint8), crs, transform)
+    other = make_raster(np.zeros((20, 20), np.uint8), name="other_grid.tif")
+    truth = gpd.GeoSeries([box(*UNSEEN), box(*PART)], crs=UTM)
+    missed = building_outcomes(truth, gpd.GeoSeries([], crs=UTM))["missed"]
+    for probs in (one, other):  # one unnamed band; another grid: nothing to read
+        got = explain_missed(missed, open_raster(p), 1, "building", probs)
+        assert got["peak_probability"].isna().all()
+        assert got["share_classed"].round(4).tolist() == [0.0, 0.375]

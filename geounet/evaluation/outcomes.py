@@ -43,6 +43,7 @@ from affine import Affine
 from rasterio.windows import Window
 from shapely.affinity import affine_transform
 
+from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX
 from geounet.evaluation.metrics import match_polygons
 from geounet.io.raster import RasterInfo
@@ -153,6 +154,16 @@ def _open_on_grid(
     return None
 
 
+def _band(prob: rasterio.io.DatasetReader | None, value: int, name: str) -> int | None:
+    """The band of ``prob`` that holds the building probability (None: none to read)."""
+    if prob is None:
+        return None
+    try:
+        return probability_bands(prob, {value: name})[value]
+    except InvalidParameterError:  # not the probabilities of this class raster
+        return None
+
+
 def explain_missed(
     missed: gpd.GeoDataFrame,
     class_raster: RasterInfo,
@@ -182,7 +193,7 @@ def explain_missed(
     with rasterio.open(class_raster.path) as src:
         prob = _open_on_grid(probabilities, src)
         try:
-            band = probability_bands(prob, {value: name})[value] if prob is not None else 0
+            band = _band(prob, value, name)
             for k, geom in enumerate(geoms):
                 px = affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
                 win = _pixel_window(px, src.height, src.width)
@@ -194,7 +205,7 @@ def explain_missed(
                 valid = classes != IGNORE_INDEX
                 if valid.any():
                     share[k] = float(np.mean(classes[valid] == value))
-                if prob is not None:
+                if prob is not None and band is not None:
                     peak[k] = float(prob.read(band, window=window)[inside].max()) / 255.0
         finally:
             if prob is not None:
