@@ -274,3 +274,81 @@ def test_a_scene_rarely_sure_of_anything_keeps_its_buildings(tmp_path):
     with pytest.warns(UserWarning, match="14 of 14 buildings were dropped"):
         sure = vectorize(c, probabilities=p, min_area_m2=1, min_peak_confidence=0.98)
     assert len(sure["building"]) == 0 and sure["building"].attrs["min_peak_confidence"] == 0.98
+
+
+# --- building outlines grown down to GROW_CONFIDENCE (hysteresis) ----------------------------
+
+
+def grow_scene(tmp_path: Path) -> tuple[Path, Path]:
+    """A sure shed of 4 x 4 px whose roof is only half found, a lone glimmer, a road beside."""
+    a = np.zeros((32, 32), np.uint8)
+    a[4:8, 4:8] = 1  # the arg-max: 16 px of a shed of 8 x 8 px
+    a[4:12, 12:14] = 2  # a road touching the shed's roof
+    prob = np.zeros((3, 32, 32), np.uint8)
+    prob[1, 4:12, 4:12] = 80  # the rest of the roof at 0.31
+    prob[1, 4:8, 4:8] = 255
+    prob[1, 4:12, 12:14] = 90  # road pixels with some building probability: never taken
+    prob[1, 20:26, 20:26] = 120  # 0.47 with no building pixel: stays background
+    prob[2, 4:12, 12:14] = 160
+    prob[0] = 255 - prob[1] - prob[2]
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(NAMES.values()))
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=NAMES)
+    return c, p
+
+
+def test_building_outlines_grow_to_the_low_threshold_but_not_into_other_classes(tmp_path):
+    from geounet.vectorizing.confidence import GROW_CONFIDENCE
+
+    c, p = grow_scene(tmp_path)
+    before = Path(c).read_bytes()
+    kw = {"probabilities": p, "min_area_m2": 1, "regularize": False}
+    plain = vectorize(c, **kw)["building"]  # the default: the arg-max outline
+    assert plain.geometry.iloc[0].area == pytest.approx(16 * 0.25)
+    assert plain.attrs["grow_confidence"] is None
+    grown = vectorize(c, **kw, grow_confidence=GROW_CONFIDENCE)["building"]
+    assert len(grown) == 1 and grown.attrs["grow_confidence"] == 0.2
+    assert grown.geometry.iloc[0].area == pytest.approx(64 * 0.25)  # the whole 8 x 8 px roof
+    assert grown.geometry.iloc[0].bounds[2] <= 500000.0 + 12 * 0.5  # not into the road
+    high = vectorize(c, **kw, grow_confidence=0.4)["building"]
+    assert high.geometry.iloc[0].area == pytest.approx(16 * 0.25)  # 0.31 < 0.4
+    assert Path(c).read_bytes() == before  # the class raster is never changed
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 1.5, True])
+def test_grow_confidence_must_be_a_probability_above_0(tmp_path, value):
+    c, p = grow_scene(tmp_path)
+    with pytest.raises(InvalidParameterError, match="grow_confidence"):
+        vectorize(c, probabilities=p, grow_confidence=value)
+
+
+def test_grow_confidence_needs_the_probabilities(tmp_path):
+    c, _ = grow_scene(tmp_path)
+    with pytest.raises(InvalidParameterError, match="needs the building probabilities"):
+        vectorize(c, grow_confidence=0.3)
+
+
+def test_cli_grow_confidence(tmp_path):
+    c, p = grow_scene(tmp_path)
+    args = ["vectorize", str(c), "--probabilities", str(p), "--min-area", "1", "--no-regularize"]
+    for extra, area in (([], 4.0), (["--grow-confidence", "0.2"], 16.0)):
+        out = tmp_path / f"v{len(extra)}.gpkg"
+        res = CliRunner().invoke(cli, [*args, *extra, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert gpd.read_file(out, layer="building").geometry.iloc[0].area == pytest.approx(area)
+    bad = CliRunner().invoke(cli, [*args, "--grow-confidence", "0", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "grow_confidence" in bad.output
+
+
+def test_grown_pixels_do_not_lower_the_scenes_peak_threshold(tmp_path):
+    a = np.zeros((32, 32), np.uint8)
+    a[8:11, 8:11] = 1  # 9 sure pixels classed building ...
+    prob = np.zeros((3, 32, 32), np.uint8)
+    prob[1, 4:16, 4:16] = 80  # ... in a roof of 144 at 0.31: 94 % of the grown outline
+    prob[1, 8:11, 8:11] = 255
+    prob[0] = 255 - prob[1]
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(NAMES.values()))
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=NAMES)
+    b = vectorize(c, probabilities=p, min_area_m2=1, regularize=False, grow_confidence=0.2)
+    b = b["building"]
+    assert b.geometry.iloc[0].area == pytest.approx(144 * 0.25)  # grown
+    assert b.attrs["min_peak_confidence"] == PEAK_CONFIDENCE  # from the arg-max pixels only
