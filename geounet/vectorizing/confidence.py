@@ -104,10 +104,10 @@ PROBABILITIES_TAG = "GEOUNET_PROBABILITIES"
 #: to match their outline. 24 saved models of ``benchmarks/recipe.py`` vectorized again
 #: (benchmarks/README, thirty-fifth round), object F1 against the arg-max outlines: Zanzibar
 #: +0.044 (9 models, 8 up, 1 down), Inria +0.032 (2 up), Kampala +0.003 (4 up, 5 down: its
-#: touching roofs), Atlanta -0.009 (one model's 10 polygons for 14 buildings became 24: the
-#: growth floods its woods and lifts small blobs over the smallest area kept), Dubai 0; the
-#: demo -0.022. Unbounded growth can flood, so it is not the default; growth bounded in
-#: distance is the next thing to measure.
+#: touching roofs), Atlanta -0.009 (one model's 10 polygons for 14 buildings became 24: small
+#: sure blobs grown past the smallest area kept; growth bounded to 2 px still gave 19), Dubai
+#: 0; the demo -0.022. So it is not the default: the size filter would have to judge the
+#: arg-max blob, not the grown one.
 GROW_CONFIDENCE = 0.2
 
 

@@ -214,10 +214,10 @@ def vectorize(
             (hysteresis: the class raster's buildings grown down to this level; the class
             raster itself is not changed, nor the scene's peak threshold). None (default):
             no growth. 0.2 (:data:`~geounet.vectorizing.confidence.GROW_CONFIDENCE`)
-            raised object F1 on Zanzibar (+0.044) and Inria (+0.032) but flooded a wooded
-            scene (Atlanta: 10 polygons became 24). Growth follows connectivity within each
-            block of ``window_size``. The building layer's ``attrs["grow_confidence"]`` says
-            which value was used (None: none).
+            raised object F1 on Zanzibar (+0.044) and Inria (+0.032) but lifted small false
+            blobs over the smallest area kept on Atlanta (10 polygons became 24). Growth
+            follows connectivity within each block of ``window_size``. The building layer's
+            ``attrs["grow_confidence"]`` says which value was used (None: none).
         overwrite: Replace existing outputs.
         window_size: Block size in pixels streamed at a time; memory follows it, not the
             raster size.
