@@ -352,3 +352,23 @@ def test_grown_pixels_do_not_lower_the_scenes_peak_threshold(tmp_path):
     b = b["building"]
     assert b.geometry.iloc[0].area == pytest.approx(144 * 0.25)  # grown
     assert b.attrs["min_peak_confidence"] == PEAK_CONFIDENCE  # from the arg-max pixels only
+
+
+def test_specks_under_the_smallest_area_do_not_grow_into_buildings(tmp_path):
+    a = np.zeros((32, 32), np.uint8)
+    a[4:10, 4:10] = 1  # a sure roof of 36 px (9 m²), half of it found
+    a[20:22, 20:22] = 1  # a sure speck of 4 px (1 m²) in a glimmer of 0.31
+    prob = np.zeros((3, 32, 32), np.uint8)
+    prob[1, 4:14, 4:14] = 80
+    prob[1, 4:10, 4:10] = 255
+    prob[1, 16:28, 16:28] = 80
+    prob[1, 20:22, 20:22] = 255
+    prob[0] = 255 - prob[1]
+    p = write_raster(tmp_path / "p.tif", prob, UTM, GRID, descriptions=list(NAMES.values()))
+    c = write_raster(tmp_path / "c.tif", a, UTM, GRID, nodata=255, class_names=NAMES)
+    kw = {"probabilities": p, "min_area_m2": 4, "regularize": False}  # 16 px
+    plain = vectorize(c, **kw)["building"]
+    grown = vectorize(c, **kw, grow_confidence=0.2)["building"]
+    assert len(plain) == len(grown) == 1  # the speck stays a speck, dropped by size
+    assert plain.geometry.iloc[0].area == pytest.approx(9.0)
+    assert grown.geometry.iloc[0].area == pytest.approx(25.0)  # the roof, 10 x 10 px

@@ -109,7 +109,7 @@ class _Options:
     peak_levels: np.ndarray | None = None  # building pixels per probability level (0-255)
     sized: tuple[int | None, float] = (None, 0.0)  # (building value, its own min area m²)
     label_split: tuple[bool, float | None] = (True, None)  # (separate, labels' split share)
-    grow: tuple[int | None, int] = (None, 256)  # (building value, probability level it grows to)
+    grow: tuple[int | None, int, float] = (None, 256, 0.0)  # (building, level, min blob px)
 
 
 def vectorize(
@@ -213,10 +213,11 @@ def vectorize(
             pixels connected to them whose building probability is at least this
             (hysteresis: the class raster's buildings grown down to this level; the class
             raster itself is not changed, nor the scene's peak threshold). None (default):
-            no growth. 0.2 (:data:`~geounet.vectorizing.confidence.GROW_CONFIDENCE`)
-            raised object F1 on Zanzibar (+0.044) and Inria (+0.032) but lifted small false
-            blobs over the smallest area kept on Atlanta (10 polygons became 24). Growth
-            follows connectivity within each block of ``window_size``. The building layer's
+            no growth. Blobs under the buildings' smallest area kept do not grow. 0.2
+            (:data:`~geounet.vectorizing.confidence.GROW_CONFIDENCE`) raised object F1 on
+            Zanzibar (+0.046) and Inria (+0.027), Kampala +0.005, Atlanta -0.007, the
+            synthetic demo -0.022. Growth follows connectivity within each block of
+            ``window_size``. The building layer's
             ``attrs["grow_confidence"]`` says which value was used (None: none).
         overwrite: Replace existing outputs.
         window_size: Block size in pixels streamed at a time; memory follows it, not the
@@ -265,7 +266,7 @@ def vectorize(
     peak_class = by_name.get(building_class)
     opts = _Options(min_area_m2, simplify_m, peak_class if regularize else None)
     _set_filters(opts, (min_peak, min_road, adaptive), (peak_class, building_min_area))
-    opts.grow = _grow_level(grow_confidence, probabilities, peak_class, info)
+    opts.grow = _grow_level(grow_confidence, probabilities, peak_class, info, frame, opts.sized[1])
     _split_touching(opts, _separate(tags, separate, building_class), by_name.get(building_class))
     opts.separation, opts.size = SeparationOptions(min_separation_m), (info.height, info.width)
     with ExitStack() as stack:
@@ -315,8 +316,13 @@ def _grow_level(
     probabilities: PathLike | None,
     building: int | None,
     info: RasterInfo,
-) -> tuple[int | None, int]:
-    """``(building value, uint8 level)`` the outlines grow to; value None: no growth."""
+    frame: MetricFrame,
+    min_area_m2: float,
+) -> tuple[int | None, int, float]:
+    """``(building value, uint8 level, smallest blob in px)`` of the growth; value None: none.
+
+    Blobs under the buildings' smallest area kept (``min_area_m2``) do not grow.
+    """
     if grow_confidence is not None:
         if isinstance(grow_confidence, bool) or not 0 < float(grow_confidence) <= 1:
             raise InvalidParameterError(
@@ -331,8 +337,9 @@ def _grow_level(
                 "grow_confidence out."
             )
     if grow_confidence is None or building is None:
-        return None, 256
-    return building, max(1, math.ceil(float(grow_confidence) * 255))
+        return None, 256, 0.0
+    px = frame.pixel_m[0] * frame.pixel_m[1]
+    return building, max(1, math.ceil(float(grow_confidence) * 255)), min_area_m2 / px
 
 
 def _split_touching(
@@ -629,9 +636,10 @@ def _stream(
         e0, f0 = max(r0 - halo, 0), max(c0 - halo, 0)
         ext = src.read(1, window=Window(f0, e0, min(c1 + halo, w) - f0, min(r1 + halo, h) - e0))
         argmax = core = _shapes_input(ext[r0 - e0 : r1 - e0, c0 - f0 : c1 - f0])
-        value, level = opts.grow
+        value, level, min_px = opts.grow
         if value is not None and prob is not None and opts.prob_bands:
-            core = grow_objects(core, prob.read(opts.prob_bands[value], window=win), value, level)
+            levels = prob.read(opts.prob_bands[value], window=win)
+            core = grow_objects(core, levels, value, level, min_px)
         if opts.class_reader is not None:
             opts.class_reader.load(win, core)
         if opts.building_prob is not None:
