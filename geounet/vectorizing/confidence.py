@@ -52,7 +52,6 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from scipy import ndimage
 
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import PathLike
@@ -271,6 +270,8 @@ def grow_objects(
         >>> grow_objects(c, np.full((2, 4), 60), 1, 51, min_seed_px=2).tolist()  # a speck
         [[0, 1, 0, 0], [0, 0, 0, 2]]
     """
+    from scipy import ndimage  # here: ``classify`` reads this module and never needs scipy
+
     seed = classes == value
     if not seed.any():
         return classes
