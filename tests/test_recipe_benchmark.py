@@ -97,6 +97,42 @@ def test_fit_options_and_seed_reach_fit(recipe, monkeypatch, tmp_path):
         recipe.main(["--fit", "seed=3", "--data", str(tmp_path)])
 
 
+def test_vectorize_options_reach_the_scoring(recipe, monkeypatch, tmp_path):
+    seen = []
+
+    class FakeHistory(list):
+        def __init__(self, items):
+            super().__init__(items)
+            self.attrs = {}
+
+    class FakeModel:
+        config = type("C", (), {"class_names": ["background", "building"], "object_sizes": {}})
+
+        def fit(self, *args, **kwargs):
+            return FakeHistory([1])
+
+        def save(self, *args, **kwargs):
+            pass
+
+        def classify(self, *args, **kwargs):
+            pass
+
+    def score(classified, data, scene, i, names, vectorize_options=None):
+        seen.append(vectorize_options)
+        return {}
+
+    scene = recipe.Scene([tmp_path / "a.tif"], [tmp_path / "a.gpkg"], [tmp_path / "t.tif"], [], [])
+    monkeypatch.setitem(recipe.SCENES, "fake", lambda root, out: scene)
+    monkeypatch.setattr(recipe, "prepare_data", lambda *a, **k: type("D", (), {"manifest": {}})())
+    monkeypatch.setattr(recipe, "make_model", lambda data, **k: (FakeModel(), "lite0"))
+    monkeypatch.setattr(recipe, "score_class_raster", score)
+    monkeypatch.setattr(recipe, "summarize", lambda parts, names: {})
+    args = recipe.parse_args(["--vectorize", "grow_confidence=0.2"])
+    options = recipe.parse_overrides(args.vectorize, "--vectorize")
+    recipe.run_scene("fake", tmp_path, tmp_path, None, vectorize_options=options)
+    assert seen == [{"grow_confidence": 0.2}]
+
+
 def test_label_area_gives_the_whole_image_and_a_polygon_of_the_training_part(
     recipe, make_raster, tmp_path
 ):
