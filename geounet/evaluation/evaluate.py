@@ -70,7 +70,6 @@ from geounet.evaluation.scores import (
 )
 from geounet.io.raster import RasterInfo, RasterWriter, WriterOptions, local_metric_crs
 from geounet.io.vectors import write_layers
-from geounet.vectorizing.confidence import PROBABILITIES_TAG, tagged_probabilities
 from geounet.vectorizing.pipeline import vectorize
 
 __all__ = ["PIXEL_KEYS", "ROAD_HALF_WIDTH_M", "EvaluateOptions", "evaluate"]
@@ -427,12 +426,7 @@ def _write_objects(
     layers = {k: g.to_crs(crs) if g.crs is not None else g for k, g in layers.items()}
     value = next((i for i, n in names.items() if n == opts.building_class), None)
     if p.info is not None and value is not None:
-        with rasterio.open(p.info.path) as src:
-            tag = src.tags().get(PROBABILITIES_TAG)
-        probs = tagged_probabilities(p.info.path, tag)
-        layers["missed"] = explain_missed(
-            layers["missed"], p.info, value, opts.building_class, probs
-        )
+        layers["missed"] = explain_missed(layers["missed"], p.info, value, opts.building_class)
     written = write_layers(layers, out, overwrite=overwrite)
     result["objects"] = [str(f) for f in written]
 

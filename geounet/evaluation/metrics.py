@@ -31,6 +31,7 @@ from geounet.core.types import IGNORE_INDEX
 
 __all__ = [
     "ConfusionAccumulator",
+    "best_ious",
     "cohen_kappa",
     "confusion_matrix",
     "line_completeness_correctness",
@@ -317,6 +318,30 @@ def match_polygons(truth: Any, pred: Any, iou_threshold: float = 0.5) -> dict[st
         **_object_scores(tp, n_truth, n_pred),
         "matches": matches,
     }
+
+
+def best_ious(truth: Any, pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The largest IoU of each true polygon with any prediction, and of each prediction.
+
+    The pairs :func:`match_polygons` considers (intersecting, invalid polygons repaired);
+    0 where nothing touches a polygon.
+
+    Example:
+        >>> from shapely import box
+        >>> t, p = best_ious([box(0, 0, 10, 10), box(20, 0, 30, 10)], [box(1, 0, 11, 10)])
+        >>> [round(float(x), 3) for x in t], [round(float(x), 3) for x in p]
+        ([0.818, 0.0], [0.818])
+    """
+    t = _polygon_array(_geometry_array(truth, "truth"))
+    p = _polygon_array(_geometry_array(pred, "pred"))
+    best_t, best_p = np.zeros(len(t)), np.zeros(len(p))
+    t_ok = np.flatnonzero(~shapely.is_missing(t) & ~shapely.is_empty(t))
+    p_ok = np.flatnonzero(~shapely.is_missing(p) & ~shapely.is_empty(p))
+    if t_ok.size and p_ok.size:
+        i, j, iou = _pair_ious(t, p, t_ok, p_ok)
+        np.maximum.at(best_t, i, iou)
+        np.maximum.at(best_p, j, iou)
+    return best_t, best_p
 
 
 def _polygon_array(geoms: np.ndarray) -> np.ndarray:

@@ -45,28 +45,18 @@ from shapely.affinity import affine_transform
 
 from geounet.core.errors import InvalidParameterError
 from geounet.core.types import IGNORE_INDEX
-from geounet.evaluation.metrics import match_polygons
+from geounet.evaluation.metrics import best_ious, match_polygons
 from geounet.io.raster import RasterInfo
-from geounet.vectorizing.confidence import probability_bands
+from geounet.vectorizing.confidence import (
+    PROBABILITIES_TAG,
+    probability_bands,
+    tagged_probabilities,
+)
 
 __all__ = ["OUTCOME_LAYERS", "building_outcomes", "explain_missed"]
 
 #: The layers :func:`building_outcomes` returns, in order.
 OUTCOME_LAYERS = ("matched", "missed", "false_positive")
-
-
-def _best_iou(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The largest IoU of each true polygon with any prediction, and of each prediction."""
-    best_t, best_p = np.zeros(len(truth)), np.zeros(len(pred))
-    if len(truth) == 0 or len(pred) == 0:
-        return best_t, best_p
-    ti, pj = shapely.STRtree(pred).query(truth, "intersects")
-    inter = shapely.area(shapely.intersection(truth[ti], pred[pj]))
-    union = shapely.area(truth[ti]) + shapely.area(pred[pj]) - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    np.maximum.at(best_t, ti, iou)
-    np.maximum.at(best_p, pj, iou)
-    return best_t, best_p
 
 
 def building_outcomes(
@@ -92,7 +82,7 @@ def building_outcomes(
     ti = np.array([i for i, _, _ in m["matches"]], dtype=np.int64)
     pj = np.array([j for _, j, _ in m["matches"]], dtype=np.int64)
     ious = np.array([iou for _, _, iou in m["matches"]], dtype=float)
-    best_t, best_p = _best_iou(t, p)
+    best_t, best_p = best_ious(t, p)
     missed = np.setdiff1d(np.arange(len(t)), ti)
     false = np.setdiff1d(np.arange(len(p)), pj)
     return {
@@ -179,7 +169,8 @@ def explain_missed(
         value: Its building value.
         name: The building class name (finds the probability band by its description).
         probabilities: The probability raster ``classify`` wrote with it (one band per
-            class), or None; one on another grid is not read.
+            class); None: the one the class raster's ``GEOUNET_PROBABILITIES`` tag names,
+            while it is still there. One on another grid is not read.
 
     Returns:
         ``missed`` with ``share_classed`` (share of the outline's valid pixels classed
@@ -191,6 +182,9 @@ def explain_missed(
     share = np.full(len(missed), np.nan)
     peak = np.full(len(missed), np.nan)
     with rasterio.open(class_raster.path) as src:
+        if probabilities is None:
+            tag = src.tags().get(PROBABILITIES_TAG)
+            probabilities = tagged_probabilities(class_raster.path, tag)
         prob = _open_on_grid(probabilities, src)
         try:
             band = _band(prob, value, name)

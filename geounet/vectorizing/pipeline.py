@@ -636,14 +636,14 @@ def _stream(
         e0, f0 = max(r0 - halo, 0), max(c0 - halo, 0)
         ext = src.read(1, window=Window(f0, e0, min(c1 + halo, w) - f0, min(r1 + halo, h) - e0))
         argmax = core = _shapes_input(ext[r0 - e0 : r1 - e0, c0 - f0 : c1 - f0])
-        value, level, min_px = opts.grow
-        if value is not None and prob is not None and opts.prob_bands:
-            levels = prob.read(opts.prob_bands[value], window=win)
-            core = grow_objects(core, levels, value, level, min_px)
-        if opts.class_reader is not None:
-            opts.class_reader.load(win, core)
         if opts.building_prob is not None:
             opts.building_prob.load(win)
+        value, level, min_px = opts.grow
+        if value is not None and prob is not None:
+            levels = _building_levels(prob, win, value, opts)
+            core = core if levels is None else grow_objects(core, levels, value, level, min_px)
+        if opts.class_reader is not None:
+            opts.class_reader.load(win, core)
         if opts.peak_levels is not None and prob is not None:  # the scene's level: arg-max pixels
             _count_peak_levels(prob, win, argmax, opts)
         _finish(*tracer.trace(core, r0, c0), frame, opts)
@@ -659,15 +659,27 @@ def _count_peak_levels(
     prob: rasterio.io.DatasetReader, win: Window, core: np.ndarray, opts: _Options
 ) -> None:
     """Add the window's building pixels to ``opts.peak_levels`` by their probability (0-255)."""
-    value, counts, reader = opts.sized[0], opts.peak_levels, opts.building_prob
-    if reader is not None and reader.data is not None:  # read for the separation already
-        data = reader.data
-    elif opts.prob_bands and value in opts.prob_bands:
-        data = prob.read(opts.prob_bands[value], window=win)
-    else:
+    value = opts.sized[0]
+    data = None if value is None else _building_levels(prob, win, value, opts)
+    if data is None:
         return
     levels = np.clip(data[core == value], 0, 255).astype(np.int64)
-    counts += np.bincount(levels, minlength=256)[:256]
+    opts.peak_levels += np.bincount(levels, minlength=256)[:256]
+
+
+def _building_levels(
+    prob: rasterio.io.DatasetReader, win: Window, value: int, opts: _Options
+) -> np.ndarray | None:
+    """The window's probability of class ``value`` (uint8), read once per window.
+
+    The separation's block when it holds that class, else a read; None without such a band.
+    """
+    reader = opts.building_prob
+    if reader is not None and reader.data is not None and opts.separate == value:
+        return reader.data
+    if opts.prob_bands and value in opts.prob_bands:
+        return prob.read(opts.prob_bands[value], window=win)
+    return None
 
 
 def _finish(geoms: np.ndarray, values: np.ndarray, frame: MetricFrame, opts: _Options) -> None:
